@@ -1,0 +1,351 @@
+"""The contract between the control plane and the data plane.
+
+A snapshot is the whole routing configuration at one config revision: upstreams with their targets
+and APIs with their routes.  The control plane builds it from the database (``control_plane``
+imports this module); a worker validates it, compiles it into lookup tables and serves from it.
+This module is a leaf: it imports nothing of ours and no third-party package, so a worker can run
+from a snapshot file with no control plane at all.
+
+Wire form: a JSON object (see :meth:`Snapshot.to_dict`).  ``schema_version`` is ``"MAJOR.MINOR"``:
+a worker accepts any minor version of the majors it knows (unknown fields are ignored) and refuses a
+newer major.  ``hash`` is the SHA-256 of the canonical JSON of the *content* only (everything but
+``revision``, ``hash`` and ``generated_at``), so identical content always gives the same hash and a
+worker that already runs that hash needs nothing.
+
+Exceptions: :class:`SnapshotError` (invalid document) and its subclass
+:class:`UnsupportedSchemaVersion`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = "1.0"
+SUPPORTED_MAJOR = 1
+
+ALGORITHMS = ("round_robin", "least_request", "consistent_hash", "random")
+AUTH_MODES = ("none", "api_key", "jwt")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+
+# A path template: literal segments, `{name}` parameters, and an optional last `{name+}` greedy one.
+_PARAM_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}$")
+_LITERAL_RE = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%]+$")
+
+
+class SnapshotError(ValueError):
+    """The snapshot document is invalid; the message names the offending field."""
+
+
+class UnsupportedSchemaVersion(SnapshotError):
+    """The snapshot's major schema version is newer than this worker understands."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    id: str
+    host: str
+    port: int
+    weight: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    id: str
+    name: str
+    algorithm: str = "round_robin"
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    retries: int = 0
+    targets: tuple[Target, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    id: str
+    path: str  # template relative to the API base path, e.g. "/items/{id}" or "/{proxy+}"
+    upstream_id: str
+    methods: tuple[str, ...] = ()  # empty: any method
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    id: str
+    name: str
+    base_path: str = "/"
+    hosts: tuple[str, ...] = ()  # empty: any host
+    auth: str = "none"
+    strip_base_path: bool = True
+    max_body_bytes: int | None = None
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    revision: int
+    upstreams: tuple[Upstream, ...] = ()
+    apis: tuple[Api, ...] = ()
+    schema_version: str = SCHEMA_VERSION
+    generated_at: str = ""
+    hash: str = field(default="")
+
+    # ------------------------------------------------------------------ wire form
+
+    def content(self) -> dict[str, Any]:
+        """The hashed part of the wire form: everything that changes what a worker does."""
+        return {
+            "schema_version": self.schema_version,
+            "upstreams": [
+                {
+                    "id": u.id,
+                    "name": u.name,
+                    "algorithm": u.algorithm,
+                    "connect_timeout": u.connect_timeout,
+                    "read_timeout": u.read_timeout,
+                    "retries": u.retries,
+                    "targets": [{"id": t.id, "host": t.host, "port": t.port, "weight": t.weight} for t in u.targets],
+                }
+                for u in self.upstreams
+            ],
+            "apis": [
+                {
+                    "id": a.id,
+                    "name": a.name,
+                    "base_path": a.base_path,
+                    "hosts": list(a.hosts),
+                    "auth": a.auth,
+                    "strip_base_path": a.strip_base_path,
+                    "max_body_bytes": a.max_body_bytes,
+                    "routes": [
+                        {"id": r.id, "path": r.path, "upstream_id": r.upstream_id, "methods": list(r.methods)}
+                        for r in a.routes
+                    ],
+                }
+                for a in self.apis
+            ],
+        }
+
+    def compute_hash(self) -> str:
+        canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def sealed(self) -> Snapshot:
+        """This snapshot with its content hash filled in (what the control plane publishes)."""
+        return Snapshot(
+            revision=self.revision,
+            upstreams=self.upstreams,
+            apis=self.apis,
+            schema_version=self.schema_version,
+            generated_at=self.generated_at,
+            hash=self.compute_hash(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = self.content()
+        doc["revision"] = self.revision
+        doc["hash"] = self.hash or self.compute_hash()
+        doc["generated_at"] = self.generated_at
+        return doc
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Snapshot:
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SnapshotError(f"snapshot is not valid JSON: {exc}") from None
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Snapshot:
+        """Parse and validate a wire-form snapshot; raises :class:`SnapshotError`."""
+        if not isinstance(doc, dict):
+            raise SnapshotError("snapshot must be a JSON object")
+        version = _get(doc, "schema_version", str, "snapshot")
+        check_schema_version(version)
+        revision = _get(doc, "revision", int, "snapshot")
+        if revision < 0:
+            raise SnapshotError("snapshot.revision must be >= 0")
+        upstreams = tuple(_upstream(u, f"upstreams[{i}]") for i, u in enumerate(_get(doc, "upstreams", list, "snapshot")))
+        apis = tuple(_api(a, f"apis[{i}]") for i, a in enumerate(_get(doc, "apis", list, "snapshot")))
+        snap = cls(
+            revision=revision,
+            upstreams=upstreams,
+            apis=apis,
+            schema_version=version,
+            generated_at=str(doc.get("generated_at", "")),
+            hash=str(doc.get("hash", "")),
+        )
+        snap.validate()
+        if snap.hash and snap.hash != snap.compute_hash():
+            raise SnapshotError("snapshot.hash does not match its content (corrupt or tampered)")
+        return snap.sealed() if not snap.hash else snap
+
+    def validate(self) -> None:
+        """Cross-reference checks: unique ids, routes point at known upstreams."""
+        upstream_ids = set()
+        for i, u in enumerate(self.upstreams):
+            if u.id in upstream_ids:
+                raise SnapshotError(f"upstreams[{i}].id {u.id!r} is duplicated")
+            upstream_ids.add(u.id)
+        for i, a in enumerate(self.apis):
+            for j, r in enumerate(a.routes):
+                if r.upstream_id not in upstream_ids:
+                    raise SnapshotError(f"apis[{i}].routes[{j}].upstream_id {r.upstream_id!r} names no upstream")
+
+
+def check_schema_version(version: str) -> None:
+    m = re.fullmatch(r"(\d+)\.(\d+)", version)
+    if not m:
+        raise SnapshotError(f"snapshot.schema_version {version!r} is not MAJOR.MINOR")
+    major = int(m.group(1))
+    if major > SUPPORTED_MAJOR:
+        raise UnsupportedSchemaVersion(
+            f"snapshot schema version {version} is newer than this worker understands ({SUPPORTED_MAJOR}.x); "
+            "upgrade the worker"
+        )
+    if major < 1:
+        raise SnapshotError(f"snapshot schema version {version} is not supported")
+
+
+def split_template(path: str) -> list[str]:
+    """Validate a route path template and return its segments (no leading empty segment)."""
+    if not path.startswith("/"):
+        raise SnapshotError(f"path template {path!r} must start with '/'")
+    if path == "/":
+        return []
+    segments = path[1:].split("/")
+    for i, seg in enumerate(segments):
+        m = _PARAM_RE.match(seg)
+        if m:
+            if m.group(2) and i != len(segments) - 1:
+                raise SnapshotError(f"path template {path!r}: greedy parameter must be the last segment")
+            continue
+        if seg == "" and i == len(segments) - 1:
+            continue  # trailing slash is significant and allowed
+        if not _LITERAL_RE.match(seg) or "{" in seg or "}" in seg:
+            raise SnapshotError(f"path template {path!r}: invalid segment {seg!r}")
+    names = [m.group(1) for s in segments if (m := _PARAM_RE.match(s))]
+    if len(names) != len(set(names)):
+        raise SnapshotError(f"path template {path!r}: duplicate parameter name")
+    return segments
+
+
+def normalize_base_path(path: str) -> str:
+    """'/orders/' -> '/orders'; '' or '/' -> '/'."""
+    if not path.startswith("/"):
+        raise SnapshotError(f"base path {path!r} must start with '/'")
+    stripped = path.rstrip("/")
+    if not stripped:
+        return "/"
+    for seg in stripped[1:].split("/"):
+        if not seg or not _LITERAL_RE.match(seg) or "{" in seg:
+            raise SnapshotError(f"base path {path!r}: invalid segment {seg!r}")
+    return stripped
+
+
+# ---------------------------------------------------------------------- parsing helpers
+
+
+def _get(obj: dict[str, Any], key: str, typ: type, where: str, default: Any = ...) -> Any:
+    if key not in obj:
+        if default is ...:
+            raise SnapshotError(f"{where}.{key} is missing")
+        return default
+    value = obj[key]
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        if value is None and default is None:
+            return None
+        raise SnapshotError(f"{where}.{key} must be {typ.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _target(doc: Any, where: str) -> Target:
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"{where} must be an object")
+    port = _get(doc, "port", int, where)
+    if not 0 < port < 65536:
+        raise SnapshotError(f"{where}.port {port} is out of range")
+    weight = _get(doc, "weight", int, where, 100)
+    if weight < 0:
+        raise SnapshotError(f"{where}.weight must be >= 0")
+    host = _get(doc, "host", str, where)
+    if not host:
+        raise SnapshotError(f"{where}.host is empty")
+    return Target(id=_get(doc, "id", str, where), host=host, port=port, weight=weight)
+
+
+def _upstream(doc: Any, where: str) -> Upstream:
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"{where} must be an object")
+    algorithm = _get(doc, "algorithm", str, where, "round_robin")
+    if algorithm not in ALGORITHMS:
+        raise SnapshotError(f"{where}.algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+    connect_timeout = _get(doc, "connect_timeout", float, where, 5.0)
+    read_timeout = _get(doc, "read_timeout", float, where, 60.0)
+    if connect_timeout <= 0 or read_timeout <= 0:
+        raise SnapshotError(f"{where}: timeouts must be > 0")
+    retries = _get(doc, "retries", int, where, 0)
+    if retries < 0:
+        raise SnapshotError(f"{where}.retries must be >= 0")
+    targets = tuple(_target(t, f"{where}.targets[{i}]") for i, t in enumerate(_get(doc, "targets", list, where, [])))
+    return Upstream(
+        id=_get(doc, "id", str, where),
+        name=_get(doc, "name", str, where),
+        algorithm=algorithm,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries=retries,
+        targets=targets,
+    )
+
+
+def _route(doc: Any, where: str) -> Route:
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"{where} must be an object")
+    path = _get(doc, "path", str, where)
+    try:
+        split_template(path)
+    except SnapshotError as exc:
+        raise SnapshotError(f"{where}.path: {exc}") from None
+    methods = _get(doc, "methods", list, where, [])
+    for m in methods:
+        if m not in HTTP_METHODS:
+            raise SnapshotError(f"{where}.methods: {m!r} is not an HTTP method")
+    return Route(
+        id=_get(doc, "id", str, where), path=path, upstream_id=_get(doc, "upstream_id", str, where), methods=tuple(methods)
+    )
+
+
+def _api(doc: Any, where: str) -> Api:
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"{where} must be an object")
+    auth = _get(doc, "auth", str, where, "none")
+    if auth not in AUTH_MODES:
+        raise SnapshotError(f"{where}.auth {auth!r} is not one of {', '.join(AUTH_MODES)}")
+    try:
+        base_path = normalize_base_path(_get(doc, "base_path", str, where, "/"))
+    except SnapshotError as exc:
+        raise SnapshotError(f"{where}.base_path: {exc}") from None
+    hosts = _get(doc, "hosts", list, where, [])
+    if not all(isinstance(h, str) and h for h in hosts):
+        raise SnapshotError(f"{where}.hosts must be non-empty strings")
+    max_body = _get(doc, "max_body_bytes", int, where, None)
+    routes = tuple(_route(r, f"{where}.routes[{i}]") for i, r in enumerate(_get(doc, "routes", list, where, [])))
+    return Api(
+        id=_get(doc, "id", str, where),
+        name=_get(doc, "name", str, where),
+        base_path=base_path,
+        hosts=tuple(h.lower() for h in hosts),
+        auth=auth,
+        strip_base_path=_get(doc, "strip_base_path", bool, where, True),
+        max_body_bytes=max_body,
+        routes=routes,
+    )
