@@ -171,7 +171,9 @@ class Snapshot:
         revision = _get(doc, "revision", int, "snapshot")
         if revision < 0:
             raise SnapshotError("snapshot.revision must be >= 0")
-        upstreams = tuple(_upstream(u, f"upstreams[{i}]") for i, u in enumerate(_get(doc, "upstreams", list, "snapshot")))
+        upstreams = tuple(
+            _upstream(u, f"upstreams[{i}]") for i, u in enumerate(_get(doc, "upstreams", list, "snapshot"))
+        )
         apis = tuple(_api(a, f"apis[{i}]") for i, a in enumerate(_get(doc, "apis", list, "snapshot")))
         snap = cls(
             revision=revision,
@@ -320,7 +322,10 @@ def _route(doc: Any, where: str) -> Route:
         if m not in HTTP_METHODS:
             raise SnapshotError(f"{where}.methods: {m!r} is not an HTTP method")
     return Route(
-        id=_get(doc, "id", str, where), path=path, upstream_id=_get(doc, "upstream_id", str, where), methods=tuple(methods)
+        id=_get(doc, "id", str, where),
+        path=path,
+        upstream_id=_get(doc, "upstream_id", str, where),
+        methods=tuple(methods),
     )
 
 

@@ -1,0 +1,72 @@
+"""Responses the gateway produces itself (DESIGN.md, "Errors clients see").
+
+Every error is ``{"message": ..., "request_id": ...}`` with ``X-Request-ID``; status lines and
+header blocks are bytes built once at import, so an error costs a few concatenations.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+
+SERVER_HEADER = b"server: tollgate\r\n"
+
+STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("latin-1")) for s in HTTPStatus
+}
+
+
+def status_line(status: int) -> bytes:
+    line = STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d Unknown\r\n" % status
+    return line
+
+
+# Messages used by the proxy; the JSON prefix of each is built once.
+BAD_REQUEST = "malformed or ambiguous request"
+NO_ROUTE = "no route matches"
+METHOD_NOT_ALLOWED = "method not allowed"
+BODY_TOO_LARGE = "request body too large"
+HEADERS_TOO_LARGE = "request headers too large"
+UPSTREAM_FAILED = "upstream connection failed"
+BAD_UPSTREAM_RESPONSE = "bad upstream response"
+NO_HEALTHY_UPSTREAM = "no healthy upstream"
+UPSTREAM_TIMEOUT = "upstream timed out"
+NOT_CONFIGURED = "gateway has no configuration yet"
+
+_PREFIX: dict[str, bytes] = {}
+
+
+def error_body(message: str, request_id: bytes) -> bytes:
+    prefix = _PREFIX.get(message)
+    if prefix is None:
+        prefix = _PREFIX[message] = b'{"message":' + json.dumps(message).encode() + b',"request_id":"'
+    return prefix + request_id + b'"}'
+
+
+def error_response(
+    status: int,
+    message: str,
+    request_id: bytes,
+    *,
+    keep_alive: bool,
+    extra_headers: bytes = b"",
+) -> bytes:
+    """A complete HTTP/1.1 response. ``request_id`` is ours or already validated as safe to echo."""
+    body = error_body(message, request_id)
+    return b"".join(
+        (
+            status_line(status),
+            SERVER_HEADER,
+            b"content-type: application/json\r\ncontent-length: ",
+            str(len(body)).encode(),
+            b"\r\nx-request-id: ",
+            request_id,
+            b"\r\n",
+            extra_headers,
+            b"" if keep_alive else b"connection: close\r\n",
+            b"\r\n",
+            body,
+        )
+    )

@@ -1,0 +1,131 @@
+"""The proxy worker process: traffic listener, status listener, config sync.
+
+:class:`Worker` owns the current :class:`CompiledConfig` (``worker.config``); applying a snapshot
+compiles it off to the side and swaps the reference, so each request keeps the tables it
+started with.  ``run_worker`` is the blocking entry point used by the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import uvloop
+
+from data_plane import __version__
+from data_plane.compiler import CompiledConfig, compile_snapshot, retired_pools
+from data_plane.protocol import ClientConnection
+from data_plane.settings import WorkerSettings
+from data_plane.snapshot import Snapshot, SnapshotError
+from data_plane.status import StatusConnection
+from data_plane.sync import ConfigSync, read_cache
+
+log = logging.getLogger("tollgate.worker")
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.config: CompiledConfig | None = None
+        self.applied_at: float | None = None
+        self.connections: set[ClientConnection] = set()
+        self.sync: ConfigSync | None = None
+        self.last_error: str | None = None
+        self._servers: list[asyncio.Server] = []
+
+    # ------------------------------------------------------------------ config
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Validate, compile and swap in a snapshot; raises SnapshotError/ValueError and keeps the old one."""
+        snapshot.validate()
+        old = self.config
+        compiled = compile_snapshot(snapshot, old.pools if old is not None else None)
+        self.config = compiled  # the swap: one reference assignment
+        self.applied_at = time.time()
+        self.last_error = None
+        if old is not None:
+            for pool in retired_pools(old.pools, compiled.pools):
+                pool.close_idle()
+        log.info("applied config revision %s (%s)", snapshot.revision, snapshot.hash[:12])
+
+    def status(self) -> dict[str, Any]:
+        cfg = self.config
+        sync = self.sync
+        return {
+            "node_id": self.settings.node_id,
+            "hostname": self.settings.hostname,
+            "version": __version__,
+            "pid": os.getpid(),
+            "revision": cfg.revision if cfg else None,
+            "hash": cfg.hash if cfg else None,
+            "applied_at": self.applied_at,
+            "control_plane_connected": sync.connected if sync else None,
+            "last_error": (sync.last_error if sync else None) or self.last_error,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def load_initial(self) -> None:
+        s = self.settings
+        if s.snapshot_file is not None:
+            self.apply(Snapshot.from_json(s.snapshot_file.read_bytes()))
+            return
+        cached = read_cache(s.cache_file)
+        if cached is not None:
+            try:
+                self.apply(cached)
+                log.info("serving cached config revision %s until the control plane answers", cached.revision)
+            except (SnapshotError, ValueError) as exc:
+                log.error("cached snapshot %s cannot be applied (%s); ignoring it", s.cache_file, exc)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.load_initial()
+        server = await self.loop.create_server(
+            lambda: ClientConnection(self), s.host, s.port, reuse_port=s.reuse_port, backlog=2048
+        )
+        self._servers.append(server)
+        if s.status_port:
+            status = await self.loop.create_server(
+                lambda: StatusConnection(self), s.status_host, s.status_port, reuse_port=s.reuse_port
+            )
+            self._servers.append(status)
+        if s.control_plane_url and s.snapshot_file is None:
+            self.sync = ConfigSync(s, self.apply, self.status)
+            if self.config is not None:
+                self.sync.known_hash = self.config.hash
+        log.info("worker %s listening on %s:%s (status %s:%s)", s.node_id, s.host, s.port, s.status_host, s.status_port)
+
+    async def serve_forever(self, stop: asyncio.Event) -> None:
+        sync_task = asyncio.ensure_future(self.sync.run()) if self.sync is not None else None
+        await stop.wait()
+        for server in self._servers:
+            server.close()
+        if sync_task is not None:
+            sync_task.cancel()
+        # Graceful: stop accepting, let in-flight exchanges finish for a short while, then close.
+        deadline = self.loop.time() + 10.0
+        while any(c.active is not None for c in self.connections) and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+
+
+def run_worker(settings: WorkerSettings) -> None:
+    """Run one worker process until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        worker = Worker(settings, loop)
+        await worker.start()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.serve_forever(stop)
+
+    uvloop.run(main())

@@ -1,0 +1,55 @@
+"""Worker settings: one object, read from ``TOLLGATE_*`` at the edge (CLI) and passed down."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    status_host: str = "127.0.0.1"
+    status_port: int = 8100
+    control_plane_url: str | None = None
+    cluster_token: str | None = None
+    snapshot_file: Path | None = None  # standalone mode: serve this file, no control plane
+    cache_dir: Path = Path(".tollgate/worker")
+    node_id: str = ""
+    hostname: str = ""
+    long_poll_wait: float = 30.0
+    heartbeat_interval: float = 5.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+    reuse_port: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
+        env = os.environ if environ is None else environ
+        settings = cls(
+            host=env.get("TOLLGATE_WORKER_HOST", "127.0.0.1"),
+            port=int(env.get("TOLLGATE_WORKER_PORT", "8000")),
+            status_host=env.get("TOLLGATE_STATUS_HOST", "127.0.0.1"),
+            status_port=int(env.get("TOLLGATE_STATUS_PORT", "8100")),
+            control_plane_url=env.get("TOLLGATE_CONTROL_PLANE_URL") or None,
+            cluster_token=env.get("TOLLGATE_CLUSTER_TOKEN") or None,
+            snapshot_file=Path(env["TOLLGATE_SNAPSHOT_FILE"]) if env.get("TOLLGATE_SNAPSHOT_FILE") else None,
+            cache_dir=Path(env.get("TOLLGATE_WORKER_CACHE_DIR", ".tollgate/worker")),
+            node_id=env.get("TOLLGATE_NODE_ID", ""),
+        )
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        if not settings.hostname:
+            settings = replace(settings, hostname=socket.gethostname())
+        if not settings.node_id:
+            settings = replace(settings, node_id=str(uuid.uuid4()))
+        return settings
+
+    @property
+    def cache_file(self) -> Path:
+        # One cache per traffic port: several worker processes on one port share the same config.
+        return self.cache_dir / f"snapshot-{self.port}.json"

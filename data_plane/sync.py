@@ -1,0 +1,176 @@
+"""Config sync: the worker's side of the worker <-> control-plane channel.
+
+The worker dials out (it needs no inbound port for config) and long-polls
+``GET /cluster/v1/snapshot?known_hash=H&wait=S``: the control plane answers 200 with a new
+snapshot as soon as its hash differs from ``H``, or 304 when ``S`` seconds pass without change.
+Each accepted snapshot is applied (validate -> compile -> swap) and written to the cache file
+(write to a temp file, fsync, rename: a crash never leaves a half-written cache), which is the
+last-known-good the worker starts from when the control plane is down.  Status (revision, hash,
+last error) is reported on every change and as a heartbeat.  Failures back off exponentially
+with full jitter so a fleet of workers does not stampede a control plane that comes back.
+
+httpx is fine here: this is not the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from data_plane import __version__
+from data_plane.settings import WorkerSettings
+from data_plane.snapshot import Snapshot, SnapshotError
+
+log = logging.getLogger("tollgate.sync")
+
+
+def read_cache(path: Path) -> Snapshot | None:
+    """The last-known-good snapshot, or None (missing, or corrupt: logged and ignored)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.error("cannot read snapshot cache %s: %s; ignoring it", path, exc)
+        return None
+    try:
+        return Snapshot.from_json(data)
+    except SnapshotError as exc:
+        log.error("snapshot cache %s is corrupt (%s); ignoring it and waiting for the control plane", path, exc)
+        return None
+
+
+def write_cache(path: Path, snapshot: Snapshot) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(snapshot.to_json())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ConfigSync:
+    """Keeps a worker's config in step with the control plane."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        apply: Callable[[Snapshot], None],
+        status: Callable[[], dict[str, object]],
+    ) -> None:
+        assert settings.control_plane_url
+        self.settings = settings
+        self._apply = apply
+        self._status = status
+        self.known_hash = ""
+        self.last_error: str | None = None
+        self.connected = False
+        self._client: httpx.AsyncClient | None = None
+        self._status_changed = asyncio.Event()
+
+    def _headers(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "authorization": f"Bearer {s.cluster_token or ''}",
+            "x-tollgate-node-id": s.node_id,
+            "x-tollgate-node-hostname": s.hostname,
+            "x-tollgate-node-version": __version__,
+        }
+
+    async def run(self) -> None:
+        s = self.settings
+        base = s.control_plane_url.rstrip("/")  # type: ignore[union-attr]
+        timeout = httpx.Timeout(5.0, read=s.long_poll_wait + 10.0)
+        async with httpx.AsyncClient(base_url=base, timeout=timeout, headers=self._headers()) as client:
+            self._client = client
+            heartbeat = asyncio.ensure_future(self._heartbeat())
+            try:
+                await self._poll_forever(client)
+            finally:
+                heartbeat.cancel()
+
+    async def _poll_forever(self, client: httpx.AsyncClient) -> None:
+        s = self.settings
+        delay = s.backoff_initial
+        while True:
+            try:
+                resp = await client.get(
+                    "/cluster/v1/snapshot", params={"known_hash": self.known_hash, "wait": s.long_poll_wait}
+                )
+            except httpx.HTTPError as exc:
+                self._lost(f"control plane unreachable: {exc.__class__.__name__}")
+            else:
+                if resp.status_code == 304:
+                    self._reached()
+                    delay = s.backoff_initial
+                    continue
+                if resp.status_code == 200:
+                    self._reached()
+                    delay = s.backoff_initial
+                    self._receive(resp.content)
+                    continue
+                if resp.status_code == 401:
+                    self._lost("control plane refused the cluster token (401)")
+                else:
+                    self._lost(f"control plane answered {resp.status_code}")
+            # Full jitter (AWS architecture blog): sleep uniformly in [0, delay], delay doubling to a cap.
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, s.backoff_max)
+
+    def _receive(self, body: bytes) -> None:
+        try:
+            snapshot = Snapshot.from_json(body)
+            self._apply(snapshot)
+        except (SnapshotError, ValueError) as exc:
+            # Keep serving the previous config; remember the hash so we do not spin on it.
+            self.last_error = f"snapshot refused: {exc}"
+            log.error("%s", self.last_error)
+            try:
+                self.known_hash = json.loads(body).get("hash", "")
+            except (ValueError, AttributeError):
+                pass
+            self._status_changed.set()
+            return
+        self.known_hash = snapshot.hash
+        self.last_error = None
+        self._status_changed.set()
+        try:
+            write_cache(self.settings.cache_file, snapshot)
+        except OSError as exc:
+            log.error("cannot write snapshot cache %s: %s", self.settings.cache_file, exc)
+
+    def _reached(self) -> None:
+        if not self.connected:
+            log.info("connected to control plane %s", self.settings.control_plane_url)
+            self.connected = True
+            self._status_changed.set()
+
+    def _lost(self, why: str) -> None:
+        if self.connected or self.last_error != why:
+            log.warning("%s; serving the last-known-good config", why)
+        self.connected = False
+        self.last_error = why
+
+    async def _heartbeat(self) -> None:
+        assert self._client is not None
+        interval = self.settings.heartbeat_interval
+        while True:
+            try:
+                await asyncio.wait_for(self._status_changed.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            self._status_changed.clear()
+            body = dict(self._status())
+            body["last_error"] = self.last_error
+            try:
+                await self._client.post(f"/cluster/v1/nodes/{self.settings.node_id}/status", json=body)
+            except httpx.HTTPError:
+                pass  # the poll loop logs reachability; status is best effort

@@ -1,0 +1,219 @@
+"""Upstream connections: one asyncio protocol per keep-alive connection, pooled per target.
+
+An :class:`UpstreamConnection` carries one exchange at a time (no upstream pipelining).  It
+parses the response with httptools and hands every event to its current exchange through the
+small :class:`ResponseSink` interface, so the client side never sees httptools objects.
+A connection that finished a response with keep-alive goes back to its target's idle pool;
+an idle connection that the peer closes removes itself from the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Protocol
+
+import httptools
+
+
+class ResponseSink(Protocol):
+    """What an upstream connection reports to the exchange it serves."""
+
+    def on_response_head(self, status: int, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None: ...
+    def on_response_body(self, chunk: bytes) -> None: ...
+    def on_response_complete(self, keep_alive: bool) -> None: ...
+    def on_upstream_lost(self, conn: UpstreamConnection, got_response_bytes: bool) -> None: ...
+    def on_upstream_bad_response(self, conn: UpstreamConnection) -> None: ...
+    def after_upstream_data(self) -> None: ...
+    def upstream_pause_writing(self) -> None: ...
+    def upstream_resume_writing(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "pool",
+        "transport",
+        "parser",
+        "sink",
+        "reused",
+        "closed",
+        "got_bytes",
+        "no_body",
+        "_headers",
+        "_head_done",
+        "_close_delimited",
+    )
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink: ResponseSink | None = None
+        self.reused = False
+        self.closed = False
+        self.got_bytes = False
+        self.no_body = False  # the request was HEAD: the response has no body whatever its headers say
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_done = False
+        self._close_delimited = False
+
+    # -------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is None:
+            # Bytes on an idle keep-alive connection: the peer is confused, do not reuse it.
+            self.close()
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # 101 Switching Protocols is only possible for an upgrade request; tunnelling
+            # arrives with the HTTP-correctness issue. Until then it is a bad response.
+            self.sink = None
+            sink.on_upstream_bad_response(self)
+            self.close()
+            return
+        except httptools.HttpParserError:
+            self.sink = None
+            sink.on_upstream_bad_response(self)
+            self.close()
+            return
+        sink.after_upstream_data()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        sink = self.sink
+        if sink is not None:
+            if self._close_delimited:
+                # HTTP/1.0-style body that ends when the connection does (RFC 9112 6.3, rule 8).
+                self._finish(sink, False)
+                return
+            self.sink = None
+            sink.on_upstream_lost(self, self.got_bytes)
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_resume_writing()
+
+    # -------------------------------------------------------------- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._head_done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        sink = self.sink
+        if sink is None:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # Interim response (100 Continue, 103 Early Hints): relay it, the final one follows.
+            sink.on_response_head(status, self._headers, True)
+            return
+        self._head_done = True
+        keep_alive = self.parser.should_keep_alive()
+        if not keep_alive and not self.no_body and status not in (204, 304):
+            names = {name for name, _ in self._headers}
+            self._close_delimited = b"content-length" not in names and b"transfer-encoding" not in names
+        sink.on_response_head(status, self._headers, keep_alive)
+        if self.no_body and self.sink is sink:
+            # httptools cannot be told that a HEAD response has no body; finish the exchange
+            # here and give the connection a fresh parser for its next response.
+            self.parser = httptools.HttpResponseParser(self)
+            self._finish(sink, keep_alive)
+
+    def on_body(self, body: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        sink = self.sink
+        if sink is None or not self._head_done:
+            return
+        self._finish(sink, self.parser.should_keep_alive())
+
+    def _finish(self, sink: ResponseSink, keep_alive: bool) -> None:
+        self.sink = None
+        self._head_done = False
+        self._close_delimited = False
+        sink.on_response_complete(keep_alive)
+
+    # -------------------------------------------------------------- use by the exchange
+
+    def attach(self, sink: ResponseSink, no_body: bool) -> None:
+        self.sink = sink
+        self.got_bytes = False
+        self.no_body = no_body
+
+    def release(self) -> None:
+        """Back to the idle pool (the response was complete and keep-alive)."""
+        self.sink = None
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return
+        self.reused = True
+        self.pool.put(self)
+
+    def close(self) -> None:
+        self.sink = None
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+        self.closed = True
+        self.pool.discard(self)
+
+
+class ConnectionPool:
+    """Idle keep-alive connections to one target (host, port), most recently used first."""
+
+    __slots__ = ("host", "port", "idle", "max_idle", "_loop")
+
+    def __init__(self, host: str, port: int, *, max_idle: int = 256) -> None:
+        self.host = host
+        self.port = port
+        self.idle: deque[UpstreamConnection] = deque()
+        self.max_idle = max_idle
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get_idle(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    def put(self, conn: UpstreamConnection) -> None:
+        if len(self.idle) >= self.max_idle:
+            conn.close()
+            return
+        self.idle.append(conn)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    async def connect(self, timeout: float) -> UpstreamConnection:
+        """A new connection; raises OSError (refused/unreachable) or TimeoutError."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            _, proto = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
+        return proto
+
+    def close_idle(self) -> None:
+        while self.idle:
+            self.idle.pop().close()

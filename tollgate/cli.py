@@ -1,0 +1,173 @@
+"""The ``tollgate`` command.
+
+Process commands (``up``, ``control-plane``, ``worker``, ``migrate``, ``snapshot export``,
+``echo``) import the plane they run lazily, so ``tollgate worker`` never imports the control
+plane, FastAPI or SQLAlchemy: a worker host needs only the data plane.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Tollgate: an API gateway and load balancer.", no_args_is_help=True, add_completion=False)
+snapshot_app = typer.Typer(help="Config snapshots (the worker's input).", no_args_is_help=True)
+app.add_typer(snapshot_app, name="snapshot")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+LogLevel = Annotated[str, typer.Option("--log-level", envvar="TOLLGATE_LOG_LEVEL", help="debug|info|warning|error")]
+
+
+@app.command("control-plane")
+def control_plane(
+    host: Annotated[str | None, typer.Option(help="Admin API address [TOLLGATE_ADMIN_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Admin API port [TOLLGATE_ADMIN_PORT]")] = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the control plane (admin API on 8001, snapshot distribution to workers)."""
+    _logging(log_level)
+    from dataclasses import replace
+
+    from control_plane.server import serve
+    from control_plane.settings import Settings
+
+    settings = Settings.from_env()
+    if host:
+        settings = replace(settings, admin_host=host)
+    if port:
+        settings = replace(settings, admin_port=port)
+    serve(settings)
+
+
+@app.command()
+def worker(
+    control_plane_url: Annotated[
+        str | None, typer.Option("--control-plane", envvar="TOLLGATE_CONTROL_PLANE_URL", help="Control plane URL")
+    ] = None,
+    snapshot: Annotated[
+        Path | None, typer.Option("--snapshot", help="Serve this snapshot file; no control plane (DB-less mode)")
+    ] = None,
+    host: Annotated[str, typer.Option(envvar="TOLLGATE_WORKER_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="TOLLGATE_WORKER_PORT")] = 8000,
+    status_port: Annotated[
+        int, typer.Option(envvar="TOLLGATE_STATUS_PORT", help="Status port (/healthz, /metrics); process i uses +i")
+    ] = 8100,
+    processes: Annotated[int, typer.Option(min=1, max=64, help="Worker processes sharing the port")] = 1,
+    cache_dir: Annotated[Path, typer.Option(envvar="TOLLGATE_WORKER_CACHE_DIR")] = Path(".tollgate/worker"),
+    node_id: Annotated[str, typer.Option(envvar="TOLLGATE_NODE_ID", help="Node id (default: random)")] = "",
+    log_level: LogLevel = "info",
+) -> None:
+    """Run proxy worker process(es): traffic on 8000, status on 8100."""
+    if not control_plane_url and snapshot is None:
+        raise typer.BadParameter("give --control-plane URL (or TOLLGATE_CONTROL_PLANE_URL) or --snapshot FILE")
+    if control_plane_url and not os.environ.get("TOLLGATE_CLUSTER_TOKEN") and snapshot is None:
+        raise typer.BadParameter("TOLLGATE_CLUSTER_TOKEN must be set to talk to the control plane")
+    if processes > 1:
+        from tollgate.supervise import Child, Supervisor, python_module
+
+        sup = Supervisor()
+        for i in range(processes):
+            args = ["worker", "--host", host, "--port", str(port), "--status-port", str(status_port + i)]
+            args += ["--cache-dir", str(cache_dir), "--log-level", log_level]
+            if control_plane_url:
+                args += ["--control-plane", control_plane_url]
+            if snapshot is not None:
+                args += ["--snapshot", str(snapshot)]
+            if node_id:
+                args += ["--node-id", f"{node_id}-{i}"]
+            sup.start(Child(f"worker {i}", python_module("tollgate", *args)))
+        sys.exit(sup.wait())
+
+    _logging(log_level)
+    from data_plane.server import run_worker
+    from data_plane.settings import WorkerSettings
+
+    settings = WorkerSettings.from_env(
+        host=host,
+        port=port,
+        status_port=status_port,
+        control_plane_url=control_plane_url,
+        snapshot_file=snapshot,
+        cache_dir=cache_dir,
+        node_id=node_id or None,
+    )
+    run_worker(settings)
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes")] = 1,
+    port: Annotated[int, typer.Option(help="Traffic port")] = 8000,
+    admin_port: Annotated[int, typer.Option(help="Admin API port")] = 8001,
+    demo_port: Annotated[int, typer.Option(help="Port of the demo echo backend")] = 9001,
+    data_dir: Annotated[Path, typer.Option(envvar="TOLLGATE_DATA_DIR")] = Path(".tollgate"),
+) -> None:
+    """Everything embedded: control plane on SQLite, worker(s), a demo backend. Ctrl-C stops all."""
+    from tollgate.embedded import run_embedded
+
+    sys.exit(run_embedded(workers=workers, port=port, admin_port=admin_port, demo_port=demo_port, data_dir=data_dir))
+
+
+@app.command()
+def migrate(log_level: LogLevel = "info") -> None:
+    """Apply database migrations (alembic upgrade head) to TOLLGATE_DATABASE_URL."""
+    _logging(log_level)
+    from control_plane.migrate import upgrade
+    from control_plane.settings import Settings
+
+    upgrade(Settings.from_env().database_url)
+    typer.echo("database is at the newest schema revision")
+
+
+@snapshot_app.command("export")
+def snapshot_export(
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write ('-' for stdout)")] = Path("-"),
+) -> None:
+    """Write the current config snapshot (from TOLLGATE_DATABASE_URL) for `tollgate worker --snapshot`."""
+    from control_plane.db import make_engine, make_session_factory
+    from control_plane.settings import Settings
+    from control_plane.snapshots.build import build_snapshot
+
+    engine = make_engine(Settings.from_env().database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            snap = build_snapshot(session)
+    finally:
+        engine.dispose()
+    data = snap.to_json()
+    if str(output) == "-":
+        sys.stdout.buffer.write(data + b"\n")
+    else:
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, output)
+        typer.echo(f"wrote revision {snap.revision} ({snap.hash[:12]}) to {output}", err=True)
+
+
+@app.command()
+def echo(
+    port: Annotated[int, typer.Option()] = 9001,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    name: Annotated[str, typer.Option(help="Name reported in responses")] = "echo",
+) -> None:
+    """Run a small echo backend (answers with what it received, as JSON)."""
+    from tollgate.echo import main as echo_main
+
+    echo_main(["--host", host, "--port", str(port), "--name", name])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
