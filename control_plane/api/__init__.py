@@ -1,0 +1,1 @@
+"""HTTP edge of the control plane: thin routers, dependency wiring, domain-error → status mapping."""

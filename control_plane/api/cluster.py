@@ -1,0 +1,85 @@
+"""The worker ↔ control-plane channel (``/cluster/v1``), separate from the admin API.
+
+Authenticated by ``Authorization: Bearer <cluster token>``, compared in constant time.
+
+* ``GET /cluster/v1/snapshot?known_hash=&wait=`` — 200 with the snapshot JSON (headers
+  ``X-Tollgate-Revision``/``X-Tollgate-Hash``) as soon as the current hash differs from
+  ``known_hash``; otherwise a long-poll held until the config changes or ``wait`` seconds pass,
+  then 304 with no body.  ``X-Tollgate-Node-*`` request headers refresh the node's ``last_seen``.
+* ``POST /cluster/v1/nodes/{node_id}/status`` — the worker reports what it applied; 204.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from control_plane.api.deps import Publisher, Sessions
+from control_plane.schemas import NodeStatusIn
+from control_plane.services import nodes as svc
+
+log = logging.getLogger(__name__)
+
+NODE_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+MAX_WAIT = 60.0
+
+
+def require_cluster_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    expected: str = request.app.state.cluster_token
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="cluster token required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+router = APIRouter(prefix="/cluster/v1", tags=["cluster"], dependencies=[Depends(require_cluster_token)])
+
+
+@router.get(
+    "/snapshot",
+    responses={200: {"description": "the snapshot (wire form)"}, 304: {"description": "no change within wait"}},
+)
+async def get_snapshot(
+    publisher: Publisher,
+    sessions: Sessions,
+    known_hash: Annotated[str, Query(max_length=64, pattern=r"^[0-9a-fA-F]*$")] = "",
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 30.0,
+    x_tollgate_node_id: Annotated[str | None, Header(pattern=NODE_ID_PATTERN)] = None,
+    x_tollgate_node_hostname: Annotated[str | None, Header(max_length=255)] = None,
+    x_tollgate_node_version: Annotated[str | None, Header(max_length=64)] = None,
+) -> Response:
+    if x_tollgate_node_id:
+        await run_in_threadpool(_touch, sessions, x_tollgate_node_id, x_tollgate_node_hostname, x_tollgate_node_version)
+    snapshot = await publisher.wait_for_change(known_hash.lower(), wait)
+    if snapshot is None:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED)
+    headers = {"X-Tollgate-Revision": str(snapshot.revision), "X-Tollgate-Hash": snapshot.hash}
+    return Response(content=snapshot.to_json(), media_type="application/json", headers=headers)
+
+
+@router.post("/nodes/{node_id}/status", status_code=status.HTTP_204_NO_CONTENT)
+def post_status(
+    node_id: Annotated[str, Path(pattern=NODE_ID_PATTERN)], body: NodeStatusIn, sessions: Sessions
+) -> Response:
+    with sessions() as session:
+        svc.record_status(session=session, node_id=node_id, status=body)
+        session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _touch(sessions: sessionmaker[Session], node_id: str, hostname: str | None, version: str | None) -> None:
+    # Bookkeeping only: a failure here must never cost the worker its snapshot.
+    try:
+        with sessions() as session:
+            svc.touch_node(session=session, node_id=node_id, hostname=hostname, version=version)
+            session.commit()
+    except Exception:
+        log.warning("could not record last_seen for node %s", node_id, exc_info=True)

@@ -1,0 +1,39 @@
+"""``/v1/config`` (revision and hash in force) and ``/v1/nodes`` (workers as last seen)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from control_plane.api.deps import Paging, Publisher, Sessions
+from control_plane.schemas import ConfigPublic, NodePublic, Page
+from control_plane.services import nodes as svc
+
+router = APIRouter(tags=["config"])
+
+_NODE_FIELDS = ("id", "hostname", "version", "pid", "revision", "hash", "last_error", "first_seen", "last_seen")
+
+
+@router.get("/config")
+async def get_config(publisher: Publisher) -> ConfigPublic:
+    snapshot = await publisher.current()
+    return ConfigPublic(revision=snapshot.revision, hash=snapshot.hash)
+
+
+@router.get("/nodes", tags=["nodes"])
+async def list_nodes(publisher: Publisher, sessions: Sessions, page: Paging) -> Page[NodePublic]:
+    current = await publisher.current()
+    return await run_in_threadpool(_list_nodes, sessions, current.hash, page.limit, page.offset)
+
+
+def _list_nodes(sessions: sessionmaker[Session], current_hash: str, limit: int, offset: int) -> Page[NodePublic]:
+    with sessions() as session:
+        views, total = svc.list_nodes(session=session, current_hash=current_hash, limit=limit, offset=offset)
+        items = [
+            NodePublic.model_validate(
+                {**{k: getattr(v.node, k) for k in _NODE_FIELDS}, "in_sync": v.in_sync, "stale": v.stale}
+            )
+            for v in views
+        ]
+    return Page(items=items, total=total, limit=limit, offset=offset)

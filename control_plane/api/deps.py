@@ -1,0 +1,65 @@
+"""Request-scoped dependencies: sessions, the write unit of work, pagination, the publisher."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.snapshots.publish import SnapshotPublisher
+
+
+def get_publisher(request: Request) -> SnapshotPublisher:
+    publisher: SnapshotPublisher = request.app.state.publisher
+    return publisher
+
+
+def get_sessions(request: Request) -> sessionmaker[Session]:
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    return sessions
+
+
+def read_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+@dataclass(slots=True)
+class Writer:
+    """A session for one config write.  ``commit`` makes it durable and tells the publisher at once."""
+
+    session: Session
+    publisher: SnapshotPublisher
+
+    def commit(self) -> None:
+        self.session.commit()
+        self.publisher.notify()
+
+
+def writer(request: Request) -> Iterator[Writer]:
+    # Leaving the block without commit() (a domain error, anything) rolls the transaction back.
+    with request.app.state.sessions() as session:
+        yield Writer(session=session, publisher=get_publisher(request))
+
+
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    limit: int
+    offset: int
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
+    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit=limit, offset=offset)
+
+
+ReadSession = Annotated[Session, Depends(read_session)]
+Write = Annotated[Writer, Depends(writer)]
+Paging = Annotated[PageParams, Depends(page_params)]
+Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
+Publisher = Annotated[SnapshotPublisher, Depends(get_publisher)]

@@ -1,0 +1,85 @@
+"""``/v1/upstreams`` and ``/v1/upstreams/{upstream_id}/targets``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from control_plane.api.deps import Paging, ReadSession, Write
+from control_plane.schemas import (
+    Page,
+    TargetCreate,
+    TargetPublic,
+    TargetUpdate,
+    UpstreamCreate,
+    UpstreamPublic,
+    UpstreamUpdate,
+)
+from control_plane.services import upstreams as svc
+
+router = APIRouter(prefix="/upstreams", tags=["upstreams"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_upstream(body: UpstreamCreate, w: Write) -> UpstreamPublic:
+    row = svc.create_upstream(session=w.session, data=body)
+    w.commit()
+    return UpstreamPublic.model_validate(row)
+
+
+@router.get("")
+def list_upstreams(session: ReadSession, page: Paging) -> Page[UpstreamPublic]:
+    rows, total = svc.list_upstreams(session=session, limit=page.limit, offset=page.offset)
+    items = [UpstreamPublic.model_validate(r) for r in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{upstream_id}")
+def get_upstream(upstream_id: str, session: ReadSession) -> UpstreamPublic:
+    return UpstreamPublic.model_validate(svc.get_upstream(session=session, upstream_id=upstream_id))
+
+
+@router.patch("/{upstream_id}")
+def update_upstream(upstream_id: str, body: UpstreamUpdate, w: Write) -> UpstreamPublic:
+    row = svc.update_upstream(session=w.session, upstream_id=upstream_id, data=body)
+    w.commit()
+    return UpstreamPublic.model_validate(row)
+
+
+@router.delete("/{upstream_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_upstream(upstream_id: str, w: Write) -> Response:
+    svc.delete_upstream(session=w.session, upstream_id=upstream_id)
+    w.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{upstream_id}/targets", status_code=status.HTTP_201_CREATED)
+def create_target(upstream_id: str, body: TargetCreate, w: Write) -> TargetPublic:
+    row = svc.create_target(session=w.session, upstream_id=upstream_id, data=body)
+    w.commit()
+    return TargetPublic.model_validate(row)
+
+
+@router.get("/{upstream_id}/targets")
+def list_targets(upstream_id: str, session: ReadSession, page: Paging) -> Page[TargetPublic]:
+    rows, total = svc.list_targets(session=session, upstream_id=upstream_id, limit=page.limit, offset=page.offset)
+    items = [TargetPublic.model_validate(r) for r in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{upstream_id}/targets/{target_id}")
+def get_target(upstream_id: str, target_id: str, session: ReadSession) -> TargetPublic:
+    return TargetPublic.model_validate(svc.get_target(session=session, upstream_id=upstream_id, target_id=target_id))
+
+
+@router.patch("/{upstream_id}/targets/{target_id}")
+def update_target(upstream_id: str, target_id: str, body: TargetUpdate, w: Write) -> TargetPublic:
+    row = svc.update_target(session=w.session, upstream_id=upstream_id, target_id=target_id, data=body)
+    w.commit()
+    return TargetPublic.model_validate(row)
+
+
+@router.delete("/{upstream_id}/targets/{target_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_target(upstream_id: str, target_id: str, w: Write) -> Response:
+    svc.delete_target(session=w.session, upstream_id=upstream_id, target_id=target_id)
+    w.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,63 @@
+"""``create_app(settings)``: the control-plane ASGI application.
+
+Start-up (lifespan): migrate the schema (unless ``settings.migrate_on_start`` is false), then start
+the snapshot publisher; shutdown stops the publisher and disposes of the engine.  Creating the app
+connects to nothing; the cluster token is resolved here (read or generated, see
+:func:`~control_plane.settings.ensure_cluster_token`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from control_plane import migrate
+from control_plane.api import apis, cluster, config, upstreams
+from control_plane.api.errors import install_error_handlers
+from control_plane.db import make_engine, make_session_factory
+from control_plane.settings import Settings, ensure_cluster_token
+from control_plane.snapshots.publish import SnapshotPublisher
+
+API_VERSION = "0.1.0"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    publisher = SnapshotPublisher(sessions, poll_interval=settings.revision_poll_interval)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await run_in_threadpool(migrate.upgrade, settings.database_url)
+        await publisher.start()
+        try:
+            yield
+        finally:
+            await publisher.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Tollgate control plane",
+        version=API_VERSION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = sessions
+    app.state.publisher = publisher
+    app.state.cluster_token = ensure_cluster_token(settings)
+
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(upstreams.router)
+    v1.include_router(apis.router)
+    v1.include_router(config.router)
+    app.include_router(v1)
+    app.include_router(cluster.router)
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,33 @@
+"""Control-plane domain errors.
+
+    ControlPlaneError
+     ├── NotFound   a resource named by id does not exist
+     ├── Conflict   the write would duplicate or orphan something
+     └── Invalid    a value is acceptable to the schema but not to the business rules (names a field)
+
+Services raise these; only ``control_plane.api`` maps them to HTTP status codes.
+"""
+
+from __future__ import annotations
+
+
+class ControlPlaneError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(ControlPlaneError):
+    @classmethod
+    def of(cls, kind: str, id: str) -> NotFound:
+        return cls(f"{kind} {id!r} not found")
+
+
+class Conflict(ControlPlaneError):
+    pass
+
+
+class Invalid(ControlPlaneError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

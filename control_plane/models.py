@@ -1,0 +1,168 @@
+"""ORM rows (SQLAlchemy 2.0 ``Mapped``).  The schema only changes through ``migrations/``.
+
+Ids are UUID4 strings; every row has ``created_at``/``updated_at`` (UTC).  The MetaData naming
+convention gives every constraint a stable name, so Alembic autogenerate/check see no drift.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CONFIG_STATE_ID = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``timestamp with time zone`` that always hands back aware UTC datetimes.
+
+    SQLite has no time zones and returns naive values; storing UTC and re-attaching it on the way
+    out keeps both backends identical to the API layer.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None:
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime()}
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Upstream(Timestamped, Base):
+    __tablename__ = "upstreams"
+    __table_args__ = (
+        CheckConstraint("connect_timeout > 0", name="connect_timeout_positive"),
+        CheckConstraint("read_timeout > 0", name="read_timeout_positive"),
+        CheckConstraint("retries >= 0 AND retries <= 10", name="retries_range"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    algorithm: Mapped[str] = mapped_column(String(32), default="round_robin")
+    connect_timeout: Mapped[float] = mapped_column(Double, default=5.0)
+    read_timeout: Mapped[float] = mapped_column(Double, default=60.0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+
+    targets: Mapped[list[Target]] = relationship(
+        back_populates="upstream", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Target(Timestamped, Base):
+    __tablename__ = "targets"
+    __table_args__ = (
+        UniqueConstraint("upstream_id", "host", "port"),
+        CheckConstraint("port >= 1 AND port <= 65535", name="port_range"),
+        CheckConstraint("weight >= 0 AND weight <= 1000", name="weight_range"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    upstream_id: Mapped[str] = mapped_column(String(36), ForeignKey("upstreams.id", ondelete="CASCADE"), index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[int] = mapped_column(Integer, default=100)
+
+    upstream: Mapped[Upstream] = relationship(back_populates="targets")
+
+
+class Api(Timestamped, Base):
+    __tablename__ = "apis"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    hosts: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: any host
+    base_path: Mapped[str] = mapped_column(String(1024), default="/", index=True)
+    auth: Mapped[str] = mapped_column(String(32), default="none")
+    strip_base_path: Mapped[bool] = mapped_column(Boolean, default=True)
+    max_body_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    routes: Mapped[list[Route]] = relationship(back_populates="api", cascade="all, delete-orphan", passive_deletes=True)
+
+
+class Route(Timestamped, Base):
+    __tablename__ = "routes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    api_id: Mapped[str] = mapped_column(String(36), ForeignKey("apis.id", ondelete="CASCADE"), index=True)
+    methods: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: any method
+    path: Mapped[str] = mapped_column(String(2048))
+    # RESTRICT: an upstream still routed to cannot be deleted (the service reports it as a conflict first).
+    upstream_id: Mapped[str] = mapped_column(String(36), ForeignKey("upstreams.id", ondelete="RESTRICT"), index=True)
+
+    api: Mapped[Api] = relationship(back_populates="routes")
+
+
+class ConfigState(Base):
+    """Single row (id = 1): the config revision, bumped by every admin write in its own transaction."""
+
+    __tablename__ = "config_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Node(Base):
+    """A proxy worker as last seen by any control-plane replica (not config: writes never bump the revision)."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    version: Mapped[str] = mapped_column(String(64), default="")
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    revision: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow, index=True)

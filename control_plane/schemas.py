@@ -1,0 +1,262 @@
+"""API DTOs: ``XCreate`` (POST), ``XUpdate`` (PATCH, every field optional), ``XPublic`` (responses).
+
+Path templates, base paths and methods are validated with the snapshot contract's own helpers, so
+the admin API never accepts something a worker would refuse.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from data_plane.snapshot import HTTP_METHODS, SnapshotError, normalize_base_path, split_template
+
+T = TypeVar("T")
+
+Algorithm = Literal["round_robin", "least_request", "consistent_hash", "random"]
+SUPPORTED_AUTH_MODES = ("none",)  # the column is a string: api_key / jwt arrive with customers and keys
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\- ]*$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Weight = Annotated[int, Field(ge=0, le=1000)]
+Timeout = Annotated[float, Field(gt=0, le=3600)]
+Retries = Annotated[int, Field(ge=0, le=10)]
+BodyLimit = Annotated[int, Field(ge=0, le=2**53)]
+
+# A hostname or IP literal, optionally with a leading "*." wildcard label.  Lower-cased before checking.
+_HOST_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?)*\.?$")
+_TARGET_HOST_RE = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
+
+
+def _hosts(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    out: set[str] = set()
+    for host in value:
+        h = host.strip().lower()
+        if len(h) > 253 or not _HOST_RE.match(h):
+            raise ValueError(f"{host!r} is not a valid host name")
+        out.add(h.rstrip("."))
+    return sorted(out)
+
+
+def _base_path(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalize_base_path(value)
+    except SnapshotError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _template(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        split_template(value)
+    except SnapshotError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _methods(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    upper = {m.strip().upper() for m in value}
+    unknown = sorted(upper - set(HTTP_METHODS))
+    if unknown:
+        raise ValueError(f"unknown HTTP method(s): {', '.join(unknown)}")
+    return [m for m in HTTP_METHODS if m in upper]  # canonical order: identical sets hash identically
+
+
+def _auth(value: str | None) -> str | None:
+    if value is not None and value not in SUPPORTED_AUTH_MODES:
+        raise ValueError(f"auth mode {value!r} is not supported yet (supported: {', '.join(SUPPORTED_AUTH_MODES)})")
+    return value
+
+
+def _target_host(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _TARGET_HOST_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid host name or IP address")
+    return value.lower()
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+# ---------------------------------------------------------------------------- upstreams
+
+
+class UpstreamCreate(_In):
+    name: Name
+    algorithm: Algorithm = "round_robin"
+    connect_timeout: Timeout = 5.0
+    read_timeout: Timeout = 60.0
+    retries: Retries = 0
+
+
+class UpstreamUpdate(_In):
+    name: Name | None = None
+    algorithm: Algorithm | None = None
+    connect_timeout: Timeout | None = None
+    read_timeout: Timeout | None = None
+    retries: Retries | None = None
+
+
+class UpstreamPublic(_Out):
+    id: str
+    name: str
+    algorithm: str
+    connect_timeout: float
+    read_timeout: float
+    retries: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+class TargetCreate(_In):
+    host: str
+    port: Port
+    weight: Weight = 100
+
+    _check_host = field_validator("host")(_target_host)
+
+
+class TargetUpdate(_In):
+    host: str | None = None
+    port: Port | None = None
+    weight: Weight | None = None
+
+    _check_host = field_validator("host")(_target_host)
+
+
+class TargetPublic(_Out):
+    id: str
+    upstream_id: str
+    host: str
+    port: int
+    weight: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# ---------------------------------------------------------------------------- apis
+
+
+class ApiCreate(_In):
+    name: Name
+    hosts: list[str] = Field(default_factory=list, max_length=100)
+    base_path: str = "/"
+    auth: str = "none"
+    strip_base_path: bool = True
+    max_body_bytes: BodyLimit | None = None
+
+    _check_hosts = field_validator("hosts")(_hosts)
+    _check_base_path = field_validator("base_path")(_base_path)
+    _check_auth = field_validator("auth")(_auth)
+
+
+class ApiUpdate(_In):
+    name: Name | None = None
+    hosts: list[str] | None = Field(default=None, max_length=100)
+    base_path: str | None = None
+    auth: str | None = None
+    strip_base_path: bool | None = None
+    max_body_bytes: BodyLimit | None = None  # explicit null clears the limit
+
+    _check_hosts = field_validator("hosts")(_hosts)
+    _check_base_path = field_validator("base_path")(_base_path)
+    _check_auth = field_validator("auth")(_auth)
+
+
+class ApiPublic(_Out):
+    id: str
+    name: str
+    hosts: list[str]
+    base_path: str
+    auth: str
+    strip_base_path: bool
+    max_body_bytes: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# ---------------------------------------------------------------------------- routes
+
+
+class RouteCreate(_In):
+    path: str = Field(max_length=2048)
+    upstream_id: str = Field(min_length=1, max_length=36)
+    methods: list[str] = Field(default_factory=list)
+
+    _check_path = field_validator("path")(_template)
+    _check_methods = field_validator("methods")(_methods)
+
+
+class RouteUpdate(_In):
+    path: str | None = Field(default=None, max_length=2048)
+    upstream_id: str | None = Field(default=None, min_length=1, max_length=36)
+    methods: list[str] | None = None
+
+    _check_path = field_validator("path")(_template)
+    _check_methods = field_validator("methods")(_methods)
+
+
+class RoutePublic(_Out):
+    id: str
+    api_id: str
+    path: str
+    upstream_id: str
+    methods: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+# ---------------------------------------------------------------------------- config, nodes
+
+
+class ConfigPublic(BaseModel):
+    revision: int
+    hash: str
+
+
+class NodeStatusIn(BaseModel):
+    hostname: str = Field(default="", max_length=255)
+    version: str = Field(default="", max_length=64)
+    revision: int | None = Field(default=None, ge=0)
+    hash: str | None = Field(default=None, max_length=64)
+    last_error: str | None = Field(default=None, max_length=4000)
+    pid: int | None = Field(default=None, ge=0)
+
+
+class NodePublic(_Out):
+    id: str
+    hostname: str
+    version: str
+    pid: int | None
+    revision: int | None
+    hash: str | None
+    last_error: str | None
+    first_seen: datetime
+    last_seen: datetime
+    in_sync: bool
+    stale: bool

@@ -1,0 +1,46 @@
+"""``serve(settings)``: run the control plane under uvicorn until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+from types import FrameType
+
+import uvicorn
+
+from control_plane.app import create_app
+from control_plane.settings import Settings
+from control_plane.snapshots.publish import SnapshotPublisher
+
+log = logging.getLogger(__name__)
+
+# Long-polls are answered at once on shutdown; this only bounds a stuck admin request.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+class _Server(uvicorn.Server):
+    """uvicorn waits for open requests before the lifespan shutdown runs, so held long-polls
+    (up to 60 s) would stall a Ctrl-C: release them as soon as the signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, publisher: SnapshotPublisher) -> None:
+        super().__init__(config)
+        self._publisher = publisher
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._publisher.release_waiters()
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings) -> None:
+    """Blocking: serve the admin API and the cluster channel on ``settings.admin_host:admin_port``."""
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.admin_host,
+        port=settings.admin_port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        lifespan="on",
+    )
+    log.info("control plane listening on http://%s:%d", settings.admin_host, settings.admin_port)
+    _Server(config, app.state.publisher).run()

@@ -1,0 +1,167 @@
+"""APIs and their routes, with the overlap rules both planes rely on.
+
+* Two APIs conflict when their base paths are equal and their host sets intersect, or both match
+  any host (empty list).  An any-host API next to a host-specific one is fine: the worker prefers
+  the specific host.
+* Two routes of one API conflict when their path templates have the same shape (parameter names
+  do not matter: ``/items/{id}`` and ``/items/{item}`` match the same requests) and their method
+  sets overlap (an empty set means any method, which overlaps everything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from control_plane.errors import Conflict, Invalid, NotFound
+from control_plane.models import Api, Route, Upstream
+from control_plane.schemas import ApiCreate, ApiUpdate, RouteCreate, RouteUpdate
+from control_plane.services.common import apply_patch, integrity_as_conflict, paginate
+from control_plane.services.revision import bump_revision
+from data_plane.snapshot import split_template
+
+_API_NULLABLE = frozenset({"max_body_bytes"})
+
+
+def list_apis(*, session: Session, limit: int, offset: int) -> tuple[list[Api], int]:
+    return paginate(session, select(Api).order_by(Api.created_at, Api.id), limit=limit, offset=offset)
+
+
+def get_api(*, session: Session, api_id: str) -> Api:
+    api = session.get(Api, api_id)
+    if api is None:
+        raise NotFound.of("api", api_id)
+    return api
+
+
+def create_api(*, session: Session, data: ApiCreate) -> Api:
+    bump_revision(session)
+    _check_api_name_free(session, data.name)
+    _check_api_overlap(session, data.base_path, data.hosts, exclude_id=None)
+    api = Api(**data.model_dump())
+    session.add(api)
+    with integrity_as_conflict(f"api name {data.name!r} is already used"):
+        session.flush()
+    return api
+
+
+def update_api(*, session: Session, api_id: str, data: ApiUpdate) -> Api:
+    bump_revision(session)
+    api = get_api(session=session, api_id=api_id)
+    changes = data.model_dump(exclude_unset=True)
+    if changes.get("name") not in (None, api.name):
+        _check_api_name_free(session, changes["name"])
+    base_path = changes.get("base_path") or api.base_path
+    hosts = changes["hosts"] if changes.get("hosts") is not None else api.hosts
+    _check_api_overlap(session, base_path, hosts, exclude_id=api.id)
+    apply_patch(api, changes, nullable=_API_NULLABLE)
+    with integrity_as_conflict("api name is already used"):
+        session.flush()
+    return api
+
+
+def delete_api(*, session: Session, api_id: str) -> None:
+    bump_revision(session)
+    session.delete(get_api(session=session, api_id=api_id))  # routes go with it (FK ON DELETE CASCADE)
+    session.flush()
+
+
+def _check_api_name_free(session: Session, name: str) -> None:
+    if session.execute(select(exists().where(Api.name == name))).scalar():
+        raise Conflict(f"api name {name!r} is already used")
+
+
+def _check_api_overlap(session: Session, base_path: str, hosts: Iterable[str], *, exclude_id: str | None) -> None:
+    wanted = set(hosts)
+    stmt = select(Api).where(Api.base_path == base_path)
+    if exclude_id is not None:
+        stmt = stmt.where(Api.id != exclude_id)
+    for other in session.execute(stmt).scalars():
+        theirs = set(other.hosts)
+        if (not wanted and not theirs) or wanted & theirs:
+            shared = ", ".join(sorted(wanted & theirs)) or "any host"
+            raise Conflict(f"api {other.name!r} already serves base path {base_path!r} on {shared}")
+
+
+# ---------------------------------------------------------------------------- routes
+
+
+def list_routes(*, session: Session, api_id: str, limit: int, offset: int) -> tuple[list[Route], int]:
+    get_api(session=session, api_id=api_id)
+    stmt = select(Route).where(Route.api_id == api_id).order_by(Route.created_at, Route.id)
+    return paginate(session, stmt, limit=limit, offset=offset)
+
+
+def get_route(*, session: Session, api_id: str, route_id: str) -> Route:
+    route = session.get(Route, route_id)
+    if route is None or route.api_id != api_id:
+        get_api(session=session, api_id=api_id)
+        raise NotFound.of("route", route_id)
+    return route
+
+
+def create_route(*, session: Session, api_id: str, data: RouteCreate) -> Route:
+    bump_revision(session)
+    get_api(session=session, api_id=api_id)
+    _check_upstream_exists(session, data.upstream_id)
+    _check_route_overlap(session, api_id, data.path, data.methods, exclude_id=None)
+    route = Route(api_id=api_id, **data.model_dump())
+    session.add(route)
+    with integrity_as_conflict("the route's api or upstream was deleted concurrently"):
+        session.flush()
+    return route
+
+
+def update_route(*, session: Session, api_id: str, route_id: str, data: RouteUpdate) -> Route:
+    bump_revision(session)
+    route = get_route(session=session, api_id=api_id, route_id=route_id)
+    changes = data.model_dump(exclude_unset=True)
+    if changes.get("upstream_id") is not None:
+        _check_upstream_exists(session, changes["upstream_id"])
+    path = changes.get("path") or route.path
+    methods = changes["methods"] if changes.get("methods") is not None else route.methods
+    _check_route_overlap(session, api_id, path, methods, exclude_id=route.id)
+    apply_patch(route, changes)
+    with integrity_as_conflict("the route's upstream was deleted concurrently"):
+        session.flush()
+    return route
+
+
+def delete_route(*, session: Session, api_id: str, route_id: str) -> None:
+    bump_revision(session)
+    session.delete(get_route(session=session, api_id=api_id, route_id=route_id))
+    session.flush()
+
+
+def _check_upstream_exists(session: Session, upstream_id: str) -> None:
+    if session.get(Upstream, upstream_id) is None:
+        raise Invalid("upstream_id", f"upstream {upstream_id!r} does not exist")
+
+
+def path_shape(template: str) -> tuple[str, ...]:
+    """The template with parameter names erased: what decides which request paths it matches."""
+    shape = []
+    for seg in split_template(template):
+        if seg.startswith("{") and seg.endswith("}"):
+            shape.append("{+}" if seg.endswith("+}") else "{}")
+        else:
+            shape.append(seg)
+    return tuple(shape)
+
+
+def _check_route_overlap(
+    session: Session, api_id: str, path: str, methods: Iterable[str], *, exclude_id: str | None
+) -> None:
+    shape, wanted = path_shape(path), set(methods)
+    stmt = select(Route).where(Route.api_id == api_id)
+    if exclude_id is not None:
+        stmt = stmt.where(Route.id != exclude_id)
+    for other in session.execute(stmt).scalars():
+        if path_shape(other.path) != shape:
+            continue
+        theirs = set(other.methods)
+        if not wanted or not theirs or wanted & theirs:
+            both = ", ".join(sorted(wanted & theirs)) or "any method"
+            raise Conflict(f"route {other.path!r} of this api already handles {both} on the same path")

@@ -1,0 +1,56 @@
+"""Proxy workers as the control plane sees them.  Not config: these writes never bump the revision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from control_plane.models import Node, utcnow
+from control_plane.schemas import NodeStatusIn
+from control_plane.services.common import paginate
+
+STALE_AFTER = timedelta(seconds=30)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    node: Node
+    in_sync: bool
+    stale: bool
+
+
+def touch_node(*, session: Session, node_id: str, hostname: str | None, version: str | None) -> None:
+    """Record that ``node_id`` asked for a snapshot (refreshes ``last_seen``)."""
+    node = _get_or_new(session, node_id)
+    if hostname:
+        node.hostname = hostname[:255]
+    if version:
+        node.version = version[:64]
+    node.last_seen = utcnow()
+    session.flush()
+
+
+def record_status(*, session: Session, node_id: str, status: NodeStatusIn) -> None:
+    node = _get_or_new(session, node_id)
+    for name, value in status.model_dump().items():
+        setattr(node, name, value)
+    node.last_seen = utcnow()
+    session.flush()
+
+
+def list_nodes(*, session: Session, current_hash: str, limit: int, offset: int) -> tuple[list[NodeView], int]:
+    rows, total = paginate(session, select(Node).order_by(Node.id), limit=limit, offset=offset)
+    now = datetime.now(UTC)
+    views = [NodeView(node=n, in_sync=n.hash == current_hash, stale=now - n.last_seen > STALE_AFTER) for n in rows]
+    return views, total
+
+
+def _get_or_new(session: Session, node_id: str) -> Node:
+    node = session.get(Node, node_id)
+    if node is None:
+        node = Node(id=node_id)
+        session.add(node)
+    return node

@@ -1,0 +1,131 @@
+"""Control-plane settings: one frozen object, read from ``TOLLGATE_*`` at the edge and passed down.
+
+Nothing here connects to anything; :func:`ensure_cluster_token` is the only function that touches
+the filesystem, and only when called.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = "./.tollgate"
+DEFAULT_ADMIN_HOST = "127.0.0.1"
+DEFAULT_ADMIN_PORT = 8001
+DEFAULT_POLL_INTERVAL = 0.25
+CLUSTER_TOKEN_FILE = "cluster-token"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A ``TOLLGATE_*`` variable has an unusable value; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    admin_host: str = DEFAULT_ADMIN_HOST
+    admin_port: int = DEFAULT_ADMIN_PORT
+    cluster_token: str | None = None
+    revision_poll_interval: float = DEFAULT_POLL_INTERVAL
+    migrate_on_start: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        data_dir = Path(environ.get("TOLLGATE_DATA_DIR") or DEFAULT_DATA_DIR)
+        url = environ.get("TOLLGATE_DATABASE_URL") or default_database_url(data_dir)
+        return cls(
+            database_url=normalize_database_url(url),
+            data_dir=data_dir,
+            admin_host=environ.get("TOLLGATE_ADMIN_HOST") or DEFAULT_ADMIN_HOST,
+            admin_port=_int(environ, "TOLLGATE_ADMIN_PORT", DEFAULT_ADMIN_PORT, 1, 65535),
+            cluster_token=environ.get("TOLLGATE_CLUSTER_TOKEN") or None,
+            revision_poll_interval=_positive_float(environ, "TOLLGATE_REVISION_POLL_INTERVAL", DEFAULT_POLL_INTERVAL),
+            migrate_on_start=_bool(environ, "TOLLGATE_MIGRATE_ON_START", True),
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def default_database_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'tollgate.db'}"
+
+
+def normalize_database_url(url: str) -> str:
+    """Route plain ``postgresql://`` (and ``postgres://``) URLs to the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def ensure_cluster_token(settings: Settings) -> str:
+    """The cluster token: the configured one, else the one kept in ``<data_dir>/cluster-token``.
+
+    The file is created once (mode 0600, ``O_EXCL`` so two processes starting together agree on one
+    token) and reused on later starts, so workers configured with it keep working across restarts.
+    """
+    if settings.cluster_token:
+        return settings.cluster_token
+    path = settings.data_dir / CLUSTER_TOKEN_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        if not token:
+            raise SettingsError(f"{path} is empty; delete it to generate a new cluster token") from None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    log.info("generated a new cluster token in %s", path)
+    return token
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _positive_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")

@@ -1,0 +1,1 @@
+"""Snapshot building (database → :class:`data_plane.snapshot.Snapshot`) and distribution to workers."""
