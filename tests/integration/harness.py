@@ -1,0 +1,225 @@
+"""Real processes on real sockets for the integration tests: control plane, workers, echo backends.
+
+Every process runs from the project's own console entry (``python -m tollgate ...``) on a free
+127.0.0.1 port, logs to a file under the test's tmp dir (shown when a wait fails), and is stopped
+with SIGTERM (then SIGKILL) at teardown.  Waits poll a condition against a deadline; nothing
+sleeps longer than needed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:
+    """Poll ``check`` until it returns a truthy value (returned) or the deadline passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except (httpx.HTTPError, OSError, AssertionError, KeyError) as exc:
+            last_exc = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+        time.sleep(interval)
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        env = {**os.environ, **self.env}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def tollgate_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tollgate", *args]
+
+
+@dataclass
+class Cluster:
+    """Owns every process a test started; ``close()`` stops them all (in reverse order)."""
+
+    tmp: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        p = Proc(name, argv, env or {}, self.tmp / f"{name}.log").start()
+        self.procs.append(p)
+        return p
+
+    def wait_http(self, proc: Proc, url: str, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited early:\n{proc.log()}")
+            return httpx.get(url, timeout=1.0).status_code < 500
+
+        try:
+            wait_until(ready, timeout=timeout, what=f"{proc.name} at {url}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- {proc.name} log ---\n{proc.log()}") from None
+
+    def echo(self, name: str, port: int | None = None) -> Backend:
+        port = port or free_port()
+        proc = self.spawn(f"echo-{name}", [sys.executable, "-m", "tollgate.echo", "--port", str(port), "--name", name])
+        backend = Backend(name, port, proc)
+        self.wait_http(proc, f"{backend.url}/__echo/count")
+        return backend
+
+    def control_plane(
+        self, database_url: str | None = None, *, cluster_token: str = "test-cluster-token", name: str = "cp"
+    ) -> ControlPlane:
+        port = free_port()
+        data_dir = self.tmp / f"{name}-data"
+        env = {
+            "TOLLGATE_DATA_DIR": str(data_dir),
+            "TOLLGATE_DATABASE_URL": database_url or f"sqlite:///{data_dir / 'tollgate.db'}",
+            "TOLLGATE_ADMIN_HOST": "127.0.0.1",
+            "TOLLGATE_ADMIN_PORT": str(port),
+            "TOLLGATE_CLUSTER_TOKEN": cluster_token,
+            "TOLLGATE_REVISION_POLL_INTERVAL": "0.1",
+        }
+        proc = self.spawn(name, tollgate_argv("control-plane", "--log-level", "warning"), env)
+        cp = ControlPlane(f"http://127.0.0.1:{port}", cluster_token, proc, env)
+        self.wait_http(proc, f"{cp.url}/openapi.json")
+        return cp
+
+    def worker(
+        self,
+        cp: ControlPlane | None = None,
+        *,
+        name: str = "worker",
+        cluster_token: str | None = None,
+        snapshot: Path | None = None,
+        port: int | None = None,
+        cache_dir: Path | None = None,
+        extra: tuple[str, ...] = (),
+        wait: bool = True,
+    ) -> Worker:
+        port = port or free_port()
+        status_port = free_port()
+        args = ["worker", "--port", str(port), "--status-port", str(status_port), "--node-id", name]
+        args += ["--cache-dir", str(cache_dir or self.tmp / f"{name}-cache"), "--log-level", "info", *extra]
+        env: dict[str, str] = {}
+        if cp is not None:
+            args += ["--control-plane", cp.url]
+            env["TOLLGATE_CLUSTER_TOKEN"] = cp.cluster_token if cluster_token is None else cluster_token
+        if snapshot is not None:
+            args += ["--snapshot", str(snapshot)]
+        proc = self.spawn(name, tollgate_argv(*args), env)
+        w = Worker(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{status_port}", port, proc)
+        if wait:
+            self.wait_http(proc, f"{w.status_url}/status")
+        return w
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+
+@dataclass
+class Backend:
+    name: str
+    port: int
+    proc: Proc
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def count(self) -> int:
+        return int(httpx.get(f"{self.url}/__echo/count", timeout=2.0).json()["count"])
+
+
+@dataclass
+class ControlPlane:
+    url: str
+    cluster_token: str
+    proc: Proc
+    env: dict[str, str]
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10.0)
+
+    def revision(self) -> int:
+        return int(httpx.get(f"{self.url}/v1/config", timeout=5.0).json()["revision"])
+
+
+@dataclass
+class Worker:
+    url: str
+    status_url: str
+    port: int
+    proc: Proc
+
+    def status(self) -> dict[str, Any]:
+        return httpx.get(f"{self.status_url}/status", timeout=2.0).json()  # type: ignore[no-any-return]
+
+    def wait_revision(self, revision: int, timeout: float = 10.0) -> dict[str, Any]:
+        return wait_until(
+            lambda: (s := self.status())["revision"] is not None and s["revision"] >= revision and s,
+            timeout=timeout,
+            what=f"{self.proc.name} to apply revision {revision}",
+        )
+
+
+def create(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = client.post(path, json=body)
+    assert r.status_code == 201, f"POST {path} -> {r.status_code} {r.text}"
+    return r.json()  # type: ignore[no-any-return]
