@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
@@ -29,9 +31,25 @@ class _Server(uvicorn.Server):
         self._publisher.release_waiters()
         super().handle_exit(sig, frame)
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the captured SIGINT/SIGTERM after its graceful shutdown (killing the
+        # process or raising KeyboardInterrupt in the caller); serve() promises to *return* instead.
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
 
 def serve(settings: Settings) -> None:
-    """Blocking: serve the admin API and the cluster channel on ``settings.admin_host:admin_port``."""
+    """Blocking: serve the admin API and the cluster channel on ``settings.admin_host:admin_port``.
+
+    Returns after SIGINT/SIGTERM once shut down (signal handlers are only installed when called
+    from the main thread; elsewhere, stop it by ending the process).
+    """
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -1,0 +1,107 @@
+"""The worker ↔ control-plane channel: token, snapshot long-poll, node status."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from data_plane.snapshot import Snapshot
+from tests.integration.control_plane.conftest import CLUSTER_TOKEN
+from tests.integration.control_plane.factories import config_hash, make_upstream
+
+SNAPSHOT = "/cluster/v1/snapshot"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": CLUSTER_TOKEN}, {"Authorization": "Basic x"}],
+)
+def test_cluster_endpoints_require_the_token(client: TestClient, headers: dict[str, str]) -> None:
+    for response in (
+        client.get(SNAPSHOT, params={"wait": 0}, headers=headers),
+        client.post("/cluster/v1/nodes/n1/status", json={}, headers=headers),
+    ):
+        assert response.status_code == 401
+        assert response.json() == {"detail": "cluster token required"}
+        assert CLUSTER_TOKEN not in response.text
+
+
+def test_snapshot_when_hash_differs(client: TestClient, cluster_headers: dict[str, str]) -> None:
+    make_upstream(client)
+    response = client.get(SNAPSHOT, params={"known_hash": "", "wait": 5}, headers=cluster_headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    snapshot = Snapshot.from_json(response.content)
+    assert response.headers["X-Tollgate-Hash"] == snapshot.hash == config_hash(client)
+    assert response.headers["X-Tollgate-Revision"] == str(snapshot.revision) == "1"
+    assert [u.name for u in snapshot.upstreams] == ["orders"]
+
+
+def test_not_modified_after_wait(client: TestClient, cluster_headers: dict[str, str]) -> None:
+    current = config_hash(client)
+    started = time.monotonic()
+    response = client.get(SNAPSHOT, params={"known_hash": current, "wait": 0.3}, headers=cluster_headers)
+    assert response.status_code == 304
+    assert response.content == b""
+    assert time.monotonic() - started >= 0.3
+
+
+def test_long_poll_is_released_by_a_write(client: TestClient, cluster_headers: dict[str, str]) -> None:
+    current = config_hash(client)
+    result: dict[str, Any] = {}
+
+    def poll() -> None:
+        started = time.monotonic()
+        result["response"] = client.get(SNAPSHOT, params={"known_hash": current, "wait": 30}, headers=cluster_headers)
+        result["elapsed"] = time.monotonic() - started
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.3)
+    assert "response" not in result  # held
+    make_upstream(client, "late")
+    poller.join(timeout=10)
+    assert not poller.is_alive()
+    assert result["response"].status_code == 200
+    assert result["elapsed"] < 5  # released by the write, not by the 30 s wait
+    assert Snapshot.from_json(result["response"].content).hash == config_hash(client) != current
+
+
+def test_wait_is_bounded(client: TestClient, cluster_headers: dict[str, str]) -> None:
+    response = client.get(SNAPSHOT, params={"wait": 61}, headers=cluster_headers)
+    assert response.status_code == 422
+
+
+def test_nodes_are_recorded(client: TestClient, cluster_headers: dict[str, str]) -> None:
+    node_headers = {
+        **cluster_headers,
+        "X-Tollgate-Node-Id": "worker-1",
+        "X-Tollgate-Node-Hostname": "host-a",
+        "X-Tollgate-Node-Version": "0.1.0",
+    }
+    snap = client.get(SNAPSHOT, params={"wait": 0}, headers=node_headers)
+    assert snap.status_code == 200
+    [node] = client.get("/v1/nodes").json()["items"]
+    assert node["id"] == "worker-1" and node["hostname"] == "host-a" and node["version"] == "0.1.0"
+    assert node["in_sync"] is False and node["stale"] is False  # asked, but has not reported yet
+
+    status = {
+        "hostname": "host-a",
+        "version": "0.1.0",
+        "revision": int(snap.headers["X-Tollgate-Revision"]),
+        "hash": snap.headers["X-Tollgate-Hash"],
+        "last_error": None,
+        "pid": 4242,
+    }
+    assert client.post("/cluster/v1/nodes/worker-1/status", json=status, headers=cluster_headers).status_code == 204
+    [node] = client.get("/v1/nodes").json()["items"]
+    assert node["in_sync"] is True and node["pid"] == 4242 and node["revision"] == status["revision"]
+
+    make_upstream(client)  # config moves on; the node has not applied it
+    [node] = client.get("/v1/nodes").json()["items"]
+    assert node["in_sync"] is False
+    assert client.get("/v1/config").json()["revision"] == 1  # node bookkeeping never bumps the revision

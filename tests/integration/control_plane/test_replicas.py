@@ -1,0 +1,146 @@
+"""Two control-plane processes on one PostgreSQL database: a write through A reaches a worker
+long-polling B (B learns of it by polling the revision, not from A)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from control_plane import migrate
+from data_plane.snapshot import Snapshot
+from tests.integration.control_plane.conftest import CLUSTER_TOKEN
+
+pytestmark = pytest.mark.postgres
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"control plane exited with {proc.returncode}: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{base}/v1/config", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"control plane at {base} did not become ready")
+
+
+@pytest.fixture
+def replicas(postgres_url: str, tmp_path: Path) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
+    migrate.upgrade(postgres_url)  # once, so the two start-ups do not both wait on the migration lock
+    procs: list[subprocess.Popen[bytes]] = []
+    bases: list[str] = []
+    try:
+        for name in ("a", "b"):
+            port = _free_port()
+            env = {
+                **os.environ,
+                "TOLLGATE_DATABASE_URL": postgres_url,
+                "TOLLGATE_DATA_DIR": str(tmp_path / name),
+                "TOLLGATE_ADMIN_HOST": "127.0.0.1",
+                "TOLLGATE_ADMIN_PORT": str(port),
+                "TOLLGATE_CLUSTER_TOKEN": CLUSTER_TOKEN,
+                "TOLLGATE_REVISION_POLL_INTERVAL": "0.1",
+            }
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "control_plane"],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            )
+            bases.append(f"http://127.0.0.1:{port}")
+        for base, proc in zip(bases, procs, strict=True):
+            _wait_ready(base, proc)
+        yield list(zip(bases, procs, strict=True))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+def test_write_on_a_releases_long_poll_on_b(replicas: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    (a, _), (b, _) = replicas
+    auth = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
+    known = httpx.get(f"{b}/v1/config").json()["hash"]
+    result: dict[str, Any] = {}
+
+    def poll() -> None:
+        started = time.monotonic()
+        result["response"] = httpx.get(
+            f"{b}/cluster/v1/snapshot", params={"known_hash": known, "wait": 30}, headers=auth, timeout=40
+        )
+        result["elapsed"] = time.monotonic() - started
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.5)
+    assert "response" not in result
+    created = httpx.post(f"{a}/v1/upstreams", json={"name": "via-a"})
+    assert created.status_code == 201, created.text
+    poller.join(timeout=15)
+    assert not poller.is_alive()
+
+    response = result["response"]
+    assert response.status_code == 200
+    assert result["elapsed"] < 10
+    snapshot = Snapshot.from_json(response.content)
+    assert [u.name for u in snapshot.upstreams] == ["via-a"]
+    assert snapshot.hash == httpx.get(f"{a}/v1/config").json()["hash"]
+
+
+def test_shutdown_releases_held_long_polls(replicas: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """SIGTERM answers held long-polls at once instead of keeping the process alive for `wait`."""
+    _, (b, proc_b) = replicas
+    auth = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
+    known = httpx.get(f"{b}/v1/config").json()["hash"]
+    result: dict[str, Any] = {}
+
+    def poll() -> None:
+        try:
+            result["status"] = httpx.get(
+                f"{b}/cluster/v1/snapshot", params={"known_hash": known, "wait": 60}, headers=auth, timeout=70
+            ).status_code
+        except httpx.TransportError as exc:
+            result["status"] = type(exc).__name__
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    proc_b.terminate()
+    poller.join(timeout=15)
+    assert not poller.is_alive()
+    assert time.monotonic() - started < 10
+    assert result["status"] == 304
+    assert proc_b.wait(timeout=10) == 0
