@@ -114,10 +114,11 @@ class ConfigSync:
                     continue
                 if resp.status_code == 200:
                     self._reached()
-                    delay = s.backoff_initial
-                    self._receive(resp.content)
-                    continue
-                if resp.status_code == 401:
+                    if self._receive(resp.content):
+                        delay = s.backoff_initial
+                        continue
+                    # Refused snapshot: back off, so a control plane that keeps offering it is not hammered.
+                elif resp.status_code == 401:
                     self._lost("control plane refused the cluster token (401)")
                 else:
                     self._lost(f"control plane answered {resp.status_code}")
@@ -125,7 +126,8 @@ class ConfigSync:
             await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, s.backoff_max)
 
-    def _receive(self, body: bytes) -> None:
+    def _receive(self, body: bytes) -> bool:
+        """Apply a snapshot from the control plane; False when it was refused."""
         try:
             snapshot = Snapshot.from_json(body)
             self._apply(snapshot)
@@ -138,7 +140,7 @@ class ConfigSync:
             except (ValueError, AttributeError):
                 pass
             self._status_changed.set()
-            return
+            return False
         self.known_hash = snapshot.hash
         self.last_error = None
         self._status_changed.set()
@@ -146,6 +148,7 @@ class ConfigSync:
             write_cache(self.settings.cache_file, snapshot)
         except OSError as exc:
             log.error("cannot write snapshot cache %s: %s", self.settings.cache_file, exc)
+        return True
 
     def _reached(self) -> None:
         if not self.connected:

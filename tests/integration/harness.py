@@ -140,6 +140,12 @@ class Cluster:
         self.wait_http(proc, f"{cp.url}/openapi.json")
         return cp
 
+    def restart_control_plane(self, cp: ControlPlane) -> None:
+        """Start ``cp`` again (same port, database and token) after it was stopped or killed."""
+        cp.proc.stop()
+        cp.proc = self.spawn(cp.proc.name, cp.proc.argv, cp.env)
+        self.wait_http(cp.proc, f"{cp.url}/openapi.json")
+
     def worker(
         self,
         cp: ControlPlane | None = None,
