@@ -83,14 +83,17 @@ def _unique_name(prefix: str = "tollgate_t_") -> str:
     return f"{prefix}{uuid.uuid4().hex[:16]}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
+def fresh_postgres_database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database (skipped when the server is unreachable, failed in CI)."""
     problem = _postgres_problem()
     require_service("PostgreSQL", not problem, problem)
     name = _unique_name()
     yield _create_database(name)
     _drop_database(name)
+
+
+postgres_url = pytest.fixture(fresh_postgres_database, name="postgres_url")
+module_postgres_url = pytest.fixture(fresh_postgres_database, name="module_postgres_url", scope="module")
 
 
 @pytest.fixture(scope="session")
@@ -161,6 +164,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         cluster_token=CLUSTER_TOKEN,
         revision_poll_interval=0.05,
+        # The fixture databases are already at head; start-up migration is covered by test_migrations
+        # and by the replica processes.
+        migrate_on_start=False,
     )
 
 

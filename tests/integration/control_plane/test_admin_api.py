@@ -115,13 +115,12 @@ def test_pagination(client: TestClient) -> None:
     ],
 )
 def test_validation_names_the_field(client: TestClient, path_kind: str, body: dict[str, Any], field: str) -> None:
-    up, api = make_upstream(client, "u0"), make_api(client, "a0")
-    url = {
-        "upstreams": "/v1/upstreams",
-        "targets": f"/v1/upstreams/{up['id']}/targets",
-        "apis": "/v1/apis",
-        "routes": f"/v1/apis/{api['id']}/routes",
-    }[path_kind]
+    if path_kind == "targets":
+        url = f"/v1/upstreams/{make_upstream(client)['id']}/targets"
+    elif path_kind == "routes":
+        url = f"/v1/apis/{make_api(client)['id']}/routes"
+    else:
+        url = f"/v1/{path_kind}"
     assert field in field_errors(client.post(url, json=body))
 
 

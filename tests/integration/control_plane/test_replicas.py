@@ -22,6 +22,7 @@ from tests.integration.control_plane.conftest import CLUSTER_TOKEN
 
 pytestmark = pytest.mark.postgres
 
+Replica = tuple[str, "subprocess.Popen[bytes]"]
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -46,8 +47,10 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) -
     raise AssertionError(f"control plane at {base} did not become ready")
 
 
-@pytest.fixture
-def replicas(postgres_url: str, tmp_path: Path) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
+@pytest.fixture(scope="module")
+def replicas(module_postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Replica]]:
+    postgres_url = module_postgres_url
+    tmp_path = tmp_path_factory.mktemp("replicas")
     migrate.upgrade(postgres_url)  # once, so the two start-ups do not both wait on the migration lock
     procs: list[subprocess.Popen[bytes]] = []
     bases: list[str] = []
@@ -89,7 +92,7 @@ def replicas(postgres_url: str, tmp_path: Path) -> Iterator[list[tuple[str, subp
                 proc.stderr.close()
 
 
-def test_write_on_a_releases_long_poll_on_b(replicas: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+def test_write_on_a_releases_long_poll_on_b(replicas: list[Replica]) -> None:
     (a, _), (b, _) = replicas
     auth = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
     known = httpx.get(f"{b}/v1/config").json()["hash"]
@@ -119,7 +122,8 @@ def test_write_on_a_releases_long_poll_on_b(replicas: list[tuple[str, subprocess
     assert snapshot.hash == httpx.get(f"{a}/v1/config").json()["hash"]
 
 
-def test_shutdown_releases_held_long_polls(replicas: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+# Keep this test last in the module: it stops replica B of the module-scoped pair.
+def test_shutdown_releases_held_long_polls(replicas: list[Replica]) -> None:
     """SIGTERM answers held long-polls at once instead of keeping the process alive for `wait`."""
     _, (b, proc_b) = replicas
     auth = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
