@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from data_plane.snapshot import HTTP_METHODS, SnapshotError, normalize_base_path, split_template
 
@@ -240,12 +240,21 @@ class ConfigPublic(BaseModel):
 
 
 class NodeStatusIn(BaseModel):
-    hostname: str = Field(default="", max_length=255)
-    version: str = Field(default="", max_length=64)
+    """What a worker reports.  Unknown fields are ignored (newer workers may send more); long text
+    is truncated rather than refused, because a status report should never bounce."""
+
+    hostname: str = ""
+    version: str = ""
     revision: int | None = Field(default=None, ge=0)
     hash: str | None = Field(default=None, max_length=64)
-    last_error: str | None = Field(default=None, max_length=4000)
+    last_error: str | None = None
     pid: int | None = Field(default=None, ge=0)
+
+    @field_validator("hostname", "version", "last_error", mode="after")
+    @classmethod
+    def _truncate(cls, value: str | None, info: ValidationInfo) -> str | None:
+        limit = {"hostname": 255, "version": 64, "last_error": 4000}[info.field_name or ""]
+        return value[:limit] if value is not None else None
 
 
 class NodePublic(_Out):

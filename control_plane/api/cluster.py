@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
@@ -25,7 +26,8 @@ from control_plane.services import nodes as svc
 
 log = logging.getLogger(__name__)
 
-NODE_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+NODE_ID_PATTERN = r"^[!-~]{1,128}$"  # printable ASCII, no spaces
+_NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 MAX_WAIT = 60.0
 
 
@@ -52,11 +54,13 @@ async def get_snapshot(
     sessions: Sessions,
     known_hash: Annotated[str, Query(max_length=64, pattern=r"^[0-9a-fA-F]*$")] = "",
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 30.0,
-    x_tollgate_node_id: Annotated[str | None, Header(pattern=NODE_ID_PATTERN)] = None,
-    x_tollgate_node_hostname: Annotated[str | None, Header(max_length=255)] = None,
-    x_tollgate_node_version: Annotated[str | None, Header(max_length=64)] = None,
+    x_tollgate_node_id: Annotated[str | None, Header()] = None,
+    x_tollgate_node_hostname: Annotated[str | None, Header()] = None,
+    x_tollgate_node_version: Annotated[str | None, Header()] = None,
 ) -> Response:
-    if x_tollgate_node_id:
+    # Node headers are bookkeeping: odd values are ignored rather than refused, so a worker with an
+    # unusual node id still gets its config.
+    if x_tollgate_node_id and _NODE_ID_RE.match(x_tollgate_node_id):
         await run_in_threadpool(_touch, sessions, x_tollgate_node_id, x_tollgate_node_hostname, x_tollgate_node_version)
     snapshot = await publisher.wait_for_change(known_hash.lower(), wait)
     if snapshot is None:

@@ -105,3 +105,18 @@ def test_nodes_are_recorded(client: TestClient, cluster_headers: dict[str, str])
     [node] = client.get("/v1/nodes").json()["items"]
     assert node["in_sync"] is False
     assert client.get("/v1/config").json()["revision"] == 1  # node bookkeeping never bumps the revision
+
+
+def test_odd_node_headers_never_cost_the_snapshot(client: TestClient, cluster_headers: dict[str, str]) -> None:
+    headers = {**cluster_headers, "X-Tollgate-Node-Id": "x" * 300, "X-Tollgate-Node-Version": "v" * 500}
+    assert client.get(SNAPSHOT, params={"wait": 0}, headers=headers).status_code == 200
+    assert client.get("/v1/nodes").json()["total"] == 0  # ignored, not stored
+
+
+def test_status_report_tolerates_extra_fields_and_long_text(
+    client: TestClient, cluster_headers: dict[str, str]
+) -> None:
+    body = {"hostname": "h", "version": "1", "last_error": "e" * 10_000, "applied_at": 1.5, "node_id": "n2"}
+    assert client.post("/cluster/v1/nodes/n2/status", json=body, headers=cluster_headers).status_code == 204
+    [node] = client.get("/v1/nodes").json()["items"]
+    assert node["id"] == "n2" and len(node["last_error"]) == 4000
