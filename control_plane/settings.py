@@ -38,6 +38,7 @@ class Settings:
     cluster_token: str | None = None
     revision_poll_interval: float = DEFAULT_POLL_INTERVAL
     migrate_on_start: bool = True
+    node_purge_after: float = 3600.0  # seconds without a heartbeat before a node record is deleted
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -51,6 +52,7 @@ class Settings:
             cluster_token=environ.get("TOLLGATE_CLUSTER_TOKEN") or None,
             revision_poll_interval=_positive_float(environ, "TOLLGATE_REVISION_POLL_INTERVAL", DEFAULT_POLL_INTERVAL),
             migrate_on_start=_bool(environ, "TOLLGATE_MIGRATE_ON_START", True),
+            node_purge_after=_positive_float(environ, "TOLLGATE_NODE_PURGE_AFTER", 3600.0),
         )
 
     @property

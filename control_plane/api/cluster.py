@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
@@ -71,10 +72,14 @@ async def get_snapshot(
 
 @router.post("/nodes/{node_id}/status", status_code=status.HTTP_204_NO_CONTENT)
 def post_status(
-    node_id: Annotated[str, Path(pattern=NODE_ID_PATTERN)], body: NodeStatusIn, sessions: Sessions
+    node_id: Annotated[str, Path(pattern=NODE_ID_PATTERN)], body: NodeStatusIn, sessions: Sessions, request: Request
 ) -> Response:
+    purge_after = timedelta(seconds=request.app.state.settings.node_purge_after)
     with sessions() as session:
         svc.record_status(session=session, node_id=node_id, status=body)
+        # Heartbeats are the natural clock for housekeeping: no extra task, and with several
+        # replicas whichever hears a heartbeat purges (the DELETE is idempotent).
+        svc.purge_nodes(session=session, older_than=purge_after)
         session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

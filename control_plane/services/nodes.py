@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from control_plane.models import Node, utcnow
@@ -46,6 +46,12 @@ def list_nodes(*, session: Session, current_hash: str, limit: int, offset: int) 
     now = datetime.now(UTC)
     views = [NodeView(node=n, in_sync=n.hash == current_hash, stale=now - n.last_seen > STALE_AFTER) for n in rows]
     return views, total
+
+
+def purge_nodes(*, session: Session, older_than: timedelta) -> int:
+    """Forget nodes not seen for ``older_than`` (stale first, then gone); returns how many."""
+    result = session.execute(delete(Node).where(Node.last_seen < utcnow() - older_than))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def _get_or_new(session: Session, node_id: str) -> Node:

