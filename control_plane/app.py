@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from control_plane import migrate
 from control_plane.api import apis, cluster, config, upstreams
 from control_plane.api.errors import install_error_handlers
 from control_plane.db import make_engine, make_session_factory
+from control_plane.metrics import install_metrics, remember_route
 from control_plane.settings import Settings, ensure_cluster_token
 from control_plane.snapshots.publish import SnapshotPublisher
 
@@ -53,11 +54,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.publisher = publisher
     app.state.cluster_token = ensure_cluster_token(settings)
 
-    v1 = APIRouter(prefix="/v1")
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(remember_route("/v1"))])
     v1.include_router(upstreams.router)
     v1.include_router(apis.router)
     v1.include_router(config.router)
     app.include_router(v1)
     app.include_router(cluster.router)
     install_error_handlers(app)
+    install_metrics(app, publisher)
     return app

@@ -38,6 +38,11 @@ class SnapshotPublisher:
         self._changed = asyncio.Event()
         self._poke = asyncio.Event()
         self._build_lock = asyncio.Lock()
+        self.waiting = 0  # long-polls held right now: the workers attached to this replica
+
+    @property
+    def revision(self) -> int:
+        return self._revision
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -81,6 +86,18 @@ class SnapshotPublisher:
         deadline = loop.time() + timeout
         changed = self._changed
         snapshot = await self.current()
+        if snapshot.hash == known_hash:
+            self.waiting += 1
+            try:
+                return await self._hold(snapshot, known_hash, changed, deadline)
+            finally:
+                self.waiting -= 1
+        return snapshot
+
+    async def _hold(
+        self, snapshot: Snapshot, known_hash: str, changed: asyncio.Event, deadline: float
+    ) -> Snapshot | None:
+        loop = asyncio.get_running_loop()
         while snapshot.hash == known_hash:
             remaining = deadline - loop.time()
             if self._closing or remaining <= 0:

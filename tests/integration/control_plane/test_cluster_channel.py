@@ -146,3 +146,39 @@ def test_nodes_gone_for_longer_than_the_purge_age_are_forgotten(
     # The next heartbeat from anyone purges it.
     assert client.post("/cluster/v1/nodes/recent/status", json=body, headers=cluster_headers).status_code == 204
     assert [n["id"] for n in client.get("/v1/nodes").json()["items"]] == ["recent"]
+
+
+def test_metrics_count_admin_requests_and_attached_workers(client: TestClient, cluster_headers: dict[str, str]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = client.get("/metrics").text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    make_upstream(client)
+    for _ in range(3):
+        assert client.get("/v1/upstreams").status_code == 200
+    got = samples()
+    key = ("tollgate_admin_requests_total", (("method", "GET"), ("route", "/v1/upstreams"), ("status", "200")))
+    assert got[key] == 3
+    assert got[("tollgate_config_revision", ())] == client.get("/v1/config").json()["revision"]
+    assert got[("tollgate_connected_nodes", ())] == 0
+
+    # A worker's long-poll held open shows up as an attached node while it waits.
+    current = client.get(SNAPSHOT, params={"wait": 0}, headers=cluster_headers).headers["X-Tollgate-Hash"]
+    holder = threading.Thread(
+        target=lambda: client.get(SNAPSHOT, params={"known_hash": current, "wait": 3}, headers=cluster_headers)
+    )
+    holder.start()
+    try:
+        deadline = time.monotonic() + 5
+        while samples()[("tollgate_connected_nodes", ())] != 1:
+            assert time.monotonic() < deadline, "held long-poll not counted"
+            time.sleep(0.02)
+    finally:
+        holder.join()
+    assert samples()[("tollgate_connected_nodes", ())] == 0
