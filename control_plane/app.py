@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from control_plane import migrate
-from control_plane.api import apis, cluster, config, upstreams
+from control_plane.api import apis, cluster, config, openapi, upstreams
 from control_plane.api.errors import install_error_handlers
 from control_plane.db import make_engine, make_session_factory
 from control_plane.metrics import install_metrics, remember_route
@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(remember_route("/v1"))])
     v1.include_router(upstreams.router)
+    v1.include_router(openapi.router)  # before apis: /apis/import is not an api id
     v1.include_router(apis.router)
     v1.include_router(config.router)
     app.include_router(v1)

@@ -3,7 +3,9 @@
     ControlPlaneError
      ├── NotFound   a resource named by id does not exist
      ├── Conflict   the write would duplicate or orphan something
-     └── Invalid    a value is acceptable to the schema but not to the business rules (names a field)
+     ├── Invalid    a value is acceptable to the schema but not to the business rules (names a field)
+     │    └── InvalidDocument  an imported OpenAPI document is unusable (names JSON pointers into it)
+     └── Unavailable  an optional capability (the SDK generator) is missing or failed to run
 
 Services raise these; only ``control_plane.api`` maps them to HTTP status codes.
 """
@@ -31,3 +33,18 @@ class Invalid(ControlPlaneError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class InvalidDocument(Invalid):
+    """``problems``: (JSON pointer into the document, message) pairs, the first one most relevant."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        if not problems:
+            raise ValueError("InvalidDocument needs at least one problem")
+        pointer, message = problems[0]
+        super().__init__("document", f"{pointer or '(root)'}: {message}")
+        self.problems = problems
+
+
+class Unavailable(ControlPlaneError):
+    pass

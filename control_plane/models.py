@@ -125,6 +125,9 @@ class Api(Timestamped, Base):
     auth: Mapped[str] = mapped_column(String(32), default="none")
     strip_base_path: Mapped[bool] = mapped_column(Boolean, default=True)
     max_body_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Document-level parts of an imported OpenAPI description (openapi version, info, components, tags),
+    # kept so the API can be exported again; null for APIs created through the admin API.
+    openapi: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     routes: Mapped[list[Route]] = relationship(back_populates="api", cascade="all, delete-orphan", passive_deletes=True)
 
@@ -138,6 +141,8 @@ class Route(Timestamped, Base):
     path: Mapped[str] = mapped_column(String(2048))
     # RESTRICT: an upstream still routed to cannot be deleted (the service reports it as a conflict first).
     upstream_id: Mapped[str] = mapped_column(String(36), ForeignKey("upstreams.id", ondelete="RESTRICT"), index=True)
+    # The OpenAPI operation object this route was imported from (parameters, request body, responses).
+    operation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     api: Mapped[Api] = relationship(back_populates="routes")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -269,3 +269,21 @@ class NodePublic(_Out):
     last_seen: datetime
     in_sync: bool
     stale: bool
+
+
+# ---------------------------------------------------------------------------- OpenAPI import
+
+
+class ImportDiff(BaseModel):
+    api: dict[str, Any] = Field(description="changed API fields: {field: {old, new}}; openapi: {changed: [keys]}")
+    added: list[dict[str, Any]] = Field(description="routes to create: path, methods, upstream_id, operation_id")
+    changed: list[dict[str, Any]] = Field(description="routes to update, with the changed fields")
+    removed: list[dict[str, Any]] = Field(description="routes the document no longer describes: id, path, methods")
+
+
+class ImportResult(BaseModel):
+    api: ApiPublic | None = Field(description="the API as written (null for a dry run of a new API)")
+    created: bool
+    changed: bool = Field(description="false: the document matches the API exactly; nothing was written")
+    dry_run: bool
+    diff: ImportDiff

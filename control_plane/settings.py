@@ -19,6 +19,7 @@ DEFAULT_DATA_DIR = "./.tollgate"
 DEFAULT_ADMIN_HOST = "127.0.0.1"
 DEFAULT_ADMIN_PORT = 8001
 DEFAULT_POLL_INTERVAL = 0.25
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 CLUSTER_TOKEN_FILE = "cluster-token"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -39,6 +40,8 @@ class Settings:
     revision_poll_interval: float = DEFAULT_POLL_INTERVAL
     migrate_on_start: bool = True
     node_purge_after: float = 3600.0  # seconds without a heartbeat before a node record is deleted
+    # Where customers reach the workers: the server URL of exported OpenAPI documents and generated SDKs.
+    public_url: str = DEFAULT_PUBLIC_URL
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -53,6 +56,7 @@ class Settings:
             revision_poll_interval=_positive_float(environ, "TOLLGATE_REVISION_POLL_INTERVAL", DEFAULT_POLL_INTERVAL),
             migrate_on_start=_bool(environ, "TOLLGATE_MIGRATE_ON_START", True),
             node_purge_after=_positive_float(environ, "TOLLGATE_NODE_PURGE_AFTER", 3600.0),
+            public_url=_url(environ, "TOLLGATE_PUBLIC_URL", DEFAULT_PUBLIC_URL),
         )
 
     @property
@@ -131,3 +135,12 @@ def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in _FALSE:
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _url(environ: Mapping[str, str], name: str, default: str) -> str:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.startswith(("http://", "https://")) or "?" in raw or "#" in raw:
+        raise SettingsError(f"{name} must be an http(s) URL without query or fragment, got {raw!r}")
+    return raw.rstrip("/")

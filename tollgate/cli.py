@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from tollgate.cli_openapi import register as register_openapi_commands
+
 app = typer.Typer(help="Tollgate: an API gateway and load balancer.", no_args_is_help=True, add_completion=False)
 snapshot_app = typer.Typer(help="Config snapshots (the worker's input).", no_args_is_help=True)
 app.add_typer(snapshot_app, name="snapshot")
@@ -163,6 +165,9 @@ def echo(
     from tollgate.echo import main as echo_main
 
     echo_main(["--host", host, "--port", str(port), "--name", name])
+
+
+register_openapi_commands(app)  # `tollgate import`, `tollgate sdk` (admin API clients, own module)
 
 
 def main() -> None:

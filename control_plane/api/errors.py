@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from control_plane.errors import Conflict, Invalid, NotFound
+from control_plane.errors import Conflict, Invalid, InvalidDocument, NotFound, Unavailable
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -22,3 +22,22 @@ def install_error_handlers(app: FastAPI) -> None:
         # Same shape as FastAPI's request validation errors, so clients parse one format for 422.
         detail = [{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(InvalidDocument)
+    async def _invalid_document(_request: Request, exc: InvalidDocument) -> JSONResponse:
+        # One entry per problem; "pointer" is an RFC 6901 JSON pointer into the submitted document.
+        detail = [
+            {"loc": ["body", *pointer_parts(pointer)], "pointer": pointer, "msg": message, "type": "openapi_invalid"}
+            for pointer, message in exc.problems
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_request: Request, exc: Unavailable) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=503)
+
+
+def pointer_parts(pointer: str) -> list[str]:
+    if not pointer:
+        return []
+    return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]

@@ -123,7 +123,12 @@ class Cluster:
         return backend
 
     def control_plane(
-        self, database_url: str | None = None, *, cluster_token: str = "test-cluster-token", name: str = "cp"
+        self,
+        database_url: str | None = None,
+        *,
+        cluster_token: str = "test-cluster-token",
+        name: str = "cp",
+        extra_env: dict[str, str] | None = None,
     ) -> ControlPlane:
         port = free_port()
         data_dir = self.tmp / f"{name}-data"
@@ -134,6 +139,7 @@ class Cluster:
             "TOLLGATE_ADMIN_PORT": str(port),
             "TOLLGATE_CLUSTER_TOKEN": cluster_token,
             "TOLLGATE_REVISION_POLL_INTERVAL": "0.1",
+            **(extra_env or {}),
         }
         proc = self.spawn(name, tollgate_argv("control-plane", "--log-level", "warning"), env)
         cp = ControlPlane(f"http://127.0.0.1:{port}", cluster_token, proc, env)

@@ -1,0 +1,78 @@
+"""``tollgate import`` and ``tollgate sdk``: API structure in and client SDKs out, through the admin API."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_openapi)
+    app.command("sdk")(sdk)
+
+
+def import_openapi(
+    document: Annotated[Path, typer.Argument(help="OpenAPI 3.0/3.1 document (.json, .yaml or .yml)", exists=True)],
+    upstream: Annotated[
+        str | None, typer.Option("--upstream", help="Upstream (name or id) of routes without x-tollgate-upstream")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would change")] = False,
+) -> None:
+    """Create or update an API from an OpenAPI document (idempotent; routes not in the document are removed)."""
+    from tollgate.apiclient import AdminClient, AdminError
+
+    content_type = "application/json" if document.suffix.lower() == ".json" else "application/yaml"
+    try:
+        with AdminClient() as admin:
+            result = admin.import_openapi(document.read_bytes(), content_type, upstream=upstream, dry_run=dry_run)
+    except AdminError as exc:
+        typer.echo(f"import failed ({exc.status}): {json.dumps(exc.detail, indent=2)}", err=True)
+        raise typer.Exit(1) from None
+    diff = result["diff"]
+    name = result["api"]["name"] if result["api"] else "(new api)"
+    verb = "would change" if dry_run else ("created" if result["created"] else "updated")
+    if not result["changed"]:
+        typer.echo(f"{name}: up to date, nothing changed")
+        return
+    typer.echo(f"{name}: {verb}")
+    for field, change in diff["api"].items():
+        typer.echo(f"  api.{field}: {json.dumps(change)}")
+    for kind, sign in (("added", "+"), ("changed", "~"), ("removed", "-")):
+        for route in diff[kind]:
+            typer.echo(f"  {sign} {','.join(route['methods']) or 'ANY'} {route['path']}")
+
+
+def sdk(
+    api: Annotated[str, typer.Argument(help="API name (or id)")],
+    lang: Annotated[str, typer.Option("--lang", help="SDK language")] = "python",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to unpack the package into")] = Path("."),
+) -> None:
+    """Download a generated client SDK for an API and unpack it (then: pip install DIR/<name>-client)."""
+    from tollgate.apiclient import AdminClient, AdminError
+
+    try:
+        with AdminClient() as admin:
+            data = admin.sdk(admin.find_api(api)["id"], lang)
+    except AdminError as exc:
+        typer.echo(f"sdk failed ({exc.status}): {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    top = extract(data, output)
+    typer.echo(f"wrote {output / top}  (install: pip install {output / top})")
+
+
+def extract(data: bytes, output: Path) -> str:
+    """Unpack the SDK zip; refuses members that would land outside ``output``.  Returns the top folder."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        for name in names:
+            parts = PurePosixPath(name).parts
+            if name.startswith("/") or ".." in parts or not parts:
+                raise typer.BadParameter(f"refusing unsafe path in the SDK archive: {name!r}")
+        output.mkdir(parents=True, exist_ok=True)
+        zf.extractall(output)
+    return PurePosixPath(names[0]).parts[0]
