@@ -66,7 +66,7 @@ def test_month_edges(last_second: tuple[int, ...], next_start: tuple[int, ...], 
     assert period_end(MONTH, now) - period_start(MONTH, now) == month_days * 86400
     assert period_start(MONTH, nxt) == nxt
     assert period_id(MONTH, now) != period_id(MONTH, nxt)
-    assert period_id(MONTH, nxt) == "M%04d-%02d" % next_start[:2]
+    assert period_id(MONTH, nxt) == f"M{next_start[0]:04d}-{next_start[1]:02d}"
 
 
 def test_feb_28_in_a_leap_year_is_not_the_end_of_the_month() -> None:
