@@ -103,3 +103,22 @@ def test_invalid_limits_are_refused_naming_the_field() -> None:
         Quota(limit=1, period="YEAR")
     with pytest.raises(ValueError, match="quota.limit"):
         Quota(limit=-1, period=DAY)
+
+
+def test_store_choice_follows_settings() -> None:
+    import asyncio
+
+    from data_plane.limits import open_metering, open_store
+    from data_plane.limits_redis import RedisStore
+    from data_plane.settings import WorkerSettings
+
+    assert isinstance(open_store(WorkerSettings.from_env({})), MemoryStore)
+    settings = WorkerSettings.from_env(
+        {"TOLLGATE_REDIS_URL": "redis://127.0.0.1:1/0", "TOLLGATE_LIMIT_FAIL_MODE": "closed"}
+    )
+    store = open_store(settings)
+    assert isinstance(store, RedisStore) and store.fail_mode == "closed"
+    asyncio.run(store.close())
+    assert open_metering(WorkerSettings.from_env({})) is None
+    with pytest.raises(ValueError, match="fail_mode"):
+        open_store(WorkerSettings.from_env({"TOLLGATE_REDIS_URL": "redis://x", "TOLLGATE_LIMIT_FAIL_MODE": "ajar"}))
