@@ -27,6 +27,10 @@ class WorkerSettings:
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     reuse_port: bool = True
+    # usage plans (data_plane/limits.py): Redis shares counters across workers; None = in-process
+    redis_url: str | None = None
+    limit_fail_mode: str = "open"  # Redis unreachable: "open" (per-worker counters) or "closed" (503)
+    usage_flush_interval: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -41,6 +45,9 @@ class WorkerSettings:
             snapshot_file=Path(env["TOLLGATE_SNAPSHOT_FILE"]) if env.get("TOLLGATE_SNAPSHOT_FILE") else None,
             cache_dir=Path(env.get("TOLLGATE_WORKER_CACHE_DIR", ".tollgate/worker")),
             node_id=env.get("TOLLGATE_NODE_ID", ""),
+            redis_url=env.get("TOLLGATE_REDIS_URL") or None,
+            limit_fail_mode=env.get("TOLLGATE_LIMIT_FAIL_MODE", "open"),
+            usage_flush_interval=float(env.get("TOLLGATE_USAGE_FLUSH_INTERVAL", "5")),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         if not settings.hostname:
@@ -48,6 +55,11 @@ class WorkerSettings:
         if not settings.node_id:
             settings = replace(settings, node_id=str(uuid.uuid4()))
         return settings
+
+    @property
+    def usage_spool_dir(self) -> Path:
+        # One spool per process (traffic port + status port): a spool has exactly one owner.
+        return self.cache_dir / f"usage-{self.port}-{self.status_port}"
 
     @property
     def cache_file(self) -> Path:

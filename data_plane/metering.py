@@ -1,0 +1,211 @@
+"""Usage metering on the worker: count admitted requests, ship them to the control plane in batches.
+
+``record(customer_id, api_id)`` is the hot-path call: one dict increment keyed by
+``(customer_id, api_id, UTC day)``.  Every ``interval`` seconds the counts are *cut* into a batch::
+
+    {"batch_id": uuid4, "node_id": ..., "counts": [{"customer_id", "api_id", "day": "YYYY-MM-DD", "count"}]}
+
+which is first written to the spool (``usage_spool.Spool``: atomic file per batch) and only then
+sent, oldest batch first, through a pluggable :class:`UsageSender`.  A batch leaves the spool only
+after the sender returned (the control plane answered 2xx).  A failure stops the round (order is
+kept) and the next round waits with exponential backoff.  A new :class:`Metering` on the same
+directory (a restarted worker) sends what the previous one left, before anything newer.  ``close``
+cuts what is still in memory into the spool.  What can still be lost: counts of the last
+``interval`` seconds if the process is killed without ``close`` (SIGKILL, power loss).
+
+**Contract of ``POST /cluster/v1/usage``** (control plane side; cluster token as bearer):
+the body is one batch as above.  The endpoint must be idempotent by ``batch_id``: a worker whose
+2xx got lost re-sends the same batch, so the control plane records the batch id in the same
+transaction that adds the counts, and answers 2xx without adding anything when the id is already
+recorded.  2xx = applied (or already applied); 400/413/422 = malformed, never retried (the worker
+moves the batch to ``rejected/``); anything else (401, 5xx, timeouts) = retried later, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from data_plane.periods import period_end, period_start, utc_day
+from data_plane.usage_spool import Spool
+
+log = logging.getLogger("tollgate.usage")
+
+USAGE_PATH = "/cluster/v1/usage"
+
+
+class UsageSendError(Exception):
+    """The batch was not applied; send it again later."""
+
+
+class UsageRejected(UsageSendError):
+    """The control plane refused the batch as malformed; sending it again cannot succeed."""
+
+
+class UsageSender(Protocol):
+    async def send(self, batch: dict[str, Any]) -> None:
+        """Return when the control plane applied the batch; raise :class:`UsageSendError` otherwise."""
+        ...
+
+
+class HttpUsageSender:
+    """POSTs batches to the control plane's ``/cluster/v1/usage`` with the cluster token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        cluster_token: str | None,
+        *,
+        node_id: str = "",
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            transport=transport,
+            headers={"authorization": f"Bearer {cluster_token or ''}", "x-tollgate-node-id": node_id},
+        )
+
+    async def send(self, batch: dict[str, Any]) -> None:
+        try:
+            resp = await self._client.post(USAGE_PATH, json=batch)
+        except httpx.HTTPError as exc:
+            raise UsageSendError(f"control plane unreachable: {type(exc).__name__}") from exc
+        if 200 <= resp.status_code < 300:
+            return
+        if resp.status_code in (400, 413, 422):
+            raise UsageRejected(f"control plane refused usage batch ({resp.status_code}): {resp.text[:200]}")
+        raise UsageSendError(f"control plane answered {resp.status_code}")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class Metering:
+    def __init__(
+        self,
+        node_id: str,
+        spool_dir: Path,
+        sender: UsageSender,
+        *,
+        interval: float = 5.0,
+        now: Callable[[], float] = time.time,
+        backoff_max: float = 60.0,
+    ) -> None:
+        self.node_id = node_id
+        self.sender = sender
+        self.interval = interval
+        self.now = now
+        self.backoff_max = backoff_max
+        self.spool = Spool(spool_dir)  # loads what a previous process left; sent before anything new
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self.delivered_batches = 0
+        self.failed_sends = 0
+        self._day = ""
+        self._day_start = 0.0
+        self._day_end = 0.0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    # ------------------------------------------------------------------ hot path
+
+    def record(self, customer_id: str, api_id: str) -> None:
+        """Count one admitted request (synchronous, O(1))."""
+        now = self.now()
+        if not (self._day_start <= now < self._day_end):
+            self._day = utc_day(now)
+            self._day_start = period_start("DAY", now)
+            self._day_end = period_end("DAY", now)
+        key = (customer_id, api_id, self._day)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    # ------------------------------------------------------------------ batches
+
+    def cut(self) -> Path | None:
+        """Move the in-memory counts into a new spooled batch (None when there is nothing to count)."""
+        if not self.counts:
+            return None
+        counts, self.counts = self.counts, {}
+        batch = {
+            "batch_id": str(uuid.uuid4()),
+            "node_id": self.node_id,
+            "counts": [
+                {"customer_id": c, "api_id": a, "day": d, "count": n} for (c, a, d), n in sorted(counts.items())
+            ],
+        }
+        try:
+            return self.spool.write(batch)
+        except OSError as exc:
+            # Disk trouble: keep the counts in memory (merged back) rather than lose them.
+            for key, n in counts.items():
+                self.counts[key] = self.counts.get(key, 0) + n
+            log.error("cannot spool usage batch: %s; keeping the counts in memory", exc)
+            return None
+
+    async def deliver(self) -> bool:
+        """Send spooled batches oldest first; stop at the first failure.  True when the spool is empty."""
+        async with self._lock:
+            for path in self.spool.pending():
+                batch = self.spool.read(path)
+                if batch is None:
+                    continue
+                try:
+                    await self.sender.send(batch)
+                except UsageRejected as exc:
+                    log.error("%s; batch %s moved to rejected/", exc, batch["batch_id"])
+                    self.spool.reject(path)
+                    continue
+                except UsageSendError as exc:
+                    self.failed_sends += 1
+                    if not self._failing:
+                        log.warning("usage not delivered (%s); batches stay spooled in %s", exc, self.spool.directory)
+                        self._failing = True
+                    return False
+                self.spool.remove(path)
+                self.delivered_batches += 1
+            if self._failing:
+                log.warning("usage delivery resumed; spool drained")
+                self._failing = False
+            return True
+
+    async def flush(self) -> bool:
+        self.cut()
+        return await self.deliver()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        delay = self.interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                ok = await self.flush()
+            except Exception:  # never let metering die: the counts stay in memory / spool
+                log.exception("usage flush failed")
+                ok = False
+            # After a failure, back off (with jitter) so a fleet does not stampede a recovering control plane.
+            delay = self.interval if ok else min(self.backoff_max, delay * 2) * random.uniform(0.5, 1.0)
+
+    async def close(self, *, deliver: bool = False) -> None:
+        """Stop the timer and spool what is still in memory; optionally try one last delivery."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.cut()
+        if deliver:
+            await self.deliver()
+        self.spool.close()

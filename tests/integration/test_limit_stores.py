@@ -1,0 +1,168 @@
+"""Every counter store through the same cases (memory and Redis), plus cluster accuracy on Redis.
+
+Redis tests use db 15 and a unique key prefix per test, deleted afterwards; they skip locally and
+fail in CI (``CI=true``) when Redis is not reachable on 127.0.0.1:6379.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data_plane.limits_memory import MemoryStore
+from data_plane.limits_redis import RedisStore
+from data_plane.periods import DAY
+from data_plane.ratelimit import QUOTA, THROTTLE, Decision, LimitPolicy, Quota, Throttle
+from tests.helpers import require_service
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+FIXED_NOW = datetime(2024, 3, 10, 18, 0, 0, tzinfo=UTC).timestamp()  # six hours to midnight UTC
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _redis_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _delete_prefix(prefix: str) -> None:
+    async def run() -> None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(REDIS_URL)
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+StoreFactory = Callable[..., Any]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
+    """A factory ``make_store(now=...)``, called inside the test's event loop."""
+    if request.param == "memory":
+        yield lambda now=lambda: FIXED_NOW: MemoryStore(now)
+        return
+    require_service("Redis", _redis_reachable(), "127.0.0.1:6379")
+    prefix = f"tgtest:{uuid.uuid4().hex}:"
+    yield lambda now=lambda: FIXED_NOW: RedisStore(REDIS_URL, prefix=prefix, now=now, fail_mode="closed")
+    _delete_prefix(prefix)
+
+
+async def resolve(x: Decision | asyncio.Future[Decision]) -> Decision:
+    return x if isinstance(x, Decision) else await x
+
+
+async def check_all(store: Any, n: int, customer: str, policy: LimitPolicy) -> list[Decision]:
+    # Issue every check before awaiting any: concurrent callers on one event loop.
+    pending = [store.check(customer, policy) for _ in range(n)]
+    return list(await asyncio.gather(*(resolve(p) for p in pending)))
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(body())  # type: ignore[arg-type]
+
+
+def test_burst_of_50_concurrent_checks_admits_exactly_5(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        store = make_store()
+        policy = LimitPolicy(throttle=Throttle(rate=5.0, burst=5))
+        decisions = await check_all(store, 50, "cust-a", policy)
+        assert sum(d.allowed for d in decisions) == 5
+        refused = [d for d in decisions if not d.allowed]
+        assert len(refused) == 45 and all(d.limit == THROTTLE for d in refused)
+        assert all(d.retry_after == pytest.approx(0.2) for d in refused)  # one token at 5/s
+        await store.close()
+
+    run(body)
+
+
+def test_daily_quota_admits_10_then_refuses_until_midnight(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        store = make_store()
+        policy = LimitPolicy(quota=Quota(limit=10, period=DAY))
+        decisions = await check_all(store, 15, "cust-q", policy)
+        assert [d.allowed for d in decisions] == [True] * 10 + [False] * 5
+        assert sorted(d.quota_remaining for d in decisions[:10]) == list(range(10))
+        last = decisions[-1]
+        assert last.limit == QUOTA and last.retry_after == pytest.approx(6 * 3600)
+        # the counter belongs to the customer and the period, not to the policy object (plan change)
+        other_plan = LimitPolicy(quota=Quota(limit=12, period=DAY))
+        more = await check_all(store, 3, "cust-q", other_plan)
+        assert [d.allowed for d in more] == [True, True, False]
+        await store.close()
+
+    run(body)
+
+
+def test_route_override_has_its_own_bucket(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        store = make_store()
+        plan = LimitPolicy(throttle=Throttle(rate=1.0, burst=2))
+        override = LimitPolicy(throttle=Throttle(rate=1.0, burst=3), throttle_scope="api-1:POST /orders")
+        assert sum(d.allowed for d in await check_all(store, 5, "cust-o", plan)) == 2
+        assert sum(d.allowed for d in await check_all(store, 5, "cust-o", override)) == 3
+        assert sum(d.allowed for d in await check_all(store, 5, "cust-other", plan)) == 2
+        await store.close()
+
+    run(body)
+
+
+def test_refill_with_injected_clock(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        t = [FIXED_NOW]
+        store = make_store(now=lambda: t[0])
+        policy = LimitPolicy(throttle=Throttle(rate=0.5, burst=2))
+        assert sum(d.allowed for d in await check_all(store, 4, "cust-r", policy)) == 2
+        t[0] += 3.0  # 1.5 tokens
+        decisions = await check_all(store, 3, "cust-r", policy)
+        assert [d.allowed for d in decisions] == [True, False, False]
+        assert decisions[1].retry_after == pytest.approx(1.0)
+        await store.close()
+
+    run(body)
+
+
+def test_two_worker_processes_share_exact_limits() -> None:
+    """Two real processes, 100 concurrent checks each, against one Redis: quota 100 and burst 100 hold exactly."""
+    require_service("Redis", _redis_reachable(), "127.0.0.1:6379")
+    prefix = f"tgtest:{uuid.uuid4().hex}:"
+    go_file = Path(f"/tmp/{prefix.replace(':', '-')}go")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = str(Path(__file__).with_name("limit_check_client.py"))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, REDIS_URL, prefix, str(go_file), "100"], stdout=subprocess.PIPE, env=env
+        )
+        for _ in range(2)
+    ]
+    try:
+        go_file.touch()
+        outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+        assert all(p.returncode == 0 for p in procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        go_file.unlink(missing_ok=True)
+        _delete_prefix(prefix)
+    assert sum(o["quota"] for o in outs) == 100
+    assert sum(o["burst"] for o in outs) == 100

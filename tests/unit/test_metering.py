@@ -1,0 +1,201 @@
+"""Usage metering: counts -> spooled batches -> a sender that fails, restarts, exactly-once per batch id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from data_plane.metering import HttpUsageSender, Metering, UsageRejected, UsageSendError
+from data_plane.usage_spool import SpoolInUse
+
+T0 = datetime(2024, 3, 10, 23, 59, 0, tzinfo=UTC).timestamp()
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FlakySender:
+    """Fails the first ``failures`` sends, then applies every batch (recording it)."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.applied: list[dict[str, Any]] = []
+        self.attempts = 0
+
+    async def send(self, batch: dict[str, Any]) -> None:
+        self.attempts += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise UsageSendError("control plane unreachable")
+        self.applied.append(json.loads(json.dumps(batch)))  # what went over the wire
+
+
+def totals(batches: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+    out: dict[tuple[str, str, str], int] = {}
+    for b in batches:
+        for c in b["counts"]:
+            key = (c["customer_id"], c["api_id"], c["day"])
+            out[key] = out.get(key, 0) + c["count"]
+    return out
+
+
+def test_every_recorded_request_is_delivered_exactly_once_despite_failures(tmp_path: Path) -> None:
+    async def body() -> None:
+        clock = Clock(T0)
+        sender = FlakySender(failures=4)
+        m = Metering("node-1", tmp_path, sender, now=clock)
+        rng = random.Random(7)
+        expected: dict[tuple[str, str, str], int] = {}
+        recorded = 0
+        for _round in range(6):  # six flush intervals, crossing midnight UTC
+            for _ in range(rng.randint(50, 150)):
+                cust, api = f"c{rng.randint(1, 3)}", f"a{rng.randint(1, 2)}"
+                m.record(cust, api)
+                day = "2024-03-10" if clock.t < T0 + 60 else "2024-03-11"
+                expected[(cust, api, day)] = expected.get((cust, api, day), 0) + 1
+                recorded += 1
+            clock.t += 20
+            await m.flush()
+        for _ in range(10):  # bounded: the sender works by now
+            if await m.deliver():
+                break
+        assert m.spool.pending() == []
+        ids = [b["batch_id"] for b in sender.applied]
+        assert len(ids) == len(set(ids)) == 6  # every batch once, none lost, none duplicated
+        assert all(b["node_id"] == "node-1" for b in sender.applied)
+        assert totals(sender.applied) == expected
+        assert sum(expected.values()) == recorded
+        assert {k[2] for k in expected} == {"2024-03-10", "2024-03-11"}
+        await m.close()
+
+    asyncio.run(body())
+
+
+def test_failure_keeps_order_and_spooled_batches_survive_a_restart(tmp_path: Path) -> None:
+    async def body() -> None:
+        down = FlakySender(failures=1000)
+        first = Metering("node-1", tmp_path, down, now=Clock(T0))
+        for i in range(3):
+            for _ in range(i + 1):
+                first.record("c1", "a1")
+            assert await first.flush() is False
+        first.record("c1", "a1")  # still in memory at shutdown: close() spools it
+        await first.close()
+        assert len(list(tmp_path.glob("*.json"))) == 4
+
+        up = FlakySender()
+        second = Metering("node-1", tmp_path, up, now=Clock(T0))  # the "restarted" worker
+        second.record("c2", "a1")
+        assert await second.flush() is True
+        counts = [b["counts"][0]["count"] for b in up.applied]
+        assert counts == [1, 2, 3, 1, 1]  # oldest first, the new batch last
+        assert up.applied[-1]["counts"][0]["customer_id"] == "c2"
+        assert sum(totals(up.applied).values()) == 8
+        assert list(tmp_path.glob("*.json")) == []
+        await second.close()
+
+    asyncio.run(body())
+
+
+def test_rejected_batch_is_moved_aside_and_does_not_block(tmp_path: Path) -> None:
+    class RejectFirst(FlakySender):
+        async def send(self, batch: dict[str, Any]) -> None:
+            if not self.attempts:
+                self.attempts += 1
+                raise UsageRejected("422")
+            await super().send(batch)
+
+    async def body() -> None:
+        sender = RejectFirst()
+        m = Metering("node-1", tmp_path, sender, now=Clock(T0))
+        m.record("c1", "a1")
+        m.cut()
+        m.record("c1", "a1")
+        m.record("c1", "a1")
+        assert await m.flush() is True
+        assert [b["counts"][0]["count"] for b in sender.applied] == [2]
+        assert len(list((tmp_path / "rejected").glob("*.json"))) == 1
+        await m.close()
+
+    asyncio.run(body())
+
+
+def test_one_process_per_spool_and_interrupted_writes_are_ignored(tmp_path: Path) -> None:
+    async def body() -> None:
+        (tmp_path / ".000000000001-x.json.tmp").write_bytes(b'{"batch_id"')
+        m = Metering("node-1", tmp_path, FlakySender(), now=Clock(T0))
+        assert not list(tmp_path.glob(".*.tmp"))
+        with pytest.raises(SpoolInUse):
+            Metering("node-2", tmp_path, FlakySender())
+        await m.close()
+        Metering("node-2", tmp_path, FlakySender()).spool.close()  # free again after close
+
+    asyncio.run(body())
+
+
+def test_periodic_flush_runs_by_itself(tmp_path: Path) -> None:
+    async def body() -> None:
+        sender = FlakySender()
+        m = Metering("node-1", tmp_path, sender, interval=0.01)
+        m.start()
+        m.record("c1", "a1")
+        for _ in range(500):
+            if sender.applied:
+                break
+            await asyncio.sleep(0.01)
+        assert totals(sender.applied) == {("c1", "a1", sender.applied[0]["counts"][0]["day"]): 1}
+        await m.close()
+
+    asyncio.run(body())
+
+
+def test_http_sender_posts_with_the_cluster_token_and_maps_statuses() -> None:
+    seen: list[httpx.Request] = []
+    statuses = iter([200, 503, 422])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(next(statuses), json={})
+
+    async def body() -> None:
+        sender = HttpUsageSender(
+            "http://127.0.0.1:1", "secret-token", node_id="n1", transport=httpx.MockTransport(handler)
+        )
+        batch = {"batch_id": "b1", "node_id": "n1", "counts": []}
+        await sender.send(batch)
+        with pytest.raises(UsageSendError) as retry:
+            await sender.send(batch)
+        assert not isinstance(retry.value, UsageRejected)
+        with pytest.raises(UsageRejected):
+            await sender.send(batch)
+        await sender.close()
+
+    asyncio.run(body())
+    assert seen[0].url.path == "/cluster/v1/usage" and seen[0].method == "POST"
+    assert seen[0].headers["authorization"] == "Bearer secret-token"
+    assert json.loads(seen[0].content)["batch_id"] == "b1"
+
+
+def test_http_sender_unreachable_is_retryable() -> None:
+    async def body() -> None:
+        def refuse(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError("refused", request=request)
+
+        sender = HttpUsageSender("http://127.0.0.1:1", None, transport=httpx.MockTransport(refuse))
+        with pytest.raises(UsageSendError, match="unreachable"):
+            await sender.send({"batch_id": "b", "node_id": "n", "counts": []})
+        await sender.close()
+
+    asyncio.run(body())
