@@ -27,6 +27,9 @@ class WorkerSettings:
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     reuse_port: bool = True
+    header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
+    keepalive_timeout: float = 60.0  # idle client keep-alive connections are closed after this
+    shutdown_timeout: float = 30.0  # SIGTERM: in-flight requests get this long to finish
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -41,6 +44,10 @@ class WorkerSettings:
             snapshot_file=Path(env["TOLLGATE_SNAPSHOT_FILE"]) if env.get("TOLLGATE_SNAPSHOT_FILE") else None,
             cache_dir=Path(env.get("TOLLGATE_WORKER_CACHE_DIR", ".tollgate/worker")),
             node_id=env.get("TOLLGATE_NODE_ID", ""),
+            header_timeout=float(env.get("TOLLGATE_HEADER_TIMEOUT", "10")),
+            keepalive_timeout=float(env.get("TOLLGATE_KEEPALIVE_TIMEOUT", "60")),
+            shutdown_timeout=float(env.get("TOLLGATE_SHUTDOWN_TIMEOUT", "30")),
+            heartbeat_interval=float(env.get("TOLLGATE_HEARTBEAT_INTERVAL", "5")),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         if not settings.hostname:
