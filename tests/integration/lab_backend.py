@@ -124,7 +124,7 @@ class Lab(asyncio.Protocol):
             extra = b"connection: x-internal\r\nx-internal: secret\r\nkeep-alive: timeout=5\r\n"
             extra += b"proxy-connection: keep-alive\r\nx-public: yes\r\n"
             return self.reply(200, {"server": self.name, "headers": self.headers}, extra)
-        return self.reply(int(STATE["status"]), {"server": self.name, "headers": self.headers})
+        return self.reply(int(STATE["status"]), {"server": self.name, "path": path, "headers": self.headers})
 
     def reply(self, status: int, payload: object, extra: bytes = b"") -> None:
         if self.transport is None or self.transport.is_closing():
