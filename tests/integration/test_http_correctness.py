@@ -23,10 +23,15 @@ MB = 1024 * 1024
 def gw(module_cluster: Cluster) -> dict[str, Any]:
     c = module_cluster
     lab = c.lab("h")
-    upstreams = [{"id": "h", "name": "h", "targets": targets(lab)}]
-    snap = snapshot_file(c.tmp / "http-snapshot.json", upstreams, {"/h": "h"})
+    solo = c.lab("o")  # its own host:port, so its connection pool is used by the "one" upstream alone
+    upstreams = [
+        {"id": "h", "name": "h", "targets": targets(lab)},
+        {"id": "t", "name": "t", "read_timeout": 5.0, "total_timeout": 0.5, "targets": targets(lab)},
+        {"id": "one", "name": "one", "max_connections": 1, "targets": targets(solo)},
+    ]
+    snap = snapshot_file(c.tmp / "http-snapshot.json", upstreams, {"/h": "h", "/t": "t", "/one": "one"})
     worker = c.worker(snapshot=snap, name="http-worker")
-    return {"worker": worker, "lab": lab}
+    return {"worker": worker, "lab": lab, "solo": solo}
 
 
 SMUGGLING = {
@@ -135,6 +140,27 @@ def test_websocket_upgrade_is_tunnelled(gw) -> None:
             chunk = s.recv(4096)
             assert chunk
             got += chunk
+
+
+def test_total_timeout_answers_504(gw) -> None:
+    start = time.monotonic()
+    r = httpx.get(f"{gw['worker'].url}/t/slow?ms=3000", timeout=10)
+    assert r.status_code == 504 and r.json()["message"] == "upstream timed out"
+    assert r.headers["x-request-id"] == r.json()["request_id"]
+    assert time.monotonic() - start < 2.5  # the 5 s read timeout did not apply
+
+
+def test_per_target_connection_limit_answers_503(gw) -> None:
+    worker, lab = gw["worker"], gw["solo"]
+    before = lab.count()
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=5) as held:
+        held.sendall(b"GET /one/slow?ms=1500 HTTP/1.1\r\nhost: t\r\n\r\n")
+        wait_until(lambda: lab.count() > before, what="the slow request to hold the one connection")
+        r = httpx.get(f"{worker.url}/one/x")
+        assert r.status_code == 503 and r.json()["message"] == "upstream connection limit reached"
+        ((status, _, _),) = _read_responses(held, 1)
+        assert status == 200
+    assert httpx.get(f"{worker.url}/one/x").status_code == 200  # the connection went back to the pool
 
 
 def _rss_kb(pid: int) -> int:
