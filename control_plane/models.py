@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -92,6 +93,14 @@ class Upstream(Timestamped, Base):
     connect_timeout: Mapped[float] = mapped_column(Double, default=5.0)
     read_timeout: Mapped[float] = mapped_column(Double, default=60.0)
     retries: Mapped[int] = mapped_column(Integer, default=0)
+    total_timeout: Mapped[float | None] = mapped_column(Double, nullable=True)
+    hash_on: Mapped[str] = mapped_column(String(16), default="ip", server_default="ip")
+    hash_key: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # Validated objects (schemas.HealthCheckIn / PassiveIn); JSON because they are read whole.
+    health_check: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    passive: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    panic: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    max_connections: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     targets: Mapped[list[Target]] = relationship(
         back_populates="upstream", cascade="all, delete-orphan", passive_deletes=True
@@ -143,6 +152,9 @@ class Route(Timestamped, Base):
     upstream_id: Mapped[str] = mapped_column(String(36), ForeignKey("upstreams.id", ondelete="RESTRICT"), index=True)
     # The OpenAPI operation object this route was imported from (parameters, request body, responses).
     operation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    connect_timeout: Mapped[float | None] = mapped_column(Double, nullable=True)  # None: the upstream's
+    read_timeout: Mapped[float | None] = mapped_column(Double, nullable=True)
+    total_timeout: Mapped[float | None] = mapped_column(Double, nullable=True)
 
     api: Mapped[Api] = relationship(back_populates="routes")
 
@@ -169,5 +181,7 @@ class Node(Base):
     revision: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # {target_id: {"healthy", "ejected_until", "in_flight"}} as last reported by this worker.
+    targets: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow, index=True)

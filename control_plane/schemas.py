@@ -10,13 +10,16 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from data_plane.snapshot import HTTP_METHODS, SnapshotError, normalize_base_path, split_template
 
 T = TypeVar("T")
 
 Algorithm = Literal["round_robin", "least_request", "consistent_hash", "random"]
+HashOn = Literal["ip", "header", "cookie", "customer"]
+StatusCode = Annotated[int, Field(ge=100, le=599)]
+_HASH_KEY_RE = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,200}$"  # an HTTP token: a header or cookie name
 SUPPORTED_AUTH_MODES = ("none",)  # the column is a string: api_key / jwt arrive with customers and keys
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\- ]*$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -103,12 +106,47 @@ class Page(BaseModel, Generic[T]):
 # ---------------------------------------------------------------------------- upstreams
 
 
+class HealthCheckIn(_In):
+    """Active probing (every worker probes every target)."""
+
+    path: str = Field(default="/", max_length=1024, pattern=r"^/[^\s\x00]*$")
+    method: Literal["GET", "HEAD", "OPTIONS"] = "GET"
+    interval: Annotated[float, Field(ge=0.05, le=3600)] = 5.0
+    timeout: Annotated[float, Field(gt=0, le=600)] = 2.0
+    expected_statuses: list[StatusCode] = Field(default_factory=list, max_length=100)  # empty: 2xx/3xx
+    healthy_threshold: Annotated[int, Field(ge=1, le=100)] = 2
+    unhealthy_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+
+
+class PassiveIn(_In):
+    """Outlier detection from real traffic."""
+
+    consecutive_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    statuses: list[StatusCode] = Field(default_factory=lambda: [500, 502, 503, 504], max_length=100)
+    base_ejection_time: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    max_ejection_time: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = 50
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> PassiveIn:
+        if self.max_ejection_time < self.base_ejection_time:
+            raise ValueError("max_ejection_time must be >= base_ejection_time")
+        return self
+
+
 class UpstreamCreate(_In):
     name: Name
     algorithm: Algorithm = "round_robin"
     connect_timeout: Timeout = 5.0
     read_timeout: Timeout = 60.0
+    total_timeout: Timeout | None = None
     retries: Retries = 0
+    hash_on: HashOn = "ip"
+    hash_key: str = Field(default="", pattern=r"^$|" + _HASH_KEY_RE)
+    health_check: HealthCheckIn | None = None
+    passive: PassiveIn | None = None
+    panic: bool = False
+    max_connections: Annotated[int, Field(ge=0, le=100000)] = 0
 
 
 class UpstreamUpdate(_In):
@@ -116,7 +154,14 @@ class UpstreamUpdate(_In):
     algorithm: Algorithm | None = None
     connect_timeout: Timeout | None = None
     read_timeout: Timeout | None = None
+    total_timeout: Timeout | None = None  # explicit null: no total timeout
     retries: Retries | None = None
+    hash_on: HashOn | None = None
+    hash_key: str | None = Field(default=None, pattern=r"^$|" + _HASH_KEY_RE)
+    health_check: HealthCheckIn | None = None  # explicit null: no active checks
+    passive: PassiveIn | None = None  # explicit null: no outlier detection
+    panic: bool | None = None
+    max_connections: Annotated[int, Field(ge=0, le=100000)] | None = None
 
 
 class UpstreamPublic(_Out):
@@ -125,9 +170,35 @@ class UpstreamPublic(_Out):
     algorithm: str
     connect_timeout: float
     read_timeout: float
+    total_timeout: float | None
     retries: int
+    hash_on: str
+    hash_key: str
+    health_check: HealthCheckIn | None
+    passive: PassiveIn | None
+    panic: bool
+    max_connections: int
     created_at: datetime
     updated_at: datetime
+
+
+class TargetHealth(BaseModel):
+    healthy: bool
+    ejected_until: float | None = None
+    in_flight: int = 0
+
+
+class TargetHealthPublic(BaseModel):
+    id: str
+    host: str
+    port: int
+    weight: int
+    nodes: dict[str, TargetHealth]  # node id -> that worker's view
+
+
+class UpstreamHealthPublic(BaseModel):
+    upstream_id: str
+    targets: list[TargetHealthPublic]
 
 
 # ---------------------------------------------------------------------------- targets
@@ -207,6 +278,9 @@ class RouteCreate(_In):
     path: str = Field(max_length=2048)
     upstream_id: str = Field(min_length=1, max_length=36)
     methods: list[str] = Field(default_factory=list)
+    connect_timeout: Timeout | None = None  # None: the upstream's
+    read_timeout: Timeout | None = None
+    total_timeout: Timeout | None = None
 
     _check_path = field_validator("path")(_template)
     _check_methods = field_validator("methods")(_methods)
@@ -216,6 +290,9 @@ class RouteUpdate(_In):
     path: str | None = Field(default=None, max_length=2048)
     upstream_id: str | None = Field(default=None, min_length=1, max_length=36)
     methods: list[str] | None = None
+    connect_timeout: Timeout | None = None
+    read_timeout: Timeout | None = None
+    total_timeout: Timeout | None = None
 
     _check_path = field_validator("path")(_template)
     _check_methods = field_validator("methods")(_methods)
@@ -227,6 +304,9 @@ class RoutePublic(_Out):
     path: str
     upstream_id: str
     methods: list[str]
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+    total_timeout: float | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -249,6 +329,7 @@ class NodeStatusIn(BaseModel):
     hash: str | None = Field(default=None, max_length=64)
     last_error: str | None = None
     pid: int | None = Field(default=None, ge=0)
+    targets: dict[Annotated[str, Field(max_length=64)], TargetHealth] | None = Field(default=None, max_length=10000)
 
     @field_validator("hostname", "version", "last_error", mode="after")
     @classmethod

@@ -9,16 +9,23 @@ and requests in flight keep the :class:`CompiledConfig` they started with.
 
 from __future__ import annotations
 
-from data_plane.balancer import SmoothWeightedRoundRobin, make_balancer
+from data_plane.balancer import Balancer, make_balancer
+from data_plane.health import TargetState
 from data_plane.router import Router
 from data_plane.snapshot import Api, Route, Snapshot, Upstream
 from data_plane.upstream import ConnectionPool
 
+StateKey = tuple[str, str, int]  # (upstream id, host, port)
+
+# Hash-on modes as small ints, so the request path compares ints.
+HASH_IP, HASH_HEADER, HASH_COOKIE, HASH_CUSTOMER = 0, 1, 2, 3
+_HASH_ON = {"ip": HASH_IP, "header": HASH_HEADER, "cookie": HASH_COOKIE, "customer": HASH_CUSTOMER}
+
 
 class CompiledTarget:
-    __slots__ = ("id", "host", "port", "weight", "host_header", "label", "pool")
+    __slots__ = ("id", "host", "port", "weight", "host_header", "label", "pool", "state")
 
-    def __init__(self, id: str, host: str, port: int, weight: int, pool: ConnectionPool) -> None:
+    def __init__(self, id: str, host: str, port: int, weight: int, pool: ConnectionPool, state: TargetState) -> None:
         self.id = id
         self.host = host
         self.port = port
@@ -27,23 +34,60 @@ class CompiledTarget:
         self.host_header = b"host: " + authority.encode("idna") + b"\r\n"
         self.label = authority
         self.pool = pool
+        self.state = state  # runtime: in-flight count, health (survives config swaps)
 
 
 class CompiledUpstream:
-    __slots__ = ("id", "name", "connect_timeout", "read_timeout", "retries", "targets", "balancer")
+    __slots__ = (
+        "id",
+        "name",
+        "connect_timeout",
+        "read_timeout",
+        "total_timeout",
+        "retries",
+        "targets",
+        "states",
+        "balancer",
+        "hash_on",
+        "hash_key",
+        "health_check",
+        "passive",
+        "passive_statuses",
+        "max_connections",
+    )
 
     def __init__(self, upstream: Upstream, targets: list[CompiledTarget]) -> None:
         self.id = upstream.id
         self.name = upstream.name
         self.connect_timeout = upstream.connect_timeout
         self.read_timeout = upstream.read_timeout
+        self.total_timeout = upstream.total_timeout
         self.retries = upstream.retries
         self.targets = targets
-        self.balancer: SmoothWeightedRoundRobin = make_balancer(upstream.algorithm, targets)
+        self.states = [t.state for t in targets]
+        self.balancer: Balancer = make_balancer(upstream.algorithm, targets, upstream.panic)
+        # Only consistent_hash reads a key; -1 tells the request path not to compute one.
+        self.hash_on = _HASH_ON[upstream.hash_on] if upstream.algorithm == "consistent_hash" else -1
+        self.hash_key = upstream.hash_key.lower().encode("latin-1")
+        self.health_check = upstream.health_check
+        self.passive = upstream.passive
+        self.passive_statuses = frozenset(upstream.passive.statuses) if upstream.passive else frozenset()
+        self.max_connections = upstream.max_connections
 
 
 class CompiledRoute:
-    __slots__ = ("id", "api_id", "api_name", "upstream", "strip_base_path", "base_path", "max_body_bytes")
+    __slots__ = (
+        "id",
+        "api_id",
+        "api_name",
+        "upstream",
+        "strip_base_path",
+        "base_path",
+        "max_body_bytes",
+        "connect_timeout",
+        "read_timeout",
+        "total_timeout",
+    )
 
     def __init__(self, api: Api, route: Route, upstream: CompiledUpstream) -> None:
         self.id = route.id
@@ -53,10 +97,14 @@ class CompiledRoute:
         self.strip_base_path = api.strip_base_path
         self.base_path = "" if api.base_path == "/" else api.base_path
         self.max_body_bytes = api.max_body_bytes
+        # Route overrides resolved here so the request path reads one attribute.
+        self.connect_timeout = route.connect_timeout or upstream.connect_timeout
+        self.read_timeout = route.read_timeout or upstream.read_timeout
+        self.total_timeout = route.total_timeout or upstream.total_timeout
 
 
 class CompiledConfig:
-    __slots__ = ("revision", "hash", "schema_version", "router", "upstreams", "pools")
+    __slots__ = ("revision", "hash", "schema_version", "router", "upstreams", "pools", "states")
 
     def __init__(
         self,
@@ -64,6 +112,7 @@ class CompiledConfig:
         router: Router[CompiledRoute],
         upstreams: dict[str, CompiledUpstream],
         pools: dict[tuple[str, int], ConnectionPool],
+        states: dict[StateKey, TargetState],
     ) -> None:
         self.revision = snapshot.revision
         self.hash = snapshot.hash
@@ -71,13 +120,17 @@ class CompiledConfig:
         self.router = router
         self.upstreams = upstreams
         self.pools = pools
+        self.states = states
 
 
-def compile_snapshot(snapshot: Snapshot, pools: dict[tuple[str, int], ConnectionPool] | None = None) -> CompiledConfig:
-    """Compile a validated snapshot. ``pools`` (the previous config's) are reused by (host, port),
-    so a config change does not drop warm upstream connections."""
-    old_pools = pools or {}
+def compile_snapshot(snapshot: Snapshot, previous: CompiledConfig | None = None) -> CompiledConfig:
+    """Compile a validated snapshot. The previous config's pools (by host, port) and target states
+    (by upstream id, host, port) are reused, so a config change drops neither warm upstream
+    connections nor in-flight counts and health verdicts."""
+    old_pools = previous.pools if previous is not None else {}
+    old_states = previous.states if previous is not None else {}
     new_pools: dict[tuple[str, int], ConnectionPool] = {}
+    new_states: dict[StateKey, TargetState] = {}
     upstreams: dict[str, CompiledUpstream] = {}
     for u in snapshot.upstreams:
         targets = []
@@ -85,14 +138,18 @@ def compile_snapshot(snapshot: Snapshot, pools: dict[tuple[str, int], Connection
             key = (t.host, t.port)
             pool = new_pools.get(key) or old_pools.get(key) or ConnectionPool(t.host, t.port)
             new_pools[key] = pool
-            targets.append(CompiledTarget(t.id, t.host, t.port, t.weight, pool))
+            skey = (u.id, t.host, t.port)
+            state = new_states[skey] = old_states.get(skey) or TargetState()
+            if u.health_check is None and not state.healthy:
+                state.reset_active()
+            targets.append(CompiledTarget(t.id, t.host, t.port, t.weight, pool, state))
         upstreams[u.id] = CompiledUpstream(u, targets)
 
     def value_of(api: Api, route: Route) -> CompiledRoute:
         return CompiledRoute(api, route, upstreams[route.upstream_id])
 
     router: Router[CompiledRoute] = Router(snapshot.apis, value_of)
-    return CompiledConfig(snapshot, router, upstreams, new_pools)
+    return CompiledConfig(snapshot, router, upstreams, new_pools, new_states)
 
 
 def retired_pools(

@@ -32,6 +32,7 @@ HEADERS_TOO_LARGE = "request headers too large"
 UPSTREAM_FAILED = "upstream connection failed"
 BAD_UPSTREAM_RESPONSE = "bad upstream response"
 NO_HEALTHY_UPSTREAM = "no healthy upstream"
+UPSTREAM_BUSY = "upstream connection limit reached"
 UPSTREAM_TIMEOUT = "upstream timed out"
 NOT_CONFIGURED = "gateway has no configuration yet"
 

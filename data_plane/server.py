@@ -18,6 +18,7 @@ import uvloop
 
 from data_plane import __version__
 from data_plane.compiler import CompiledConfig, compile_snapshot, retired_pools
+from data_plane.health import Prober
 from data_plane.protocol import ClientConnection
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot, SnapshotError
@@ -36,6 +37,8 @@ class Worker:
         self.connections: set[ClientConnection] = set()
         self.sync: ConfigSync | None = None
         self.last_error: str | None = None
+        self.draining = False  # SIGTERM received: finish what is in flight, accept nothing new
+        self.prober = Prober(lambda: self.config)
         self._servers: list[asyncio.Server] = []
 
     # ------------------------------------------------------------------ config
@@ -44,13 +47,15 @@ class Worker:
         """Validate, compile and swap in a snapshot; raises SnapshotError/ValueError and keeps the old one."""
         snapshot.validate()
         old = self.config
-        compiled = compile_snapshot(snapshot, old.pools if old is not None else None)
+        compiled = compile_snapshot(snapshot, old)
         self.config = compiled  # the swap: one reference assignment
         self.applied_at = time.time()
         self.last_error = None
         if old is not None:
             for pool in retired_pools(old.pools, compiled.pools):
                 pool.close_idle()
+        if not self.draining:
+            self.prober.update(compiled)
         log.info("applied config revision %s (%s)", snapshot.revision, snapshot.hash[:12])
 
     def status(self) -> dict[str, Any]:
@@ -66,7 +71,16 @@ class Worker:
             "applied_at": self.applied_at,
             "control_plane_connected": sync.connected if sync else None,
             "last_error": (sync.last_error if sync else None) or self.last_error,
+            "targets": self.target_status(),
         }
+
+    def target_status(self) -> dict[str, dict[str, Any]]:
+        """Each target's health as this worker sees it, by target id (ids are unique across upstreams)."""
+        cfg = self.config
+        if cfg is None:
+            return {}
+        wall_offset = time.time() - time.monotonic()
+        return {t.id: t.state.snapshot(wall_offset) for u in cfg.upstreams.values() for t in u.targets}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -104,13 +118,23 @@ class Worker:
     async def serve_forever(self, stop: asyncio.Event) -> None:
         sync_task = asyncio.ensure_future(self.sync.run()) if self.sync is not None else None
         await stop.wait()
-        for server in self._servers:
-            server.close()
+        await self.drain()
         if sync_task is not None:
             sync_task.cancel()
-        # Graceful: stop accepting, let in-flight exchanges finish for a short while, then close.
-        deadline = self.loop.time() + 10.0
-        while any(c.active is not None for c in self.connections) and self.loop.time() < deadline:
+
+    async def drain(self) -> None:
+        """Graceful shutdown: stop accepting, close idle connections, let in-flight requests finish
+        (their responses say ``connection: close``) until ``shutdown_timeout``, then close the rest."""
+        self.draining = True
+        self.prober.stop()
+        for server in self._servers:
+            server.close()
+        log.info("draining %d connection(s)", len(self.connections))
+        deadline = self.loop.time() + self.settings.shutdown_timeout
+        while self.loop.time() < deadline:
+            busy = [c for c in list(self.connections) if not c.close_if_idle()]
+            if not busy:
+                break
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.close()

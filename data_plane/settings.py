@@ -31,6 +31,9 @@ class WorkerSettings:
     redis_url: str | None = None
     limit_fail_mode: str = "open"  # Redis unreachable: "open" (per-worker counters) or "closed" (503)
     usage_flush_interval: float = 5.0
+    header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
+    keepalive_timeout: float = 60.0  # idle client keep-alive connections are closed after this
+    shutdown_timeout: float = 30.0  # SIGTERM: in-flight requests get this long to finish
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -48,6 +51,10 @@ class WorkerSettings:
             redis_url=env.get("TOLLGATE_REDIS_URL") or None,
             limit_fail_mode=env.get("TOLLGATE_LIMIT_FAIL_MODE", "open"),
             usage_flush_interval=float(env.get("TOLLGATE_USAGE_FLUSH_INTERVAL", "5")),
+            header_timeout=float(env.get("TOLLGATE_HEADER_TIMEOUT", "10")),
+            keepalive_timeout=float(env.get("TOLLGATE_KEEPALIVE_TIMEOUT", "60")),
+            shutdown_timeout=float(env.get("TOLLGATE_SHUTDOWN_TIMEOUT", "30")),
+            heartbeat_interval=float(env.get("TOLLGATE_HEARTBEAT_INTERVAL", "5")),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         if not settings.hostname:

@@ -24,11 +24,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SUPPORTED_MAJOR = 1
 
 ALGORITHMS = ("round_robin", "least_request", "consistent_hash", "random")
 AUTH_MODES = ("none", "api_key", "jwt")
+HASH_ON = ("ip", "header", "cookie", "customer")
+PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
 # A path template: literal segments, `{name}` parameters, and an optional last `{name+}` greedy one.
@@ -53,6 +55,30 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Active probing of every target, by every worker."""
+
+    path: str = "/"
+    method: str = "GET"
+    interval: float = 5.0
+    timeout: float = 2.0
+    expected_statuses: tuple[int, ...] = ()  # empty: any 2xx or 3xx
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Passive:
+    """Outlier detection from real traffic: consecutive failures eject a target for a while."""
+
+    consecutive_failures: int = 5
+    statuses: tuple[int, ...] = (500, 502, 503, 504)
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: int = 50
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     id: str
     name: str
@@ -61,6 +87,15 @@ class Upstream:
     read_timeout: float = 60.0
     retries: int = 0
     targets: tuple[Target, ...] = ()
+    # 1.1 fields; each is left out of the hashed content while it has its default, so a 1.0
+    # snapshot (e.g. a worker's cache file) keeps its hash.
+    hash_on: str = "ip"
+    hash_key: str = ""
+    health_check: HealthCheck | None = None
+    passive: Passive | None = None
+    panic: bool = False
+    total_timeout: float | None = None
+    max_connections: int = 0  # per target per worker; 0 = unlimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +104,9 @@ class Route:
     path: str  # template relative to the API base path, e.g. "/items/{id}" or "/{proxy+}"
     upstream_id: str
     methods: tuple[str, ...] = ()  # empty: any method
+    connect_timeout: float | None = None  # None: the upstream's
+    read_timeout: float | None = None
+    total_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +145,7 @@ class Snapshot:
                     "read_timeout": u.read_timeout,
                     "retries": u.retries,
                     "targets": [{"id": t.id, "host": t.host, "port": t.port, "weight": t.weight} for t in u.targets],
+                    **_upstream_extras(u),
                 }
                 for u in self.upstreams
             ],
@@ -120,7 +159,17 @@ class Snapshot:
                     "strip_base_path": a.strip_base_path,
                     "max_body_bytes": a.max_body_bytes,
                     "routes": [
-                        {"id": r.id, "path": r.path, "upstream_id": r.upstream_id, "methods": list(r.methods)}
+                        {
+                            "id": r.id,
+                            "path": r.path,
+                            "upstream_id": r.upstream_id,
+                            "methods": list(r.methods),
+                            **_non_default(
+                                connect_timeout=r.connect_timeout,
+                                read_timeout=r.read_timeout,
+                                total_timeout=r.total_timeout,
+                            ),
+                        }
                         for r in a.routes
                     ],
                 }
@@ -251,6 +300,51 @@ def normalize_base_path(path: str) -> str:
     return stripped
 
 
+# ---------------------------------------------------------------------- wire helpers
+
+
+def _non_default(**fields: Any) -> dict[str, Any]:
+    """Optional fields whose value is None/False are left out (they hash as in schema 1.0)."""
+    return {k: v for k, v in fields.items() if v is not None and v is not False}
+
+
+def _upstream_extras(u: Upstream) -> dict[str, Any]:
+    out = _non_default(
+        panic=u.panic,
+        total_timeout=u.total_timeout,
+        health_check=_health_dict(u.health_check) if u.health_check else None,
+        passive=_passive_dict(u.passive) if u.passive else None,
+    )
+    if u.hash_on != "ip" or u.hash_key:
+        out["hash_on"] = u.hash_on
+        out["hash_key"] = u.hash_key
+    if u.max_connections:
+        out["max_connections"] = u.max_connections
+    return out
+
+
+def _health_dict(h: HealthCheck) -> dict[str, Any]:
+    return {
+        "path": h.path,
+        "method": h.method,
+        "interval": h.interval,
+        "timeout": h.timeout,
+        "expected_statuses": list(h.expected_statuses),
+        "healthy_threshold": h.healthy_threshold,
+        "unhealthy_threshold": h.unhealthy_threshold,
+    }
+
+
+def _passive_dict(p: Passive) -> dict[str, Any]:
+    return {
+        "consecutive_failures": p.consecutive_failures,
+        "statuses": list(p.statuses),
+        "base_ejection_time": p.base_ejection_time,
+        "max_ejection_time": p.max_ejection_time,
+        "max_ejection_percent": p.max_ejection_percent,
+    }
+
+
 # ---------------------------------------------------------------------- parsing helpers
 
 
@@ -298,6 +392,17 @@ def _upstream(doc: Any, where: str) -> Upstream:
     if retries < 0:
         raise SnapshotError(f"{where}.retries must be >= 0")
     targets = tuple(_target(t, f"{where}.targets[{i}]") for i, t in enumerate(_get(doc, "targets", list, where, [])))
+    hash_on = _get(doc, "hash_on", str, where, "ip")
+    if hash_on not in HASH_ON:
+        raise SnapshotError(f"{where}.hash_on {hash_on!r} is not one of {', '.join(HASH_ON)}")
+    hash_key = _get(doc, "hash_key", str, where, "")
+    if hash_on in ("header", "cookie") and not hash_key:
+        raise SnapshotError(f"{where}.hash_key is required when hash_on is {hash_on!r}")
+    max_connections = _get(doc, "max_connections", int, where, 0)
+    if max_connections < 0:
+        raise SnapshotError(f"{where}.max_connections must be >= 0")
+    hc = _get(doc, "health_check", dict, where, None)
+    passive = _get(doc, "passive", dict, where, None)
     return Upstream(
         id=_get(doc, "id", str, where),
         name=_get(doc, "name", str, where),
@@ -306,6 +411,69 @@ def _upstream(doc: Any, where: str) -> Upstream:
         read_timeout=read_timeout,
         retries=retries,
         targets=targets,
+        hash_on=hash_on,
+        hash_key=hash_key,
+        health_check=_health_check(hc, f"{where}.health_check") if hc is not None else None,
+        passive=_passive(passive, f"{where}.passive") if passive is not None else None,
+        panic=_get(doc, "panic", bool, where, False),
+        total_timeout=_positive(doc, "total_timeout", where),
+        max_connections=max_connections,
+    )
+
+
+def _positive(doc: dict[str, Any], key: str, where: str) -> float | None:
+    value: float | None = _get(doc, key, float, where, None)
+    if value is not None and value <= 0:
+        raise SnapshotError(f"{where}.{key} must be > 0")
+    return value
+
+
+def _statuses(doc: dict[str, Any], key: str, where: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    values = _get(doc, key, list, where, list(default))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in values):
+        raise SnapshotError(f"{where}.{key} must be HTTP status codes (100-599)")
+    return tuple(values)
+
+
+def _health_check(doc: dict[str, Any], where: str) -> HealthCheck:
+    path = _get(doc, "path", str, where, "/")
+    if not path.startswith("/") or any(c in path for c in " \r\n\x00"):
+        raise SnapshotError(f"{where}.path must be an absolute path without spaces")
+    method = _get(doc, "method", str, where, "GET")
+    if method not in PROBE_METHODS:
+        raise SnapshotError(f"{where}.method must be one of {', '.join(PROBE_METHODS)}")
+    interval = _positive(doc, "interval", where) or 5.0
+    timeout = _positive(doc, "timeout", where) or 2.0
+    healthy = _get(doc, "healthy_threshold", int, where, 2)
+    unhealthy = _get(doc, "unhealthy_threshold", int, where, 3)
+    if healthy < 1 or unhealthy < 1:
+        raise SnapshotError(f"{where}: thresholds must be >= 1")
+    return HealthCheck(
+        path=path,
+        method=method,
+        interval=interval,
+        timeout=timeout,
+        expected_statuses=_statuses(doc, "expected_statuses", where, ()),
+        healthy_threshold=healthy,
+        unhealthy_threshold=unhealthy,
+    )
+
+
+def _passive(doc: dict[str, Any], where: str) -> Passive:
+    failures = _get(doc, "consecutive_failures", int, where, 5)
+    if failures < 1:
+        raise SnapshotError(f"{where}.consecutive_failures must be >= 1")
+    percent = _get(doc, "max_ejection_percent", int, where, 50)
+    if not 0 <= percent <= 100:
+        raise SnapshotError(f"{where}.max_ejection_percent must be 0-100")
+    base = _positive(doc, "base_ejection_time", where) or 30.0
+    cap = _positive(doc, "max_ejection_time", where) or max(300.0, base)
+    return Passive(
+        consecutive_failures=failures,
+        statuses=_statuses(doc, "statuses", where, (500, 502, 503, 504)),
+        base_ejection_time=base,
+        max_ejection_time=max(cap, base),
+        max_ejection_percent=percent,
     )
 
 
@@ -326,6 +494,9 @@ def _route(doc: Any, where: str) -> Route:
         path=path,
         upstream_id=_get(doc, "upstream_id", str, where),
         methods=tuple(methods),
+        connect_timeout=_positive(doc, "connect_timeout", where),
+        read_timeout=_positive(doc, "read_timeout", where),
+        total_timeout=_positive(doc, "total_timeout", where),
     )
 
 

@@ -24,6 +24,7 @@ class ResponseSink(Protocol):
     def on_response_complete(self, keep_alive: bool) -> None: ...
     def on_upstream_lost(self, conn: UpstreamConnection, got_response_bytes: bool) -> None: ...
     def on_upstream_bad_response(self, conn: UpstreamConnection) -> None: ...
+    def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None: ...
     def after_upstream_data(self) -> None: ...
     def upstream_pause_writing(self) -> None: ...
     def upstream_resume_writing(self) -> None: ...
@@ -42,6 +43,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_headers",
         "_head_done",
         "_close_delimited",
+        "tunnel",
     )
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -56,6 +58,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_done = False
         self._close_delimited = False
+        self.tunnel: asyncio.Transport | None = None  # after 101: bytes go straight to the client
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -63,6 +66,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.write(data)
+            return
         sink = self.sink
         if sink is None:
             # Bytes on an idle keep-alive connection: the peer is confused, do not reuse it.
@@ -71,12 +78,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # 101 Switching Protocols is only possible for an upgrade request; tunnelling
-            # arrives with the HTTP-correctness issue. Until then it is a bad response.
-            self.sink = None
-            sink.on_upstream_bad_response(self)
-            self.close()
+        except httptools.HttpParserUpgrade as exc:
+            # 101 Switching Protocols: from here on the connection is a byte tunnel.
+            if self.sink is sink and self._head_done and self.parser.get_status_code() == 101:
+                sink.on_upstream_upgrade(self, data[exc.args[0] :] if exc.args else b"")
+            else:
+                self.sink = None
+                sink.on_upstream_bad_response(self)
+                self.close()
             return
         except httptools.HttpParserError:
             self.sink = None
@@ -88,6 +97,10 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.discard(self)
+        self.pool.count -= 1
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
         sink = self.sink
         if sink is not None:
             if self._close_delimited:
@@ -119,7 +132,11 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is None:
             return
         status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        if status == 101:
+            self._head_done = True
+            sink.on_response_head(status, self._headers, False)
+            return
+        if 100 <= status < 200:
             # Interim response (100 Continue, 103 Early Hints): relay it, the final one follows.
             sink.on_response_head(status, self._headers, True)
             return
@@ -142,8 +159,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         sink = self.sink
-        if sink is None or not self._head_done:
-            return
+        if sink is None or not self._head_done or self.parser.get_status_code() == 101:
+            return  # (a 101 is followed by the tunnel, not by a body)
         self._finish(sink, self.parser.should_keep_alive())
 
     def _finish(self, sink: ResponseSink, keep_alive: bool) -> None:
@@ -178,14 +195,14 @@ class UpstreamConnection(asyncio.Protocol):
 class ConnectionPool:
     """Idle keep-alive connections to one target (host, port), most recently used first."""
 
-    __slots__ = ("host", "port", "idle", "max_idle", "_loop")
+    __slots__ = ("host", "port", "idle", "max_idle", "count")
 
     def __init__(self, host: str, port: int, *, max_idle: int = 256) -> None:
         self.host = host
         self.port = port
         self.idle: deque[UpstreamConnection] = deque()
         self.max_idle = max_idle
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.count = 0  # open + opening connections (idle or busy), for the per-target limit
 
     def get_idle(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -210,8 +227,13 @@ class ConnectionPool:
     async def connect(self, timeout: float) -> UpstreamConnection:
         """A new connection; raises OSError (refused/unreachable) or TimeoutError."""
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
-            _, proto = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
+        self.count += 1  # given back by UpstreamConnection.connection_lost, or below on failure
+        try:
+            async with asyncio.timeout(timeout):
+                _, proto = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
+        except BaseException:
+            self.count -= 1
+            raise
         return proto
 
     def close_idle(self) -> None:

@@ -8,12 +8,16 @@ from control_plane.api.deps import Paging, ReadSession, Write
 from control_plane.schemas import (
     Page,
     TargetCreate,
+    TargetHealth,
+    TargetHealthPublic,
     TargetPublic,
     TargetUpdate,
     UpstreamCreate,
+    UpstreamHealthPublic,
     UpstreamPublic,
     UpstreamUpdate,
 )
+from control_plane.services import nodes as nodes_svc
 from control_plane.services import upstreams as svc
 
 router = APIRouter(prefix="/upstreams", tags=["upstreams"])
@@ -36,6 +40,23 @@ def list_upstreams(session: ReadSession, page: Paging) -> Page[UpstreamPublic]:
 @router.get("/{upstream_id}")
 def get_upstream(upstream_id: str, session: ReadSession) -> UpstreamPublic:
     return UpstreamPublic.model_validate(svc.get_upstream(session=session, upstream_id=upstream_id))
+
+
+@router.get("/{upstream_id}/health")
+def get_upstream_health(upstream_id: str, session: ReadSession) -> UpstreamHealthPublic:
+    """Each target's health as each live worker last reported it (active checks, ejections, in flight)."""
+    rows = nodes_svc.upstream_health(session=session, upstream_id=upstream_id)
+    targets = [
+        TargetHealthPublic(
+            id=t.id,
+            host=t.host,
+            port=t.port,
+            weight=t.weight,
+            nodes={node: TargetHealth.model_validate(view) for node, view in views.items()},
+        )
+        for t, views in rows
+    ]
+    return UpstreamHealthPublic(upstream_id=upstream_id, targets=targets)
 
 
 @router.patch("/{upstream_id}")

@@ -123,7 +123,7 @@ def update_route(*, session: Session, api_id: str, route_id: str, data: RouteUpd
     path = changes.get("path") or route.path
     methods = changes["methods"] if changes.get("methods") is not None else route.methods
     _check_route_overlap(session, api_id, path, methods, exclude_id=route.id)
-    apply_patch(route, changes)
+    apply_patch(route, changes, nullable=frozenset({"connect_timeout", "read_timeout", "total_timeout"}))
     with integrity_as_conflict("the route's upstream was deleted concurrently"):
         session.flush()
     return route

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from control_plane.models import Node, utcnow
+from control_plane.models import Node, Target, utcnow
 from control_plane.schemas import NodeStatusIn
 from control_plane.services.common import paginate
 
@@ -60,3 +60,26 @@ def _get_or_new(session: Session, node_id: str) -> Node:
         node = Node(id=node_id)
         session.add(node)
     return node
+
+
+def upstream_health(*, session: Session, upstream_id: str) -> list[tuple[Target, dict[str, dict[str, object]]]]:
+    """Each target of the upstream with each live worker's last reported view of it (node id -> state).
+
+    Workers report every target they serve in their status heartbeat; stale nodes (not seen for
+    ``STALE_AFTER``) are left out, since their view says nothing about now.
+    """
+    from control_plane.services.upstreams import get_upstream
+
+    get_upstream(session=session, upstream_id=upstream_id)
+    targets = list(
+        session.execute(select(Target).where(Target.upstream_id == upstream_id).order_by(Target.host, Target.port))
+        .scalars()
+        .all()
+    )
+    since = datetime.now(UTC) - STALE_AFTER
+    nodes = session.execute(select(Node).where(Node.last_seen >= since).order_by(Node.id)).scalars().all()
+    out = []
+    for t in targets:
+        views = {n.id: n.targets[t.id] for n in nodes if n.targets and t.id in n.targets}
+        out.append((t, views))
+    return out

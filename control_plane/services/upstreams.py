@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from control_plane.errors import Conflict, NotFound
+from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.models import Route, Target, Upstream
 from control_plane.schemas import TargetCreate, TargetUpdate, UpstreamCreate, UpstreamUpdate
 from control_plane.services.common import apply_patch, integrity_as_conflict, paginate
@@ -27,6 +27,7 @@ def create_upstream(*, session: Session, data: UpstreamCreate) -> Upstream:
     bump_revision(session)
     _check_name_free(session, data.name)
     upstream = Upstream(**data.model_dump())
+    _check_hash_key(upstream)
     session.add(upstream)
     with integrity_as_conflict(f"upstream name {data.name!r} is already used"):
         session.flush()
@@ -39,7 +40,8 @@ def update_upstream(*, session: Session, upstream_id: str, data: UpstreamUpdate)
     changes = data.model_dump(exclude_unset=True)
     if changes.get("name") not in (None, upstream.name):
         _check_name_free(session, changes["name"])
-    apply_patch(upstream, changes)
+    apply_patch(upstream, changes, nullable=_NULLABLE)
+    _check_hash_key(upstream)
     with integrity_as_conflict("upstream name is already used"):
         session.flush()
     return upstream
@@ -53,6 +55,15 @@ def delete_upstream(*, session: Session, upstream_id: str) -> None:
     session.delete(upstream)
     with integrity_as_conflict(f"upstream {upstream.name!r} is still used by one or more routes"):
         session.flush()
+
+
+_NULLABLE = frozenset({"total_timeout", "health_check", "passive"})
+
+
+def _check_hash_key(upstream: Upstream) -> None:
+    # Checked on the merged row so a PATCH of hash_on alone sees the stored hash_key.
+    if upstream.hash_on in ("header", "cookie") and not upstream.hash_key:
+        raise Invalid("hash_key", f"hash_key is required when hash_on is {upstream.hash_on!r}")
 
 
 def _check_name_free(session: Session, name: str) -> None:

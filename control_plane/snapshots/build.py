@@ -7,13 +7,14 @@ identical database content always yields the identical content hash.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from control_plane import models
 from control_plane.services.revision import current_revision
-from data_plane.snapshot import Api, Route, Snapshot, Target, Upstream
+from data_plane.snapshot import Api, HealthCheck, Passive, Route, Snapshot, Target, Upstream
 
 
 def build_snapshot(session: Session) -> Snapshot:
@@ -44,6 +45,13 @@ def build_snapshot(session: Session) -> Snapshot:
                 Target(id=t.id, host=t.host, port=t.port, weight=t.weight)
                 for t in sorted(u.targets, key=lambda t: (t.host, t.port))
             ),
+            hash_on=u.hash_on,
+            hash_key=u.hash_key,
+            health_check=_health_check(u.health_check),
+            passive=_passive(u.passive),
+            panic=u.panic,
+            total_timeout=u.total_timeout,
+            max_connections=u.max_connections,
         )
         for u in upstream_rows
     )
@@ -57,7 +65,15 @@ def build_snapshot(session: Session) -> Snapshot:
             strip_base_path=a.strip_base_path,
             max_body_bytes=a.max_body_bytes,
             routes=tuple(
-                Route(id=r.id, path=r.path, upstream_id=r.upstream_id, methods=tuple(r.methods))
+                Route(
+                    id=r.id,
+                    path=r.path,
+                    upstream_id=r.upstream_id,
+                    methods=tuple(r.methods),
+                    connect_timeout=r.connect_timeout,
+                    read_timeout=r.read_timeout,
+                    total_timeout=r.total_timeout,
+                )
                 for r in sorted(a.routes, key=lambda r: (r.path, r.id))
             ),
         )
@@ -65,3 +81,32 @@ def build_snapshot(session: Session) -> Snapshot:
     )
     generated_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return Snapshot(revision=revision, upstreams=upstreams, apis=apis, generated_at=generated_at).sealed()
+
+
+def _health_check(doc: dict[str, Any] | None) -> HealthCheck | None:
+    # The JSON column holds what schemas.HealthCheckIn validated; missing keys take the defaults.
+    if doc is None:
+        return None
+    d = HealthCheck()
+    return HealthCheck(
+        path=doc.get("path", d.path),
+        method=doc.get("method", d.method),
+        interval=float(doc.get("interval", d.interval)),
+        timeout=float(doc.get("timeout", d.timeout)),
+        expected_statuses=tuple(sorted(set(doc.get("expected_statuses", ())))),
+        healthy_threshold=int(doc.get("healthy_threshold", d.healthy_threshold)),
+        unhealthy_threshold=int(doc.get("unhealthy_threshold", d.unhealthy_threshold)),
+    )
+
+
+def _passive(doc: dict[str, Any] | None) -> Passive | None:
+    if doc is None:
+        return None
+    d = Passive()
+    return Passive(
+        consecutive_failures=int(doc.get("consecutive_failures", d.consecutive_failures)),
+        statuses=tuple(sorted(set(doc.get("statuses", d.statuses)))),
+        base_ejection_time=float(doc.get("base_ejection_time", d.base_ejection_time)),
+        max_ejection_time=float(doc.get("max_ejection_time", d.max_ejection_time)),
+        max_ejection_percent=int(doc.get("max_ejection_percent", d.max_ejection_percent)),
+    )

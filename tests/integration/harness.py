@@ -122,6 +122,15 @@ class Cluster:
         self.wait_http(proc, f"{backend.url}/__echo/count")
         return backend
 
+    def lab(self, name: str, port: int | None = None) -> Backend:
+        """A programmable backend (tests/integration/lab_backend.py) as its own process."""
+        port = port or free_port()
+        script = str(ROOT / "tests" / "integration" / "lab_backend.py")
+        proc = self.spawn(f"lab-{name}", [sys.executable, script, "--port", str(port), "--name", name])
+        backend = Backend(name, port, proc)
+        self.wait_http(proc, f"{backend.url}/__echo/count")
+        return backend
+
     def control_plane(
         self,
         database_url: str | None = None,
@@ -163,12 +172,13 @@ class Cluster:
         cache_dir: Path | None = None,
         extra: tuple[str, ...] = (),
         wait: bool = True,
+        env: dict[str, str] | None = None,
     ) -> Worker:
         port = port or free_port()
         status_port = free_port()
         args = ["worker", "--port", str(port), "--status-port", str(status_port), "--node-id", name]
         args += ["--cache-dir", str(cache_dir or self.tmp / f"{name}-cache"), "--log-level", "info", *extra]
-        env: dict[str, str] = {}
+        env = dict(env or {})
         if cp is not None:
             args += ["--control-plane", cp.url]
             env["TOLLGATE_CLUSTER_TOKEN"] = cp.cluster_token if cluster_token is None else cluster_token
@@ -197,6 +207,11 @@ class Backend:
 
     def count(self) -> int:
         return int(httpx.get(f"{self.url}/__echo/count", timeout=2.0).json()["count"])
+
+    def control(self, **settings: str | int) -> None:
+        """Switch a lab backend's behaviour (``probe="fail"``, ``status=500``...)."""
+        r = httpx.get(f"{self.url}/__ctl", params=settings, timeout=2.0)
+        assert r.status_code == 200, r.text
 
 
 @dataclass
@@ -235,3 +250,49 @@ def create(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, A
     r = client.post(path, json=body)
     assert r.status_code == 201, f"POST {path} -> {r.status_code} {r.text}"
     return r.json()  # type: ignore[no-any-return]
+
+
+def snapshot_file(path: Path, upstreams: list[dict[str, Any]], mounts: dict[str, str]) -> Path:
+    """A standalone worker snapshot: each base path in ``mounts`` is an API whose one greedy route
+    (``/{proxy+}``, base path stripped) goes to the named upstream id."""
+    from data_plane.snapshot import Snapshot
+
+    apis = [
+        {
+            "id": f"api-{i}",
+            "name": f"api-{i}",
+            "base_path": base,
+            "routes": [{"id": f"route-{i}", "path": "/{proxy+}", "upstream_id": upstream_id}],
+        }
+        for i, (base, upstream_id) in enumerate(mounts.items())
+    ]
+    doc = {"schema_version": "1.1", "revision": 1, "upstreams": upstreams, "apis": apis}
+    path.write_bytes(Snapshot.from_dict(doc).to_json())
+    return path
+
+
+def targets(*backends: Backend, weights: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    return [
+        {"id": f"t-{b.name}", "host": "127.0.0.1", "port": b.port, "weight": weights[i] if weights else 100}
+        for i, b in enumerate(backends)
+    ]
+
+
+def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Send ``data`` on a fresh connection and read until the server closes it (or ``timeout``).
+    Returns (bytes received, closed by server)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                return out, False
+            except ConnectionResetError:
+                return out, True
+            if not chunk:
+                return out, True
+            out += chunk
+        return out, False

@@ -1,0 +1,690 @@
+"""One request/response through the gateway: route, pick a target, forward, stream, retry.
+
+An :class:`Exchange` is created by :class:`data_plane.protocol.ClientConnection` when a request
+head is parsed.  It is the upstream connection's :class:`data_plane.upstream.ResponseSink`.
+
+Retries (``Upstream.retries``) go to a target not tried yet (``balancer.pick(exclude=...)``) and
+happen only (a) when connecting failed (nothing was sent), (b) when the connection was lost
+before any response byte for an idempotent method, (c) on a 502/503/504 response to an
+idempotent method — and never once any byte of the request body went upstream (bodies are
+streamed, not kept for a replay).  A pooled keep-alive connection the upstream closed just as it
+was reused is retried on a fresh connection outside that budget (it says nothing about the target).
+
+Timeouts: connect (``asyncio.timeout`` around the dial), read (idle upstream: one timer per
+exchange that compares an activity counter instead of being rescheduled on every chunk, so the
+idle limit is enforced within [read, 2 x read]) and total (deadline from the start of the request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+from data_plane import errors
+from data_plane.compiler import HASH_COOKIE, HASH_CUSTOMER, HASH_HEADER, HASH_IP
+from data_plane.router import NotFound
+from data_plane.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from data_plane.compiler import CompiledConfig, CompiledRoute, CompiledTarget, CompiledUpstream
+    from data_plane.protocol import ClientConnection
+
+# Hop-by-hop fields (RFC 9110 7.6.1) and the ones the gateway sets itself; never forwarded.
+_HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade", b"trailer")
+)
+_SET_BY_GATEWAY_REQUEST = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+_SET_BY_GATEWAY_RESPONSE = _HOP_BY_HOP | {b"x-request-id"}
+
+_VIA = b"via: 1.1 tollgate\r\n"
+_CHUNKED = b"transfer-encoding: chunked\r\n"
+_TE_TRAILERS = b"te: trailers\r\n"
+_CONNECTION_UPGRADE = b"connection: upgrade\r\nupgrade: "
+_LAST_CHUNK = b"0\r\n\r\n"
+_CRLF = b"\r\n"
+_REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+_IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
+_RETRY_STATUSES = frozenset((502, 503, 504))
+
+# Buffered request body waiting for an upstream connection (or behind a pipelined request)
+# above which the client is paused.
+BODY_BUFFER_HIGH_WATER = 256 * 1024
+
+_rid_prefix = os.urandom(6).hex().encode()
+_rid_counter = 0
+
+
+def new_request_id() -> bytes:
+    global _rid_counter
+    _rid_counter += 1
+    return b"%s-%x" % (_rid_prefix, _rid_counter)
+
+
+def _valid_request_id(value: bytes) -> bool:
+    return 0 < len(value) <= 128 and all(c in _REQUEST_ID_CHARS for c in value)
+
+
+def _tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",")}
+
+
+class Exchange:
+    """One request/response through the gateway."""
+
+    __slots__ = (
+        "client",
+        "method",
+        "url",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "upgrade",
+        "idempotent",
+        "request_id",
+        "customer_id",
+        "config",
+        "route",
+        "target",
+        "tried",
+        "conn",
+        "up_out",
+        "up_buffered",
+        "head",
+        "head_pending",
+        "body_chunked",
+        "body_bytes",
+        "body_done",
+        "body_started",
+        "response_started",
+        "response_chunked",
+        "client_out",
+        "error",
+        "timer",
+        "activity",
+        "seen_activity",
+        "deadline",
+        "finished",
+        "connecting",
+        "attempts",
+        "stale_retries",
+    )
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        method: str,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        http_version: str,
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> None:
+        self.client = client
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.http_version = http_version
+        self.keep_alive = keep_alive and not upgrade  # after a refused upgrade the parser cannot go on
+        self.upgrade = upgrade
+        self.idempotent = method in _IDEMPOTENT
+        self.request_id = b""
+        self.customer_id = b""  # set by the auth stage when it knows the caller (hash_on: customer)
+        self.config: CompiledConfig | None = None
+        self.route: CompiledRoute | None = None
+        self.target: CompiledTarget | None = None  # the target this exchange counts as in flight on
+        self.tried: tuple[CompiledTarget, ...] | None = None
+        self.conn: UpstreamConnection | None = None
+        self.up_out: list[bytes] = []
+        self.up_buffered = 0
+        self.head = b""
+        self.head_pending = False  # up_out[0] is the request head, not sent yet
+        self.body_chunked = False
+        self.body_bytes = 0
+        self.body_done = False
+        self.body_started = False  # some body bytes went to an upstream (no retry after that)
+        self.response_started = False
+        self.response_chunked = False
+        self.client_out: list[bytes] = []
+        self.error: bytes | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.activity = 0
+        self.seen_activity = -1
+        self.deadline = 0.0
+        self.finished = False
+        self.connecting = False
+        self.attempts = 0
+        self.stale_retries = 0
+
+    # ------------------------------------------------------------------ request side
+
+    def start(self) -> None:
+        client = self.client
+        host = b""
+        rid = b""
+        content_length = None
+        for name, value in self.headers:
+            if name == b"host":
+                host = value
+            elif name == b"x-request-id":
+                rid = value
+            elif name == b"content-length":
+                content_length = value
+            elif name == b"transfer-encoding":
+                self.body_chunked = True
+        self.request_id = rid if rid and _valid_request_id(rid) else new_request_id()
+
+        config = self.config = client.worker.config
+        if config is None:
+            self.fail(503, errors.NOT_CONFIGURED)
+            return
+        url = self.url
+        q = url.find(b"?")
+        raw_path = url if q < 0 else url[:q]
+        if not raw_path.startswith(b"/"):
+            # absolute-form (a request meant for a forward proxy) or asterisk-form: not ours
+            self.fail(400, errors.BAD_REQUEST)
+            return
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            self.fail(400, errors.BAD_REQUEST)
+            return
+        if ("/." in path or "%2" in path) and _has_dot_segment(path):
+            # Dot segments would let the backend resolve a different path than the one routed.
+            self.fail(400, errors.BAD_REQUEST)
+            return
+        found = config.router.match(host.decode("latin-1"), self.method, path)
+        if isinstance(found, NotFound):
+            if found.allow:
+                allow = b"allow: " + ", ".join(found.allow).encode() + b"\r\n"
+                self.fail(405, errors.METHOD_NOT_ALLOWED, allow)
+            else:
+                self.fail(404, errors.NO_ROUTE)
+            return
+        route, rel_path = found
+        self.route = route
+        limit = route.max_body_bytes
+        if limit is not None and (
+            content_length is not None and int(content_length) > limit or self.body_bytes > limit
+        ):
+            self.keep_alive = False
+            self.fail(413, errors.BODY_TOO_LARGE)
+            return
+        if route.total_timeout is not None:
+            loop = client.loop
+            self.deadline = loop.time() + route.total_timeout
+            self.timer = loop.call_later(min(route.total_timeout, route.read_timeout), self._on_timer)
+
+        upstream_path = (rel_path if route.strip_base_path else path).encode("ascii")
+        if q >= 0:
+            upstream_path += url[q:]
+        self.head = self._build_head(upstream_path, host)
+        self.forward()
+
+    def _build_head(self, upstream_path: bytes, host: bytes) -> bytes:
+        """The request head minus the Host line (which depends on the target)."""
+        skip = _SET_BY_GATEWAY_REQUEST
+        connection_named: set[bytes] | None = None
+        xff = b""
+        te_trailers = False
+        upgrade = b""
+        parts = [self.method.encode(), b" ", upstream_path, b" HTTP/1.1\r\n"]
+        for name, value in self.headers:
+            if name == b"connection":
+                connection_named = _tokens(value)
+        for name, value in self.headers:
+            if name in skip or (connection_named is not None and name in connection_named):
+                if name == b"x-forwarded-for":
+                    xff = value + b", "
+                elif name == b"te":
+                    te_trailers = b"trailers" in _tokens(value)
+                elif name == b"upgrade":
+                    upgrade = value
+                continue
+            if name == b"x-request-id":
+                continue
+            parts += (name, b": ", value, _CRLF)
+        parts += (
+            b"x-forwarded-for: ",
+            xff,
+            self.client.peer_ip,
+            b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ",
+            host,
+            b"\r\nx-request-id: ",
+            self.request_id,
+            b"\r\n",
+            _VIA,
+        )
+        if te_trailers:
+            parts.append(_TE_TRAILERS)  # the one TE value that is end-to-end in meaning
+        if self.upgrade:
+            parts += (_CONNECTION_UPGRADE, upgrade, _CRLF)
+        if self.body_chunked:
+            parts.append(_CHUNKED)
+        parts.append(_CRLF)
+        return b"".join(parts)
+
+    def _hash_key(self, upstream: CompiledUpstream) -> bytes:
+        mode = upstream.hash_on
+        if mode == HASH_HEADER:
+            for name, value in self.headers:
+                if name == upstream.hash_key:
+                    return value
+        elif mode == HASH_COOKIE:
+            prefix = upstream.hash_key + b"="
+            for name, value in self.headers:
+                if name == b"cookie":
+                    for part in value.split(b";"):
+                        part = part.strip()
+                        if part.lower().startswith(prefix):
+                            return part[len(prefix) :]
+        elif mode == HASH_CUSTOMER and self.customer_id:
+            return self.customer_id
+        elif mode == HASH_IP:
+            return self.client.peer_ip
+        return self.client.peer_ip  # key absent: fall back to the client address
+
+    def forward(self) -> None:
+        route = self.route
+        assert route is not None
+        upstream = route.upstream
+        key = b"" if upstream.hash_on < 0 else self._hash_key(upstream)
+        target: CompiledTarget | None = upstream.balancer.pick(self.tried, key)  # type: ignore[assignment]
+        if target is None:
+            self.fail(503, errors.NO_HEALTHY_UPSTREAM)
+            return
+        pool = target.pool
+        conn = pool.get_idle()
+        if conn is None and upstream.max_connections and pool.count >= upstream.max_connections:
+            self.fail(503, errors.UPSTREAM_BUSY)
+            return
+        self.target = target
+        target.state.in_flight += 1
+        self.attempts += 1
+        self.up_out.insert(0, self.head[:-2] + target.host_header + _CRLF)
+        self.head_pending = True
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self.connecting = True
+            task = asyncio.ensure_future(pool.connect(route.connect_timeout))
+            task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Future[UpstreamConnection]) -> None:
+        self.connecting = False
+        if self.finished:
+            if not task.cancelled() and task.exception() is None:
+                task.result().close()
+            return
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            if self.head_pending:
+                del self.up_out[0]  # the head never left; body bytes buffered behind it stay
+                self.head_pending = False
+            if isinstance(exc, TimeoutError):
+                self._upstream_failed(504, errors.UPSTREAM_TIMEOUT, request_sent=False)
+            else:
+                self._upstream_failed(502, errors.UPSTREAM_FAILED, request_sent=False)
+            return
+        self._attach(task.result())
+        self.flush_upstream()
+
+    def _attach(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        conn.attach(self, self.method == "HEAD")
+        self.seen_activity = self.activity  # the read timeout counts from here
+        if self.timer is None:
+            self.timer = self.client.loop.call_later(self.route.read_timeout, self._on_timer)  # type: ignore[union-attr]
+        if self.up_buffered > BODY_BUFFER_HIGH_WATER:
+            self.client.resume_reading(4)
+        self.up_buffered = 0
+
+    def request_body(self, chunk: bytes) -> None:
+        if self.error is not None or self.finished:
+            return  # discarding the body of a request already answered
+        self.body_bytes += len(chunk)
+        route = self.route
+        if route is not None and route.max_body_bytes is not None and self.body_bytes > route.max_body_bytes:
+            # Also catches chunked bodies, which announce no length: checked as they stream.
+            self.keep_alive = False
+            self.fail(413, errors.BODY_TOO_LARGE)
+            return
+        self.activity += 1
+        if self.body_chunked:
+            self.up_out += (b"%x\r\n" % len(chunk), chunk, _CRLF)
+        else:
+            self.up_out.append(chunk)
+        if self.conn is None:
+            self.up_buffered += len(chunk)
+            if self.up_buffered > BODY_BUFFER_HIGH_WATER:
+                self.client.pause_reading(4)
+
+    def request_complete(self) -> None:
+        self.body_done = True
+        if self.error is not None:
+            if self.client.active is self:
+                self._send_error()
+            return
+        if self.body_chunked and not self.finished:
+            self.up_out.append(_LAST_CHUNK)
+
+    def flush_upstream(self) -> None:
+        conn = self.conn
+        out = self.up_out
+        if conn is not None and out:
+            if len(out) > self.head_pending:
+                self.body_started = True
+            self.head_pending = False
+            conn.transport.writelines(out)  # type: ignore[union-attr]
+            self.up_out = []
+
+    # ------------------------------------------------------------------ failures and retries
+
+    def _upstream_failed(self, status: int, message: str, *, request_sent: bool) -> None:
+        """Connecting failed, or the connection died before a response: passive health, then retry or fail."""
+        route = self.route
+        assert route is not None
+        upstream = route.upstream
+        target = self.target
+        if target is not None and upstream.passive is not None:
+            target.state.report_failure(upstream.passive, upstream.states)
+        if (
+            self.attempts <= upstream.retries
+            and not self.body_started
+            and (not request_sent or self.idempotent)
+            and not self._expired()
+        ):
+            self._retry(exclude=True)
+            return
+        self.fail(status, message)
+
+    def _retry(self, *, exclude: bool) -> None:
+        target = self.target
+        self._leave()
+        if exclude and target is not None:
+            self.tried = (*self.tried, target) if self.tried else (target,)
+        if self.head_pending:
+            del self.up_out[0]
+            self.head_pending = False
+        self.forward()
+        self.flush_upstream()
+
+    def _expired(self) -> bool:
+        return self.deadline != 0.0 and self.client.loop.time() >= self.deadline
+
+    def _leave(self) -> None:
+        """Stop counting this exchange as in flight on its target."""
+        target = self.target
+        if target is not None:
+            target.state.in_flight -= 1
+            self.target = None
+
+    # ------------------------------------------------------------------ response side (ResponseSink)
+
+    def on_response_head(self, status: int, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        self.activity += 1
+        if status < 200 and status != 101:
+            if status == 100 or status == 103:
+                self.client_out.append(errors.status_line(status) + _CRLF)
+            return
+        upstream = self.route.upstream  # type: ignore[union-attr]
+        if upstream.passive is not None and self.target is not None:
+            state = self.target.state
+            if status in upstream.passive_statuses:
+                state.report_failure(upstream.passive, upstream.states)
+            else:
+                state.failures = 0
+        if (
+            status in _RETRY_STATUSES
+            and self.idempotent
+            and self.attempts <= upstream.retries
+            and self.body_done
+            and not self.body_started
+            and not self._expired()
+        ):
+            conn = self.conn
+            self.conn = None
+            if conn is not None:
+                conn.close()  # its response is discarded; the parser feeding it stops at sink=None
+            self._retry(exclude=True)
+            return
+        if status == 101 and not self.upgrade:
+            self.on_upstream_bad_response(self.conn)  # type: ignore[arg-type]
+            return
+        self.response_started = True
+        parts = [errors.status_line(status)]
+        has_length = False
+        connection_named: set[bytes] | None = None
+        upgrade = b""
+        for name, value in headers:
+            if name == b"connection":
+                connection_named = _tokens(value)
+        skip = _SET_BY_GATEWAY_RESPONSE
+        for name, value in headers:
+            if name in skip or (connection_named is not None and name in connection_named):
+                if name == b"upgrade":
+                    upgrade = value
+                continue
+            if name == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, _CRLF)
+        parts += (b"x-request-id: ", self.request_id, _CRLF, _VIA)
+        if status == 101:
+            parts += (_CONNECTION_UPGRADE, upgrade, _CRLF, _CRLF)
+            self.client_out.append(b"".join(parts))
+            return
+        no_body = self.method == "HEAD" or status == 204 or status == 304
+        if not has_length and not no_body:
+            if self.http_version == "1.1":
+                self.response_chunked = True
+                parts.append(_CHUNKED)
+            else:
+                self.keep_alive = False  # HTTP/1.0 client: the body ends when we close
+        if self.client.worker.draining:
+            self.keep_alive = False
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(_CRLF)
+        self.client_out.append(b"".join(parts))
+
+    def on_response_body(self, chunk: bytes) -> None:
+        self.activity += 1
+        if self.response_chunked:
+            self.client_out += (b"%x\r\n" % len(chunk), chunk, _CRLF)
+        else:
+            self.client_out.append(chunk)
+
+    def on_response_complete(self, keep_alive: bool) -> None:
+        conn = self.conn
+        self.conn = None
+        if self.response_chunked:
+            self.client_out.append(_LAST_CHUNK)
+        if conn is not None:
+            # A connection whose request body was not completely sent cannot carry another request.
+            if keep_alive and self.body_done and not self.up_out:
+                conn.release()
+            else:
+                conn.close()
+        if not self.body_done:
+            self.keep_alive = False  # the rest of the request body would be read as a new request
+        self._finish()
+
+    def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:
+        """The upstream answered 101: splice the two connections (WebSocket and friends)."""
+        client = self.client
+        self.flush_client()
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._leave()
+        client_transport = client.transport
+        if client_transport is None or conn.transport is None or client_transport.is_closing():
+            conn.close()
+            return
+        conn.tunnel = client_transport
+        client.tunnel = conn.transport
+        if rest:
+            client_transport.write(rest)
+        pending = client.upgrade_rest
+        client.upgrade_rest = b""
+        if pending:
+            conn.transport.write(pending)
+        client.resume_reading(8)
+
+    def after_upstream_data(self) -> None:
+        self.flush_client()
+
+    def on_upstream_lost(self, conn: UpstreamConnection, got_response_bytes: bool) -> None:
+        self.conn = None
+        if self.finished:
+            return
+        if self.response_started:
+            # Truncated response: the client must not mistake it for a complete one.
+            self.flush_client()
+            self._abort()
+            return
+        if not got_response_bytes and conn.reused and not self.body_started and self.stale_retries < 2:
+            # A pooled keep-alive connection closed by the upstream just as we reused it.
+            self.stale_retries += 1
+            self.attempts -= 1
+            self._retry(exclude=False)
+            return
+        self._upstream_failed(502, errors.UPSTREAM_FAILED, request_sent=True)
+
+    def on_upstream_bad_response(self, conn: UpstreamConnection) -> None:
+        self.conn = None
+        if self.response_started:
+            self.flush_client()
+            self._abort()
+        else:
+            self.fail(502, errors.BAD_UPSTREAM_RESPONSE)
+
+    def upstream_pause_writing(self) -> None:
+        self.client.pause_reading(1)
+
+    def upstream_resume_writing(self) -> None:
+        self.client.resume_reading(1)
+
+    def client_pause_writing(self) -> None:
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.pause_reading()
+
+    def client_resume_writing(self) -> None:
+        conn = self.conn
+        if conn is not None and conn.transport is not None and not conn.closed:
+            conn.transport.resume_reading()
+
+    # ------------------------------------------------------------------ endings
+
+    def flush_client(self) -> None:
+        out = self.client_out
+        if out:
+            transport = self.client.transport
+            if transport is not None and not transport.is_closing():
+                transport.writelines(out)
+            self.client_out = []
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        route = self.route
+        if self.finished or route is None:
+            return
+        loop = self.client.loop
+        now = loop.time()
+        total_left = self.deadline - now if self.deadline else route.read_timeout
+        idle = self.activity == self.seen_activity and not self.connecting and self.conn is not None
+        if total_left > 0 and not idle:
+            self.seen_activity = self.activity
+            self.timer = loop.call_later(min(route.read_timeout, total_left), self._on_timer)
+            return
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.close()
+        upstream = route.upstream
+        if self.target is not None and upstream.passive is not None:
+            self.target.state.report_failure(upstream.passive, upstream.states)
+        if self.response_started:
+            self.flush_client()
+            self._abort()
+        else:
+            self.fail(504, errors.UPSTREAM_TIMEOUT)
+
+    def fail(self, status: int, message: str, extra_headers: bytes = b"") -> None:
+        """Answer with a gateway error once the request body has been read (or discarded)."""
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.close()
+        self._leave()
+        if self.response_started:
+            self.flush_client()
+            self._abort()  # too late for an error response: cut the connection
+            return
+        self.up_out = []
+        self.head_pending = False
+        if status == 413 or status >= 500 and not self.body_done or self.client.worker.draining:
+            self.keep_alive = False
+        self.error = errors.error_response(
+            status,
+            message,
+            self.request_id or new_request_id(),
+            keep_alive=self.keep_alive,
+            extra_headers=extra_headers,
+        )
+        if self.up_buffered > BODY_BUFFER_HIGH_WATER:
+            self.client.resume_reading(4)
+        if self.body_done or not self.keep_alive:
+            self._send_error()
+
+    def _send_error(self) -> None:
+        if self.finished or self.error is None:
+            return
+        self.client_out = [self.error]
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._leave()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.flush_client()
+        self.client.exchange_done(self, self.keep_alive)
+
+    def _abort(self) -> None:
+        self.finished = True
+        self._leave()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.client.active = None
+        transport = self.client.transport
+        if transport is not None:
+            transport.abort()
+
+    def abandon(self) -> None:
+        """The client connection is being torn down; release what this exchange holds."""
+        self.finished = True
+        self._leave()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.close()
+
+    def client_gone(self) -> None:
+        self.abandon()
+
+
+def _has_dot_segment(path: str) -> bool:
+    from urllib.parse import unquote
+
+    return any(seg in (".", "..") for seg in unquote(path).split("/"))
