@@ -9,6 +9,9 @@ and requests in flight keep the :class:`CompiledConfig` they started with.
 
 from __future__ import annotations
 
+import time
+
+from data_plane.auth import Authenticator, AuthTables, Clock, compile_auth, make_authenticator
 from data_plane.balancer import SmoothWeightedRoundRobin, make_balancer
 from data_plane.router import Router
 from data_plane.snapshot import Api, Route, Snapshot, Upstream
@@ -43,9 +46,9 @@ class CompiledUpstream:
 
 
 class CompiledRoute:
-    __slots__ = ("id", "api_id", "api_name", "upstream", "strip_base_path", "base_path", "max_body_bytes")
+    __slots__ = ("id", "api_id", "api_name", "upstream", "strip_base_path", "base_path", "max_body_bytes", "auth")
 
-    def __init__(self, api: Api, route: Route, upstream: CompiledUpstream) -> None:
+    def __init__(self, api: Api, route: Route, upstream: CompiledUpstream, auth: Authenticator | None = None) -> None:
         self.id = route.id
         self.api_id = api.id
         self.api_name = api.name
@@ -53,10 +56,11 @@ class CompiledRoute:
         self.strip_base_path = api.strip_base_path
         self.base_path = "" if api.base_path == "/" else api.base_path
         self.max_body_bytes = api.max_body_bytes
+        self.auth = auth  # None: auth "none", the request path skips authentication entirely
 
 
 class CompiledConfig:
-    __slots__ = ("revision", "hash", "schema_version", "router", "upstreams", "pools")
+    __slots__ = ("revision", "hash", "schema_version", "router", "upstreams", "pools", "auth")
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class CompiledConfig:
         router: Router[CompiledRoute],
         upstreams: dict[str, CompiledUpstream],
         pools: dict[tuple[str, int], ConnectionPool],
+        auth: AuthTables | None = None,
     ) -> None:
         self.revision = snapshot.revision
         self.hash = snapshot.hash
@@ -71,11 +76,18 @@ class CompiledConfig:
         self.router = router
         self.upstreams = upstreams
         self.pools = pools
+        self.auth = auth
 
 
-def compile_snapshot(snapshot: Snapshot, pools: dict[tuple[str, int], ConnectionPool] | None = None) -> CompiledConfig:
+def compile_snapshot(
+    snapshot: Snapshot,
+    pools: dict[tuple[str, int], ConnectionPool] | None = None,
+    keys_used: dict[str, int] | None = None,
+    clock: Clock = time.time,
+) -> CompiledConfig:
     """Compile a validated snapshot. ``pools`` (the previous config's) are reused by (host, port),
-    so a config change does not drop warm upstream connections."""
+    so a config change does not drop warm upstream connections; ``keys_used`` (the worker's key
+    last-use record) likewise outlives the swap."""
     old_pools = pools or {}
     new_pools: dict[tuple[str, int], ConnectionPool] = {}
     upstreams: dict[str, CompiledUpstream] = {}
@@ -88,11 +100,14 @@ def compile_snapshot(snapshot: Snapshot, pools: dict[tuple[str, int], Connection
             targets.append(CompiledTarget(t.id, t.host, t.port, t.weight, pool))
         upstreams[u.id] = CompiledUpstream(u, targets)
 
+    tables = compile_auth(snapshot, keys_used, clock)
+    authenticators = {api.id: make_authenticator(api, tables) for api in snapshot.apis}
+
     def value_of(api: Api, route: Route) -> CompiledRoute:
-        return CompiledRoute(api, route, upstreams[route.upstream_id])
+        return CompiledRoute(api, route, upstreams[route.upstream_id], authenticators[api.id])
 
     router: Router[CompiledRoute] = Router(snapshot.apis, value_of)
-    return CompiledConfig(snapshot, router, upstreams, new_pools)
+    return CompiledConfig(snapshot, router, upstreams, new_pools, tables)
 
 
 def retired_pools(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from data_plane import errors
+from data_plane.auth import Denied
 from data_plane.router import NotFound
 from data_plane.upstream import UpstreamConnection
 
@@ -39,7 +40,15 @@ log = logging.getLogger("tollgate.proxy")
 _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade", b"trailer")
 )
-_SET_BY_GATEWAY_REQUEST = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+# x-customer-id / x-key-prefix are set by authentication only: a client-supplied one is spoofing.
+_SET_BY_GATEWAY_REQUEST = _HOP_BY_HOP | {
+    b"host",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-customer-id",
+    b"x-key-prefix",
+}
 _SET_BY_GATEWAY_RESPONSE = _HOP_BY_HOP | {b"x-request-id"}
 
 _VIA = b"via: 1.1 tollgate\r\n"
@@ -365,6 +374,13 @@ class Exchange:
             return
         route, rel_path = found
         self.route = route
+        inject = b""
+        if route.auth is not None:
+            res = route.auth.authenticate(headers, url, q)
+            if isinstance(res, Denied):
+                self.fail(res.status, res.message, res.extra)
+                return
+            self.headers, url, inject = res  # credential stripped; identity header lines to add
         if route.max_body_bytes is not None and content_length is not None:
             try:
                 too_large = int(content_length) > route.max_body_bytes
@@ -378,10 +394,12 @@ class Exchange:
         upstream_path = (rel_path if route.strip_base_path else path).encode("ascii")
         if q >= 0:
             upstream_path += url[q:]
-        self.head = self._build_head(upstream_path, host, content_length)
+        self.head = self._build_head(upstream_path, host, content_length, inject)
         self.forward()
 
-    def _build_head(self, upstream_path: bytes, host: bytes, content_length: bytes | None) -> bytes:
+    def _build_head(
+        self, upstream_path: bytes, host: bytes, content_length: bytes | None, inject: bytes = b""
+    ) -> bytes:
         """The request head minus the Host line (which depends on the target)."""
         skip = _SET_BY_GATEWAY_REQUEST
         connection_named: set[bytes] | None = None
@@ -407,6 +425,7 @@ class Exchange:
             b"\r\nx-request-id: ",
             self.request_id,
             b"\r\n",
+            inject,
             _VIA,
         )
         if self.body_chunked:
