@@ -8,20 +8,25 @@ connects to nothing; the cluster token is resolved here (read or generated, see
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from control_plane import migrate
-from control_plane.api import apis, cluster, config, upstreams
-from control_plane.api.errors import install_error_handlers
+from control_plane.api import admin, apis, cluster, config, customers, upstreams
+from control_plane.api.errors import ERROR_RESPONSES, install_error_handlers
+from control_plane.api.security import AUTH_RESPONSES, require_admin
 from control_plane.db import make_engine, make_session_factory
+from control_plane.services import admin as admin_svc
 from control_plane.settings import Settings, ensure_cluster_token
 from control_plane.snapshots.publish import SnapshotPublisher
 
 API_VERSION = "0.1.0"
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -33,6 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await run_in_threadpool(migrate.upgrade, settings.database_url)
+        await run_in_threadpool(_bootstrap_admin, sessions, settings)
         await publisher.start()
         try:
             yield
@@ -53,11 +59,22 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.publisher = publisher
     app.state.cluster_token = ensure_cluster_token(settings)
 
-    v1 = APIRouter(prefix="/v1")
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_admin)], responses={**AUTH_RESPONSES, **ERROR_RESPONSES})
     v1.include_router(upstreams.router)
     v1.include_router(apis.router)
+    v1.include_router(customers.router)
     v1.include_router(config.router)
+    v1.include_router(admin.router)
     app.include_router(v1)
     app.include_router(cluster.router)
     install_error_handlers(app)
     return app
+
+
+def _bootstrap_admin(sessions: sessionmaker[Session], settings: Settings) -> None:
+    with sessions() as session:
+        if settings.admin_token:
+            admin_svc.ensure_bootstrap_token(session=session, token=settings.admin_token)
+            session.commit()
+        elif not admin_svc.has_active_admin(session=session):
+            log.warning("no admin token exists: set TOLLGATE_ADMIN_TOKEN to open the admin API (/v1)")
