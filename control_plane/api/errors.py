@@ -12,6 +12,7 @@ from control_plane.schemas import ErrorDetail
 
 # Declared on every /v1 operation so clients (and schemathesis) know the shapes of the domain errors.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "the request body could not be parsed"},
     404: {"model": ErrorDetail, "description": "a resource named in the path does not exist"},
     409: {"model": ErrorDetail, "description": "the write would duplicate or orphan something"},
 }
