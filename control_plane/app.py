@@ -8,21 +8,26 @@ connects to nothing; the cluster token is resolved here (read or generated, see
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from control_plane import migrate
-from control_plane.api import apis, cluster, config, openapi, upstreams
-from control_plane.api.errors import install_error_handlers
+from control_plane.api import admin, apis, cluster, config, customers, openapi, upstreams
+from control_plane.api.errors import ERROR_RESPONSES, install_error_handlers
+from control_plane.api.security import AUTH_RESPONSES, require_admin
 from control_plane.db import make_engine, make_session_factory
 from control_plane.metrics import install_metrics, remember_route
+from control_plane.services import admin as admin_svc
 from control_plane.settings import Settings, ensure_cluster_token
 from control_plane.snapshots.publish import SnapshotPublisher
 
 API_VERSION = "0.1.0"
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -34,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await run_in_threadpool(migrate.upgrade, settings.database_url)
+        await run_in_threadpool(_bootstrap_admin, sessions, settings)
         await publisher.start()
         try:
             yield
@@ -54,13 +60,28 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.publisher = publisher
     app.state.cluster_token = ensure_cluster_token(settings)
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(remember_route("/v1"))])
+    v1 = APIRouter(
+        prefix="/v1",
+        dependencies=[Depends(remember_route("/v1")), Depends(require_admin)],
+        responses={**AUTH_RESPONSES, **ERROR_RESPONSES},
+    )
     v1.include_router(upstreams.router)
     v1.include_router(openapi.router)  # before apis: /apis/import is not an api id
     v1.include_router(apis.router)
+    v1.include_router(customers.router)
     v1.include_router(config.router)
+    v1.include_router(admin.router)
     app.include_router(v1)
     app.include_router(cluster.router)
     install_error_handlers(app)
     install_metrics(app, publisher)
     return app
+
+
+def _bootstrap_admin(sessions: sessionmaker[Session], settings: Settings) -> None:
+    with sessions() as session:
+        if settings.admin_token:
+            admin_svc.ensure_bootstrap_token(session=session, token=settings.admin_token)
+            session.commit()
+        elif not admin_svc.has_active_admin(session=session):
+            log.warning("no admin token exists: set TOLLGATE_ADMIN_TOKEN to open the admin API (/v1)")

@@ -137,8 +137,22 @@ class Api(Timestamped, Base):
     # Document-level parts of an imported OpenAPI description (openapi version, info, components, tags),
     # kept so the API can be exported again; null for APIs created through the admin API.
     openapi: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # auth settings (api_key / jwt); jwt_secret is config the worker needs, never returned by the API
+    key_header: Mapped[str] = mapped_column(String(100), default="x-api-key")
+    key_query: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    strip_credential: Mapped[bool] = mapped_column(Boolean, default=True)
+    jwt_algorithms: Mapped[list[str]] = mapped_column(JSON, default=list)
+    jwt_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    jwt_public_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    jwt_issuer: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    jwt_audience: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    jwt_customer_claim: Mapped[str] = mapped_column(String(100), default="sub")
 
     routes: Mapped[list[Route]] = relationship(back_populates="api", cascade="all, delete-orphan", passive_deletes=True)
+
+    @property
+    def jwt_secret_set(self) -> bool:
+        return self.jwt_secret is not None
 
 
 class Route(Timestamped, Base):
@@ -185,3 +199,75 @@ class Node(Base):
     targets: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Customer(Timestamped, Base):
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # "metadata" is reserved on declarative classes; the column keeps the API's name.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+
+    grants: Mapped[list[CustomerApiGrant]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    keys: Mapped[list[ApiKey]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class CustomerApiGrant(Base):
+    """A customer may call an API.  Its own table so usage plans can add a second grant path later."""
+
+    __tablename__ = "customer_api_grants"
+
+    customer_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    api_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apis.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only ``sha256(key)`` and a non-secret prefix are stored, never the key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    customer_id: Mapped[str] = mapped_column(String(36), ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AdminToken(Base):
+    """A bearer token for the admin API (/v1); stored as sha256 hex."""
+
+    __tablename__ = "admin_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AuditEntry(Base):
+    """One admin write: who (token), what (method, path, resource id), when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    token_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    token_name: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(2048))
+    resource_id: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -20,7 +20,16 @@ Algorithm = Literal["round_robin", "least_request", "consistent_hash", "random"]
 HashOn = Literal["ip", "header", "cookie", "customer"]
 StatusCode = Annotated[int, Field(ge=100, le=599)]
 _HASH_KEY_RE = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,200}$"  # an HTTP token: a header or cookie name
-SUPPORTED_AUTH_MODES = ("none",)  # the column is a string: api_key / jwt arrive with customers and keys
+AuthMode = Literal["none", "api_key", "jwt"]
+JwtAlgorithm = Literal["HS256", "RS256", "ES256"]
+CustomerStatus = Literal["active", "suspended"]
+Role = Literal["admin", "viewer"]
+HeaderName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
+QueryName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._~-]+$")]
+ClaimName = Annotated[str, Field(min_length=1, max_length=100)]
+# Imported keys: printable, header- and URL-safe characters only (they travel in a header or a query).
+ImportedKey = Annotated[str, Field(min_length=20, max_length=128, pattern=r"^[A-Za-z0-9._~+/=-]+$")]
+Email = Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\- ]*$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Weight = Annotated[int, Field(ge=0, le=1000)]
@@ -72,12 +81,6 @@ def _methods(value: list[str] | None) -> list[str] | None:
     if unknown:
         raise ValueError(f"unknown HTTP method(s): {', '.join(unknown)}")
     return [m for m in HTTP_METHODS if m in upper]  # canonical order: identical sets hash identically
-
-
-def _auth(value: str | None) -> str | None:
-    if value is not None and value not in SUPPORTED_AUTH_MODES:
-        raise ValueError(f"auth mode {value!r} is not supported yet (supported: {', '.join(SUPPORTED_AUTH_MODES)})")
-    return value
 
 
 def _target_host(value: str | None) -> str | None:
@@ -237,26 +240,42 @@ class ApiCreate(_In):
     name: Name
     hosts: list[str] = Field(default_factory=list, max_length=100)
     base_path: str = "/"
-    auth: str = "none"
+    auth: AuthMode = "none"
     strip_base_path: bool = True
     max_body_bytes: BodyLimit | None = None
+    key_header: HeaderName = "x-api-key"
+    key_query: QueryName | None = None
+    strip_credential: bool = True
+    jwt_algorithms: list[JwtAlgorithm] = Field(default_factory=list, max_length=3)
+    jwt_secret: str | None = Field(default=None, min_length=32, max_length=4096)
+    jwt_public_key: str | None = Field(default=None, max_length=16384)
+    jwt_issuer: str | None = Field(default=None, max_length=1024)
+    jwt_audience: str | None = Field(default=None, max_length=1024)
+    jwt_customer_claim: ClaimName = "sub"
 
     _check_hosts = field_validator("hosts")(_hosts)
     _check_base_path = field_validator("base_path")(_base_path)
-    _check_auth = field_validator("auth")(_auth)
 
 
 class ApiUpdate(_In):
     name: Name | None = None
     hosts: list[str] | None = Field(default=None, max_length=100)
     base_path: str | None = None
-    auth: str | None = None
+    auth: AuthMode | None = None
     strip_base_path: bool | None = None
     max_body_bytes: BodyLimit | None = None  # explicit null clears the limit
+    key_header: HeaderName | None = None
+    key_query: QueryName | None = None  # explicit null: the key comes from key_header again
+    strip_credential: bool | None = None
+    jwt_algorithms: list[JwtAlgorithm] | None = Field(default=None, max_length=3)
+    jwt_secret: str | None = Field(default=None, min_length=32, max_length=4096)
+    jwt_public_key: str | None = Field(default=None, max_length=16384)
+    jwt_issuer: str | None = Field(default=None, max_length=1024)
+    jwt_audience: str | None = Field(default=None, max_length=1024)
+    jwt_customer_claim: ClaimName | None = None
 
     _check_hosts = field_validator("hosts")(_hosts)
     _check_base_path = field_validator("base_path")(_base_path)
-    _check_auth = field_validator("auth")(_auth)
 
 
 class ApiPublic(_Out):
@@ -267,6 +286,15 @@ class ApiPublic(_Out):
     auth: str
     strip_base_path: bool
     max_body_bytes: int | None
+    key_header: str
+    key_query: str | None
+    strip_credential: bool
+    jwt_algorithms: list[str]
+    jwt_secret_set: bool  # the secret itself is never returned
+    jwt_public_key: str | None
+    jwt_issuer: str | None
+    jwt_audience: str | None
+    jwt_customer_claim: str
     created_at: datetime
     updated_at: datetime
 
@@ -321,7 +349,8 @@ class ConfigPublic(BaseModel):
 
 class NodeStatusIn(BaseModel):
     """What a worker reports.  Unknown fields are ignored (newer workers may send more); long text
-    is truncated rather than refused, because a status report should never bounce."""
+    is truncated rather than refused, because a status report should never bounce.  ``keys_used``
+    maps key id -> last use (epoch seconds) since the previous report."""
 
     hostname: str = ""
     version: str = ""
@@ -330,6 +359,7 @@ class NodeStatusIn(BaseModel):
     last_error: str | None = None
     pid: int | None = Field(default=None, ge=0)
     targets: dict[Annotated[str, Field(max_length=64)], TargetHealth] | None = Field(default=None, max_length=10000)
+    keys_used: dict[str, Annotated[int, Field(ge=0, le=253402300799)]] | None = Field(default=None, max_length=100_000)
 
     @field_validator("hostname", "version", "last_error", mode="after")
     @classmethod
@@ -368,3 +398,93 @@ class ImportResult(BaseModel):
     changed: bool = Field(description="false: the document matches the API exactly; nothing was written")
     dry_run: bool
     diff: ImportDiff
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+# ---------------------------------------------------------------------------- customers and keys
+
+
+class CustomerCreate(_In):
+    name: Name
+    email: Email | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    status: CustomerStatus = "active"
+    api_ids: list[Annotated[str, Field(min_length=1, max_length=36)]] = Field(default_factory=list, max_length=1000)
+
+
+class CustomerUpdate(_In):
+    name: Name | None = None
+    email: Email | None = None  # explicit null clears it
+    metadata: dict[str, Any] | None = None
+    status: CustomerStatus | None = None
+    api_ids: list[Annotated[str, Field(min_length=1, max_length=36)]] | None = Field(default=None, max_length=1000)
+
+
+class CustomerPublic(BaseModel):
+    id: str
+    name: str
+    email: str | None
+    metadata: dict[str, Any]
+    status: str
+    api_ids: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class KeyCreate(_In):
+    name: str | None = Field(default=None, max_length=200)
+    expires_at: datetime | None = None
+    key: ImportedKey | None = None  # import an existing key value (migration); omitted: one is generated
+
+
+class KeyRotate(_In):
+    grace_seconds: int = Field(default=0, ge=0, le=30 * 86400)
+
+
+class KeyPublic(BaseModel):
+    id: str
+    customer_id: str
+    prefix: str
+    name: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    status: Literal["active", "revoked", "expired"]
+
+
+class KeyIssued(KeyPublic):
+    key: str  # shown in this response only; the control plane keeps sha256(key)
+
+
+# ---------------------------------------------------------------------------- admin access
+
+
+class AdminTokenCreate(_In):
+    name: Name
+    role: Role
+
+
+class AdminTokenPublic(_Out):
+    id: str
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class AdminTokenIssued(AdminTokenPublic):
+    token: str  # shown in this response only
+
+
+class AuditPublic(_Out):
+    id: int
+    at: datetime
+    token_id: str | None
+    token_name: str
+    method: str
+    path: str
+    resource_id: str | None

@@ -21,6 +21,7 @@ DEFAULT_ADMIN_PORT = 8001
 DEFAULT_POLL_INTERVAL = 0.25
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 CLUSTER_TOKEN_FILE = "cluster-token"
+ADMIN_TOKEN_FILE = "admin-token"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -37,6 +38,7 @@ class Settings:
     admin_host: str = DEFAULT_ADMIN_HOST
     admin_port: int = DEFAULT_ADMIN_PORT
     cluster_token: str | None = None
+    admin_token: str | None = None  # bootstrap: ensured to exist as an admin token at start-up
     revision_poll_interval: float = DEFAULT_POLL_INTERVAL
     migrate_on_start: bool = True
     node_purge_after: float = 3600.0  # seconds without a heartbeat before a node record is deleted
@@ -53,6 +55,7 @@ class Settings:
             admin_host=environ.get("TOLLGATE_ADMIN_HOST") or DEFAULT_ADMIN_HOST,
             admin_port=_int(environ, "TOLLGATE_ADMIN_PORT", DEFAULT_ADMIN_PORT, 1, 65535),
             cluster_token=environ.get("TOLLGATE_CLUSTER_TOKEN") or None,
+            admin_token=environ.get("TOLLGATE_ADMIN_TOKEN") or None,
             revision_poll_interval=_positive_float(environ, "TOLLGATE_REVISION_POLL_INTERVAL", DEFAULT_POLL_INTERVAL),
             migrate_on_start=_bool(environ, "TOLLGATE_MIGRATE_ON_START", True),
             node_purge_after=_positive_float(environ, "TOLLGATE_NODE_PURGE_AFTER", 3600.0),
@@ -84,20 +87,24 @@ def ensure_cluster_token(settings: Settings) -> str:
     """
     if settings.cluster_token:
         return settings.cluster_token
-    path = settings.data_dir / CLUSTER_TOKEN_FILE
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return ensure_secret_file(settings.data_dir / CLUSTER_TOKEN_FILE, "cluster token")[0]
+
+
+def ensure_secret_file(path: Path, what: str, prefix: str = "") -> tuple[str, bool]:
+    """The secret kept in ``path``, generated (mode 0600, ``O_EXCL``) when missing; and whether it was new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         token = path.read_text().strip()
         if not token:
-            raise SettingsError(f"{path} is empty; delete it to generate a new cluster token") from None
-        return token
-    token = secrets.token_urlsafe(32)
+            raise SettingsError(f"{path} is empty; delete it to generate a new {what}") from None
+        return token, False
+    token = prefix + secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
-    log.info("generated a new cluster token in %s", path)
-    return token
+    log.info("generated a new %s in %s", what, path)
+    return token, True
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:

@@ -9,6 +9,9 @@ and requests in flight keep the :class:`CompiledConfig` they started with.
 
 from __future__ import annotations
 
+import time
+
+from data_plane.auth import Authenticator, AuthTables, Clock, compile_auth, make_authenticator
 from data_plane.balancer import Balancer, make_balancer
 from data_plane.health import TargetState
 from data_plane.router import Router
@@ -87,9 +90,10 @@ class CompiledRoute:
         "connect_timeout",
         "read_timeout",
         "total_timeout",
+        "auth",
     )
 
-    def __init__(self, api: Api, route: Route, upstream: CompiledUpstream) -> None:
+    def __init__(self, api: Api, route: Route, upstream: CompiledUpstream, auth: Authenticator | None = None) -> None:
         self.id = route.id
         self.api_id = api.id
         self.api_name = api.name
@@ -101,10 +105,11 @@ class CompiledRoute:
         self.connect_timeout = route.connect_timeout or upstream.connect_timeout
         self.read_timeout = route.read_timeout or upstream.read_timeout
         self.total_timeout = route.total_timeout or upstream.total_timeout
+        self.auth = auth  # None: auth "none", the request path skips authentication entirely
 
 
 class CompiledConfig:
-    __slots__ = ("revision", "hash", "schema_version", "router", "upstreams", "pools", "states")
+    __slots__ = ("revision", "hash", "schema_version", "router", "upstreams", "pools", "states", "auth")
 
     def __init__(
         self,
@@ -113,6 +118,7 @@ class CompiledConfig:
         upstreams: dict[str, CompiledUpstream],
         pools: dict[tuple[str, int], ConnectionPool],
         states: dict[StateKey, TargetState],
+        auth: AuthTables | None = None,
     ) -> None:
         self.revision = snapshot.revision
         self.hash = snapshot.hash
@@ -121,12 +127,19 @@ class CompiledConfig:
         self.upstreams = upstreams
         self.pools = pools
         self.states = states
+        self.auth = auth
 
 
-def compile_snapshot(snapshot: Snapshot, previous: CompiledConfig | None = None) -> CompiledConfig:
+def compile_snapshot(
+    snapshot: Snapshot,
+    previous: CompiledConfig | None = None,
+    keys_used: dict[str, int] | None = None,
+    clock: Clock = time.time,
+) -> CompiledConfig:
     """Compile a validated snapshot. The previous config's pools (by host, port) and target states
     (by upstream id, host, port) are reused, so a config change drops neither warm upstream
-    connections nor in-flight counts and health verdicts."""
+    connections nor in-flight counts and health verdicts; ``keys_used`` (the worker's key last-use
+    record) likewise outlives the swap."""
     old_pools = previous.pools if previous is not None else {}
     old_states = previous.states if previous is not None else {}
     new_pools: dict[tuple[str, int], ConnectionPool] = {}
@@ -145,11 +158,14 @@ def compile_snapshot(snapshot: Snapshot, previous: CompiledConfig | None = None)
             targets.append(CompiledTarget(t.id, t.host, t.port, t.weight, pool, state))
         upstreams[u.id] = CompiledUpstream(u, targets)
 
+    tables = compile_auth(snapshot, keys_used, clock)
+    authenticators = {api.id: make_authenticator(api, tables) for api in snapshot.apis}
+
     def value_of(api: Api, route: Route) -> CompiledRoute:
-        return CompiledRoute(api, route, upstreams[route.upstream_id])
+        return CompiledRoute(api, route, upstreams[route.upstream_id], authenticators[api.id])
 
     router: Router[CompiledRoute] = Router(snapshot.apis, value_of)
-    return CompiledConfig(snapshot, router, upstreams, new_pools, new_states)
+    return CompiledConfig(snapshot, router, upstreams, new_pools, new_states, tables)
 
 
 def retired_pools(

@@ -22,6 +22,7 @@ import os
 from typing import TYPE_CHECKING
 
 from data_plane import errors
+from data_plane.auth import Denied
 from data_plane.compiler import HASH_COOKIE, HASH_CUSTOMER, HASH_HEADER, HASH_IP
 from data_plane.router import NotFound
 from data_plane.upstream import UpstreamConnection
@@ -34,7 +35,15 @@ if TYPE_CHECKING:
 _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade", b"trailer")
 )
-_SET_BY_GATEWAY_REQUEST = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+# x-customer-id / x-key-prefix are set by authentication only: a client-supplied one is spoofing.
+_SET_BY_GATEWAY_REQUEST = _HOP_BY_HOP | {
+    b"host",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-customer-id",
+    b"x-key-prefix",
+}
 _SET_BY_GATEWAY_RESPONSE = _HOP_BY_HOP | {b"x-request-id"}
 
 _VIA = b"via: 1.1 tollgate\r\n"
@@ -204,6 +213,15 @@ class Exchange:
             return
         route, rel_path = found
         self.route = route
+        inject = b""
+        if route.auth is not None:
+            res = route.auth.authenticate(self.headers, url, q)
+            if isinstance(res, Denied):
+                self.fail(res.status, res.message, res.extra)
+                return
+            # credential stripped; identity header lines to add; who is calling
+            self.headers, url, inject, customer_id = res
+            self.customer_id = customer_id.encode()
         limit = route.max_body_bytes
         if limit is not None and (
             content_length is not None and int(content_length) > limit or self.body_bytes > limit
@@ -219,10 +237,10 @@ class Exchange:
         upstream_path = (rel_path if route.strip_base_path else path).encode("ascii")
         if q >= 0:
             upstream_path += url[q:]
-        self.head = self._build_head(upstream_path, host)
+        self.head = self._build_head(upstream_path, host, inject)
         self.forward()
 
-    def _build_head(self, upstream_path: bytes, host: bytes) -> bytes:
+    def _build_head(self, upstream_path: bytes, host: bytes, inject: bytes = b"") -> bytes:
         """The request head minus the Host line (which depends on the target)."""
         skip = _SET_BY_GATEWAY_REQUEST
         connection_named: set[bytes] | None = None
@@ -254,6 +272,7 @@ class Exchange:
             b"\r\nx-request-id: ",
             self.request_id,
             b"\r\n",
+            inject,
             _VIA,
         )
         if te_trailers:

@@ -39,6 +39,8 @@ class Worker:
         self.last_error: str | None = None
         self.draining = False  # SIGTERM received: finish what is in flight, accept nothing new
         self.prober = Prober(lambda: self.config)
+        # key id -> last use (epoch s), written by the request path, shipped and emptied by the heartbeat
+        self.keys_used: dict[str, int] = {}
         self._servers: list[asyncio.Server] = []
 
     # ------------------------------------------------------------------ config
@@ -47,7 +49,7 @@ class Worker:
         """Validate, compile and swap in a snapshot; raises SnapshotError/ValueError and keeps the old one."""
         snapshot.validate()
         old = self.config
-        compiled = compile_snapshot(snapshot, old)
+        compiled = compile_snapshot(snapshot, old, self.keys_used)
         self.config = compiled  # the swap: one reference assignment
         self.applied_at = time.time()
         self.last_error = None
@@ -110,7 +112,7 @@ class Worker:
             )
             self._servers.append(status)
         if s.control_plane_url and s.snapshot_file is None:
-            self.sync = ConfigSync(s, self.apply, self.status)
+            self.sync = ConfigSync(s, self.apply, self.status, self.keys_used)
             if self.config is not None:
                 self.sync.known_hash = self.config.hash
         log.info("worker %s listening on %s:%s (status %s:%s)", s.node_id, s.host, s.port, s.status_host, s.status_port)

@@ -24,13 +24,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"  # 1.1: balancing/health fields; 1.2: auth settings, customers, keys
 SUPPORTED_MAJOR = 1
 
 ALGORITHMS = ("round_robin", "least_request", "consistent_hash", "random")
 AUTH_MODES = ("none", "api_key", "jwt")
 HASH_ON = ("ip", "header", "cookie", "customer")
 PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
+JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
+CUSTOMER_STATUSES = ("active", "suspended")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
 # A path template: literal segments, `{name}` parameters, and an optional last `{name+}` greedy one.
@@ -110,6 +112,21 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiAuth:
+    """How an API authenticates its callers (``Api.auth`` says which mode is on)."""
+
+    key_header: str = "x-api-key"  # api_key: header carrying the key (lower case) ...
+    key_query: str | None = None  # ... or, when set, this query parameter instead
+    strip_credential: bool = True  # remove the key / Authorization header before forwarding
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_secret: str | None = None  # HS256 shared secret (config, so it travels with the snapshot)
+    jwt_public_key: str | None = None  # PEM, RS256 / ES256
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_customer_claim: str = "sub"  # the claim holding the customer id
+
+
+@dataclass(frozen=True, slots=True)
 class Api:
     id: str
     name: str
@@ -119,6 +136,26 @@ class Api:
     strip_base_path: bool = True
     max_body_bytes: int | None = None
     routes: tuple[Route, ...] = ()
+    auth_settings: ApiAuth = ApiAuth()
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: str
+    name: str
+    status: str = "active"
+    api_ids: tuple[str, ...] = ()  # APIs granted directly (sorted)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as the worker knows it: never the key itself, only its SHA-256."""
+
+    id: str
+    customer_id: str
+    key_hash: str  # sha256(key) hex
+    prefix: str  # non-secret start of the key, for logs and the X-Key-Prefix header
+    expires_at: int | None = None  # epoch seconds; the worker compares it with its clock per request
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +163,8 @@ class Snapshot:
     revision: int
     upstreams: tuple[Upstream, ...] = ()
     apis: tuple[Api, ...] = ()
+    customers: tuple[Customer, ...] = ()
+    keys: tuple[ApiKey, ...] = ()
     schema_version: str = SCHEMA_VERSION
     generated_at: str = ""
     hash: str = field(default="")
@@ -133,8 +172,12 @@ class Snapshot:
     # ------------------------------------------------------------------ wire form
 
     def content(self) -> dict[str, Any]:
-        """The hashed part of the wire form: everything that changes what a worker does."""
-        return {
+        """The hashed part of the wire form: everything that changes what a worker does.
+
+        Fields added in 1.1 (auth settings, customers, keys) are left out while they hold their
+        defaults, so a 1.0 snapshot (a worker's cache file) keeps the hash it was sealed with.
+        """
+        doc: dict[str, Any] = {
             "schema_version": self.schema_version,
             "upstreams": [
                 {
@@ -172,10 +215,27 @@ class Snapshot:
                         }
                         for r in a.routes
                     ],
+                    **({} if a.auth_settings == _DEFAULT_AUTH else {"auth_settings": _auth_dict(a.auth_settings)}),
                 }
                 for a in self.apis
             ],
         }
+        if self.customers:
+            doc["customers"] = [
+                {"id": c.id, "name": c.name, "status": c.status, "api_ids": list(c.api_ids)} for c in self.customers
+            ]
+        if self.keys:
+            doc["keys"] = [
+                {
+                    "id": k.id,
+                    "customer_id": k.customer_id,
+                    "key_hash": k.key_hash,
+                    "prefix": k.prefix,
+                    "expires_at": k.expires_at,
+                }
+                for k in self.keys
+            ]
+        return doc
 
     def compute_hash(self) -> str:
         canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -187,6 +247,8 @@ class Snapshot:
             revision=self.revision,
             upstreams=self.upstreams,
             apis=self.apis,
+            customers=self.customers,
+            keys=self.keys,
             schema_version=self.schema_version,
             generated_at=self.generated_at,
             hash=self.compute_hash(),
@@ -224,10 +286,16 @@ class Snapshot:
             _upstream(u, f"upstreams[{i}]") for i, u in enumerate(_get(doc, "upstreams", list, "snapshot"))
         )
         apis = tuple(_api(a, f"apis[{i}]") for i, a in enumerate(_get(doc, "apis", list, "snapshot")))
+        customers = tuple(
+            _customer(c, f"customers[{i}]") for i, c in enumerate(_get(doc, "customers", list, "snapshot", []))
+        )
+        keys = tuple(_key(k, f"keys[{i}]") for i, k in enumerate(_get(doc, "keys", list, "snapshot", [])))
         snap = cls(
             revision=revision,
             upstreams=upstreams,
             apis=apis,
+            customers=customers,
+            keys=keys,
             schema_version=version,
             generated_at=str(doc.get("generated_at", "")),
             hash=str(doc.get("hash", "")),
@@ -248,6 +316,18 @@ class Snapshot:
             for j, r in enumerate(a.routes):
                 if r.upstream_id not in upstream_ids:
                     raise SnapshotError(f"apis[{i}].routes[{j}].upstream_id {r.upstream_id!r} names no upstream")
+        customer_ids = set()
+        for i, c in enumerate(self.customers):
+            if c.id in customer_ids:
+                raise SnapshotError(f"customers[{i}].id {c.id!r} is duplicated")
+            customer_ids.add(c.id)
+        hashes = set()
+        for i, k in enumerate(self.keys):
+            if k.customer_id not in customer_ids:
+                raise SnapshotError(f"keys[{i}].customer_id {k.customer_id!r} names no customer")
+            if k.key_hash in hashes:
+                raise SnapshotError(f"keys[{i}].key_hash is duplicated")
+            hashes.add(k.key_hash)
 
 
 def check_schema_version(version: str) -> None:
@@ -514,6 +594,10 @@ def _api(doc: Any, where: str) -> Api:
     if not all(isinstance(h, str) and h for h in hosts):
         raise SnapshotError(f"{where}.hosts must be non-empty strings")
     max_body = _get(doc, "max_body_bytes", int, where, None)
+    auth_doc = _get(doc, "auth_settings", dict, where, None)
+    auth_settings = _DEFAULT_AUTH if auth_doc is None else _api_auth(auth_doc, f"{where}.auth_settings")
+    if auth == "jwt" and not auth_settings.jwt_algorithms:
+        raise SnapshotError(f"{where}.auth_settings.jwt_algorithms is empty for a jwt api")
     routes = tuple(_route(r, f"{where}.routes[{i}]") for i, r in enumerate(_get(doc, "routes", list, where, [])))
     return Api(
         id=_get(doc, "id", str, where),
@@ -524,4 +608,73 @@ def _api(doc: Any, where: str) -> Api:
         strip_base_path=_get(doc, "strip_base_path", bool, where, True),
         max_body_bytes=max_body,
         routes=routes,
+        auth_settings=auth_settings,
+    )
+
+
+_DEFAULT_AUTH = ApiAuth()
+_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _auth_dict(a: ApiAuth) -> dict[str, Any]:
+    return {
+        "key_header": a.key_header,
+        "key_query": a.key_query,
+        "strip_credential": a.strip_credential,
+        "jwt_algorithms": list(a.jwt_algorithms),
+        "jwt_secret": a.jwt_secret,
+        "jwt_public_key": a.jwt_public_key,
+        "jwt_issuer": a.jwt_issuer,
+        "jwt_audience": a.jwt_audience,
+        "jwt_customer_claim": a.jwt_customer_claim,
+    }
+
+
+def _api_auth(doc: dict[str, Any], where: str) -> ApiAuth:
+    algorithms = _get(doc, "jwt_algorithms", list, where, [])
+    for alg in algorithms:
+        if alg not in JWT_ALGORITHMS:
+            raise SnapshotError(f"{where}.jwt_algorithms: {alg!r} is not one of {', '.join(JWT_ALGORITHMS)}")
+    header = _get(doc, "key_header", str, where, "x-api-key")
+    if not header:
+        raise SnapshotError(f"{where}.key_header is empty")
+    return ApiAuth(
+        key_header=header.lower(),
+        key_query=_get(doc, "key_query", str, where, None) or None,
+        strip_credential=_get(doc, "strip_credential", bool, where, True),
+        jwt_algorithms=tuple(algorithms),
+        jwt_secret=_get(doc, "jwt_secret", str, where, None),
+        jwt_public_key=_get(doc, "jwt_public_key", str, where, None),
+        jwt_issuer=_get(doc, "jwt_issuer", str, where, None),
+        jwt_audience=_get(doc, "jwt_audience", str, where, None),
+        jwt_customer_claim=_get(doc, "jwt_customer_claim", str, where, "sub") or "sub",
+    )
+
+
+def _customer(doc: Any, where: str) -> Customer:
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"{where} must be an object")
+    status = _get(doc, "status", str, where, "active")
+    if status not in CUSTOMER_STATUSES:
+        raise SnapshotError(f"{where}.status {status!r} is not one of {', '.join(CUSTOMER_STATUSES)}")
+    api_ids = _get(doc, "api_ids", list, where, [])
+    if not all(isinstance(a, str) for a in api_ids):
+        raise SnapshotError(f"{where}.api_ids must be strings")
+    return Customer(
+        id=_get(doc, "id", str, where), name=_get(doc, "name", str, where), status=status, api_ids=tuple(api_ids)
+    )
+
+
+def _key(doc: Any, where: str) -> ApiKey:
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"{where} must be an object")
+    key_hash = _get(doc, "key_hash", str, where)
+    if not _HASH_RE.match(key_hash):
+        raise SnapshotError(f"{where}.key_hash must be 64 lower-case hex digits (sha256)")
+    return ApiKey(
+        id=_get(doc, "id", str, where),
+        customer_id=_get(doc, "customer_id", str, where),
+        key_hash=key_hash,
+        prefix=_get(doc, "prefix", str, where),
+        expires_at=_get(doc, "expires_at", int, where, None),
     )

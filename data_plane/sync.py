@@ -65,11 +65,13 @@ class ConfigSync:
         settings: WorkerSettings,
         apply: Callable[[Snapshot], None],
         status: Callable[[], dict[str, object]],
+        keys_used: dict[str, int] | None = None,
     ) -> None:
         assert settings.control_plane_url
         self.settings = settings
         self._apply = apply
         self._status = status
+        self._keys_used = keys_used if keys_used is not None else {}  # the worker's, shared with the key tables
         self.known_hash = ""
         self.last_error: str | None = None
         self.connected = False
@@ -173,7 +175,17 @@ class ConfigSync:
             self._status_changed.clear()
             body = dict(self._status())
             body["last_error"] = self.last_error
+            keys_used = dict(self._keys_used)
+            self._keys_used.clear()
+            if keys_used:
+                body["keys_used"] = keys_used
             try:
-                await self._client.post(f"/cluster/v1/nodes/{self.settings.node_id}/status", json=body)
+                resp = await self._client.post(f"/cluster/v1/nodes/{self.settings.node_id}/status", json=body)
+                delivered = resp.status_code < 300
             except httpx.HTTPError:
-                pass  # the poll loop logs reachability; status is best effort
+                delivered = False  # the poll loop logs reachability; status is best effort
+            if not delivered:
+                # Undelivered last-use goes back for the next heartbeat, keeping the newer time per key.
+                for key_id, ts in keys_used.items():
+                    if ts > self._keys_used.get(key_id, 0):
+                        self._keys_used[key_id] = ts

@@ -57,7 +57,7 @@ def register_demo(admin_url: str, demo_port: int, headers: dict[str, str] | None
 def run_embedded(*, workers: int, port: int, admin_port: int, demo_port: int, data_dir: Path) -> int:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    from control_plane.settings import Settings, ensure_cluster_token
+    from control_plane.settings import ADMIN_TOKEN_FILE, Settings, ensure_cluster_token, ensure_secret_file
 
     env_base = {
         "TOLLGATE_DATA_DIR": str(data_dir),
@@ -67,6 +67,14 @@ def run_embedded(*, workers: int, port: int, admin_port: int, demo_port: int, da
     }
     settings = Settings.from_env({**os.environ, **env_base})
     token = ensure_cluster_token(settings)
+    # The admin token: TOLLGATE_ADMIN_TOKEN if set, else generated once into <data_dir>/admin-token (0600).
+    admin_token_file = data_dir / ADMIN_TOKEN_FILE
+    if settings.admin_token:
+        admin_token, new_admin_token = settings.admin_token, False
+    else:
+        admin_token, new_admin_token = ensure_secret_file(admin_token_file, "admin token", prefix="tga_")
+    env_base["TOLLGATE_ADMIN_TOKEN"] = admin_token
+    admin_headers = {"authorization": f"Bearer {admin_token}"}
     admin_url = f"http://127.0.0.1:{admin_port}"
 
     sup = Supervisor()
@@ -78,7 +86,7 @@ def run_embedded(*, workers: int, port: int, admin_port: int, demo_port: int, da
 
         marker = data_dir / DEMO_MARKER
         if not marker.exists():
-            register_demo(admin_url, demo_port)
+            register_demo(admin_url, demo_port, admin_headers)
             marker.write_text("1\n")
 
         worker_env = {
@@ -93,17 +101,26 @@ def run_embedded(*, workers: int, port: int, admin_port: int, demo_port: int, da
         sup.stop()
         return 1
 
+    token_source = "$TOLLGATE_ADMIN_TOKEN" if settings.admin_token else f"$(cat {admin_token_file})"
+    if settings.admin_token:
+        token_note = "admin token: the value of TOLLGATE_ADMIN_TOKEN\n"
+    elif new_admin_token:
+        token_note = f"admin token (shown once; kept in {admin_token_file}):\n  {admin_token}\n"
+    else:
+        token_note = f"admin token: in {admin_token_file}\n"
     print(
         f"""
 Tollgate is up (data in {data_dir}).
+{token_note}
   admin API   {admin_url}   (docs: {admin_url}/docs)
   traffic     http://127.0.0.1:{port}   ({workers} worker process{"es" if workers > 1 else ""})
   demo        http://127.0.0.1:{demo_port}   (echo backend)
 
 Try:
   curl localhost:{port}/demo/hello
-  curl {admin_url}/v1/apis
-  curl {admin_url}/v1/nodes
+  TOKEN={token_source}
+  curl -H "authorization: Bearer $TOKEN" {admin_url}/v1/apis
+  curl -H "authorization: Bearer $TOKEN" {admin_url}/v1/nodes
 
 Ctrl-C stops everything.
 """,

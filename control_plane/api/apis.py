@@ -14,7 +14,7 @@ router = APIRouter(prefix="/apis", tags=["apis"])
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_api(body: ApiCreate, w: Write) -> ApiPublic:
     row = svc.create_api(session=w.session, data=body)
-    w.commit()
+    w.commit(row.id)
     return ApiPublic.model_validate(row)
 
 
@@ -47,7 +47,7 @@ def delete_api(api_id: str, w: Write) -> Response:
 @router.post("/{api_id}/routes", status_code=status.HTTP_201_CREATED)
 def create_route(api_id: str, body: RouteCreate, w: Write) -> RoutePublic:
     row = svc.create_route(session=w.session, api_id=api_id, data=body)
-    w.commit()
+    w.commit(row.id)
     return RoutePublic.model_validate(row)
 
 

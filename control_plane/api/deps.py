@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane.services import admin as admin_svc
 from control_plane.snapshots.publish import SnapshotPublisher
 
 
@@ -29,12 +30,27 @@ def read_session(request: Request) -> Iterator[Session]:
 
 @dataclass(slots=True)
 class Writer:
-    """A session for one config write.  ``commit`` makes it durable and tells the publisher at once."""
+    """A session for one admin write.  ``commit`` adds the audit entry to the same transaction,
+    makes it durable and tells the publisher at once."""
 
     session: Session
     publisher: SnapshotPublisher
+    request: Request
 
-    def commit(self) -> None:
+    def commit(self, resource_id: str | None = None) -> None:
+        """``resource_id``: the row a POST created; otherwise the last id in the path is recorded."""
+        request = self.request
+        principal = getattr(request.state, "principal", None)
+        if principal is not None:
+            if resource_id is None and request.path_params:
+                resource_id = str(list(request.path_params.values())[-1])
+            admin_svc.record_write(
+                session=self.session,
+                who=principal,
+                method=request.method,
+                path=request.url.path,
+                resource_id=resource_id,
+            )
         self.session.commit()
         self.publisher.notify()
 
@@ -42,7 +58,7 @@ class Writer:
 def writer(request: Request) -> Iterator[Writer]:
     # Leaving the block without commit() (a domain error, anything) rolls the transaction back.
     with request.app.state.sessions() as session:
-        yield Writer(session=session, publisher=get_publisher(request))
+        yield Writer(session=session, publisher=get_publisher(request), request=request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +69,7 @@ class PageParams:
 
 def page_params(
     limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
-    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="items to skip")] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from control_plane.errors import Conflict, Invalid, InvalidDocument, NotFound, Unavailable
+from control_plane.schemas import ErrorDetail
+
+# Declared on every /v1 operation so clients (and schemathesis) know the shapes of the domain errors.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "the request body could not be parsed"},
+    404: {"model": ErrorDetail, "description": "a resource named in the path does not exist"},
+    409: {"model": ErrorDetail, "description": "the write would duplicate or orphan something"},
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -85,10 +85,10 @@ async def import_api(
     def run() -> tuple[ImportResult, int]:
         validated = docs.validate(document)
         with sessions() as session:
-            w = Writer(session=session, publisher=publisher)
+            w = Writer(session=session, publisher=publisher, request=request)
             outcome = svc.import_document(session=session, document=validated, upstream=upstream, dry_run=dry)
             if outcome.changed and not dry:
-                w.commit()
+                w.commit(outcome.api.id if outcome.api is not None else None)
             result = ImportResult(
                 api=ApiPublic.model_validate(outcome.api) if outcome.api is not None else None,
                 created=outcome.created and not dry,

@@ -26,7 +26,7 @@ router = APIRouter(prefix="/upstreams", tags=["upstreams"])
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_upstream(body: UpstreamCreate, w: Write) -> UpstreamPublic:
     row = svc.create_upstream(session=w.session, data=body)
-    w.commit()
+    w.commit(row.id)
     return UpstreamPublic.model_validate(row)
 
 
@@ -76,7 +76,7 @@ def delete_upstream(upstream_id: str, w: Write) -> Response:
 @router.post("/{upstream_id}/targets", status_code=status.HTTP_201_CREATED)
 def create_target(upstream_id: str, body: TargetCreate, w: Write) -> TargetPublic:
     row = svc.create_target(session=w.session, upstream_id=upstream_id, data=body)
-    w.commit()
+    w.commit(row.id)
     return TargetPublic.model_validate(row)
 
 

@@ -22,7 +22,7 @@ from control_plane.services.common import apply_patch, integrity_as_conflict, pa
 from control_plane.services.revision import bump_revision
 from data_plane.snapshot import split_template
 
-_API_NULLABLE = frozenset({"max_body_bytes"})
+_API_NULLABLE = frozenset({"max_body_bytes", "key_query", "jwt_secret", "jwt_public_key", "jwt_issuer", "jwt_audience"})
 
 
 def list_apis(*, session: Session, limit: int, offset: int) -> tuple[list[Api], int]:
@@ -41,6 +41,7 @@ def create_api(*, session: Session, data: ApiCreate) -> Api:
     _check_api_name_free(session, data.name)
     _check_api_overlap(session, data.base_path, data.hosts, exclude_id=None)
     api = Api(**data.model_dump())
+    check_auth_settings(api)
     session.add(api)
     with integrity_as_conflict(f"api name {data.name!r} is already used"):
         session.flush()
@@ -57,6 +58,7 @@ def update_api(*, session: Session, api_id: str, data: ApiUpdate) -> Api:
     hosts = changes["hosts"] if changes.get("hosts") is not None else api.hosts
     _check_api_overlap(session, base_path, hosts, exclude_id=api.id)
     apply_patch(api, changes, nullable=_API_NULLABLE)
+    check_auth_settings(api)
     with integrity_as_conflict("api name is already used"):
         session.flush()
     return api
@@ -66,6 +68,32 @@ def delete_api(*, session: Session, api_id: str) -> None:
     bump_revision(session)
     session.delete(get_api(session=session, api_id=api_id))  # routes go with it (FK ON DELETE CASCADE)
     session.flush()
+
+
+def check_auth_settings(api: Api) -> None:
+    """The settings the API's auth mode needs are present and usable (checked on the merged row)."""
+    if api.auth != "jwt":
+        return
+    algorithms = list(api.jwt_algorithms or [])
+    if not algorithms:
+        raise Invalid("jwt_algorithms", "auth jwt needs at least one of HS256, RS256, ES256")
+    if "HS256" in algorithms and not api.jwt_secret:
+        raise Invalid("jwt_secret", "HS256 needs jwt_secret")
+    asymmetric = [a for a in algorithms if a != "HS256"]
+    if asymmetric:
+        if not api.jwt_public_key:
+            raise Invalid("jwt_public_key", f"{asymmetric[0]} needs jwt_public_key (PEM)")
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        try:
+            key = load_pem_public_key(api.jwt_public_key.encode())
+        except (ValueError, TypeError, UnicodeError):
+            raise Invalid("jwt_public_key", "jwt_public_key is not a PEM public key") from None
+        wanted = {"RS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey}
+        for alg in asymmetric:
+            if not isinstance(key, wanted[alg]):
+                raise Invalid("jwt_public_key", f"jwt_public_key is not a key for {alg}")
 
 
 def _check_api_name_free(session: Session, name: str) -> None:

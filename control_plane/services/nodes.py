@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from control_plane.models import Node, Target, utcnow
 from control_plane.schemas import NodeStatusIn
 from control_plane.services.common import paginate
+from control_plane.services.customers import record_key_use
 
 STALE_AFTER = timedelta(seconds=30)
 
@@ -35,10 +36,12 @@ def touch_node(*, session: Session, node_id: str, hostname: str | None, version:
 
 def record_status(*, session: Session, node_id: str, status: NodeStatusIn) -> None:
     node = _get_or_new(session, node_id)
-    for name, value in status.model_dump().items():
+    for name, value in status.model_dump(exclude={"keys_used"}).items():
         setattr(node, name, value)
     node.last_seen = utcnow()
     session.flush()
+    if status.keys_used:
+        record_key_use(session=session, keys_used=status.keys_used)
 
 
 def list_nodes(*, session: Session, current_hash: str, limit: int, offset: int) -> tuple[list[NodeView], int]:

@@ -6,6 +6,7 @@ identical database content always yields the identical content hash.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from control_plane import models
 from control_plane.services.revision import current_revision
-from data_plane.snapshot import Api, HealthCheck, Passive, Route, Snapshot, Target, Upstream
+from data_plane.snapshot import Api, ApiAuth, ApiKey, Customer, HealthCheck, Passive, Route, Snapshot, Target, Upstream
 
 
 def build_snapshot(session: Session) -> Snapshot:
@@ -64,6 +65,7 @@ def build_snapshot(session: Session) -> Snapshot:
             auth=a.auth,
             strip_base_path=a.strip_base_path,
             max_body_bytes=a.max_body_bytes,
+            auth_settings=_auth_settings(a),
             routes=tuple(
                 Route(
                     id=r.id,
@@ -79,8 +81,31 @@ def build_snapshot(session: Session) -> Snapshot:
         )
         for a in api_rows
     )
+    customer_rows = session.execute(
+        select(models.Customer).options(selectinload(models.Customer.grants)).order_by(models.Customer.id)
+    ).scalars()
+    customers = tuple(
+        Customer(id=c.id, name=c.name, status=c.status, api_ids=tuple(sorted(g.api_id for g in c.grants)))
+        for c in customer_rows
+    )
+    # Only keys that can still work: revoked ones leave the snapshot, expiry is enforced by the worker.
+    key_rows = session.execute(
+        select(models.ApiKey).where(models.ApiKey.revoked_at.is_(None)).order_by(models.ApiKey.key_hash)
+    ).scalars()
+    keys = tuple(
+        ApiKey(
+            id=k.id,
+            customer_id=k.customer_id,
+            key_hash=k.key_hash,
+            prefix=k.prefix,
+            expires_at=math.ceil(k.expires_at.timestamp()) if k.expires_at is not None else None,
+        )
+        for k in key_rows
+    )
     generated_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return Snapshot(revision=revision, upstreams=upstreams, apis=apis, generated_at=generated_at).sealed()
+    return Snapshot(
+        revision=revision, upstreams=upstreams, apis=apis, customers=customers, keys=keys, generated_at=generated_at
+    ).sealed()
 
 
 def _health_check(doc: dict[str, Any] | None) -> HealthCheck | None:
@@ -109,4 +134,18 @@ def _passive(doc: dict[str, Any] | None) -> Passive | None:
         base_ejection_time=float(doc.get("base_ejection_time", d.base_ejection_time)),
         max_ejection_time=float(doc.get("max_ejection_time", d.max_ejection_time)),
         max_ejection_percent=int(doc.get("max_ejection_percent", d.max_ejection_percent)),
+    )
+
+
+def _auth_settings(a: models.Api) -> ApiAuth:
+    return ApiAuth(
+        key_header=a.key_header.lower(),
+        key_query=a.key_query,
+        strip_credential=a.strip_credential,
+        jwt_algorithms=tuple(a.jwt_algorithms or ()),
+        jwt_secret=a.jwt_secret,
+        jwt_public_key=a.jwt_public_key,
+        jwt_issuer=a.jwt_issuer,
+        jwt_audience=a.jwt_audience,
+        jwt_customer_claim=a.jwt_customer_claim,
     )

@@ -24,6 +24,7 @@ import httpx
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
+ADMIN_TOKEN = "test-admin-token-for-the-harness"
 
 
 def free_port() -> int:
@@ -147,6 +148,7 @@ class Cluster:
             "TOLLGATE_ADMIN_HOST": "127.0.0.1",
             "TOLLGATE_ADMIN_PORT": str(port),
             "TOLLGATE_CLUSTER_TOKEN": cluster_token,
+            "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN,
             "TOLLGATE_REVISION_POLL_INTERVAL": "0.1",
             **(extra_env or {}),
         }
@@ -221,11 +223,14 @@ class ControlPlane:
     proc: Proc
     env: dict[str, str]
 
+    admin_token: str = ADMIN_TOKEN
+
     def admin(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10.0)
+        return httpx.Client(base_url=self.url, timeout=10.0, headers={"authorization": f"Bearer {self.admin_token}"})
 
     def revision(self) -> int:
-        return int(httpx.get(f"{self.url}/v1/config", timeout=5.0).json()["revision"])
+        with self.admin() as admin:
+            return int(admin.get("/v1/config").json()["revision"])
 
 
 @dataclass

@@ -33,6 +33,8 @@ with warnings.catch_warnings():
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CLUSTER_TOKEN = "test-cluster-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def postgres_base_url() -> URL:
@@ -163,6 +165,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         data_dir=tmp_path / "data",
         cluster_token=CLUSTER_TOKEN,
+        admin_token=ADMIN_TOKEN,
         revision_poll_interval=0.05,
         # The fixture databases are already at head; start-up migration is covered by test_migrations
         # and by the replica processes.
@@ -172,7 +175,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    # Every admin call in these tests authenticates with the bootstrap admin token.
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as test_client:
         yield test_client
 
 

@@ -1,0 +1,288 @@
+"""Authentication on the request path: API keys and JWTs -> customer, compiled once per snapshot.
+
+:func:`compile_auth` turns the snapshot's customers and keys into :class:`AuthTables` (``sha256 hex
+-> KeyEntry``) and :func:`make_authenticator` builds one authenticator per API (``None`` for
+``auth: none``, so that path does no work at all).  Per request an API key costs one
+``hashlib.sha256(value).hexdigest()``, one dict lookup, a clock read for the expiry and a frozenset
+membership test for the grant; a JWT costs one PyJWT ``decode`` with a key object built here.
+
+``authenticate(headers, url, q)`` returns either a prebuilt :class:`Denied` (status, message and
+extra header bytes for ``errors.error_response``) or a tuple ``(headers, url, inject, customer_id)``: the request
+headers and URL to forward (credential removed when ``strip_credential``) and the header lines to
+add (``x-customer-id``, ``x-key-prefix``), built at compile time.  Messages never contain the
+credential.
+
+Expiry is compiled into the key table (``expires_at``, epoch seconds) and compared with the
+injected clock on every request, so a rotated key stops on time without waiting for a snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from data_plane.snapshot import Api, Snapshot
+
+log = logging.getLogger("tollgate.auth")
+
+Headers = list[tuple[bytes, bytes]]
+Clock = Callable[[], float]
+_SAFE_HEADER_VALUE = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII: nothing a header could break on
+
+
+class Denied:
+    __slots__ = ("status", "message", "extra")
+
+    def __init__(self, status: int, message: str, extra: bytes = b"") -> None:
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+KEY_NOT_VALID = Denied(403, "API key is not valid")  # unknown or revoked (revoked keys are not shipped)
+KEY_EXPIRED = Denied(403, "API key has expired")
+CUSTOMER_SUSPENDED = Denied(403, "customer is suspended")
+NOT_GRANTED = Denied(403, "customer is not granted this API")
+UNKNOWN_CUSTOMER = Denied(403, "token names no known customer")
+
+
+class CustomerEntry:
+    __slots__ = ("id", "active", "api_ids", "inject")
+
+    def __init__(self, id: str, active: bool, api_ids: frozenset[str]) -> None:
+        self.id = id
+        self.active = active
+        self.api_ids = api_ids
+        self.inject = b"x-customer-id: " + id.encode() + b"\r\n"
+
+
+class KeyEntry:
+    __slots__ = ("id", "customer", "prefix", "expires_at", "inject")
+
+    def __init__(self, id: str, customer: CustomerEntry, prefix: str, expires_at: int | None) -> None:
+        self.id = id
+        self.customer = customer
+        self.prefix = prefix
+        self.expires_at = expires_at
+        self.inject = customer.inject + b"x-key-prefix: " + prefix.encode() + b"\r\n"
+
+
+class AuthTables:
+    """Customers by id and keys by ``sha256(key)`` hex, plus where key last-use is recorded.
+
+    ``keys_used`` (key id -> epoch seconds) belongs to the worker and outlives config swaps; the
+    heartbeat ships and empties it.
+    """
+
+    __slots__ = ("customers", "keys", "keys_used", "clock")
+
+    def __init__(
+        self,
+        customers: dict[str, CustomerEntry],
+        keys: dict[str, KeyEntry],
+        keys_used: dict[str, int],
+        clock: Clock,
+    ) -> None:
+        self.customers = customers
+        self.keys = keys
+        self.keys_used = keys_used
+        self.clock = clock
+
+
+def compile_auth(snapshot: Snapshot, keys_used: dict[str, int] | None = None, clock: Clock = time.time) -> AuthTables:
+    customers: dict[str, CustomerEntry] = {}
+    for c in snapshot.customers:
+        if not _SAFE_HEADER_VALUE.match(c.id):
+            log.error("customer id %r cannot be sent in a header; its keys are disabled", c.id)
+            continue
+        customers[c.id] = CustomerEntry(c.id, c.status == "active", frozenset(c.api_ids))
+    keys: dict[str, KeyEntry] = {}
+    for k in snapshot.keys:
+        customer = customers.get(k.customer_id)
+        if customer is None:
+            continue
+        prefix = k.prefix if _SAFE_HEADER_VALUE.match(k.prefix) else "-"
+        keys[k.key_hash] = KeyEntry(k.id, customer, prefix, k.expires_at)
+    return AuthTables(customers, keys, keys_used if keys_used is not None else {}, clock)
+
+
+class ApiKeyAuth:
+    """``auth: api_key``: the key from a header (or a query parameter), looked up by its SHA-256."""
+
+    __slots__ = ("api_id", "tables", "header", "query", "strip", "missing")
+
+    def __init__(self, api: Api, tables: AuthTables) -> None:
+        s = api.auth_settings
+        self.api_id = api.id
+        self.tables = tables
+        self.header = s.key_header.lower().encode("latin-1")
+        self.query = s.key_query.encode("latin-1") if s.key_query else None
+        self.strip = s.strip_credential
+        where = f'query="{s.key_query}"' if s.key_query else f'header="{s.key_header}"'
+        self.missing = Denied(401, "API key required", f"www-authenticate: ApiKey {where}\r\n".encode("latin-1"))
+
+    def authenticate(self, headers: Headers, url: bytes, q: int) -> Denied | tuple[Headers, bytes, bytes, str]:
+        value: bytes | None = None
+        if self.query is None:
+            name = self.header
+            for n, v in headers:
+                if n == name:
+                    value = v
+                    break
+            if value is not None and self.strip:
+                headers = [h for h in headers if h[0] != name]
+        elif q >= 0:
+            value, url = self._from_query(url, q)
+        if not value:
+            return self.missing
+        tables = self.tables
+        entry = tables.keys.get(hashlib.sha256(value).hexdigest())
+        if entry is None:
+            return KEY_NOT_VALID
+        now = tables.clock()
+        if entry.expires_at is not None and now >= entry.expires_at:
+            return KEY_EXPIRED
+        customer = entry.customer
+        if not customer.active:
+            return CUSTOMER_SUSPENDED
+        if self.api_id not in customer.api_ids:
+            return NOT_GRANTED
+        tables.keys_used[entry.id] = int(now)
+        return headers, url, entry.inject, customer.id
+
+    def _from_query(self, url: bytes, q: int) -> tuple[bytes | None, bytes]:
+        name = self.query
+        value: bytes | None = None
+        kept: list[bytes] = []
+        for part in url[q + 1 :].split(b"&"):
+            k, eq, v = part.partition(b"=")
+            if k == name:
+                if value is None:
+                    value = unquote_to_bytes(v) if b"%" in v or b"+" in v else v
+                continue
+            kept.append(part)
+        if value is None or not self.strip:
+            return value, url
+        return value, url[:q] + (b"?" + b"&".join(kept) if kept else b"")
+
+
+class JwtAuth:
+    """``auth: jwt``: ``Authorization: Bearer <jwt>``; signature, ``exp`` (required), ``nbf``, and
+    ``iss``/``aud`` when configured; the customer claim holds the customer id."""
+
+    __slots__ = (
+        "api_id",
+        "tables",
+        "keys",
+        "issuer",
+        "audience",
+        "claim",
+        "strip",
+        "missing",
+        "_jwt",
+        "_errors",
+        "_options",
+    )
+
+    def __init__(self, api: Api, tables: AuthTables) -> None:
+        import jwt  # only workers serving a jwt api pay for the import
+
+        s = api.auth_settings
+        self.api_id = api.id
+        self.tables = tables
+        self.issuer = s.jwt_issuer
+        self.audience = s.jwt_audience
+        self.claim = s.jwt_customer_claim
+        self.strip = s.strip_credential
+        self.missing = Denied(401, "bearer token required", b'www-authenticate: Bearer realm="tollgate"\r\n')
+        self._jwt = jwt.PyJWT(options={"require": ["exp"], "verify_iat": False})
+        # A token's "aud" is ignored unless the API names an audience (PyJWT would refuse it otherwise).
+        self._options: Any = {"verify_aud": s.jwt_audience is not None}
+        self._errors: tuple[type[Exception], ...] = (jwt.InvalidTokenError,)
+        # Key per algorithm, chosen by the token's own "alg" only among the configured ones, so an
+        # HMAC token can never be checked against the public key (algorithm confusion).
+        self.keys: dict[str, Any] = {}
+        for alg in s.jwt_algorithms:
+            if alg == "HS256" and s.jwt_secret:
+                self.keys[alg] = s.jwt_secret.encode()
+            elif alg in ("RS256", "ES256") and s.jwt_public_key:
+                self.keys[alg] = _load_public_key(s.jwt_public_key)
+
+    def authenticate(self, headers: Headers, url: bytes, q: int) -> Denied | tuple[Headers, bytes, bytes, str]:
+        token = b""
+        for n, v in headers:
+            if n == b"authorization":
+                scheme, _, rest = v.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    token = rest.strip()
+                break
+        if not token:
+            return self.missing
+        try:
+            claims = self._decode(token)
+        except self._errors as exc:
+            return Denied(403, f"invalid token: {_reason(exc)}")
+        customer_id = claims.get(self.claim)
+        customer = self.tables.customers.get(customer_id) if isinstance(customer_id, str) else None
+        if customer is None:
+            return UNKNOWN_CUSTOMER
+        if not customer.active:
+            return CUSTOMER_SUSPENDED
+        if self.api_id not in customer.api_ids:
+            return NOT_GRANTED
+        if self.strip:
+            headers = [h for h in headers if h[0] != b"authorization"]
+        return headers, url, customer.inject, customer.id
+
+    def _decode(self, token: bytes) -> dict[str, Any]:
+        import jwt
+
+        header = jwt.get_unverified_header(token)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.keys:
+            raise jwt.InvalidAlgorithmError("algorithm not allowed")
+        # iss / aud are checked only when configured (PyJWT skips a check whose expected value is None).
+        claims: dict[str, Any] = self._jwt.decode(
+            token, self.keys[alg], algorithms=[alg], audience=self.audience, issuer=self.issuer, options=self._options
+        )
+        return claims
+
+
+def _load_public_key(pem: str) -> Any:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    return load_pem_public_key(pem.encode())
+
+
+def _reason(exc: Exception) -> str:
+    # Fixed phrases by exception type: PyJWT messages could quote parts of the token.
+    import jwt
+
+    for typ, text in (
+        (jwt.ExpiredSignatureError, "expired"),
+        (jwt.ImmatureSignatureError, "not yet valid"),
+        (jwt.InvalidAudienceError, "wrong audience"),
+        (jwt.InvalidIssuerError, "wrong issuer"),
+        (jwt.InvalidSignatureError, "bad signature"),
+        (jwt.InvalidAlgorithmError, "algorithm not allowed"),
+        (jwt.MissingRequiredClaimError, "missing required claim"),
+    ):
+        if isinstance(exc, typ):
+            return text
+    return "malformed"
+
+
+Authenticator = ApiKeyAuth | JwtAuth
+
+
+def make_authenticator(api: Api, tables: AuthTables) -> Authenticator | None:
+    if api.auth == "api_key":
+        return ApiKeyAuth(api, tables)
+    if api.auth == "jwt":
+        return JwtAuth(api, tables)
+    return None
