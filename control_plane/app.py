@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from control_plane import migrate
-from control_plane.api import apis, cluster, config, upstreams
+from control_plane.api import apis, cluster, config, declarative, upstreams
 from control_plane.api.errors import install_error_handlers
 from control_plane.db import make_engine, make_session_factory
 from control_plane.settings import Settings, ensure_cluster_token
@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(upstreams.router)
     v1.include_router(apis.router)
     v1.include_router(config.router)
+    v1.include_router(declarative.router)
     app.include_router(v1)
     app.include_router(cluster.router)
     install_error_handlers(app)
