@@ -10,7 +10,9 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from tollgate.adminclient import AdminError
 
@@ -50,7 +52,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str 
     for c in columns:
         t.add_column(c, overflow="fold", no_wrap=c == "id")
     for row in rows:
-        t.add_row(*(cell(row.get(c)) for c in columns))
+        t.add_row(*(Text(cell(row.get(c))) for c in columns))  # Text: values are never markup
     return t
 
 
@@ -59,7 +61,7 @@ def record(item: dict[str, Any], columns: Sequence[str]) -> Table:
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for c in columns:
-        t.add_row(c, cell(item.get(c)))
+        t.add_row(c, Text(cell(item.get(c))))
     return t
 
 
@@ -72,4 +74,4 @@ def data(value: Any, output: Output) -> None:
 
 
 def error(exc: AdminError | str) -> None:
-    stderr().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    stderr().print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
