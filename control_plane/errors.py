@@ -3,7 +3,8 @@
     ControlPlaneError
      ├── NotFound   a resource named by id does not exist
      ├── Conflict   the write would duplicate or orphan something
-     ├── Invalid    a value is acceptable to the schema but not to the business rules (names a field)
+     ├── Invalid    a value is acceptable to the schema but not to the business rules (names a field,
+     │    │         or a full location such as ``("config", "apis", 1, "routes", 0, "upstream")``)
      │    └── InvalidDocument  an imported OpenAPI document is unusable (names JSON pointers into it)
      └── Unavailable  an optional capability (the SDK generator) is missing or failed to run
 
@@ -30,9 +31,10 @@ class Conflict(ControlPlaneError):
 
 
 class Invalid(ControlPlaneError):
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, loc: tuple[str | int, ...] | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.loc: tuple[str | int, ...] = loc if loc is not None else (field,)
 
 
 class InvalidDocument(Invalid):

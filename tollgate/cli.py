@@ -15,11 +15,16 @@ from typing import Annotated
 
 import typer
 
+from tollgate import cli_config, cli_resources
 from tollgate.cli_openapi import register as register_openapi_commands
 
 app = typer.Typer(help="Tollgate: an API gateway and load balancer.", no_args_is_help=True, add_completion=False)
 snapshot_app = typer.Typer(help="Config snapshots (the worker's input).", no_args_is_help=True)
 app.add_typer(snapshot_app, name="snapshot")
+
+# Admin commands over the admin API (their own modules; each registers its sub-commands here).
+cli_resources.register(app)
+cli_config.register(app)
 
 
 def _logging(level: str) -> None:

@@ -30,7 +30,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Invalid)
     async def _invalid(_request: Request, exc: Invalid) -> JSONResponse:
         # Same shape as FastAPI's request validation errors, so clients parse one format for 422.
-        detail = [{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}]
+        detail = [{"loc": ["body", *exc.loc], "msg": exc.message, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(InvalidDocument)

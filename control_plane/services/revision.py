@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from control_plane.models import CONFIG_STATE_ID, ConfigState, utcnow
+
+# session.info key: present while a one_revision() block is open; holds the revision once bumped.
+_ONE_REVISION = "tollgate.one_revision"
+
+
+@contextmanager
+def one_revision(session: Session) -> Iterator[None]:
+    """Many writes, one revision: inside the block only the first :func:`bump_revision` updates the row;
+    later calls return the same value.  The row lock taken by the first bump is held to the end of the
+    transaction, so the block stays serialised against other writers.  Used by the declarative apply,
+    which calls the ordinary service functions (each of which bumps) for every change.
+    """
+    if _ONE_REVISION in session.info:
+        yield  # nested: the outer block owns the revision
+        return
+    session.info[_ONE_REVISION] = None
+    try:
+        yield
+    finally:
+        session.info.pop(_ONE_REVISION, None)
 
 
 def bump_revision(session: Session) -> int:
@@ -14,6 +37,15 @@ def bump_revision(session: Session) -> int:
     ``revision = revision + 1`` is evaluated by the database under the row lock, so two replicas
     writing at once never lose a bump (a read-modify-write in Python would).
     """
+    if session.info.get(_ONE_REVISION) is not None:
+        return int(session.info[_ONE_REVISION])
+    new = _increment(session)
+    if _ONE_REVISION in session.info:
+        session.info[_ONE_REVISION] = new
+    return new
+
+
+def _increment(session: Session) -> int:
     stmt = (
         update(ConfigState)
         .where(ConfigState.id == CONFIG_STATE_ID)

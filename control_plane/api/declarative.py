@@ -1,0 +1,38 @@
+"""``/v1/config/apply``, ``/v1/config/export``, ``/v1/config/schema``: the declarative config.
+
+An apply is one transaction and at most one revision: committed only when something changed (and it
+is not a dry run), rolled back otherwise.  Errors name the place in the document
+(``loc: ["body", "config", "apis", 0, "routes", 1, "upstream"]``), so a client can point at the line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from control_plane.api.deps import ReadSession, Write
+from control_plane.config_document import ApplyRequest, ApplyResult, GatewayConfig, json_schema
+from control_plane.services import declarative as svc
+
+router = APIRouter(prefix="/config", tags=["config"])
+
+
+@router.post("/apply")
+def apply_config(body: ApplyRequest, w: Write) -> ApplyResult:
+    result = svc.apply_config(session=w.session, doc=body.config, prune=body.prune, dry_run=body.dry_run)
+    if result.changed:
+        w.commit()
+    else:
+        w.session.rollback()  # a dry run, or nothing to change: not even the revision moves
+    return result
+
+
+@router.get("/export")
+def export_config(session: ReadSession) -> GatewayConfig:
+    return svc.export_document(session=session)
+
+
+@router.get("/schema")
+def config_schema() -> dict[str, Any]:
+    return json_schema()

@@ -1,0 +1,101 @@
+"""The declarative config document (``gateway.yaml``) and the answer of an apply.
+
+Each resource model extends the admin API's ``XCreate`` DTO, so a field added to the API (and its
+validation) is part of the document at once.  Identity is by name; children are nested (targets in
+their upstream, routes in their API) and a route names its upstream by name.  Customers and usage
+plans slot in as further top-level lists of models built the same way (never key secrets).
+
+The published JSON Schema (``GET /v1/config/schema``, ``docs/gateway.schema.json``) is generated
+from :class:`GatewayConfig`; ``python -m control_plane.config_document`` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from control_plane.schemas import ApiCreate, Name, TargetCreate, UpstreamCreate, _methods, _template
+
+SCHEMA_ID = "https://tollgate.dev/schemas/gateway.schema.json"
+
+
+class TargetSpec(TargetCreate):
+    """A backend of an upstream; identity within the upstream: ``host:port``."""
+
+
+class UpstreamSpec(UpstreamCreate):
+    targets: list[TargetSpec] = Field(default_factory=list, description="the complete set of targets")
+
+
+class RouteSpec(BaseModel):
+    """A route of an API; identity within the API: path template + methods."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(max_length=2048, description="path template below the API's base path, e.g. /items/{id}")
+    methods: list[str] = Field(default_factory=list, description="empty: any method")
+    upstream: Name = Field(description="name of the upstream (in this file or already on the control plane)")
+
+    _check_path = field_validator("path")(_template)
+    _check_methods = field_validator("methods")(_methods)
+
+
+class ApiSpec(ApiCreate):
+    routes: list[RouteSpec] = Field(default_factory=list, description="the complete set of routes")
+
+
+class GatewayConfig(BaseModel):
+    """Desired state of the control plane.  Resources named here are described completely (fields left
+    out take their defaults; children not listed are removed); resources not named are left alone unless
+    the apply prunes."""
+
+    model_config = ConfigDict(extra="forbid", title="Tollgate gateway config")
+
+    version: Literal[1] = Field(default=1, description="document format version")
+    upstreams: list[UpstreamSpec] = Field(default_factory=list)
+    apis: list[ApiSpec] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- apply request / answer
+
+
+class ApplyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: GatewayConfig
+    prune: bool = Field(default=False, description="delete resources the document does not name")
+    dry_run: bool = Field(default=False, description="compute the changes only (what `tollgate diff` shows)")
+
+
+class Change(BaseModel):
+    action: Literal["create", "update", "delete"]
+    kind: str
+    address: str = Field(description="human-readable identity, e.g. `api orders / route /items/{id} [GET]`")
+    loc: list[str | int] | None = Field(description="where the resource is in the document (null for deletes)")
+    fields: list[str] = Field(description="fields that change (updates)")
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class ApplyResult(BaseModel):
+    changed: bool = Field(description="whether the control plane changed (never for a dry run)")
+    dry_run: bool
+    revision: int = Field(description="the config revision after the apply")
+    changes: list[Change]
+
+
+def json_schema() -> dict[str, Any]:
+    schema = GatewayConfig.model_json_schema(mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+
+
+def json_schema_text() -> str:
+    """The committed form (``docs/gateway.schema.json``): stable key order, trailing newline."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(json_schema_text())

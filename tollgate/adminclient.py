@@ -1,0 +1,123 @@
+"""A small synchronous client for the admin API (``/v1``), shared by every CLI command that talks to it.
+
+It knows the base URL, the bearer token and how errors look; nothing about resources.  Every failure
+becomes an :class:`AdminError` (connection problems included) whose ``str`` is what a person should
+read: ``404: upstream 'x' not found`` or, for validation errors, one ``field.path: message`` per line.
+The token is sent, never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8001"
+PAGE_SIZE = 500  # the admin API's maximum
+
+
+class AdminError(Exception):
+    """The admin API refused a request (``status`` set) or could not be reached (``status`` None)."""
+
+    def __init__(self, message: str, *, status: int | None = None, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+    def errors(self) -> list[tuple[list[str | int], str]]:
+        """Validation errors as ``(loc, message)`` (``loc`` without the leading ``"body"``); empty otherwise."""
+        if not isinstance(self.detail, list):
+            return []
+        out: list[tuple[list[str | int], str]] = []
+        for err in self.detail:
+            if isinstance(err, dict):
+                loc = list(err.get("loc") or [])
+                out.append((loc[1:] if loc[:1] == ["body"] else loc, str(err.get("msg", ""))))
+        return out
+
+
+def _message(status: int, reason: str, detail: Any) -> str:
+    if isinstance(detail, list):
+        lines = []
+        for err in detail:
+            if isinstance(err, dict):
+                loc = [str(p) for p in err.get("loc") or []]
+                lines.append(f"  {'.'.join(loc[1:] if loc[:1] == ['body'] else loc) or '(request)'}: {err.get('msg')}")
+            else:
+                lines.append(f"  {err}")
+        return f"{status} {reason}:\n" + "\n".join(lines)
+    return f"{status} {reason}: {detail}"
+
+
+class AdminClient:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or os.environ.get("TOLLGATE_ADMIN_URL") or DEFAULT_URL).rstrip("/")
+        token = token if token is not None else os.environ.get("TOLLGATE_ADMIN_TOKEN")
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """Send one request; the decoded JSON body (None for 204), or :class:`AdminError`."""
+        try:
+            response = self._http.request(method, path, json=json, params=params)
+        except httpx.HTTPError as exc:
+            raise AdminError(f"cannot reach the control plane at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text.strip() or response.reason_phrase
+            status = response.status_code
+            raise AdminError(_message(status, response.reason_phrase, detail), status=status, detail=detail)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise AdminError(f"{method} {path}: the control plane answered with something that is not JSON") from None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params or None)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, json=body)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, json=body)
+
+    def delete(self, path: str) -> None:
+        self.request("DELETE", path)
+
+    def iterate(self, path: str) -> Iterator[dict[str, Any]]:
+        """Every item of a paginated list (``{"items", "total", "limit", "offset"}``), page by page."""
+        offset = 0
+        while True:
+            page = self.get(path, limit=PAGE_SIZE, offset=offset)
+            items = page.get("items", [])
+            yield from items
+            offset += len(items)
+            if not items or offset >= int(page.get("total", 0)):
+                return
+
+    def list_all(self, path: str) -> list[dict[str, Any]]:
+        return list(self.iterate(path))

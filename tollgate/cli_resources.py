@@ -1,0 +1,277 @@
+"""``tollgate upstreams|targets|apis|routes|nodes list|get|create|update|delete`` over the admin API.
+
+Every command comes from one :class:`Resource` entry in :data:`RESOURCES`; adding customers, keys or
+usage plans is one more entry.  Resources are named by id or by their label (a name, ``host:port`` for
+targets, the path for routes).  Fields are given as ``KEY=VALUE``: the value is read as JSON when it
+parses (``port=8080``, ``strip_base_path=false``, ``hosts='["a.example"]'``) and as a string otherwise;
+list fields also take ``a,b``; a reference field takes a name (``upstream=orders-svc`` → ``upstream_id``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import typer
+
+from tollgate import render
+from tollgate.adminclient import AdminClient, AdminError
+from tollgate.render import Output
+
+Item = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str  # command name, plural
+    singular: str
+    path: str  # collection path; "{parent}" is the parent's id
+    columns: tuple[str, ...]  # table columns (a reference's label column is named after the reference)
+    label: Callable[[Item], str] = lambda item: str(item.get("name", item["id"]))
+    parent: str | None = None  # the parent resource's name: its label or id comes from --<parent singular>
+    refs: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # input name -> (resource, id field)
+    list_fields: frozenset[str] = frozenset()
+    children: tuple[str, ...] = ()  # resources shown with `get`
+    verbs: frozenset[str] = frozenset({"list", "get", "create", "update", "delete"})
+
+
+RESOURCES: dict[str, Resource] = {
+    r.name: r
+    for r in (
+        Resource(
+            "upstreams",
+            "upstream",
+            "/v1/upstreams",
+            ("id", "name", "algorithm", "connect_timeout", "read_timeout", "retries"),
+            children=("targets",),
+        ),
+        Resource(
+            "targets",
+            "target",
+            "/v1/upstreams/{parent}/targets",
+            ("id", "host", "port", "weight"),
+            label=lambda t: f"{t['host']}:{t['port']}",
+            parent="upstreams",
+        ),
+        Resource(
+            "apis",
+            "api",
+            "/v1/apis",
+            ("id", "name", "hosts", "base_path", "auth", "strip_base_path", "max_body_bytes"),
+            list_fields=frozenset({"hosts"}),
+            children=("routes",),
+        ),
+        Resource(
+            "routes",
+            "route",
+            "/v1/apis/{parent}/routes",
+            ("id", "methods", "path", "upstream"),
+            label=lambda r: str(r["path"]),
+            parent="apis",
+            refs={"upstream": ("upstreams", "upstream_id")},
+            list_fields=frozenset({"methods"}),
+        ),
+        Resource(
+            "nodes",
+            "node",
+            "/v1/nodes",
+            ("id", "hostname", "version", "revision", "in_sync", "stale", "last_seen", "last_error"),
+            label=lambda n: str(n["id"]),
+            verbs=frozenset({"list", "get"}),
+        ),
+    )
+}
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Admin API URL [TOLLGATE_ADMIN_URL]", show_default=False)]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", help="Admin token, sent as bearer [TOLLGATE_ADMIN_TOKEN]", show_default=False)
+]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table | json | yaml")]
+RefArg = Annotated[str, typer.Argument(help="id or name", show_default=False)]
+FieldsArg = Annotated[list[str] | None, typer.Argument(help="KEY=VALUE fields", show_default=False)]
+
+
+# ---------------------------------------------------------------------------- resolution
+
+
+def collection(client: AdminClient, res: Resource, parent_ref: str | None) -> str:
+    if res.parent is None:
+        return res.path
+    parent = RESOURCES[res.parent]
+    if not parent_ref:
+        raise AdminError(f"{res.name} belong to a parent {parent.singular}: give --{parent.singular} NAME|ID")
+    return res.path.format(parent=resolve(client, parent, parent_ref, None)["id"])
+
+
+def resolve(client: AdminClient, res: Resource, ref: str, parent_ref: str | None) -> Item:
+    """The item whose id or label is ``ref`` (labels must be unambiguous)."""
+    items = client.list_all(collection(client, res, parent_ref))
+    for item in items:
+        if item["id"] == ref:
+            return item
+    matches = [item for item in items if res.label(item) == ref]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise AdminError(f"{len(matches)} {res.name} are called {ref!r}; use the id")
+    raise AdminError(f"{res.singular} {ref!r} not found")
+
+
+def parse_fields(client: AdminClient, res: Resource, pairs: Sequence[str]) -> Item:
+    body: Item = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        if key in res.list_fields and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if key in res.refs and isinstance(value, str):
+            target, id_field = res.refs[key]
+            body[id_field] = resolve(client, RESOURCES[target], value, None)["id"]
+            continue
+        body[key] = value
+    return body
+
+
+def with_ref_labels(client: AdminClient, res: Resource, items: list[Item]) -> list[Item]:
+    """Add a label column per reference (``upstream`` next to ``upstream_id``) for tables."""
+    for key, (target, id_field) in res.refs.items():
+        target_res = RESOURCES[target]
+        labels = {t["id"]: target_res.label(t) for t in client.list_all(target_res.path)}
+        items = [{**i, key: labels.get(i.get(id_field), i.get(id_field))} for i in items]
+    return items
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _run(url: str | None, token: str | None, body: Callable[[AdminClient], None]) -> None:
+    try:
+        with AdminClient(url, token) as client:
+            body(client)
+    except AdminError as exc:
+        render.error(exc)
+        raise typer.Exit(1) from None
+
+
+def _show(client: AdminClient, res: Resource, item: Item, output: Output, parent_ref: str | None) -> None:
+    children = {}
+    for child_name in res.children:
+        child = RESOURCES[child_name]
+        children[child_name] = client.list_all(child.path.format(parent=item["id"]))
+    if output is not Output.table:
+        render.data({**item, **children}, output)
+        return
+    console = render.stdout()
+    console.print(render.record(with_ref_labels(client, res, [item])[0], res.columns))
+    for child_name, rows in children.items():
+        child = RESOURCES[child_name]
+        console.print(render.table(with_ref_labels(client, child, rows), child.columns, title=child_name))
+
+
+def build(res: Resource) -> typer.Typer:
+    app = typer.Typer(help=f"{res.name.capitalize()} on the control plane.", no_args_is_help=True)
+    parent = RESOURCES[res.parent] if res.parent else None
+    ParentOpt = Annotated[
+        str | None,
+        typer.Option(
+            f"--{parent.singular}" if parent else "--parent",
+            help=f"the {parent.singular} (name or id)" if parent else "",
+            hidden=parent is None,
+            show_default=False,
+        ),
+    ]
+
+    def list_(
+        parent_ref: str | None = None, url: str | None = None, token: str | None = None, output: Output = Output.table
+    ) -> None:
+        def body(client: AdminClient) -> None:
+            items = client.list_all(collection(client, res, parent_ref))
+            if output is Output.table:
+                render.stdout().print(render.table(with_ref_labels(client, res, items), res.columns))
+            else:
+                render.data(items, output)
+
+        _run(url, token, body)
+
+    def get(
+        ref: str,
+        parent_ref: str | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        output: Output = Output.table,
+    ) -> None:
+        _run(url, token, lambda c: _show(c, res, resolve(c, res, ref, parent_ref), output, parent_ref))
+
+    def create(
+        fields: list[str] | None = None,
+        parent_ref: str | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        output: Output = Output.table,
+    ) -> None:
+        def body(client: AdminClient) -> None:
+            item = client.post(collection(client, res, parent_ref), parse_fields(client, res, fields or []))
+            _show(client, res, item, output, parent_ref)
+
+        _run(url, token, body)
+
+    def update(
+        ref: str,
+        fields: list[str] | None = None,
+        parent_ref: str | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        output: Output = Output.table,
+    ) -> None:
+        def body(client: AdminClient) -> None:
+            item = resolve(client, res, ref, parent_ref)
+            path = f"{collection(client, res, parent_ref)}/{item['id']}"
+            _show(client, res, client.patch(path, parse_fields(client, res, fields or [])), output, parent_ref)
+
+        _run(url, token, body)
+
+    def delete(ref: str, parent_ref: str | None = None, url: str | None = None, token: str | None = None) -> None:
+        def body(client: AdminClient) -> None:
+            item = resolve(client, res, ref, parent_ref)
+            client.delete(f"{collection(client, res, parent_ref)}/{item['id']}")
+            render.stderr().print(f"deleted {res.singular} {res.label(item)} ({item['id']})")
+
+        _run(url, token, body)
+
+    common = {"parent_ref": ParentOpt, "url": UrlOpt, "token": TokenOpt, "return": None}
+    commands: dict[str, tuple[Callable[..., None], dict[str, Any], str]] = {
+        "list": (list_, {"output": OutputOpt}, f"List {res.name}."),
+        "get": (get, {"ref": RefArg, "output": OutputOpt}, f"Show one {res.singular}."),
+        "create": (
+            create,
+            {"fields": FieldsArg, "output": OutputOpt},
+            f"Create a {res.singular} from KEY=VALUE fields.",
+        ),
+        "update": (
+            update,
+            {"ref": RefArg, "fields": FieldsArg, "output": OutputOpt},
+            f"Change fields of a {res.singular}.",
+        ),
+        "delete": (delete, {"ref": RefArg}, f"Delete a {res.singular}."),
+    }
+    for verb, (fn, params, help_text) in commands.items():
+        if verb not in res.verbs:
+            continue
+        # Typer reads options from annotations; these are built per resource (the parent's option name),
+        # so they are set here as objects rather than written in the signatures.
+        fn.__annotations__ = {**params, **common}
+        fn.__doc__ = help_text
+        app.command(verb)(fn)
+    return app
+
+
+def register(root: typer.Typer) -> None:
+    for res in RESOURCES.values():
+        root.add_typer(build(res), name=res.name)
