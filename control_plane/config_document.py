@@ -16,6 +16,7 @@ import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from control_plane.schemas import ApiCreate, Name, TargetCreate, UpstreamCreate, _methods, _template
 
@@ -44,7 +45,17 @@ class RouteSpec(BaseModel):
 
 
 class ApiSpec(ApiCreate):
+    # The file is meant for git: secrets never live in it. An HS256 secret is set (write-only) through
+    # PATCH /v1/apis/{id}; apply leaves it alone and dump never shows it.
+    jwt_secret: SkipJsonSchema[None] = Field(default=None, exclude=True)
     routes: list[RouteSpec] = Field(default_factory=list, description="the complete set of routes")
+
+    @field_validator("jwt_secret", mode="before")
+    @classmethod
+    def _no_secrets(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("secrets are not part of the declarative config; set jwt_secret with PATCH /v1/apis/{id}")
+        return None
 
 
 class GatewayConfig(BaseModel):

@@ -74,7 +74,11 @@ class Kind:
     def doc_fields(self, row: Any, ctx: Ctx) -> Fields:
         if self.to_doc is not None:
             return self.to_doc(row, ctx)
-        return {f: getattr(row, f) for f in self.spec.model_fields if f not in self.child_sections}
+        return {
+            f: getattr(row, f)
+            for f, info in self.spec.model_fields.items()
+            if f not in self.child_sections and not info.exclude  # excluded: write-only secrets
+        }
 
 
 def _all(model: type[Any]) -> Callable[[Session], Iterable[Any]]:

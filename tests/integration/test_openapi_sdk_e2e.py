@@ -1,11 +1,10 @@
 """OpenAPI end to end on real processes: import through the CLI, traffic through a worker, and a
 generated Python SDK installed into a fresh virtual environment calling the API through the gateway.
 
-The 429 comes from ``throttle_backend.py`` (always 429 + ``Retry-After: 7``) because the gateway's
-own rate limiter does not exist yet; the SDK cannot tell the difference, which is the point.
-API key hook: the API runs with ``auth: none`` today; the SDK is given a key once (``connect(api_key=...)``)
-and the echo backend proves it arrived in ``x-api-key`` on every call.  When ``auth: api_key`` lands,
-switch the API to it (PATCH ``auth``), create a customer key, and pass that key instead of ``KEY``.
+The SDK test switches the imported API to ``auth: api_key``, issues a real customer key and gives
+it to the SDK once (``connect(api_key=...)``): every call passes the gateway's key check (the
+backend sees the customer id, never the key). The 429 comes from ``throttle_backend.py`` (always
+429 + ``Retry-After: 7``), a 429 shaped like the gateway's own; the SDK cannot tell the difference.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import pytest
 from tests.integration.harness import ROOT, Cluster, ControlPlane, Worker, create, free_port, tollgate_argv
 
 DATA = ROOT / "tests" / "data"
-KEY = "sdk-key-0123456789"  # <- the API-key hook: a real customer key once auth api_key exists
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +46,7 @@ def gateway(module_cluster: Cluster) -> Iterator[tuple[ControlPlane, Worker, dic
 
 
 def cli(cp: ControlPlane, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TOLLGATE_ADMIN_URL": cp.url}
+    env = {**os.environ, "TOLLGATE_ADMIN_URL": cp.url, "TOLLGATE_ADMIN_TOKEN": cp.admin_token}
     done = subprocess.run(tollgate_argv(*args), env=env, capture_output=True, text=True, timeout=180, cwd=cwd)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
@@ -88,8 +86,9 @@ except Throttled as exc:
     raised = exc.retry_after
 print(json.dumps({
     "base_url": BASE_URL,
-    "item": [type(item).__name__, item.path, item.method, item.headers["x-api-key"]],
-    "file": [int(files.status_code), files.parsed.path, files.parsed.headers["x-api-key"]],
+    "item": [type(item).__name__, item.path, item.method, item.headers.get("x-customer-id"),
+             sys.argv[1] in json.dumps(item.headers)],
+    "file": [int(files.status_code), files.parsed.path, files.parsed.headers.get("x-customer-id")],
     "throttled": [int(throttled.status_code), type(throttled.parsed).__name__, throttled.parsed.message,
                   retry_after(throttled), raised],
 }))
@@ -101,7 +100,13 @@ def test_generated_sdk_calls_the_api_through_the_gateway(
 ) -> None:
     cp, worker, _ = gateway
     cli(cp, "import", str(DATA / "echo-3.1.yaml"), "--upstream", "echo")
+    with cp.admin() as admin:
+        api_id = next(a["id"] for a in admin.get("/v1/apis").json()["items"] if a["name"] == "echo-service")
+        admin.patch(f"/v1/apis/{api_id}", json={"auth": "api_key"}).raise_for_status()
+        customer = create(admin, "/v1/customers", {"name": "sdk-user", "api_ids": [api_id]})
+        key = create(admin, f"/v1/customers/{customer['id']}/keys", {"name": "sdk"})["key"]
     worker.wait_revision(cp.revision())
+    assert httpx.get(f"{worker.url}/echo/items/42", timeout=5).status_code == 401  # the gateway checks keys
 
     out = cli(cp, "sdk", "echo-service", "--lang", "python", "-o", str(tmp_path / "sdk")).stdout
     package = tmp_path / "sdk" / "echo-service-client"
@@ -117,11 +122,12 @@ def test_generated_sdk_calls_the_api_through_the_gateway(
         timeout=240,
     )
     assert pip.returncode == 0, pip.stdout + pip.stderr
-    run = subprocess.run([python, "-c", SCRIPT, KEY], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    run = subprocess.run([python, "-c", SCRIPT, key], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
 
     assert result["base_url"] == f"{worker.url}/echo"  # servers[0].url = TOLLGATE_PUBLIC_URL + base path
-    assert result["item"] == ["EchoReply", "/items/42", "GET", KEY]
-    assert result["file"] == [200, "/files/a%2Fb.txt", KEY]  # greedy route; the SDK escapes '/' in parameters
+    # The key passed the gateway's check on every call; the backend sees who called, never the key.
+    assert result["item"] == ["EchoReply", "/items/42", "GET", customer["id"], False]
+    assert result["file"] == [200, "/files/a%2Fb.txt", customer["id"]]  # greedy route; '/' escaped by the SDK
     assert result["throttled"] == [429, "TollgateError", "slow down (test backend)", 7.0, 7.0]

@@ -75,3 +75,15 @@ def test_openapi_declares_bearer_security(client: TestClient) -> None:
     }
     op = spec["paths"]["/v1/customers"]["post"]
     assert {"adminToken": []} in op["security"] and {"401", "403"} <= set(op["responses"])
+
+
+def test_validation_errors_never_echo_the_rejected_value(client: TestClient) -> None:
+    # A JWT secret that is too short and an imported key with a forbidden character: both refused,
+    # neither value appears in the 422 body.
+    secret = "short-secret-value"
+    r = client.post("/v1/apis", json={"name": "j", "auth": "jwt", "jwt_algorithms": ["HS256"], "jwt_secret": secret})
+    assert r.status_code == 422 and "jwt_secret" in r.text and secret not in r.text
+    customer = client.post("/v1/customers", json={"name": "c"}).json()
+    bad_key = "not allowed because of spaces in it"
+    r = client.post(f"/v1/customers/{customer['id']}/keys", json={"key": bad_key})
+    assert r.status_code == 422 and bad_key not in r.text

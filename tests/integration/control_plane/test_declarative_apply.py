@@ -176,3 +176,20 @@ def test_served_schema_is_the_committed_one(client: TestClient) -> None:
     committed = json.loads((ROOT / "docs" / "gateway.schema.json").read_text())
     assert served == committed, "regenerate: python -m control_plane.config_document > docs/gateway.schema.json"
     assert set(served["properties"]) == {"version", "upstreams", "apis"}
+
+
+def test_secrets_never_enter_or_leave_the_file(client: TestClient) -> None:
+    secret = "s" * 40
+    api = client.post(
+        "/v1/apis", json={"name": "jwt-api", "auth": "jwt", "jwt_algorithms": ["HS256"], "jwt_secret": secret}
+    )
+    assert api.status_code == 201, api.text
+    exported = client.get("/v1/config/export")
+    assert exported.status_code == 200 and secret not in exported.text
+    # Applying the dump back is a no-op: the write-only secret is neither compared nor cleared.
+    again = client.post("/v1/config/apply", json={"config": exported.json(), "prune": False, "dry_run": False})
+    assert again.status_code == 200 and again.json()["changed"] is False, again.text
+    doc = exported.json()
+    doc["apis"][0]["jwt_secret"] = secret
+    refused = client.post("/v1/config/apply", json={"config": doc, "prune": False, "dry_run": True})
+    assert refused.status_code == 422 and secret not in refused.text
