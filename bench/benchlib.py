@@ -332,6 +332,21 @@ def vm_rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def python_child_pid(proc: subprocess.Popen[bytes]) -> int:
-    """The pid of the program itself: ``taskset -c N prog`` execs prog, so it is the same pid."""
-    return proc.pid
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its direct children (nginx: master + its worker).
+
+    ``taskset -c N prog`` execs prog, so a started process's pid is the program's own.
+    CPU per request is steadier than req/s on a shared machine: other processes steal wall
+    time from the proxy, not the work each request costs it.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    pids = [pid] + [int(c) for c in (children.read_text().split() if children.exists() else [])]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
+    return total

@@ -36,6 +36,7 @@ from benchlib import (
     RESULTS,
     Procs,
     backend_conf,
+    cpu_seconds,
     ensure_tools,
     free_port,
     http_get,
@@ -183,11 +184,15 @@ def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools
         conns = case.connections or args.connections
         if args.warmup > 0:
             run_wrk(tools["wrk"], env.workdir, url, seconds=args.warmup, connections=conns, headers=case.headers)
+        cpu0 = cpu_seconds(proc.pid) if proc is not None else 0.0
         res = run_wrk(tools["wrk"], env.workdir, url, seconds=args.duration, connections=conns, headers=case.headers)
+        cpu1 = cpu_seconds(proc.pid) if proc is not None else 0.0
     finally:
         if proc is not None:
             procs.stop(proc)
     out = {"case": case.key, "title": case.title, "connections": conns, **res.as_dict()}
+    # The proxy's own CPU per request: robust to other load on the machine (unlike req/s).
+    out["proxy_cpu_us_per_req"] = round((cpu1 - cpu0) / res.requests * 1e6, 1) if proc and res.requests else None
     if res.errors:
         log(f"  warning: case {case.key} had errors: {res.errors}")
     return out
@@ -197,7 +202,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     by = {r["case"]: r for r in rows if "rps" in r}
     base_b, base_a = by.get("b", {}).get("rps"), by.get("a", {}).get("rps")
     log("")
-    log(f"{'case':<4} {'what':<48} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs b':>6} {'vs a':>6}")
+    log(
+        f"{'case':<4} {'what':<48} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs b':>6} {'vs a':>6} "
+        f"{'cpu us/req':>10}"
+    )
     for r in rows:
         if "skipped" in r:
             log(f"{r['case']:<4} {r['title']:<48} skipped: {r['skipped']}")
@@ -206,9 +214,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         va = f"{r['rps'] / base_a:.2f}" if base_a else "-"
         log(
             f"{r['case']:<4} {r['title']:<48} {r['connections']:>5} {r['rps']:>9.0f} "
-            f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {vb:>6} {va:>6}"
+            f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {vb:>6} {va:>6} {r['proxy_cpu_us_per_req'] or '-':>10}"
         )
-    log("(ratios: within this run only; the machine is shared, absolute req/s are noisy)")
+    log("(ratios: within this run only; the machine is shared, absolute req/s are noisy;")
+    log(" cpu us/req = the proxy process's user+system CPU per request, steadier than req/s under contention)")
 
 
 def main(argv: list[str] | None = None) -> int:
