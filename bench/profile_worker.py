@@ -6,7 +6,7 @@ here into the functions with the most *self* samples and the most *total* (inclu
 and written to bench/results/profile-<timestamp>.txt (plus the raw stacks next to it, loadable
 in speedscope or flamegraph.pl).  py-spy is installed into the venv when missing.
 
-    .venv/bin/python bench/profile.py [--duration 10] [--connections 50] [--top 25] [--native]
+    .venv/bin/python bench/profile_worker.py [--duration 10] [--connections 50] [--top 25] [--native]
 """
 
 from __future__ import annotations
