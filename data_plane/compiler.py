@@ -16,7 +16,7 @@ from data_plane.upstream import ConnectionPool
 
 
 class CompiledTarget:
-    __slots__ = ("id", "host", "port", "weight", "host_header", "label", "pool")
+    __slots__ = ("id", "host", "port", "weight", "host_header", "head_end", "label", "pool")
 
     def __init__(self, id: str, host: str, port: int, weight: int, pool: ConnectionPool) -> None:
         self.id = id
@@ -25,6 +25,7 @@ class CompiledTarget:
         self.weight = weight
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.host_header = b"host: " + authority.encode("idna") + b"\r\n"
+        self.head_end = self.host_header + b"\r\n"  # appended to a request head built without its end
         self.label = authority
         self.pool = pool
 

@@ -41,8 +41,16 @@ _HOP_BY_HOP = frozenset(
 )
 _SET_BY_GATEWAY_REQUEST = _HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 _SET_BY_GATEWAY_RESPONSE = _HOP_BY_HOP | {b"x-request-id"}
+_SKIP_REQUEST = _SET_BY_GATEWAY_REQUEST | {b"x-request-id"}  # x-request-id: re-added, validated or ours
 
 _VIA = b"via: 1.1 tollgate\r\n"
+_CRLF_VIA = b"\r\n" + _VIA
+# Connection header values that name no field beyond _HOP_BY_HOP (what nearly every peer sends):
+# recognising them spares building a set of named fields per message.
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"upgrade", b""))
+# Request-line starts per method, built once (the method string is interned by _METHOD_NAMES).
+_METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
+_REQUEST_LINE_START = {m: m.encode() + b" " for m in _METHOD_NAMES.values()}
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CRLF = b"\r\n"
@@ -160,16 +168,18 @@ class ClientConnection(asyncio.Protocol):
             raise _Reject(414, "request URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
+        size = self._header_bytes = self._header_bytes + len(name) + len(value)
+        headers = self._headers
+        if size > MAX_HEADER_BYTES or len(headers) >= MAX_HEADERS:
             raise _Reject(431, errors.HEADERS_TOO_LARGE)
-        self._headers.append((name.lower(), value))
+        headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        method = parser.get_method()
         ex = Exchange(
             self,
-            parser.get_method().decode("ascii"),
+            _METHOD_NAMES.get(method) or method.decode("ascii"),
             self._url,
             self._headers,
             parser.get_http_version(),
@@ -382,20 +392,17 @@ class Exchange:
         self.forward()
 
     def _build_head(self, upstream_path: bytes, host: bytes, content_length: bytes | None) -> bytes:
-        """The request head minus the Host line (which depends on the target)."""
-        skip = _SET_BY_GATEWAY_REQUEST
-        connection_named: set[bytes] | None = None
+        """The request head minus the Host line and the final CRLF (``forward`` adds both per target)."""
+        headers = self.headers
+        named = _connection_named(headers)
+        skip = _SKIP_REQUEST if named is None else _SKIP_REQUEST | named
         xff = b""
-        parts = [self.method.encode(), b" ", upstream_path, b" HTTP/1.1\r\n"]
-        for name, value in self.headers:
-            if name == b"connection":
-                connection_named = {t.strip().lower() for t in value.split(b",")}
-        for name, value in self.headers:
-            if name in skip or (connection_named is not None and name in connection_named):
+        method = self.method
+        parts = [_REQUEST_LINE_START.get(method) or method.encode() + b" ", upstream_path, b" HTTP/1.1\r\n"]
+        for name, value in headers:
+            if name in skip:
                 if name == b"x-forwarded-for":
                     xff = value + b", "
-                continue
-            if name == b"x-request-id":
                 continue
             parts += (name, b": ", value, _CRLF)
         parts += (
@@ -406,12 +413,10 @@ class Exchange:
             host,
             b"\r\nx-request-id: ",
             self.request_id,
-            b"\r\n",
-            _VIA,
+            _CRLF_VIA,
         )
         if self.body_chunked:
             parts.append(_CHUNKED)
-        parts.append(_CRLF)
         return b"".join(parts)
 
     def forward(self) -> None:
@@ -425,7 +430,7 @@ class Exchange:
         self.target = target  # type: ignore[assignment]
         self.attempts += 1
         conn = target.pool.get_idle()  # type: ignore[attr-defined]
-        self.up_out.insert(0, self.head[:-2] + target.host_header + _CRLF)  # type: ignore[attr-defined]
+        self.up_out.insert(0, self.head + target.head_end)  # type: ignore[attr-defined]
         if conn is not None:
             self._attach(conn)
         else:
@@ -500,13 +505,10 @@ class Exchange:
         self.response_started = True
         parts = [errors.status_line(status)]
         has_length = False
-        connection_named: set[bytes] | None = None
+        named = _connection_named(headers)
+        skip = _SET_BY_GATEWAY_RESPONSE if named is None else _SET_BY_GATEWAY_RESPONSE | named
         for name, value in headers:
-            if name == b"connection":
-                connection_named = {t.strip().lower() for t in value.split(b",")}
-        skip = _SET_BY_GATEWAY_RESPONSE
-        for name, value in headers:
-            if name in skip or (connection_named is not None and name in connection_named):
+            if name in skip:
                 continue
             if name == b"content-length":
                 has_length = True
@@ -683,6 +685,21 @@ class Exchange:
 
     def client_gone(self) -> None:
         self.abandon()
+
+
+def _connection_named(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes] | None:
+    """Fields that Connection headers declare hop-by-hop beyond _HOP_BY_HOP (RFC 9110 7.6.1), or None.
+
+    The usual values (keep-alive, close) name nothing more, so the common case allocates nothing.
+    """
+    named: frozenset[bytes] | None = None
+    for name, value in headers:
+        if name == b"connection":
+            value = value.lower()
+            if value not in _PLAIN_CONNECTION:
+                tokens = frozenset(t.strip() for t in value.split(b","))
+                named = tokens if named is None else named | tokens
+    return named
 
 
 def _has_dot_segment(path: str) -> bool:
