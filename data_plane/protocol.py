@@ -93,6 +93,8 @@ class ClientConnection(asyncio.Protocol):
         "_header_bytes",
         "_paused_by",
         "_closed",
+        "_timer",
+        "_timer_due",
     )
 
     def __init__(self, worker: Worker) -> None:
@@ -109,6 +111,8 @@ class ClientConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._paused_by = 0  # bit set of reasons reading is paused: 1 upstream full, 2 queue, 4 body buffer
         self._closed = False
+        self._timer: asyncio.TimerHandle | None = None  # the active exchange's read timeout, see watch_until
+        self._timer_due = 0.0
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -138,6 +142,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.worker.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         active = self.active
         self.active = None
         if active is not None:
@@ -218,6 +225,27 @@ class ClientConnection(asyncio.Protocol):
         if not self._paused_by and self.transport is not None and not self._closed:
             self.transport.resume_reading()
 
+    def watch_until(self, due: float) -> None:
+        """Have the active exchange's ``on_timer`` called no later than loop time ``due``.
+
+        One timer per connection, left running between requests and re-armed only when it
+        fires (the exchange then checks its own idle time) or when an earlier deadline is
+        needed: creating and cancelling a loop timer for every request cost about a fifth of the
+        request path's Python time (bench/hotpath.py).
+        """
+        timer = self._timer
+        if timer is None or self._timer_due > due:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(due, self._on_timer)
+            self._timer_due = due
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        active = self.active
+        if active is not None:
+            active.on_timer()
+
     def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
         if self.active is not ex:
             return
@@ -282,7 +310,6 @@ class Exchange:
         "response_chunked",
         "client_out",
         "error",
-        "timer",
         "last_activity",
         "finished",
         "connecting",
@@ -319,7 +346,6 @@ class Exchange:
         self.response_chunked = False
         self.client_out: list[bytes] = []
         self.error: bytes | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.last_activity = 0.0
         self.finished = False
         self.connecting = False
@@ -457,10 +483,8 @@ class Exchange:
     def _attach(self, conn: UpstreamConnection) -> None:
         self.conn = conn
         conn.attach(self, self.method == "HEAD")
-        loop = self.client.loop
-        self.last_activity = loop.time()
-        if self.timer is None:
-            self.timer = loop.call_later(self.route.upstream.read_timeout, self._on_timer)  # type: ignore[union-attr]
+        self.last_activity = now = self.client.loop.time()
+        self.client.watch_until(now + self.route.upstream.read_timeout)  # type: ignore[union-attr]
         if self.up_buffered > BODY_BUFFER_HIGH_WATER:
             self.client.resume_reading(4)
         self.up_buffered = 0
@@ -606,14 +630,14 @@ class Exchange:
                 transport.writelines(out)
             self.client_out = []
 
-    def _on_timer(self) -> None:
-        self.timer = None
-        if self.finished or self.route is None:
-            return
+    def on_timer(self) -> None:
+        """The connection's timer fired while this exchange was active: time out if idle too long."""
+        if self.finished or self.route is None or not self.last_activity:
+            return  # not attached to an upstream yet (the timer was a previous exchange's): _attach re-arms
         timeout = self.route.upstream.read_timeout
         idle = self.client.loop.time() - self.last_activity
         if idle < timeout:
-            self.timer = self.client.loop.call_later(timeout - idle, self._on_timer)
+            self.client.watch_until(self.last_activity + timeout)
             return
         conn = self.conn
         self.conn = None
@@ -656,17 +680,11 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         self.flush_client()
         self.client.exchange_done(self, self.keep_alive)
 
     def _abort(self) -> None:
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         self.client.active = None
         transport = self.client.transport
         if transport is not None:
@@ -675,9 +693,6 @@ class Exchange:
     def abandon(self) -> None:
         """The client connection is being torn down; release what this exchange holds."""
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         conn = self.conn
         self.conn = None
         if conn is not None:
