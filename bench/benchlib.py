@@ -289,11 +289,13 @@ def run_wrk(
     connections: int,
     headers: Sequence[str] = (),
     on_start: Callable[[], None] | None = None,
+    request_lua: str = "",
 ) -> WrkResult:
-    """One wrk run pinned to the load core; percentiles come from the Lua ``done()`` JSON line."""
-    script = workdir / "bench.lua"
+    """One wrk run pinned to the load core; percentiles come from the Lua ``done()`` JSON line.
+    ``request_lua`` may define wrk's ``request()`` to vary requests."""
+    script = workdir / f"bench-{abs(hash(request_lua))}.lua"
     if not script.exists():
-        script.write_text(WRK_LUA)
+        script.write_text(WRK_LUA + request_lua)
     argv = ["taskset", "-c", LOAD_CORE, wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
     argv += ["--timeout", "5s", "-s", str(script), url]
     env = {**os.environ, "BENCH_WRK_HEADERS": "\n".join(headers)}
