@@ -50,7 +50,7 @@ request = function()
   i = i + 1
   local a = i % apis
   wrk.headers["Host"] = "api" .. a .. ".bench.test"
-  return wrk.format("GET", "/v1/api" .. a .. "/items/" .. i .. "/detail")
+  return wrk.format("GET", "/v1/api" .. a .. "/items/" .. i)
 end
 """
 
@@ -77,7 +77,7 @@ def big_snapshot(apis: int, routes: int, backend_ports: tuple[int, ...]) -> snap
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--apis", type=int, default=1000)
-    p.add_argument("--routes", type=int, default=10)
+    p.add_argument("--routes", type=int, default=10, help="routes per API (>= 2)")
     p.add_argument("--keys", type=int, default=100_000)
     p.add_argument("--duration", type=float, default=5.0)
     args = p.parse_args()
@@ -119,7 +119,8 @@ def main() -> int:
             worker = procs.start("worker", argv, core=PROXY_CORE)
             wait_port(port, worker, "tollgate worker", timeout=120)
             results["worker_ready_s"] = round(time.perf_counter() - t3, 2)
-            status, body = http_get(port, "/v1/api7/items/3/detail", host="api7.bench.test")
+            a = args.apis - 1
+            status, body = http_get(port, f"/v1/api{a}/items/3", host=f"api{a}.bench.test")
             if status != 200:
                 raise RuntimeError(f"sanity request answered {status}: {body[:200]!r}")
             rss_before = vm_rss_kib(worker.pid)
