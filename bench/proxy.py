@@ -144,6 +144,9 @@ CASES: tuple[Case, ...] = (
     Case("h", "tollgate: routing, Connection: close", "tollgate", routing_snapshot, headers=("Connection: close",)),
     Case("i", "tollgate: routing, 1 connection (latency)", "tollgate", routing_snapshot, connections=1),
     Case("i0", "wrk -> backend, 1 connection (latency base)", "backend", connections=1),
+    # nginx under the same conditions as (h) and (i), so those two have a fair reference too.
+    Case("hn", "nginx proxy, Connection: close", "nginx", headers=("Connection: close",)),
+    Case("in", "nginx proxy, 1 connection", "nginx", connections=1),
 )
 
 
