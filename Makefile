@@ -33,7 +33,7 @@ integration: install
 	$(BIN)/python -m pytest tests/integration
 
 bench: install
-	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/proxy.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tollgate .pytest_cache .mypy_cache .ruff_cache

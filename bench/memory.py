@@ -1,0 +1,148 @@
+"""Worker memory and compile time with a large snapshot.
+
+Builds a snapshot of ``--apis`` APIs x ``--routes`` routes (default 1,000 x 10 = 10,000 routes: a
+mix of literal, ``{param}`` and greedy templates, every API on its own host and base path), times
+parsing + validation and compilation in this process, then starts a real worker from it (pinned
+to core 0, nginx backend on core 1) and prints the worker's VmRSS (from /proc) before and after
+load that walks many different routes.  With API-key auth built (the snapshot grows a key table),
+it also adds ``--keys`` keys (default 100,000); until then that part prints "skipped".
+
+    .venv/bin/python bench/memory.py [--apis 1000] [--routes 10] [--keys 100000] [--duration 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchlib import (
+    LOAD_CORE,
+    PROXY_CORE,
+    PYTHON,
+    RESULTS,
+    Procs,
+    backend_conf,
+    ensure_tools,
+    free_port,
+    http_get,
+    install_signal_handlers,
+    log,
+    run_wrk,
+    start_nginx,
+    vm_rss_kib,
+    wait_port,
+)
+from proxy import needs_auth
+
+from data_plane import snapshot as snap
+from data_plane.compiler import compile_snapshot
+
+# wrk walks the APIs round-robin so the whole table (not one hot entry) is touched under load.
+WALK_LUA = """
+local apis = tonumber(os.getenv("BENCH_APIS"))
+local i = 0
+request = function()
+  i = i + 1
+  local a = i % apis
+  wrk.headers["Host"] = "api" .. a .. ".bench.test"
+  return wrk.format("GET", "/v1/api" .. a .. "/items/" .. i)
+end
+"""
+
+
+def big_snapshot(apis: int, routes: int, backend_ports: tuple[int, ...]) -> snap.Snapshot:
+    targets = tuple(snap.Target(id=f"t{i}", host="127.0.0.1", port=p) for i, p in enumerate(backend_ports))
+    upstream = snap.Upstream(id="u", name="backends", targets=targets)
+    shapes = ("/items", "/items/{id}", "/items/{id}/detail", "/orders/{order}/lines/{line}", "/files/{path+}")
+    out = []
+    for a in range(apis):
+        rs = []
+        for r in range(routes):
+            base = shapes[r % len(shapes)]
+            path = base if r < len(shapes) else f"/v{r}{base}"
+            rs.append(snap.Route(id=f"a{a}r{r}", path=path, upstream_id="u", methods=("GET",)))
+        out.append(
+            snap.Api(
+                id=f"a{a}", name=f"api{a}", base_path=f"/v1/api{a}", hosts=(f"api{a}.bench.test",), routes=tuple(rs)
+            )
+        )
+    return snap.Snapshot(revision=1, upstreams=(upstream,), apis=tuple(out)).sealed()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--apis", type=int, default=1000)
+    p.add_argument("--routes", type=int, default=10, help="routes per API (>= 2)")
+    p.add_argument("--keys", type=int, default=100_000)
+    p.add_argument("--duration", type=float, default=5.0)
+    args = p.parse_args()
+    install_signal_handlers()
+    tools = ensure_tools()
+    why = needs_auth()
+    if why is None:
+        log(f"keys: auth is built, but the {args.keys}-key builder is not written yet (bench/memory.py big_snapshot)")
+    else:
+        log(f"keys: skipped: {why}")
+
+    results: dict[str, object] = {"apis": args.apis, "routes_per_api": args.routes}
+    with tempfile.TemporaryDirectory(prefix="tollgate-memory-") as tmp:
+        procs = Procs(Path(tmp))
+        try:
+            ports = (free_port(), free_port())
+            start_nginx(procs, tools["nginx"], "backend", backend_conf(Path(tmp), ports), ports[1], core=LOAD_CORE)
+            snapshot = big_snapshot(args.apis, args.routes, ports)
+            wire = snapshot.to_json()
+            t0 = time.perf_counter()
+            parsed = snap.Snapshot.from_json(wire)
+            t1 = time.perf_counter()
+            compile_snapshot(parsed)
+            t2 = time.perf_counter()
+            results.update(
+                snapshot_bytes=len(wire),
+                parse_validate_s=round(t1 - t0, 3),
+                compile_s=round(t2 - t1, 3),
+            )
+            log(f"snapshot: {args.apis * args.routes} routes, {len(wire) / 1e6:.1f} MB JSON")
+            log(f"parse + validate: {t1 - t0:.3f} s, compile: {t2 - t1:.3f} s (this process)")
+
+            file = Path(tmp) / "big.json"
+            file.write_bytes(wire)
+            port = free_port()
+            argv = [PYTHON, "-m", "tollgate", "worker", "--snapshot", str(file), "--port", str(port)]
+            argv += ["--status-port", "0", "--cache-dir", f"{tmp}/cache", "--log-level", "warning"]
+            t3 = time.perf_counter()
+            worker = procs.start("worker", argv, core=PROXY_CORE)
+            wait_port(port, worker, "tollgate worker", timeout=120)
+            results["worker_ready_s"] = round(time.perf_counter() - t3, 2)
+            a = args.apis - 1
+            status, body = http_get(port, f"/v1/api{a}/items/3", host=f"api{a}.bench.test")
+            if status != 200:
+                raise RuntimeError(f"sanity request answered {status}: {body[:200]!r}")
+            rss_before = vm_rss_kib(worker.pid)
+            os.environ["BENCH_APIS"] = str(args.apis)  # read by WALK_LUA in wrk (which inherits the environment)
+            url = f"http://127.0.0.1:{port}/"
+            res = run_wrk(tools["wrk"], Path(tmp), url, seconds=args.duration, connections=50, request_lua=WALK_LUA)
+            rss_after = vm_rss_kib(worker.pid)
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            procs.stop_all()
+    results.update(rss_before_mib=round(rss_before / 1024, 1), rss_after_mib=round(rss_after / 1024, 1))
+    results["load"] = res.as_dict()
+    log(f"worker ready in {results['worker_ready_s']} s (process start + parse + compile)")
+    log(f"worker VmRSS: {rss_before / 1024:.1f} MiB idle, {rss_after / 1024:.1f} MiB after {res.requests} requests")
+    log(f"(load: {res.rps:.0f} req/s over {args.apis} APIs; errors: {res.errors or 'none'})")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"memory-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    log(f"wrote {out.relative_to(RESULTS.parents[1])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

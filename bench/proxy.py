@@ -1,0 +1,286 @@
+"""Tollgate vs nginx, in one run so the ratios are fair (``make bench``).
+
+Layout (2-core machine): the proxy under test (Tollgate worker, or nginx as reverse proxy) is
+pinned to core 0; wrk and the nginx backend (one worker process, fixed ~100-byte answer,
+keep-alive) to core 1.  Every case gets a warm-up, then a measured wrk run; latency percentiles
+come from a wrk Lua ``done()`` hook.  The table shows each case's ratio to (b) nginx-as-proxy
+and to (a) wrk straight to the backend.  Absolute numbers move with whatever else the machine
+runs: compare ratios within one run.
+
+Cases are declarative (:data:`CASES`): a snapshot builder, extra worker args, wrk headers,
+connections, and a ``requires`` probe.  A case whose feature is not in the code yet prints
+"skipped: feature not built"; adding it later means writing its builder.
+
+    .venv/bin/python bench/proxy.py [--duration 8] [--warmup 2] [--connections 50] [--cases a,b,c]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchlib import (
+    LOAD_CORE,
+    PROXY_CORE,
+    PYTHON,
+    RESULTS,
+    Procs,
+    backend_conf,
+    cpu_seconds,
+    ensure_tools,
+    free_port,
+    http_get,
+    install_signal_handlers,
+    log,
+    proxy_conf,
+    run_wrk,
+    start_nginx,
+    wait_port,
+)
+
+from data_plane import snapshot as snap
+from data_plane.settings import WorkerSettings
+
+# ------------------------------------------------------------------------------ feature probes
+# Each returns None when the feature is in the code, else why the case is skipped.  They look at
+# the snapshot contract and the worker settings (the schema is the capability flag), so they
+# turn true by themselves when the feature branches merge.
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def needs_nothing() -> str | None:
+    return None
+
+
+def needs_auth() -> str | None:
+    present = _fields(snap.Snapshot) & {"customers", "keys", "api_keys", "consumers"}
+    return None if present and _has_module("data_plane.auth") else "feature not built (API-key auth)"
+
+
+def needs_plans() -> str | None:
+    present = _fields(snap.Snapshot) & {"plans", "usage_plans"}
+    return None if present and _has_module("data_plane.ratelimit") else "feature not built (usage plans)"
+
+
+def needs_redis() -> str | None:
+    if needs_plans():
+        return needs_plans()
+    return None if any("redis" in f for f in _fields(WorkerSettings)) else "feature not built (Redis limit store)"
+
+
+def needs_observability() -> str | None:
+    f = _fields(WorkerSettings)
+    return None if any("access_log" in x for x in f) else "feature not built (metrics + access log)"
+
+
+# ------------------------------------------------------------------------------ snapshots
+
+
+@dataclass(frozen=True)
+class Env:
+    """What a case builder can use: the run's ports and scratch directory."""
+
+    backend_ports: tuple[int, int]
+    workdir: Path
+
+
+def routing_snapshot(env: Env) -> snap.Snapshot:
+    """One API on any host, a greedy route, round-robin over the two backend server blocks."""
+    targets = tuple(snap.Target(id=f"t{i}", host="127.0.0.1", port=p) for i, p in enumerate(env.backend_ports))
+    upstream = snap.Upstream(id="u1", name="backends", targets=targets, connect_timeout=2.0, read_timeout=10.0)
+    route = snap.Route(id="r1", path="/{proxy+}", upstream_id="u1")
+    root = snap.Route(id="r0", path="/", upstream_id="u1")
+    api = snap.Api(id="a1", name="bench", base_path="/", routes=(root, route))
+    return snap.Snapshot(revision=1, upstreams=(upstream,), apis=(api,)).sealed()
+
+
+# Builders for the cases below that wait on other branches: when the feature lands, write the
+# builder (a few lines on top of routing_snapshot) and put it in the case entry.
+NOT_WRITTEN: Callable[[Env], snap.Snapshot] | None = None
+
+
+# ------------------------------------------------------------------------------ cases
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    title: str
+    kind: str  # "backend" (wrk -> backend) | "nginx" (nginx proxy) | "tollgate"
+    snapshot: Callable[[Env], snap.Snapshot] | None = None
+    worker_args: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()  # extra request headers, "Name: value"
+    connections: int | None = None  # None: --connections
+    path: str = "/bench/items/1"
+    requires: Callable[[], str | None] = needs_nothing
+
+
+CASES: tuple[Case, ...] = (
+    Case("a", "wrk -> backend (no proxy)", "backend"),
+    Case("b", "nginx reverse proxy, upstream keepalive", "nginx"),
+    Case("c", "tollgate: routing + round-robin", "tollgate", routing_snapshot),
+    Case("d", "tollgate: + API-key auth", "tollgate", NOT_WRITTEN, requires=needs_auth),
+    Case("e", "tollgate: + usage plan (memory store)", "tollgate", NOT_WRITTEN, requires=needs_plans),
+    Case("f", "tollgate: + Redis store", "tollgate", NOT_WRITTEN, requires=needs_redis),
+    Case("g", "tollgate: everything on (metrics, access log)", "tollgate", NOT_WRITTEN, requires=needs_observability),
+    # (h) and (i) are defined on case (e); until plans land they run on plain routing (labelled).
+    Case("h", "tollgate: routing, Connection: close", "tollgate", routing_snapshot, headers=("Connection: close",)),
+    Case("i", "tollgate: routing, 1 connection (latency)", "tollgate", routing_snapshot, connections=1),
+    Case("i0", "wrk -> backend, 1 connection (latency base)", "backend", connections=1),
+    # nginx under the same conditions as (h) and (i), so those two have a fair reference too.
+    Case("hn", "nginx proxy, Connection: close", "nginx", headers=("Connection: close",)),
+    Case("in", "nginx proxy, 1 connection", "nginx", connections=1),
+)
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int]:
+    assert case.snapshot is not None
+    snapshot_file = env.workdir / f"snapshot-{case.key}.json"
+    snapshot_file.write_bytes(case.snapshot(env).to_json())
+    port = free_port()
+    argv = [PYTHON, "-m", "tollgate", "worker", "--snapshot", str(snapshot_file), "--port", str(port)]
+    argv += ["--status-port", str(free_port()), "--cache-dir", str(env.workdir / "cache"), "--log-level", "warning"]
+    argv += list(case.worker_args)
+    proc = procs.start(f"worker-{case.key}", argv, core=PROXY_CORE)
+    try:
+        wait_port(port, proc, "tollgate worker")
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n{procs.log_tail(f'worker-{case.key}')}") from None
+    return proc, port
+
+
+def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools: dict[str, str]) -> dict[str, Any]:
+    proc = None
+    if case.kind == "backend":
+        port = env.backend_ports[0]
+    elif case.kind == "nginx":
+        port = free_port()
+        conf = proxy_conf(env.workdir, port, env.backend_ports)
+        proc = start_nginx(procs, tools["nginx"], "proxy", conf, port, core=PROXY_CORE)
+    else:
+        proc, port = start_worker(procs, env, case)
+    try:
+        status, body = http_get(port, case.path)
+        if status != 200:
+            raise RuntimeError(f"case {case.key}: sanity request answered {status}: {body[:200]!r}")
+        url = f"http://127.0.0.1:{port}{case.path}"
+        conns = case.connections or args.connections
+        if args.warmup > 0:
+            run_wrk(tools["wrk"], env.workdir, url, seconds=args.warmup, connections=conns, headers=case.headers)
+        cpu0 = cpu_seconds(proc.pid) if proc is not None else 0.0
+        res = run_wrk(tools["wrk"], env.workdir, url, seconds=args.duration, connections=conns, headers=case.headers)
+        cpu1 = cpu_seconds(proc.pid) if proc is not None else 0.0
+    finally:
+        if proc is not None:
+            procs.stop(proc)
+    out = {"case": case.key, "title": case.title, "connections": conns, **res.as_dict()}
+    # The proxy's own CPU per request: robust to other load on the machine (unlike req/s).
+    out["proxy_cpu_us_per_req"] = round((cpu1 - cpu0) / res.requests * 1e6, 1) if proc and res.requests else None
+    if res.errors:
+        log(f"  warning: case {case.key} had errors: {res.errors}")
+    return out
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    by = {r["case"]: r for r in rows if "rps" in r}
+    base_b, base_a = by.get("b", {}).get("rps"), by.get("a", {}).get("rps")
+    log("")
+    log(
+        f"{'case':<4} {'what':<48} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs b':>6} {'vs a':>6} "
+        f"{'cpu us/req':>10}"
+    )
+    for r in rows:
+        if "skipped" in r:
+            log(f"{r['case']:<4} {r['title']:<48} skipped: {r['skipped']}")
+            continue
+        vb = f"{r['rps'] / base_b:.2f}" if base_b else "-"
+        va = f"{r['rps'] / base_a:.2f}" if base_a else "-"
+        log(
+            f"{r['case']:<4} {r['title']:<48} {r['connections']:>5} {r['rps']:>9.0f} "
+            f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {vb:>6} {va:>6} {r['proxy_cpu_us_per_req'] or '-':>10}"
+        )
+    log("(ratios: within this run only; the machine is shared, absolute req/s are noisy;")
+    log(" cpu us/req = the proxy process's user+system CPU per request, steadier than req/s under contention)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per case (default 8)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per case (default 2; 0 = none)")
+    p.add_argument("--connections", type=int, default=50, help="wrk keep-alive connections (default 50)")
+    p.add_argument("--cases", default=",".join(c.key for c in CASES), help="comma-separated case keys")
+    args = p.parse_args(argv)
+    wanted = [k.strip() for k in args.cases.split(",") if k.strip()]
+    unknown = set(wanted) - {c.key for c in CASES}
+    if unknown:
+        p.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+
+    install_signal_handlers()
+    tools = ensure_tools()
+    log(f"pinning: tollgate worker and nginx proxy -> core {PROXY_CORE}; wrk and nginx backend -> core {LOAD_CORE}")
+    log(f"{args.warmup:g}s warm-up + {args.duration:g}s measured per case, {args.connections} connections")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as tmp:
+        procs = Procs(Path(tmp))
+        try:
+            ports = (free_port(), free_port())
+            env = Env(backend_ports=ports, workdir=Path(tmp))
+            start_nginx(procs, tools["nginx"], "backend", backend_conf(env.workdir, ports), ports[1], core=LOAD_CORE)
+            for case in CASES:
+                if case.key not in wanted:
+                    continue
+                why = case.requires()
+                if why is None and case.kind == "tollgate" and case.snapshot is None:
+                    why = "feature present, case builder not written yet (bench/proxy.py CASES)"
+                if why is not None:
+                    rows.append({"case": case.key, "title": case.title, "skipped": why})
+                    log(f"[{case.key}] {case.title}: skipped: {why}")
+                    continue
+                log(f"[{case.key}] {case.title} ...")
+                rows.append(run_case(case, args, procs, env, tools))
+                r = rows[-1]
+                log(f"  {r['rps']:.0f} req/s, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms")
+        except KeyboardInterrupt:
+            log("interrupted; stopping what the bench started")
+            return 130
+        finally:
+            procs.stop_all()
+    print_table(rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    meta = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "connections": args.connections,
+        "pinning": {"proxy": PROXY_CORE, "load_and_backend": LOAD_CORE},
+    }
+    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    log(f"wrote {out.relative_to(RESULTS.parents[1])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""A closed client connection is freed by reference counting, leaving no cycle for the GC.
+
+With many short-lived connections (``Connection: close`` traffic) cyclic garbage makes the
+collector run on the request path; the connection drops its parser (which holds the protocol for
+its callbacks) when the connection is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import uvloop
+
+from data_plane import snapshot as snap
+from data_plane.protocol import ClientConnection
+from data_plane.server import Worker
+from data_plane.settings import WorkerSettings
+
+
+class _Transport(asyncio.Transport):
+    def write(self, data: Any) -> None:
+        pass
+
+    def writelines(self, chunks: Any) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def close(self) -> None:
+        pass
+
+
+def test_closed_client_connections_leave_no_cyclic_garbage() -> None:
+    loop = uvloop.new_event_loop()
+    try:
+        worker = Worker(WorkerSettings(), loop)
+        upstream = snap.Upstream(id="u", name="u")  # no targets: every request gets a 503, no socket
+        api = snap.Api(id="a", name="a", routes=(snap.Route(id="r", path="/x", upstream_id="u"),))
+        worker.apply(snap.Snapshot(revision=1, upstreams=(upstream,), apis=(api,)).sealed())
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(50):
+                conn = ClientConnection(worker)
+                conn.connection_made(_Transport())
+                conn.data_received(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\nGET /nope HTTP/1.1\r\nhost: a\r\n\r\n")
+                conn.connection_lost(None)
+            left = gc.collect()
+        finally:
+            gc.enable()
+    finally:
+        loop.close()
+    assert left == 0
