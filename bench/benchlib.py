@@ -115,10 +115,11 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: floa
     raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
 
 
-def http_get(port: int, path: str = "/", host: str = "127.0.0.1") -> tuple[int, bytes]:
+def http_get(port: int, path: str = "/", host: str = "127.0.0.1", headers: tuple[str, ...] = ()) -> tuple[int, bytes]:
     """One tiny HTTP/1.1 request (no client library needed), for readiness and sanity checks."""
+    extra = "".join(f"{h}\r\n" for h in headers if not h.lower().startswith("connection:"))
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nhost: {host}\r\n{extra}connection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import platform
@@ -111,6 +112,20 @@ def routing_snapshot(env: Env) -> snap.Snapshot:
     return snap.Snapshot(revision=1, upstreams=(upstream,), apis=(api,)).sealed()
 
 
+BENCH_KEY = "tg_benchkey_0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def auth_snapshot(env: Env) -> snap.Snapshot:
+    """(c) + API-key auth: one customer granted the API, one key (the snapshot carries its hash)."""
+    base = routing_snapshot(env)
+    api = dataclasses.replace(base.apis[0], auth="api_key")
+    customer = snap.Customer(id="c1", name="bench", api_ids=(api.id,))
+    key = snap.ApiKey(
+        id="k1", customer_id="c1", key_hash=hashlib.sha256(BENCH_KEY.encode()).hexdigest(), prefix=BENCH_KEY[:11]
+    )
+    return dataclasses.replace(base, apis=(api,), customers=(customer,), keys=(key,), hash="").sealed()
+
+
 # Builders for the cases below that wait on other branches: when the feature lands, write the
 # builder (a few lines on top of routing_snapshot) and put it in the case entry.
 NOT_WRITTEN: Callable[[Env], snap.Snapshot] | None = None
@@ -136,7 +151,14 @@ CASES: tuple[Case, ...] = (
     Case("a", "wrk -> backend (no proxy)", "backend"),
     Case("b", "nginx reverse proxy, upstream keepalive", "nginx"),
     Case("c", "tollgate: routing + round-robin", "tollgate", routing_snapshot),
-    Case("d", "tollgate: + API-key auth", "tollgate", NOT_WRITTEN, requires=needs_auth),
+    Case(
+        "d",
+        "tollgate: + API-key auth",
+        "tollgate",
+        auth_snapshot,
+        headers=(f"x-api-key: {BENCH_KEY}",),
+        requires=needs_auth,
+    ),
     Case("e", "tollgate: + usage plan (memory store)", "tollgate", NOT_WRITTEN, requires=needs_plans),
     Case("f", "tollgate: + Redis store", "tollgate", NOT_WRITTEN, requires=needs_redis),
     Case("g", "tollgate: everything on (metrics, access log)", "tollgate", NOT_WRITTEN, requires=needs_observability),
@@ -180,7 +202,7 @@ def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools
     else:
         proc, port = start_worker(procs, env, case)
     try:
-        status, body = http_get(port, case.path)
+        status, body = http_get(port, case.path, headers=case.headers)
         if status != 200:
             raise RuntimeError(f"case {case.key}: sanity request answered {status}: {body[:200]!r}")
         url = f"http://127.0.0.1:{port}{case.path}"

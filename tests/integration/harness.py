@@ -228,6 +228,10 @@ class ControlPlane:
     def admin(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10.0, headers={"authorization": f"Bearer {self.admin_token}"})
 
+    def get(self, path: str) -> httpx.Response:
+        """One admin GET with the admin token (``path`` like ``/v1/nodes``)."""
+        return httpx.get(f"{self.url}{path}", timeout=10.0, headers={"authorization": f"Bearer {self.admin_token}"})
+
     def revision(self) -> int:
         with self.admin() as admin:
             return int(admin.get("/v1/config").json()["revision"])

@@ -44,7 +44,7 @@ def test_change_reaches_two_workers_quickly(cluster: Cluster) -> None:
 
     nodes = wait_until(
         lambda: (
-            (items := httpx.get(f"{cp.url}/v1/nodes").json()["items"])
+            (items := cp.get("/v1/nodes").json()["items"])
             and {n["id"] for n in items if n["in_sync"]} >= {"w1", "w2"}
             and items
         ),
@@ -138,7 +138,7 @@ def test_worker_without_cluster_token_gets_nothing(cluster: Cluster) -> None:
     r = httpx.get(f"{intruder.url}/svc/x")
     assert r.status_code == 503
     assert httpx.get(f"{cp.url}/cluster/v1/snapshot", params={"wait": 0}).status_code == 401
-    assert "intruder" not in {n["id"] for n in httpx.get(f"{cp.url}/v1/nodes").json()["items"]}
+    assert "intruder" not in {n["id"] for n in cp.get("/v1/nodes").json()["items"]}
 
 
 def test_corrupt_cache_is_ignored_with_a_clear_log(cluster: Cluster) -> None:
@@ -199,7 +199,7 @@ def test_processes_share_the_port_and_each_syncs(cluster: Cluster) -> None:
     for _ in range(10):
         assert httpx.get(f"http://127.0.0.1:{port}/svc/x").status_code == 200
     nodes = wait_until(
-        lambda: {n["id"] for n in httpx.get(f"{cp.url}/v1/nodes").json()["items"]} >= {"multi-0", "multi-1"},
+        lambda: {n["id"] for n in cp.get("/v1/nodes").json()["items"]} >= {"multi-0", "multi-1"},
         timeout=15,
         what="both processes registered",
     )

@@ -48,7 +48,7 @@ def test_health_endpoint_joins_each_workers_view(admin_lb) -> None:
     cp, up = admin_lb["cp"], admin_lb["upstream"]
 
     def view() -> dict[str, Any] | None:
-        body = httpx.get(f"{cp.url}/v1/upstreams/{up}/health").json()
+        body = cp.get(f"/v1/upstreams/{up}/health").json()
         ok = all("admin-lb-worker" in t["nodes"] for t in body["targets"])
         return body if ok else None
 
@@ -56,7 +56,7 @@ def test_health_endpoint_joins_each_workers_view(admin_lb) -> None:
     assert {t["id"] for t in body["targets"]} == set(admin_lb["targets"])
     state = body["targets"][0]["nodes"]["admin-lb-worker"]
     assert state["healthy"] is True and state["ejected_until"] is None and state["in_flight"] == 0
-    assert httpx.get(f"{cp.url}/v1/upstreams/nope/health").status_code == 404
+    assert cp.get("/v1/upstreams/nope/health").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,8 @@ def test_health_endpoint_joins_each_workers_view(admin_lb) -> None:
     ],
 )
 def test_invalid_upstream_fields_are_422_naming_the_field(admin_lb, body: dict[str, Any], field: str) -> None:
-    r = httpx.post(f"{admin_lb['cp'].url}/v1/upstreams", json={"name": "bad", **body})
+    with admin_lb["cp"].admin() as admin:
+        r = admin.post("/v1/upstreams", json={"name": "bad", **body})
     assert r.status_code == 422, r.text
     assert any(field in [str(x) for x in err["loc"]] for err in r.json()["detail"]), r.text
 

@@ -86,9 +86,9 @@ except Throttled as exc:
     raised = exc.retry_after
 print(json.dumps({
     "base_url": BASE_URL,
-    "item": [type(item).__name__, item.path, item.method, item.headers.get("x-customer-id"),
-             sys.argv[1] in json.dumps(item.headers)],
-    "file": [int(files.status_code), files.parsed.path, files.parsed.headers.get("x-customer-id")],
+    "item": [type(item).__name__, item.path, item.method, item.headers.to_dict().get("x-customer-id"),
+             sys.argv[1] in json.dumps(item.headers.to_dict())],
+    "file": [int(files.status_code), files.parsed.path, files.parsed.headers.to_dict().get("x-customer-id")],
     "throttled": [int(throttled.status_code), type(throttled.parsed).__name__, throttled.parsed.message,
                   retry_after(throttled), raised],
 }))

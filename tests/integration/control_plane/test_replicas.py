@@ -18,7 +18,7 @@ import pytest
 
 from control_plane import migrate
 from data_plane.snapshot import Snapshot
-from tests.integration.control_plane.conftest import CLUSTER_TOKEN
+from tests.integration.control_plane.conftest import ADMIN_HEADERS, ADMIN_TOKEN, CLUSTER_TOKEN
 
 pytestmark = pytest.mark.postgres
 
@@ -39,7 +39,7 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) -
         if proc.poll() is not None:
             raise AssertionError(f"control plane exited with {proc.returncode}: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
         try:
-            if httpx.get(f"{base}/v1/config", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/openapi.json", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -64,6 +64,7 @@ def replicas(module_postgres_url: str, tmp_path_factory: pytest.TempPathFactory)
                 "TOLLGATE_ADMIN_HOST": "127.0.0.1",
                 "TOLLGATE_ADMIN_PORT": str(port),
                 "TOLLGATE_CLUSTER_TOKEN": CLUSTER_TOKEN,
+                "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN,
                 "TOLLGATE_REVISION_POLL_INTERVAL": "0.1",
             }
             procs.append(
@@ -95,7 +96,7 @@ def replicas(module_postgres_url: str, tmp_path_factory: pytest.TempPathFactory)
 def test_write_on_a_releases_long_poll_on_b(replicas: list[Replica]) -> None:
     (a, _), (b, _) = replicas
     auth = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
-    known = httpx.get(f"{b}/v1/config").json()["hash"]
+    known = httpx.get(f"{b}/v1/config", headers=ADMIN_HEADERS).json()["hash"]
     result: dict[str, Any] = {}
 
     def poll() -> None:
@@ -109,7 +110,7 @@ def test_write_on_a_releases_long_poll_on_b(replicas: list[Replica]) -> None:
     poller.start()
     time.sleep(0.5)
     assert "response" not in result
-    created = httpx.post(f"{a}/v1/upstreams", json={"name": "via-a"})
+    created = httpx.post(f"{a}/v1/upstreams", json={"name": "via-a"}, headers=ADMIN_HEADERS)
     assert created.status_code == 201, created.text
     poller.join(timeout=15)
     assert not poller.is_alive()
@@ -119,7 +120,7 @@ def test_write_on_a_releases_long_poll_on_b(replicas: list[Replica]) -> None:
     assert result["elapsed"] < 10
     snapshot = Snapshot.from_json(response.content)
     assert [u.name for u in snapshot.upstreams] == ["via-a"]
-    assert snapshot.hash == httpx.get(f"{a}/v1/config").json()["hash"]
+    assert snapshot.hash == httpx.get(f"{a}/v1/config", headers=ADMIN_HEADERS).json()["hash"]
 
 
 # Keep this test last in the module: it stops replica B of the module-scoped pair.
@@ -127,7 +128,7 @@ def test_shutdown_releases_held_long_polls(replicas: list[Replica]) -> None:
     """SIGTERM answers held long-polls at once instead of keeping the process alive for `wait`."""
     _, (b, proc_b) = replicas
     auth = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
-    known = httpx.get(f"{b}/v1/config").json()["hash"]
+    known = httpx.get(f"{b}/v1/config", headers=ADMIN_HEADERS).json()["hash"]
     result: dict[str, Any] = {}
 
     def poll() -> None:
