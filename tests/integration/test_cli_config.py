@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner, Result
@@ -26,7 +26,14 @@ def cp(module_cluster: Cluster) -> Iterator[ControlPlane]:
 
 
 def tg(cp: ControlPlane, *args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"TOLLGATE_ADMIN_URL": cp.url})
+    return CliRunner().invoke(
+        app, list(args), env={"TOLLGATE_ADMIN_URL": cp.url, "TOLLGATE_ADMIN_TOKEN": cp.admin_token}
+    )
+
+
+def admin_get(cp: ControlPlane, path: str) -> Any:
+    with cp.admin() as admin:
+        return admin.get(path).json()
 
 
 def ok(cp: ControlPlane, *args: str) -> str:
@@ -59,7 +66,7 @@ def test_apply_dump_apply_round_trip_is_a_no_op(cp: ControlPlane, tmp_path: Path
     assert [a["name"] for a in doc["apis"]] == ["orders", "users"]
     assert ok(cp, "apply", "-f", str(dumped), "--prune").strip() == "no changes"
     assert cp.revision() == rev + 1
-    assert json.loads(ok(cp, "dump", "-o", "json")) == httpx.get(f"{cp.url}/v1/config/export").json() == doc
+    assert json.loads(ok(cp, "dump", "-o", "json")) == admin_get(cp, "/v1/config/export") == doc
 
 
 def test_diff_shows_field_level_changes_and_changes_nothing(cp: ControlPlane, tmp_path: Path) -> None:
@@ -93,7 +100,7 @@ def test_prune_removes_only_what_the_file_does_not_name(cp: ControlPlane, tmp_pa
     assert cp.revision() == rev
     pruned = ok(cp, "apply", "-f", str(partial), "--prune")
     assert "- api orders" in pruned and "4 to delete" in pruned  # the api and its three routes
-    names = [a["name"] for a in httpx.get(f"{cp.url}/v1/apis").json()["items"]]
+    names = [a["name"] for a in admin_get(cp, "/v1/apis")["items"]]
     assert names == ["users"] and cp.revision() == rev + 1
 
 
@@ -122,7 +129,7 @@ def test_a_broken_file_names_the_line_and_changes_nothing(cp: ControlPlane, tmp_
 
 
 def test_the_committed_schema_is_the_served_one(cp: ControlPlane) -> None:
-    served = httpx.get(f"{cp.url}/v1/config/schema").json()
+    served = admin_get(cp, "/v1/config/schema")
     committed = json.loads((ROOT / "docs" / "gateway.schema.json").read_text())
     assert served == committed, "regenerate: python -m control_plane.config_document > docs/gateway.schema.json"
     assert {"upstreams", "apis"} <= set(served["properties"])

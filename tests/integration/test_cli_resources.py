@@ -24,7 +24,9 @@ def cp(module_cluster: Cluster) -> Iterator[ControlPlane]:
 
 
 def tg(cp: ControlPlane, *args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"TOLLGATE_ADMIN_URL": cp.url, "TOLLGATE_ADMIN_TOKEN": "t0k"})
+    return CliRunner().invoke(
+        app, list(args), env={"TOLLGATE_ADMIN_URL": cp.url, "TOLLGATE_ADMIN_TOKEN": cp.admin_token}
+    )
 
 
 def ok_json(cp: ControlPlane, *args: str) -> Any:
@@ -101,7 +103,7 @@ def test_nodes_list_shows_a_connected_worker(module_cluster: Cluster, cp: Contro
 
 
 def test_the_installed_entry_point_reports_errors_with_a_non_zero_exit(cp: ControlPlane) -> None:
-    env = {"TOLLGATE_ADMIN_URL": cp.url, "PATH": "/usr/bin:/bin"}
+    env = {"TOLLGATE_ADMIN_URL": cp.url, "TOLLGATE_ADMIN_TOKEN": cp.admin_token, "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         tollgate_argv("upstreams", "get", "nope-nope"), capture_output=True, text=True, env=env, timeout=60
     )
