@@ -5,5 +5,6 @@ COPY control_plane control_plane
 COPY data_plane data_plane
 COPY tollgate tollgate
 COPY migrations migrations
+COPY examples examples
 RUN pip install --no-cache-dir .
 USER nobody

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from control_plane import migrate
-from control_plane.api import admin, apis, cluster, config, customers, declarative, openapi, upstreams
+from control_plane.api import admin, apis, cluster, config, customers, declarative, health, openapi, upstreams
 from control_plane.api.errors import ERROR_RESPONSES, install_error_handlers
 from control_plane.api.security import AUTH_RESPONSES, require_admin
 from control_plane.db import make_engine, make_session_factory
@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(declarative.router)
     app.include_router(v1)
     app.include_router(cluster.router)
+    app.include_router(health.router)
     install_error_handlers(app)
     install_metrics(app, publisher)
     return app

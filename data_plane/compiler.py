@@ -16,6 +16,7 @@ from data_plane.balancer import Balancer, make_balancer
 from data_plane.health import TargetState
 from data_plane.router import Router
 from data_plane.snapshot import Api, Route, Snapshot, Upstream
+from data_plane.stats import RouteStats, StatsTable
 from data_plane.upstream import ConnectionPool
 
 StateKey = tuple[str, str, int]  # (upstream id, host, port)
@@ -91,9 +92,17 @@ class CompiledRoute:
         "read_timeout",
         "total_timeout",
         "auth",
+        "stats",
     )
 
-    def __init__(self, api: Api, route: Route, upstream: CompiledUpstream, auth: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        api: Api,
+        route: Route,
+        upstream: CompiledUpstream,
+        auth: Authenticator | None = None,
+        stats: RouteStats | None = None,
+    ) -> None:
         self.id = route.id
         self.api_id = api.id
         self.api_name = api.name
@@ -106,10 +115,11 @@ class CompiledRoute:
         self.read_timeout = route.read_timeout or upstream.read_timeout
         self.total_timeout = route.total_timeout or upstream.total_timeout
         self.auth = auth  # None: auth "none", the request path skips authentication entirely
+        self.stats = stats if stats is not None else StatsTable().route(api, route)  # data_plane/stats.py
 
 
 class CompiledConfig:
-    __slots__ = ("revision", "hash", "schema_version", "router", "upstreams", "pools", "states", "auth")
+    __slots__ = ("revision", "hash", "schema_version", "router", "upstreams", "pools", "states", "auth", "stats")
 
     def __init__(
         self,
@@ -119,6 +129,7 @@ class CompiledConfig:
         pools: dict[tuple[str, int], ConnectionPool],
         states: dict[StateKey, TargetState],
         auth: AuthTables | None = None,
+        stats: StatsTable | None = None,
     ) -> None:
         self.revision = snapshot.revision
         self.hash = snapshot.hash
@@ -128,6 +139,7 @@ class CompiledConfig:
         self.pools = pools
         self.states = states
         self.auth = auth
+        self.stats = stats if stats is not None else StatsTable()
 
 
 def compile_snapshot(
@@ -138,8 +150,8 @@ def compile_snapshot(
 ) -> CompiledConfig:
     """Compile a validated snapshot. The previous config's pools (by host, port) and target states
     (by upstream id, host, port) are reused, so a config change drops neither warm upstream
-    connections nor in-flight counts and health verdicts; ``keys_used`` (the worker's key last-use
-    record) likewise outlives the swap."""
+    connections nor in-flight counts and health verdicts (nor request counters, by route id);
+    ``keys_used`` (the worker's key last-use record) likewise outlives the swap."""
     old_pools = previous.pools if previous is not None else {}
     old_states = previous.states if previous is not None else {}
     new_pools: dict[tuple[str, int], ConnectionPool] = {}
@@ -161,11 +173,15 @@ def compile_snapshot(
     tables = compile_auth(snapshot, keys_used, clock)
     authenticators = {api.id: make_authenticator(api, tables) for api in snapshot.apis}
 
+    # Request counters and latency histograms carry over by route / API id, like the pools.
+    stats = StatsTable(previous.stats if previous is not None else None)
+
     def value_of(api: Api, route: Route) -> CompiledRoute:
-        return CompiledRoute(api, route, upstreams[route.upstream_id], authenticators[api.id])
+        return CompiledRoute(api, route, upstreams[route.upstream_id], authenticators[api.id], stats.route(api, route))
 
     router: Router[CompiledRoute] = Router(snapshot.apis, value_of)
-    return CompiledConfig(snapshot, router, upstreams, new_pools, new_states, tables)
+    stats.seal()
+    return CompiledConfig(snapshot, router, upstreams, new_pools, new_states, tables, stats)
 
 
 def retired_pools(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from data_plane import errors
@@ -117,6 +118,10 @@ class Exchange:
         "connecting",
         "attempts",
         "stale_retries",
+        "started",
+        "status",
+        "bytes_out",
+        "picked",
     )
 
     def __init__(
@@ -164,6 +169,11 @@ class Exchange:
         self.connecting = False
         self.attempts = 0
         self.stale_retries = 0
+        # for metrics and the access log (data_plane/observe.py)
+        self.started = perf_counter()
+        self.status = 0  # what the client gets: set with the response head or the gateway error
+        self.bytes_out = 0  # response body bytes from the upstream
+        self.picked: CompiledTarget | None = None  # the last target tried, kept after _leave()
 
     # ------------------------------------------------------------------ request side
 
@@ -318,7 +328,7 @@ class Exchange:
         if conn is None and upstream.max_connections and pool.count >= upstream.max_connections:
             self.fail(503, errors.UPSTREAM_BUSY)
             return
-        self.target = target
+        self.target = self.picked = target
         target.state.in_flight += 1
         self.attempts += 1
         self.up_out.insert(0, self.head[:-2] + target.host_header + _CRLF)
@@ -472,6 +482,7 @@ class Exchange:
             self.on_upstream_bad_response(self.conn)  # type: ignore[arg-type]
             return
         self.response_started = True
+        self.status = status
         parts = [errors.status_line(status)]
         has_length = False
         connection_named: set[bytes] | None = None
@@ -509,6 +520,7 @@ class Exchange:
 
     def on_response_body(self, chunk: bytes) -> None:
         self.activity += 1
+        self.bytes_out += len(chunk)
         if self.response_chunked:
             self.client_out += (b"%x\r\n" % len(chunk), chunk, _CRLF)
         else:
@@ -538,6 +550,7 @@ class Exchange:
             self.timer.cancel()
             self.timer = None
         self._leave()
+        client.worker.observer.done(self)  # the request ends here; the tunnel is not timed
         client_transport = client.transport
         if client_transport is None or conn.transport is None or client_transport.is_closing():
             conn.close()
@@ -645,6 +658,7 @@ class Exchange:
             return
         self.up_out = []
         self.head_pending = False
+        self.status = status
         if status == 413 or status >= 500 and not self.body_done or self.client.worker.draining:
             self.keep_alive = False
         self.error = errors.error_response(
@@ -674,9 +688,12 @@ class Exchange:
             self.timer.cancel()
             self.timer = None
         self.flush_client()
+        self.client.worker.observer.done(self)
         self.client.exchange_done(self, self.keep_alive)
 
     def _abort(self) -> None:
+        if not self.finished:
+            self.client.worker.observer.done(self)  # truncated response: logged with the status it started with
         self.finished = True
         self._leave()
         if self.timer is not None:
@@ -700,6 +717,9 @@ class Exchange:
             conn.close()
 
     def client_gone(self) -> None:
+        if not self.finished:
+            self.status = 499  # nginx's "client closed request": the client left before the end
+            self.client.worker.observer.done(self)
         self.abandon()
 
 

@@ -271,8 +271,10 @@ class ClientConnection(asyncio.Protocol):
             self.active.abandon()
             self.active = None
         self.queue.clear()
+        rid = new_request_id()
+        self.worker.observer.rejected(status, rid, self.peer_ip)
         if self.transport is not None and not self._closed:
-            self.transport.write(errors.error_response(status, message, new_request_id(), keep_alive=False))
+            self.transport.write(errors.error_response(status, message, rid, keep_alive=False))
         self.close()
 
 

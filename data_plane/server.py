@@ -17,8 +17,11 @@ from typing import Any
 import uvloop
 
 from data_plane import __version__
+from data_plane.accesslog import open_access_log
 from data_plane.compiler import CompiledConfig, compile_snapshot, retired_pools
 from data_plane.health import Prober
+from data_plane.metrics import make_registry
+from data_plane.observe import Observer
 from data_plane.protocol import ClientConnection
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot, SnapshotError
@@ -41,6 +44,8 @@ class Worker:
         self.prober = Prober(lambda: self.config)
         # key id -> last use (epoch s), written by the request path, shipped and emptied by the heartbeat
         self.keys_used: dict[str, int] = {}
+        # request counters, latency, access log (data_plane/observe.py); the log opens in start()
+        self.observer = Observer()
         self._servers: list[asyncio.Server] = []
 
     # ------------------------------------------------------------------ config
@@ -101,14 +106,16 @@ class Worker:
 
     async def start(self) -> None:
         s = self.settings
+        self.observer.access = open_access_log(s.access_log, self.loop)
         self.load_initial()
         server = await self.loop.create_server(
             lambda: ClientConnection(self), s.host, s.port, reuse_port=s.reuse_port, backlog=2048
         )
         self._servers.append(server)
         if s.status_port:
+            registry = make_registry(self)
             status = await self.loop.create_server(
-                lambda: StatusConnection(self), s.status_host, s.status_port, reuse_port=s.reuse_port
+                lambda: StatusConnection(self, registry), s.status_host, s.status_port, reuse_port=s.reuse_port
             )
             self._servers.append(status)
         if s.control_plane_url and s.snapshot_file is None:
@@ -121,6 +128,7 @@ class Worker:
         sync_task = asyncio.ensure_future(self.sync.run()) if self.sync is not None else None
         await stop.wait()
         await self.drain()
+        self.observer.close()  # flush the access log: every request answered during the drain is in it
         if sync_task is not None:
             sync_task.cancel()
 

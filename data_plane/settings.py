@@ -34,6 +34,7 @@ class WorkerSettings:
     header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
     keepalive_timeout: float = 60.0  # idle client keep-alive connections are closed after this
     shutdown_timeout: float = 30.0  # SIGTERM: in-flight requests get this long to finish
+    access_log: str = "-"  # JSON access log: "-" stdout, "off", or a file path (data_plane/accesslog.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -55,6 +56,7 @@ class WorkerSettings:
             keepalive_timeout=float(env.get("TOLLGATE_KEEPALIVE_TIMEOUT", "60")),
             shutdown_timeout=float(env.get("TOLLGATE_SHUTDOWN_TIMEOUT", "30")),
             heartbeat_interval=float(env.get("TOLLGATE_HEARTBEAT_INTERVAL", "5")),
+            access_log=env.get("TOLLGATE_ACCESS_LOG") or "-",
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         if not settings.hostname:

@@ -12,14 +12,18 @@ from typing import TYPE_CHECKING
 import httptools
 
 from data_plane.errors import status_line
+from data_plane.metrics import CONTENT_TYPE, render
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from data_plane.server import Worker
 
 
 class StatusConnection(asyncio.Protocol):
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, registry: CollectorRegistry) -> None:
         self.worker = worker
+        self.registry = registry
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -51,15 +55,7 @@ class StatusConnection(asyncio.Protocol):
         elif path == b"/status":
             self._respond(200, json.dumps(status).encode(), b"application/json")
         elif path == b"/metrics":
-            lines = [
-                "# HELP tollgate_config_revision Config revision this worker serves.",
-                "# TYPE tollgate_config_revision gauge",
-                f"tollgate_config_revision {status['revision'] if status['revision'] is not None else -1}",
-                "# HELP tollgate_client_connections Open client connections.",
-                "# TYPE tollgate_client_connections gauge",
-                f"tollgate_client_connections {len(self.worker.connections)}",
-            ]
-            self._respond(200, ("\n".join(lines) + "\n").encode(), b"text/plain; version=0.0.4")
+            self._respond(200, render(self.registry), CONTENT_TYPE)
         else:
             self._respond(404, b'{"message":"not found"}', b"application/json")
 

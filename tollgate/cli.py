@@ -7,7 +7,6 @@ plane, FastAPI or SQLAlchemy: a worker host needs only the data plane.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -27,11 +26,19 @@ cli_resources.register(app)
 cli_config.register(app)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(level: str, fmt: str = "text") -> None:
+    from tollgate.logformat import setup
+
+    try:
+        setup(level, fmt)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 LogLevel = Annotated[str, typer.Option("--log-level", envvar="TOLLGATE_LOG_LEVEL", help="debug|info|warning|error")]
+LogFormat = Annotated[
+    str, typer.Option("--log-format", envvar="TOLLGATE_LOG_FORMAT", help="text|json (process log, on stderr)")
+]
 
 
 @app.command("control-plane")
@@ -39,9 +46,10 @@ def control_plane(
     host: Annotated[str | None, typer.Option(help="Admin API address [TOLLGATE_ADMIN_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Admin API port [TOLLGATE_ADMIN_PORT]")] = None,
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
 ) -> None:
     """Run the control plane (admin API on 8001, snapshot distribution to workers)."""
-    _logging(log_level)
+    _logging(log_level, log_format)
     from dataclasses import replace
 
     from control_plane.server import serve
@@ -71,9 +79,21 @@ def worker(
     processes: Annotated[int, typer.Option(min=1, max=64, help="Worker processes sharing the port")] = 1,
     cache_dir: Annotated[Path, typer.Option(envvar="TOLLGATE_WORKER_CACHE_DIR")] = Path(".tollgate/worker"),
     node_id: Annotated[str, typer.Option(envvar="TOLLGATE_NODE_ID", help="Node id (default: random)")] = "",
+    access_log: Annotated[
+        str,
+        typer.Option(
+            envvar="TOLLGATE_ACCESS_LOG", help="JSON access log: '-' (stdout), a file path (appended to), or 'off'"
+        ),
+    ] = "-",
     log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
 ) -> None:
     """Run proxy worker process(es): traffic on 8000, status on 8100."""
+    if access_log not in ("-", "off"):
+        try:
+            Path(access_log).open("ab").close()  # fail here, with a message, not in every child
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot write the access log {access_log}: {exc.strerror}") from None
     if not control_plane_url and snapshot is None:
         raise typer.BadParameter("give --control-plane URL (or TOLLGATE_CONTROL_PLANE_URL) or --snapshot FILE")
     if control_plane_url and not os.environ.get("TOLLGATE_CLUSTER_TOKEN") and snapshot is None:
@@ -84,7 +104,8 @@ def worker(
         sup = Supervisor()
         for i in range(processes):
             args = ["worker", "--host", host, "--port", str(port), "--status-port", str(status_port + i)]
-            args += ["--cache-dir", str(cache_dir), "--log-level", log_level]
+            args += ["--cache-dir", str(cache_dir), "--log-level", log_level, "--log-format", log_format]
+            args += ["--access-log", access_log]
             if control_plane_url:
                 args += ["--control-plane", control_plane_url]
             if snapshot is not None:
@@ -94,7 +115,7 @@ def worker(
             sup.start(Child(f"worker {i}", python_module("tollgate", *args)))
         sys.exit(sup.wait())
 
-    _logging(log_level)
+    _logging(log_level, log_format)
     from data_plane.server import run_worker
     from data_plane.settings import WorkerSettings
 
@@ -106,6 +127,7 @@ def worker(
         snapshot_file=snapshot,
         cache_dir=cache_dir,
         node_id=node_id or None,
+        access_log=access_log,
     )
     run_worker(settings)
 
