@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+import redis.asyncio as aioredis
 import uvloop
 
 from data_plane.limits_memory import MemoryStore
@@ -62,16 +63,18 @@ async def main(url: str, seconds: float, callers: int) -> None:
     for batch in (True, False):
         prefix = f"tgbench:{uuid.uuid4().hex}:"
         store = RedisStore(url, prefix=prefix, batch=batch, fail_mode="closed")
-        await store.redis.ping()
+        await store.ping()
         n, lat = await run(store, callers, seconds)
         name = "redis batched" if batch else "redis unbatched"
         report(name, n, lat, seconds)
         if batch:
             print(f"{'':<22} {n / max(1, store.batches_sent):>10.1f} checks per pipeline (mean)")
-        keys = [k async for k in store.redis.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await store.redis.delete(*keys)
         await store.close()
+        client = aioredis.Redis.from_url(url)  # cleanup with redis-py (off the measured path)
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
 
 
 if __name__ == "__main__":

@@ -39,17 +39,12 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from urllib.parse import urlsplit
 
 from data_plane.limits_memory import MemoryStore
 from data_plane.periods import PeriodCache
 from data_plane.ratelimit import QUOTA, THROTTLE, UNAVAILABLE, Decision, LimitPolicy, bucket_key, quota_key
+from data_plane.resp import RespConnection, RespConnectionError, RespError, encode, encode_args
 
 log = logging.getLogger("tollgate.limits")
 
@@ -104,8 +99,25 @@ end
 return {1, 0, tostring(tokens), used}
 """
 LUA_CHECK_SHA = hashlib.sha1(LUA_CHECK.encode()).hexdigest()
+# Every check is EVALSHA <sha> 2 <bucket key> <quota key> <5 args>: the first three parts are constant.
+_EVALSHA_PREFIX = b"*10\r\n" + encode_args((b"EVALSHA", LUA_CHECK_SHA, 2))
+_SCRIPT_LOAD = encode(b"SCRIPT", b"LOAD", LUA_CHECK)
+_PING = encode(b"PING")
 
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_UNREACHABLE = (RespConnectionError, OSError, TimeoutError)
+
+
+class StoreError(Exception):
+    """Redis answered, but not as the script promises (a bug or a foreign server): fail the batch."""
+
+
+def _parse_url(url: str) -> tuple[str, int, int]:
+    """``redis://host:port/db`` -> (host, port, db); only what the limiter needs (no auth/TLS yet)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", ""):
+        raise ValueError(f"TOLLGATE_REDIS_URL: unsupported scheme {parts.scheme!r} (redis://host:port/db)")
+    db = parts.path.strip("/")
+    return parts.hostname or "127.0.0.1", parts.port or 6379, int(db) if db else 0
 
 
 class _Check:
@@ -148,11 +160,11 @@ class RedisStore:
     ) -> None:
         if fail_mode not in (FAIL_OPEN, FAIL_CLOSED):
             raise ValueError(f"fail_mode must be {FAIL_OPEN!r} or {FAIL_CLOSED!r}, got {fail_mode!r}")
-        # No client-side retries: a failure must reach us at once so the fail mode decides,
-        # and our own reconnect loop is the only thing that retries.
-        self.redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
+        # One lean pipelined connection (data_plane/resp.py); no client-side retries: a failure must
+        # reach us at once so the fail mode decides, and our own reconnect loop is the only retry.
+        self.host, self.port, self.db = _parse_url(url)
+        self.timeout = timeout
+        self._conn: RespConnection | None = None
         self.prefix = prefix
         self.fail_mode = fail_mode
         self.now = now
@@ -255,7 +267,7 @@ class RedisStore:
                 self.batches_sent += 1
                 retry: list[_Check] = []
                 for item, res in zip(batch, results, strict=True):
-                    if isinstance(res, NoScriptError):
+                    if isinstance(res, RespError) and str(res).startswith("NOSCRIPT"):
                         retry.append(item)
                     elif isinstance(res, Exception):
                         log.error("rate limit script failed: %s", res)
@@ -266,24 +278,39 @@ class RedisStore:
                     return
                 if attempt == 0:
                     # Redis restarted or its script cache was flushed: load once, re-send these checks.
-                    await self.redis.script_load(LUA_CHECK)
+                    conn = await self._connection()
+                    [loaded] = await conn.execute([_SCRIPT_LOAD], timeout=self.timeout)
+                    if isinstance(loaded, RespError):
+                        raise StoreError(f"SCRIPT LOAD failed: {loaded}")
                 batch = retry
-            raise RedisError("script still missing after SCRIPT LOAD")
+            raise StoreError("script still missing after SCRIPT LOAD")
         except _UNREACHABLE as exc:
             self._outage(exc)
             self._resolve_degraded(batch)
-        except RedisError as exc:
+        except StoreError as exc:
             log.error("rate limit store error: %s", exc)
             self._resolve_degraded(batch)
         except BaseException:
             self._resolve_degraded(batch)  # cancelled (shutdown): never leave a request hanging
             raise
 
+    async def _connection(self) -> RespConnection:
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._conn = await RespConnection.open(self.host, self.port, timeout=self.timeout, db=self.db)
+        return conn
+
+    async def ping(self) -> None:
+        """Connect (if needed) and round-trip a PING; raises RespConnectionError/OSError if unreachable."""
+        conn = await self._connection()
+        [pong] = await conn.execute([_PING], timeout=self.timeout)
+        if isinstance(pong, RespError):
+            raise StoreError(str(pong))
+
     async def _pipeline(self, batch: list[_Check]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for item in batch:
-            pipe.evalsha(LUA_CHECK_SHA, 2, *item.args)
-        return await pipe.execute(raise_on_error=False)
+        conn = await self._connection()
+        prefix = _EVALSHA_PREFIX
+        return await conn.execute([prefix + encode_args(item.args) for item in batch], timeout=self.timeout)
 
     def _resolve_degraded(self, batch: list[_Check]) -> None:
         for item in batch:
@@ -358,8 +385,11 @@ class RedisStore:
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.backoff_max)
             try:
-                await self.redis.ping()
-            except (*_UNREACHABLE, RedisError):
+                await self.ping()
+            except (*_UNREACHABLE, StoreError):
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
                 continue
             self.available = True
             log.warning("rate limit store (Redis) reachable again after %.1f s", time.monotonic() - down_since)
@@ -372,4 +402,6 @@ class RedisStore:
             self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.redis.aclose()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

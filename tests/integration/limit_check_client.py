@@ -23,7 +23,7 @@ BURST_POLICY = LimitPolicy(throttle=Throttle(rate=0.001, burst=100))  # refills 
 
 async def main(url: str, prefix: str, go_file: str, n: int) -> None:
     store = RedisStore(url, prefix=prefix, fail_mode="closed")
-    await store.redis.ping()  # connect before the start signal
+    await store.ping()  # connect before the start signal
     deadline = time.monotonic() + 30
     while not os.path.exists(go_file) and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
