@@ -14,6 +14,8 @@ import time
 from data_plane.auth import Authenticator, AuthTables, Clock, compile_auth, make_authenticator
 from data_plane.balancer import Balancer, make_balancer
 from data_plane.health import TargetState
+from data_plane.plan_policies import PlanTable, compile_plans, route_policies
+from data_plane.ratelimit import LimitPolicy
 from data_plane.router import Router
 from data_plane.snapshot import Api, Route, Snapshot, Upstream
 from data_plane.upstream import ConnectionPool
@@ -91,9 +93,18 @@ class CompiledRoute:
         "read_timeout",
         "total_timeout",
         "auth",
+        "policies",
+        "method_policies",
     )
 
-    def __init__(self, api: Api, route: Route, upstream: CompiledUpstream, auth: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        api: Api,
+        route: Route,
+        upstream: CompiledUpstream,
+        auth: Authenticator | None = None,
+        plans: PlanTable | None = None,
+    ) -> None:
         self.id = route.id
         self.api_id = api.id
         self.api_name = api.name
@@ -106,6 +117,11 @@ class CompiledRoute:
         self.read_timeout = route.read_timeout or upstream.read_timeout
         self.total_timeout = route.total_timeout or upstream.total_timeout
         self.auth = auth  # None: auth "none", the request path skips authentication entirely
+        # usage plans (plan_policies.py): plan id -> policy; (plan id, method) -> override policy
+        self.policies: dict[str, LimitPolicy] = {}
+        self.method_policies: dict[tuple[str, str], LimitPolicy] | None = None
+        if plans:
+            self.policies, self.method_policies = route_policies(plans, api, route)
 
 
 class CompiledConfig:
@@ -161,8 +177,10 @@ def compile_snapshot(
     tables = compile_auth(snapshot, keys_used, clock)
     authenticators = {api.id: make_authenticator(api, tables) for api in snapshot.apis}
 
+    plans = compile_plans(snapshot)
+
     def value_of(api: Api, route: Route) -> CompiledRoute:
-        return CompiledRoute(api, route, upstreams[route.upstream_id], authenticators[api.id])
+        return CompiledRoute(api, route, upstreams[route.upstream_id], authenticators[api.id], plans)
 
     router: Router[CompiledRoute] = Router(snapshot.apis, value_of)
     return CompiledConfig(snapshot, router, upstreams, new_pools, new_states, tables)

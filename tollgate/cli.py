@@ -71,9 +71,18 @@ def worker(
     processes: Annotated[int, typer.Option(min=1, max=64, help="Worker processes sharing the port")] = 1,
     cache_dir: Annotated[Path, typer.Option(envvar="TOLLGATE_WORKER_CACHE_DIR")] = Path(".tollgate/worker"),
     node_id: Annotated[str, typer.Option(envvar="TOLLGATE_NODE_ID", help="Node id (default: random)")] = "",
+    redis_url: Annotated[
+        str | None,
+        typer.Option(envvar="TOLLGATE_REDIS_URL", help="Usage-plan counters in Redis (default: in-process memory)"),
+    ] = None,
+    limit_fail_mode: Annotated[
+        str, typer.Option(envvar="TOLLGATE_LIMIT_FAIL_MODE", help="Redis unreachable: open (per-worker) | closed (503)")
+    ] = "open",
     log_level: LogLevel = "info",
 ) -> None:
     """Run proxy worker process(es): traffic on 8000, status on 8100."""
+    if limit_fail_mode not in ("open", "closed"):
+        raise typer.BadParameter("--limit-fail-mode must be open or closed")
     if not control_plane_url and snapshot is None:
         raise typer.BadParameter("give --control-plane URL (or TOLLGATE_CONTROL_PLANE_URL) or --snapshot FILE")
     if control_plane_url and not os.environ.get("TOLLGATE_CLUSTER_TOKEN") and snapshot is None:
@@ -91,6 +100,9 @@ def worker(
                 args += ["--snapshot", str(snapshot)]
             if node_id:
                 args += ["--node-id", f"{node_id}-{i}"]
+            if redis_url:
+                args += ["--redis-url", redis_url]
+            args += ["--limit-fail-mode", limit_fail_mode]
             sup.start(Child(f"worker {i}", python_module("tollgate", *args)))
         sys.exit(sup.wait())
 
@@ -106,6 +118,8 @@ def worker(
         snapshot_file=snapshot,
         cache_dir=cache_dir,
         node_id=node_id or None,
+        redis_url=redis_url,
+        limit_fail_mode=limit_fail_mode,
     )
     run_worker(settings)
 

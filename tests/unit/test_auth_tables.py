@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from data_plane.auth import ApiKeyAuth, Denied, JwtAuth, compile_auth, make_authenticator
-from data_plane.snapshot import Api, ApiAuth, ApiKey, Customer, Snapshot, SnapshotError
+from data_plane.snapshot import SCHEMA_VERSION, Api, ApiAuth, ApiKey, Customer, Snapshot, SnapshotError
 
 KEY = "tg_0a1b2c3d_secretsecretsecretsecretsecret"
 SECRET = "hs256-test-secret-with-enough-bytes-0123456789"
@@ -156,7 +156,7 @@ def test_jwt_cases() -> None:
 def test_snapshot_round_trip_keeps_auth_and_refuses_bad_hash() -> None:
     snap = snapshot(expires_at=5, auth=ApiAuth(key_header="x-key", strip_credential=False))
     again = Snapshot.from_json(snap.to_json())
-    assert again == snap and again.hash == snap.hash and again.schema_version == "1.1"
+    assert again == snap and again.hash == snap.hash and again.schema_version == SCHEMA_VERSION
     doc = snap.to_dict()
     doc["keys"][0]["key_hash"] = "not-a-hash"
     doc["hash"] = ""
