@@ -25,11 +25,23 @@ def build_snapshot(session: Session) -> Snapshot:
     """Read revision and content in one transaction and return the sealed snapshot.
 
     On PostgreSQL the caller's transaction is switched to REPEATABLE READ (when nothing ran in it
-    yet) so the revision and the rows come from one database snapshot; SQLite read transactions
-    already are.
+    yet) so the revision and the rows come from one database snapshot.  pysqlite runs SELECTs
+    outside a transaction, so a write committed while the rows are read could land in a snapshot
+    labelled with the previous revision (and the next revision would then carry the same hash, which
+    a worker waiting for that revision never receives): the revision is read again afterwards and
+    the build repeated when it moved.  Every config write bumps it, so an unchanged revision means
+    no write committed in between.
     """
     if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    for _ in range(9):
+        snapshot = _build(session)
+        if current_revision(session) == snapshot.revision:
+            return snapshot
+    return _build(session)  # writes keep landing: the next notification rebuilds anyway
+
+
+def _build(session: Session) -> Snapshot:
     revision = current_revision(session)
     upstream_rows = session.execute(
         select(models.Upstream).options(selectinload(models.Upstream.targets)).order_by(models.Upstream.name)
