@@ -4,6 +4,7 @@ that puts many requests on the wire before reading any answer (so a throttle see
 from __future__ import annotations
 
 import socket
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -60,7 +61,6 @@ class PlanGateway:
     workers: list[Worker]
     echo: Backend
     apis: dict[str, str] = field(default_factory=dict)  # name -> id
-    _n: int = 0
 
     def admin(self) -> httpx.Client:
         return self.cp.admin()
@@ -71,16 +71,15 @@ class PlanGateway:
             w.wait_revision(rev)
 
     def plan(self, apis: list[str] | None = None, **body: Any) -> dict[str, Any]:
-        self._n += 1
         entries = [{"api_id": self.apis[a]} for a in (apis or ["shop"])]
         with self.admin() as a:
-            return create(a, "/v1/usage-plans", {"name": f"plan-{self._n}", "apis": entries, **body})
+            return create(a, "/v1/usage-plans", {"name": f"plan-{uuid.uuid4().hex[:12]}", "apis": entries, **body})
 
     def customer(self, plan_id: str | None = None, direct: tuple[str, ...] = ()) -> tuple[str, str, str]:
         """A new customer (optionally subscribed, optionally with direct grants): (customer id, key id, key)."""
-        self._n += 1
         with self.admin() as a:
-            c = create(a, "/v1/customers", {"name": f"cust-{self._n}", "api_ids": [self.apis[x] for x in direct]})
+            body = {"name": f"cust-{uuid.uuid4().hex[:12]}", "api_ids": [self.apis[x] for x in direct]}
+            c = create(a, "/v1/customers", body)
             if plan_id is not None:
                 r = a.put(f"/v1/customers/{c['id']}/plan", json={"plan_id": plan_id})
                 assert r.status_code == 200, r.text
