@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from control_plane import migrate
-from control_plane.api import admin, apis, cluster, config, customers, declarative, health, openapi, upstreams
+from control_plane.api import admin, apis, cluster, config, customers, declarative, health, openapi, plans, upstreams
 from control_plane.api.errors import ERROR_RESPONSES, install_error_handlers
 from control_plane.api.security import AUTH_RESPONSES, require_admin
 from control_plane.db import make_engine, make_session_factory
@@ -69,6 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(openapi.router)  # before apis: /apis/import is not an api id
     v1.include_router(apis.router)
     v1.include_router(customers.router)
+    v1.include_router(plans.customer_router)
+    v1.include_router(plans.router)
     v1.include_router(config.router)
     v1.include_router(admin.router)
     v1.include_router(declarative.router)

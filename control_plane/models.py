@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy import false as sa_false
+from sqlalchemy import true as sa_true
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -147,6 +148,8 @@ class Api(Timestamped, Base):
     jwt_issuer: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     jwt_audience: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     jwt_customer_claim: Mapped[str] = mapped_column(String(100), default="sub")
+    # usage plans: send RateLimit-* / X-RateLimit-* headers on plan-limited responses
+    rate_limit_headers: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
 
     routes: Mapped[list[Route]] = relationship(back_populates="api", cascade="all, delete-orphan", passive_deletes=True)
 
@@ -210,6 +213,10 @@ class Customer(Timestamped, Base):
     # "metadata" is reserved on declarative classes; the column keeps the API's name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="active")
+    # RESTRICT: a plan with subscribers cannot be deleted (the service reports a conflict first).
+    plan_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("usage_plans.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
 
     grants: Mapped[list[CustomerApiGrant]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
     keys: Mapped[list[ApiKey]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
@@ -271,3 +278,7 @@ class AuditEntry(Base):
     method: Mapped[str] = mapped_column(String(10))
     path: Mapped[str] = mapped_column(String(2048))
     resource_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+# Usage plan tables live in their own module; importing it here registers them on Base.metadata.
+from control_plane import models_plans as models_plans  # noqa: E402

@@ -252,6 +252,7 @@ class ApiCreate(_In):
     jwt_issuer: str | None = Field(default=None, max_length=1024)
     jwt_audience: str | None = Field(default=None, max_length=1024)
     jwt_customer_claim: ClaimName = "sub"
+    rate_limit_headers: bool = True  # usage plans: RateLimit-* / X-RateLimit-* on limited responses
 
     _check_hosts = field_validator("hosts")(_hosts)
     _check_base_path = field_validator("base_path")(_base_path)
@@ -273,6 +274,7 @@ class ApiUpdate(_In):
     jwt_issuer: str | None = Field(default=None, max_length=1024)
     jwt_audience: str | None = Field(default=None, max_length=1024)
     jwt_customer_claim: ClaimName | None = None
+    rate_limit_headers: bool | None = None
 
     _check_hosts = field_validator("hosts")(_hosts)
     _check_base_path = field_validator("base_path")(_base_path)
@@ -295,6 +297,7 @@ class ApiPublic(_Out):
     jwt_issuer: str | None
     jwt_audience: str | None
     jwt_customer_claim: str
+    rate_limit_headers: bool = True
     created_at: datetime
     updated_at: datetime
 
@@ -430,6 +433,7 @@ class CustomerPublic(BaseModel):
     metadata: dict[str, Any]
     status: str
     api_ids: list[str]
+    plan_id: str | None = None  # set with PUT /v1/customers/{id}/plan
     created_at: datetime
     updated_at: datetime
 

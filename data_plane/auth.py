@@ -52,13 +52,29 @@ UNKNOWN_CUSTOMER = Denied(403, "token names no known customer")
 
 
 class CustomerEntry:
-    __slots__ = ("id", "active", "api_ids", "inject")
+    """``api_ids``: every API the customer may call — granted directly or through its usage plan.
+    ``plan_id`` and the quota adjustment (``extra`` while ``extra_start <= now < extra_end``) are read
+    by the limiter step of the request path."""
 
-    def __init__(self, id: str, active: bool, api_ids: frozenset[str]) -> None:
+    __slots__ = ("id", "active", "api_ids", "inject", "plan_id", "extra", "extra_start", "extra_end")
+
+    def __init__(
+        self,
+        id: str,
+        active: bool,
+        api_ids: frozenset[str],
+        plan_id: str | None = None,
+        extra: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
         self.id = id
         self.active = active
         self.api_ids = api_ids
         self.inject = b"x-customer-id: " + id.encode() + b"\r\n"
+        self.plan_id = plan_id
+        self.extra, self.extra_start, self.extra_end = extra
+
+    def adjustment(self, now: float) -> int:
+        return self.extra if self.extra_start <= now < self.extra_end else 0
 
 
 class KeyEntry:
@@ -96,11 +112,15 @@ class AuthTables:
 
 def compile_auth(snapshot: Snapshot, keys_used: dict[str, int] | None = None, clock: Clock = time.time) -> AuthTables:
     customers: dict[str, CustomerEntry] = {}
+    plan_apis = {p.id: frozenset(a.api_id for a in p.apis) for p in snapshot.plans}
     for c in snapshot.customers:
         if not _SAFE_HEADER_VALUE.match(c.id):
             log.error("customer id %r cannot be sent in a header; its keys are disabled", c.id)
             continue
-        customers[c.id] = CustomerEntry(c.id, c.status == "active", frozenset(c.api_ids))
+        # Two grant paths: direct (api_ids) and through the plan; the union is checked per request.
+        granted = frozenset(c.api_ids) | plan_apis.get(c.plan_id or "", frozenset())
+        extra = (c.quota_extra, c.quota_extra_start, c.quota_extra_end)
+        customers[c.id] = CustomerEntry(c.id, c.status == "active", granted, c.plan_id, extra)
     keys: dict[str, KeyEntry] = {}
     for k in snapshot.keys:
         customer = customers.get(k.customer_id)

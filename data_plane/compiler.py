@@ -14,6 +14,8 @@ import time
 from data_plane.auth import Authenticator, AuthTables, Clock, compile_auth, make_authenticator
 from data_plane.balancer import Balancer, make_balancer
 from data_plane.health import TargetState
+from data_plane.plan_policies import PlanTable, compile_plans, route_policies
+from data_plane.ratelimit import LimitPolicy
 from data_plane.router import Router
 from data_plane.snapshot import Api, Route, Snapshot, Upstream
 from data_plane.stats import RouteStats, StatsTable
@@ -93,6 +95,8 @@ class CompiledRoute:
         "total_timeout",
         "auth",
         "stats",
+        "policies",
+        "method_policies",
     )
 
     def __init__(
@@ -102,6 +106,7 @@ class CompiledRoute:
         upstream: CompiledUpstream,
         auth: Authenticator | None = None,
         stats: RouteStats | None = None,
+        plans: PlanTable | None = None,
     ) -> None:
         self.id = route.id
         self.api_id = api.id
@@ -116,6 +121,11 @@ class CompiledRoute:
         self.total_timeout = route.total_timeout or upstream.total_timeout
         self.auth = auth  # None: auth "none", the request path skips authentication entirely
         self.stats = stats if stats is not None else StatsTable().route(api, route)  # data_plane/stats.py
+        # usage plans (plan_policies.py): plan id -> policy; (plan id, method) -> override policy
+        self.policies: dict[str, LimitPolicy] = {}
+        self.method_policies: dict[tuple[str, str], LimitPolicy] | None = None
+        if plans:
+            self.policies, self.method_policies = route_policies(plans, api, route)
 
 
 class CompiledConfig:
@@ -175,9 +185,12 @@ def compile_snapshot(
 
     # Request counters and latency histograms carry over by route / API id, like the pools.
     stats = StatsTable(previous.stats if previous is not None else None)
+    plans = compile_plans(snapshot)
 
     def value_of(api: Api, route: Route) -> CompiledRoute:
-        return CompiledRoute(api, route, upstreams[route.upstream_id], authenticators[api.id], stats.route(api, route))
+        return CompiledRoute(
+            api, route, upstreams[route.upstream_id], authenticators[api.id], stats.route(api, route), plans
+        )
 
     router: Router[CompiledRoute] = Router(snapshot.apis, value_of)
     stats.seal()

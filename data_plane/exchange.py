@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from time import perf_counter
 from typing import TYPE_CHECKING
 
 from data_plane import errors
-from data_plane.auth import Denied
+from data_plane.auth import CustomerEntry, Denied
 from data_plane.compiler import HASH_COOKIE, HASH_CUSTOMER, HASH_HEADER, HASH_IP
+from data_plane.ratelimit import UNAVAILABLE, Decision, LimitPolicy
+from data_plane.ratelimit_headers import limit_response, rate_limit_headers
 from data_plane.router import NotFound
 from data_plane.upstream import UpstreamConnection
 
@@ -93,6 +96,8 @@ class Exchange:
         "idempotent",
         "request_id",
         "customer_id",
+        "customer",
+        "limit_headers",
         "config",
         "route",
         "target",
@@ -144,6 +149,8 @@ class Exchange:
         self.idempotent = method in _IDEMPOTENT
         self.request_id = b""
         self.customer_id = b""  # set by the auth stage when it knows the caller (hash_on: customer)
+        self.customer: CustomerEntry | None = None
+        self.limit_headers = b""  # RateLimit-* lines for the response (usage plans)
         self.config: CompiledConfig | None = None
         self.route: CompiledRoute | None = None
         self.target: CompiledTarget | None = None  # the target this exchange counts as in flight on
@@ -224,6 +231,7 @@ class Exchange:
         route, rel_path = found
         self.route = route
         inject = b""
+        policy: LimitPolicy | None = None
         if route.auth is not None:
             res = route.auth.authenticate(self.headers, url, q)
             if isinstance(res, Denied):
@@ -232,6 +240,14 @@ class Exchange:
             # credential stripped; identity header lines to add; who is calling
             self.headers, url, inject, customer_id = res
             self.customer_id = customer_id.encode()
+            customer = self.customer = config.auth.customers.get(customer_id) if config.auth else None
+            plan_id = customer.plan_id if customer is not None else None
+            if plan_id is not None:
+                # One or two dict lookups: a per-route override for this method, else the plan's policy.
+                by_method = route.method_policies
+                policy = by_method.get((plan_id, self.method)) if by_method else None
+                if policy is None:
+                    policy = route.policies.get(plan_id)
         limit = route.max_body_bytes
         if limit is not None and (
             content_length is not None and int(content_length) > limit or self.body_bytes > limit
@@ -248,7 +264,55 @@ class Exchange:
         if q >= 0:
             upstream_path += url[q:]
         self.head = self._build_head(upstream_path, host, inject)
+        if policy is not None:
+            self._check_limits(policy)
+            return
+        self._admitted()
         self.forward()
+
+    # ------------------------------------------------------------------ usage plans
+
+    def _check_limits(self, policy: LimitPolicy) -> None:
+        """Throttle and quota: the memory store decides at once; Redis answers a future (no coroutine)."""
+        customer = self.customer
+        assert customer is not None
+        adjustment = customer.adjustment(time.time()) if customer.extra else 0
+        d = self.client.worker.limiter.check(customer.id, policy, adjustment)
+        if isinstance(d, Decision):
+            self._limited(d)
+        else:
+            d.add_done_callback(self._limited_later)
+
+    def _limited_later(self, fut: asyncio.Future[Decision]) -> None:
+        if self.finished:
+            return  # the client went away while the store answered
+        self._limited(fut.result())
+        self.flush_upstream()  # body bytes that arrived while waiting
+
+    def _limited(self, d: Decision) -> None:
+        observer = self.client.worker.observer
+        if not d.allowed:
+            observer.limited(d.limit)
+            self._refuse(d)
+            return
+        observer.admitted += 1
+        self.limit_headers = rate_limit_headers(d)  # b"" when the API hides them
+        self._admitted()
+        self.forward()
+
+    def _admitted(self) -> None:
+        """Meter an admitted request of a known customer (per customer, API and UTC day)."""
+        customer = self.customer
+        metering = self.client.worker.metering
+        if customer is not None and metering is not None:
+            metering.record(customer.id, self.route.api_id)  # type: ignore[union-attr]
+
+    def _refuse(self, d: Decision) -> None:
+        """429 (throttle/quota) or 503 (store unavailable, fail-closed), sent like :meth:`fail`."""
+        if not self._stop_for_error(503 if d.limit == UNAVAILABLE else 429):
+            return
+        self.error = limit_response(d, self.request_id, keep_alive=self.keep_alive)
+        self._error_ready()
 
     def _build_head(self, upstream_path: bytes, host: bytes, inject: bytes = b"") -> bytes:
         """The request head minus the Host line (which depends on the target)."""
@@ -499,7 +563,7 @@ class Exchange:
             if name == b"content-length":
                 has_length = True
             parts += (name, b": ", value, _CRLF)
-        parts += (b"x-request-id: ", self.request_id, _CRLF, _VIA)
+        parts += (b"x-request-id: ", self.request_id, _CRLF, _VIA, self.limit_headers)
         if status == 101:
             parts += (_CONNECTION_UPGRADE, upgrade, _CRLF, _CRLF)
             self.client_out.append(b"".join(parts))
@@ -647,6 +711,19 @@ class Exchange:
 
     def fail(self, status: int, message: str, extra_headers: bytes = b"") -> None:
         """Answer with a gateway error once the request body has been read (or discarded)."""
+        if not self._stop_for_error(status):
+            return
+        self.error = errors.error_response(
+            status,
+            message,
+            self.request_id or new_request_id(),
+            keep_alive=self.keep_alive,
+            extra_headers=extra_headers,
+        )
+        self._error_ready()
+
+    def _stop_for_error(self, status: int) -> bool:
+        """Drop the upstream side before an error answer; False when it is too late for one."""
         conn = self.conn
         self.conn = None
         if conn is not None:
@@ -655,19 +732,15 @@ class Exchange:
         if self.response_started:
             self.flush_client()
             self._abort()  # too late for an error response: cut the connection
-            return
+            return False
         self.up_out = []
         self.head_pending = False
         self.status = status
         if status == 413 or status >= 500 and not self.body_done or self.client.worker.draining:
             self.keep_alive = False
-        self.error = errors.error_response(
-            status,
-            message,
-            self.request_id or new_request_id(),
-            keep_alive=self.keep_alive,
-            extra_headers=extra_headers,
-        )
+        return True
+
+    def _error_ready(self) -> None:
         if self.up_buffered > BODY_BUFFER_HIGH_WATER:
             self.client.resume_reading(4)
         if self.body_done or not self.keep_alive:

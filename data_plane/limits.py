@@ -1,8 +1,8 @@
 """Building the limiter pieces a worker needs from its settings (the one place that chooses a store).
 
 ``open_store`` returns the Redis store when ``TOLLGATE_REDIS_URL`` is set, else the in-process
-memory store; ``open_metering`` the usage meter with its spool and HTTP sender (or None in
-standalone mode, where there is no control plane to send to).  Redis is imported only when used.
+memory store; ``open_metering`` the usage meter with its spool and HTTP sender — in standalone mode
+(``--snapshot``, no control plane) a meter that only spools.  Redis is imported only when used.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ def open_store(settings: WorkerSettings) -> LimitStore:
     if settings.redis_url:
         from data_plane.limits_redis import RedisStore
 
-        return RedisStore(settings.redis_url, fail_mode=settings.limit_fail_mode)
+        return RedisStore(settings.redis_url, prefix=settings.redis_prefix, fail_mode=settings.limit_fail_mode)
     return MemoryStore()
 
 
-def open_metering(settings: WorkerSettings) -> Metering | None:
-    if not settings.control_plane_url:
-        return None
+def open_metering(settings: WorkerSettings) -> Metering:
+    if not settings.control_plane_url or settings.snapshot_file is not None:
+        return Metering(settings.node_id, settings.usage_spool_dir, None, interval=settings.usage_flush_interval)
     sender = HttpUsageSender(settings.control_plane_url, settings.cluster_token, node_id=settings.node_id)
     return Metering(settings.node_id, settings.usage_spool_dir, sender, interval=settings.usage_flush_interval)

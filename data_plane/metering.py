@@ -95,14 +95,14 @@ class Metering:
         self,
         node_id: str,
         spool_dir: Path,
-        sender: UsageSender,
+        sender: UsageSender | None,
         *,
         interval: float = 5.0,
         now: Callable[[], float] = time.time,
         backoff_max: float = 60.0,
     ) -> None:
         self.node_id = node_id
-        self.sender = sender
+        self.sender = sender  # None: standalone worker, batches are only spooled
         self.interval = interval
         self.now = now
         self.backoff_max = backoff_max
@@ -154,6 +154,8 @@ class Metering:
 
     async def deliver(self) -> bool:
         """Send spooled batches oldest first; stop at the first failure.  True when the spool is empty."""
+        if self.sender is None:
+            return True  # nothing to deliver to: the spool is the record (standalone mode)
         async with self._lock:
             for path in self.spool.pending():
                 batch = self.spool.read(path)

@@ -26,11 +26,12 @@ LIMIT_REASONS = (THROTTLE, QUOTA, UNAVAILABLE)
 
 
 class Observer:
-    __slots__ = ("unrouted", "limits", "access")
+    __slots__ = ("unrouted", "limits", "admitted", "access")
 
     def __init__(self, access: AccessLog | None = None) -> None:
         self.unrouted = unrouted_stats()
         self.limits = dict.fromkeys(LIMIT_REASONS, 0)  # rate-limit refusals by reason
+        self.admitted = 0  # requests the usage-plan limiter let through
         self.access = access
 
     def done(self, ex: Exchange) -> None:

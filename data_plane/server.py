@@ -20,6 +20,7 @@ from data_plane import __version__
 from data_plane.accesslog import open_access_log
 from data_plane.compiler import CompiledConfig, compile_snapshot, retired_pools
 from data_plane.health import Prober
+from data_plane.limits import open_metering, open_store
 from data_plane.metrics import make_registry
 from data_plane.observe import Observer
 from data_plane.protocol import ClientConnection
@@ -46,6 +47,9 @@ class Worker:
         self.keys_used: dict[str, int] = {}
         # request counters, latency, access log (data_plane/observe.py); the log opens in start()
         self.observer = Observer()
+        # usage plans: the counter store (memory or Redis) and the usage meter (None: nothing to meter into)
+        self.limiter = open_store(settings)
+        self.metering = open_metering(settings)
         self._servers: list[asyncio.Server] = []
 
     # ------------------------------------------------------------------ config
@@ -79,7 +83,27 @@ class Worker:
             "control_plane_connected": sync.connected if sync else None,
             "last_error": (sync.last_error if sync else None) or self.last_error,
             "targets": self.target_status(),
+            "limiter": self.limiter_status(),
         }
+
+    def limiter_status(self) -> dict[str, Any]:
+        store = self.limiter
+        out: dict[str, Any] = {
+            "store": type(store).__name__,
+            "decisions": {"admitted": self.observer.admitted, **self.observer.limits},
+            "available": getattr(store, "available", True),
+            "fallback_checks": getattr(store, "fallback_checks", 0),
+            "unavailable_checks": getattr(store, "unavailable_checks", 0),
+        }
+        m = self.metering
+        if m is not None:
+            out["usage"] = {
+                "pending_batches": len(m.spool.pending()),
+                "delivered_batches": m.delivered_batches,
+                "failed_sends": m.failed_sends,
+                "unsent_counts": sum(m.counts.values()),
+            }
+        return out
 
     def target_status(self) -> dict[str, dict[str, Any]]:
         """Each target's health as this worker sees it, by target id (ids are unique across upstreams)."""
@@ -118,6 +142,8 @@ class Worker:
                 lambda: StatusConnection(self, registry), s.status_host, s.status_port, reuse_port=s.reuse_port
             )
             self._servers.append(status)
+        if self.metering is not None:
+            self.metering.start()
         if s.control_plane_url and s.snapshot_file is None:
             self.sync = ConfigSync(s, self.apply, self.status, self.keys_used)
             if self.config is not None:
@@ -131,6 +157,17 @@ class Worker:
         self.observer.close()  # flush the access log: every request answered during the drain is in it
         if sync_task is not None:
             sync_task.cancel()
+        await self.close_limits()
+
+    async def close_limits(self) -> None:
+        """Spool the last counts and try one delivery (bounded: a dead control plane must not hold
+        the shutdown; what is not delivered stays spooled for the next start), then close the store."""
+        if self.metering is not None:
+            try:
+                await asyncio.wait_for(self.metering.close(deliver=True), timeout=5.0)
+            except TimeoutError:
+                log.warning("usage delivery at shutdown timed out; batches stay spooled")
+        await self.limiter.close()
 
     async def drain(self) -> None:
         """Graceful shutdown: stop accepting, close idle connections, let in-flight requests finish

@@ -29,6 +29,7 @@ class WorkerSettings:
     reuse_port: bool = True
     # usage plans (data_plane/limits.py): Redis shares counters across workers; None = in-process
     redis_url: str | None = None
+    redis_prefix: str = "tg:"  # key prefix: several gateways (or tests) can share one Redis
     limit_fail_mode: str = "open"  # Redis unreachable: "open" (per-worker counters) or "closed" (503)
     usage_flush_interval: float = 5.0
     header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
@@ -50,6 +51,7 @@ class WorkerSettings:
             cache_dir=Path(env.get("TOLLGATE_WORKER_CACHE_DIR", ".tollgate/worker")),
             node_id=env.get("TOLLGATE_NODE_ID", ""),
             redis_url=env.get("TOLLGATE_REDIS_URL") or None,
+            redis_prefix=env.get("TOLLGATE_REDIS_PREFIX", "tg:"),
             limit_fail_mode=env.get("TOLLGATE_LIMIT_FAIL_MODE", "open"),
             usage_flush_interval=float(env.get("TOLLGATE_USAGE_FLUSH_INTERVAL", "5")),
             header_timeout=float(env.get("TOLLGATE_HEADER_TIMEOUT", "10")),
@@ -59,6 +61,10 @@ class WorkerSettings:
             access_log=env.get("TOLLGATE_ACCESS_LOG") or "-",
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        if settings.limit_fail_mode not in ("open", "closed"):
+            raise ValueError(
+                f"limit fail_mode (TOLLGATE_LIMIT_FAIL_MODE) must be open or closed, not {settings.limit_fail_mode!r}"
+            )
         if not settings.hostname:
             settings = replace(settings, hostname=socket.gethostname())
         if not settings.node_id:

@@ -24,7 +24,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.2"  # 1.1: balancing/health fields; 1.2: auth settings, customers, keys
+from data_plane.snapshot_plans import Plan, PlanError, parse_plan, plan_dict
+
+# 1.1: balancing/health fields; 1.2: auth settings, customers, keys; 1.3: usage plans, customers' plan and
+# quota adjustment, apis' rate_limit_headers
+SCHEMA_VERSION = "1.3"
 SUPPORTED_MAJOR = 1
 
 ALGORITHMS = ("round_robin", "least_request", "consistent_hash", "random")
@@ -137,6 +141,7 @@ class Api:
     max_body_bytes: int | None = None
     routes: tuple[Route, ...] = ()
     auth_settings: ApiAuth = ApiAuth()
+    rate_limit_headers: bool = True  # 1.3: RateLimit-* / X-RateLimit-* on responses of plan-limited calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,12 @@ class Customer:
     name: str
     status: str = "active"
     api_ids: tuple[str, ...] = ()  # APIs granted directly (sorted)
+    # 1.3: the usage plan (its APIs are granted too) and the extra quota for one period
+    # [quota_extra_start, quota_extra_end) in epoch seconds; the worker applies it while now is inside.
+    plan_id: str | None = None
+    quota_extra: int = 0
+    quota_extra_start: int = 0
+    quota_extra_end: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +176,7 @@ class Snapshot:
     apis: tuple[Api, ...] = ()
     customers: tuple[Customer, ...] = ()
     keys: tuple[ApiKey, ...] = ()
+    plans: tuple[Plan, ...] = ()
     schema_version: str = SCHEMA_VERSION
     generated_at: str = ""
     hash: str = field(default="")
@@ -216,13 +228,15 @@ class Snapshot:
                         for r in a.routes
                     ],
                     **({} if a.auth_settings == _DEFAULT_AUTH else {"auth_settings": _auth_dict(a.auth_settings)}),
+                    **({} if a.rate_limit_headers else {"rate_limit_headers": False}),
                 }
                 for a in self.apis
             ],
         }
         if self.customers:
             doc["customers"] = [
-                {"id": c.id, "name": c.name, "status": c.status, "api_ids": list(c.api_ids)} for c in self.customers
+                {"id": c.id, "name": c.name, "status": c.status, "api_ids": list(c.api_ids), **_customer_extras(c)}
+                for c in self.customers
             ]
         if self.keys:
             doc["keys"] = [
@@ -235,6 +249,8 @@ class Snapshot:
                 }
                 for k in self.keys
             ]
+        if self.plans:
+            doc["plans"] = [plan_dict(p) for p in self.plans]
         return doc
 
     def compute_hash(self) -> str:
@@ -249,6 +265,7 @@ class Snapshot:
             apis=self.apis,
             customers=self.customers,
             keys=self.keys,
+            plans=self.plans,
             schema_version=self.schema_version,
             generated_at=self.generated_at,
             hash=self.compute_hash(),
@@ -290,12 +307,20 @@ class Snapshot:
             _customer(c, f"customers[{i}]") for i, c in enumerate(_get(doc, "customers", list, "snapshot", []))
         )
         keys = tuple(_key(k, f"keys[{i}]") for i, k in enumerate(_get(doc, "keys", list, "snapshot", [])))
+        try:
+            plans = tuple(
+                parse_plan(p, f"plans[{i}]", HTTP_METHODS)
+                for i, p in enumerate(_get(doc, "plans", list, "snapshot", []))
+            )
+        except PlanError as exc:
+            raise SnapshotError(str(exc)) from None
         snap = cls(
             revision=revision,
             upstreams=upstreams,
             apis=apis,
             customers=customers,
             keys=keys,
+            plans=plans,
             schema_version=version,
             generated_at=str(doc.get("generated_at", "")),
             hash=str(doc.get("hash", "")),
@@ -316,11 +341,22 @@ class Snapshot:
             for j, r in enumerate(a.routes):
                 if r.upstream_id not in upstream_ids:
                     raise SnapshotError(f"apis[{i}].routes[{j}].upstream_id {r.upstream_id!r} names no upstream")
+        api_ids = {a.id for a in self.apis}
+        plan_ids = set()
+        for i, p in enumerate(self.plans):
+            if p.id in plan_ids:
+                raise SnapshotError(f"plans[{i}].id {p.id!r} is duplicated")
+            plan_ids.add(p.id)
+            for j, pa in enumerate(p.apis):
+                if pa.api_id not in api_ids:
+                    raise SnapshotError(f"plans[{i}].apis[{j}].api_id {pa.api_id!r} names no api")
         customer_ids = set()
         for i, c in enumerate(self.customers):
             if c.id in customer_ids:
                 raise SnapshotError(f"customers[{i}].id {c.id!r} is duplicated")
             customer_ids.add(c.id)
+            if c.plan_id is not None and c.plan_id not in plan_ids:
+                raise SnapshotError(f"customers[{i}].plan_id {c.plan_id!r} names no plan")
         hashes = set()
         for i, k in enumerate(self.keys):
             if k.customer_id not in customer_ids:
@@ -609,6 +645,7 @@ def _api(doc: Any, where: str) -> Api:
         max_body_bytes=max_body,
         routes=routes,
         auth_settings=auth_settings,
+        rate_limit_headers=_get(doc, "rate_limit_headers", bool, where, True),
     )
 
 
@@ -661,8 +698,25 @@ def _customer(doc: Any, where: str) -> Customer:
     if not all(isinstance(a, str) for a in api_ids):
         raise SnapshotError(f"{where}.api_ids must be strings")
     return Customer(
-        id=_get(doc, "id", str, where), name=_get(doc, "name", str, where), status=status, api_ids=tuple(api_ids)
+        id=_get(doc, "id", str, where),
+        name=_get(doc, "name", str, where),
+        status=status,
+        api_ids=tuple(api_ids),
+        plan_id=_get(doc, "plan_id", str, where, None),
+        quota_extra=_get(doc, "quota_extra", int, where, 0),
+        quota_extra_start=_get(doc, "quota_extra_start", int, where, 0),
+        quota_extra_end=_get(doc, "quota_extra_end", int, where, 0),
     )
+
+
+def _customer_extras(c: Customer) -> dict[str, Any]:
+    """1.3 fields, left out of the hashed content while they hold their defaults."""
+    out: dict[str, Any] = {}
+    if c.plan_id is not None:
+        out["plan_id"] = c.plan_id
+    if c.quota_extra:
+        out.update(quota_extra=c.quota_extra, quota_extra_start=c.quota_extra_start, quota_extra_end=c.quota_extra_end)
+    return out
 
 
 def _key(doc: Any, where: str) -> ApiKey:

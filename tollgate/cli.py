@@ -85,6 +85,13 @@ def worker(
             envvar="TOLLGATE_ACCESS_LOG", help="JSON access log: '-' (stdout), a file path (appended to), or 'off'"
         ),
     ] = "-",
+    redis_url: Annotated[
+        str | None,
+        typer.Option(envvar="TOLLGATE_REDIS_URL", help="Usage-plan counters in Redis (default: in-process memory)"),
+    ] = None,
+    limit_fail_mode: Annotated[
+        str, typer.Option(envvar="TOLLGATE_LIMIT_FAIL_MODE", help="Redis unreachable: open (per-worker) | closed (503)")
+    ] = "open",
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
 ) -> None:
@@ -94,6 +101,8 @@ def worker(
             Path(access_log).open("ab").close()  # fail here, with a message, not in every child
         except OSError as exc:
             raise typer.BadParameter(f"cannot write the access log {access_log}: {exc.strerror}") from None
+    if limit_fail_mode not in ("open", "closed"):
+        raise typer.BadParameter("--limit-fail-mode must be open or closed")
     if not control_plane_url and snapshot is None:
         raise typer.BadParameter("give --control-plane URL (or TOLLGATE_CONTROL_PLANE_URL) or --snapshot FILE")
     if control_plane_url and not os.environ.get("TOLLGATE_CLUSTER_TOKEN") and snapshot is None:
@@ -112,6 +121,9 @@ def worker(
                 args += ["--snapshot", str(snapshot)]
             if node_id:
                 args += ["--node-id", f"{node_id}-{i}"]
+            if redis_url:
+                args += ["--redis-url", redis_url]
+            args += ["--limit-fail-mode", limit_fail_mode]
             sup.start(Child(f"worker {i}", python_module("tollgate", *args)))
         sys.exit(sup.wait())
 
@@ -128,6 +140,8 @@ def worker(
         cache_dir=cache_dir,
         node_id=node_id or None,
         access_log=access_log,
+        redis_url=redis_url,
+        limit_fail_mode=limit_fail_mode,
     )
     run_worker(settings)
 

@@ -74,6 +74,29 @@ RESOURCES: dict[str, Resource] = {
             list_fields=frozenset({"methods"}),
         ),
         Resource(
+            "plans",
+            "plan",
+            "/v1/usage-plans",
+            ("id", "name", "throttle", "quota", "apis"),
+        ),
+        Resource(
+            "customers",
+            "customer",
+            "/v1/customers",
+            ("id", "name", "status", "email", "plan_id", "api_ids"),
+            list_fields=frozenset({"api_ids"}),
+            children=("keys",),
+        ),
+        Resource(
+            "keys",  # `create` prints the response, which holds the key: shown this once
+            "key",
+            "/v1/customers/{parent}/keys",
+            ("id", "prefix", "name", "status", "expires_at", "last_used_at", "key"),
+            label=lambda k: str(k["prefix"]),
+            parent="customers",
+            verbs=frozenset({"list", "get", "create", "delete"}),
+        ),
+        Resource(
             "nodes",
             "node",
             "/v1/nodes",

@@ -7,6 +7,8 @@ Authenticated by ``Authorization: Bearer <cluster token>``, compared in constant
   ``known_hash``; otherwise a long-poll held until the config changes or ``wait`` seconds pass,
   then 304 with no body.  ``X-Tollgate-Node-*`` request headers refresh the node's ``last_seen``.
 * ``POST /cluster/v1/nodes/{node_id}/status`` — the worker reports what it applied; 204.
+* ``POST /cluster/v1/usage`` — one metering batch (``services/usage.py``); 200 whether it was applied
+  now or before (idempotent by ``batch_id``), 422 when malformed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import Publisher, Sessions
 from control_plane.schemas import NodeStatusIn
+from control_plane.schemas_plans import UsageBatchIn, UsageBatchResult
 from control_plane.services import nodes as svc
+from control_plane.services import usage as usage_svc
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,14 @@ def post_status(
         svc.purge_nodes(session=session, older_than=purge_after)
         session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/usage")
+def post_usage(body: UsageBatchIn, sessions: Sessions) -> UsageBatchResult:
+    with sessions() as session:
+        applied = usage_svc.ingest_batch(session=session, batch=body)
+        session.commit()  # the batch id and its counts together, or neither
+    return UsageBatchResult(batch_id=body.batch_id, applied=applied)
 
 
 def _touch(sessions: sessionmaker[Session], node_id: str, hostname: str | None, version: str | None) -> None:

@@ -29,6 +29,7 @@ def customer_public(row: Customer) -> CustomerPublic:
         metadata=row.meta,
         status=row.status,
         api_ids=svc.granted_api_ids(row),
+        plan_id=row.plan_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

@@ -14,19 +14,34 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from control_plane import models
+from control_plane.models_plans import UsagePlan
 from control_plane.services.revision import current_revision
+from control_plane.services.usage import current_extras
 from data_plane.snapshot import Api, ApiAuth, ApiKey, Customer, HealthCheck, Passive, Route, Snapshot, Target, Upstream
+from data_plane.snapshot_plans import Plan, PlanApi, PlanOverride, PlanQuota, PlanThrottle
 
 
 def build_snapshot(session: Session) -> Snapshot:
     """Read revision and content in one transaction and return the sealed snapshot.
 
     On PostgreSQL the caller's transaction is switched to REPEATABLE READ (when nothing ran in it
-    yet) so the revision and the rows come from one database snapshot; SQLite read transactions
-    already are.
+    yet) so the revision and the rows come from one database snapshot.  pysqlite runs SELECTs
+    outside a transaction, so a write committed while the rows are read could land in a snapshot
+    labelled with the previous revision (and the next revision would then carry the same hash, which
+    a worker waiting for that revision never receives): the revision is read again afterwards and
+    the build repeated when it moved.  Every config write bumps it, so an unchanged revision means
+    no write committed in between.
     """
     if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    for _ in range(9):
+        snapshot = _build(session)
+        if current_revision(session) == snapshot.revision:
+            return snapshot
+    return _build(session)  # writes keep landing: the next notification rebuilds anyway
+
+
+def _build(session: Session) -> Snapshot:
     revision = current_revision(session)
     upstream_rows = session.execute(
         select(models.Upstream).options(selectinload(models.Upstream.targets)).order_by(models.Upstream.name)
@@ -66,6 +81,7 @@ def build_snapshot(session: Session) -> Snapshot:
             strip_base_path=a.strip_base_path,
             max_body_bytes=a.max_body_bytes,
             auth_settings=_auth_settings(a),
+            rate_limit_headers=a.rate_limit_headers,
             routes=tuple(
                 Route(
                     id=r.id,
@@ -84,8 +100,17 @@ def build_snapshot(session: Session) -> Snapshot:
     customer_rows = session.execute(
         select(models.Customer).options(selectinload(models.Customer.grants)).order_by(models.Customer.id)
     ).scalars()
+    now = datetime.now(UTC)
+    extras = current_extras(session, now.timestamp())
     customers = tuple(
-        Customer(id=c.id, name=c.name, status=c.status, api_ids=tuple(sorted(g.api_id for g in c.grants)))
+        Customer(
+            id=c.id,
+            name=c.name,
+            status=c.status,
+            api_ids=tuple(sorted(g.api_id for g in c.grants)),
+            plan_id=c.plan_id,
+            **_extra_fields(extras.get(c.id)),
+        )
         for c in customer_rows
     )
     # Only keys that can still work: revoked ones leave the snapshot, expiry is enforced by the worker.
@@ -102,10 +127,51 @@ def build_snapshot(session: Session) -> Snapshot:
         )
         for k in key_rows
     )
-    generated_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    plan_rows = session.execute(
+        select(UsagePlan).options(selectinload(UsagePlan.apis)).order_by(UsagePlan.id)
+    ).scalars()
+    plans = tuple(_plan(p) for p in plan_rows)
+    generated_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return Snapshot(
-        revision=revision, upstreams=upstreams, apis=apis, customers=customers, keys=keys, generated_at=generated_at
+        revision=revision,
+        upstreams=upstreams,
+        apis=apis,
+        customers=customers,
+        keys=keys,
+        plans=plans,
+        generated_at=generated_at,
     ).sealed()
+
+
+def _extra_fields(extra: tuple[int, int, int] | None) -> dict[str, int]:
+    if extra is None:
+        return {}
+    return {"quota_extra": extra[0], "quota_extra_start": extra[1], "quota_extra_end": extra[2]}
+
+
+def _plan(p: UsagePlan) -> Plan:
+    throttle = None
+    if p.throttle_rate is not None and p.throttle_burst is not None:
+        throttle = PlanThrottle(rate=float(p.throttle_rate), burst=p.throttle_burst)
+    quota = None
+    if p.quota_limit is not None and p.quota_period is not None:
+        quota = PlanQuota(limit=int(p.quota_limit), period=p.quota_period)
+    return Plan(
+        id=p.id,
+        name=p.name,
+        throttle=throttle,
+        quota=quota,
+        apis=tuple(
+            PlanApi(
+                api_id=a.api_id,
+                overrides=tuple(
+                    PlanOverride(method=o["method"], path=o["path"], rate=float(o["rate"]), burst=int(o["burst"]))
+                    for o in a.overrides
+                ),
+            )
+            for a in p.apis
+        ),
+    )
 
 
 def _health_check(doc: dict[str, Any] | None) -> HealthCheck | None:

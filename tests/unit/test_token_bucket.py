@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -105,7 +106,7 @@ def test_invalid_limits_are_refused_naming_the_field() -> None:
         Quota(limit=-1, period=DAY)
 
 
-def test_store_choice_follows_settings() -> None:
+def test_store_choice_follows_settings(tmp_path: Path) -> None:
     import asyncio
 
     from data_plane.limits import open_metering, open_store
@@ -119,6 +120,9 @@ def test_store_choice_follows_settings() -> None:
     store = open_store(settings)
     assert isinstance(store, RedisStore) and store.fail_mode == "closed"
     asyncio.run(store.close())
-    assert open_metering(WorkerSettings.from_env({})) is None
+    # standalone (no control plane): a meter that only spools
+    meter = open_metering(WorkerSettings.from_env({"TOLLGATE_WORKER_CACHE_DIR": str(tmp_path)}))
+    assert meter.sender is None and meter.spool.directory.parent == tmp_path
+    meter.spool.close()
     with pytest.raises(ValueError, match="fail_mode"):
         open_store(WorkerSettings.from_env({"TOLLGATE_REDIS_URL": "redis://x", "TOLLGATE_LIMIT_FAIL_MODE": "ajar"}))

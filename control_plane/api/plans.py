@@ -1,0 +1,112 @@
+"""``/v1/usage-plans`` (CRUD, usage report) and a customer's plan, usage and quota adjustment
+(``/v1/customers/{customer_id}/plan``, ``/usage``, ``/usage/adjust``)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from control_plane.api.deps import Paging, ReadSession, Write
+from control_plane.schemas import Page
+from control_plane.schemas_plans import (
+    AdjustIn,
+    AdjustPublic,
+    CustomerUsage,
+    PlanCreate,
+    PlanPublic,
+    PlanUpdate,
+    PlanUsage,
+    SubscriptionIn,
+    SubscriptionPublic,
+)
+from control_plane.services import customers as customer_svc
+from control_plane.services import plans as svc
+from control_plane.services import usage as usage_svc
+
+router = APIRouter(prefix="/usage-plans", tags=["usage plans"])
+customer_router = APIRouter(prefix="/customers/{customer_id}", tags=["usage plans"])
+
+Day = Annotated[date, Query(description="UTC day, YYYY-MM-DD (inclusive)")]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_plan(body: PlanCreate, w: Write) -> PlanPublic:
+    row = svc.create_plan(session=w.session, data=body)
+    w.commit(row.id)
+    return svc.plan_public(row)
+
+
+@router.get("")
+def list_plans(session: ReadSession, page: Paging) -> Page[PlanPublic]:
+    rows, total = svc.list_plans(session=session, limit=page.limit, offset=page.offset)
+    return Page(items=[svc.plan_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{plan_id}")
+def get_plan(plan_id: str, session: ReadSession) -> PlanPublic:
+    return svc.plan_public(svc.get_plan(session=session, plan_id=plan_id))
+
+
+@router.patch("/{plan_id}")
+def update_plan(plan_id: str, body: PlanUpdate, w: Write) -> PlanPublic:
+    row = svc.update_plan(session=w.session, plan_id=plan_id, data=body)
+    w.commit()
+    return svc.plan_public(row)
+
+
+@router.delete("/{plan_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_plan(plan_id: str, w: Write) -> Response:
+    """409 while customers are subscribed."""
+    svc.delete_plan(session=w.session, plan_id=plan_id)
+    w.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{plan_id}/usage")
+def plan_usage(plan_id: str, start: Day, end: Day, session: ReadSession) -> PlanUsage:
+    """Per day and current subscriber: requests counted and quota remaining."""
+    return usage_svc.plan_usage(session=session, plan_id=plan_id, start=start, end=end)
+
+
+# ---------------------------------------------------------------------------- a customer's plan and usage
+
+
+def _subscription(customer_id: str, plan_id: str | None, plan_name: str | None) -> SubscriptionPublic:
+    return SubscriptionPublic(customer_id=customer_id, plan_id=plan_id, plan_name=plan_name)
+
+
+@customer_router.get("/plan")
+def get_subscription(customer_id: str, session: ReadSession) -> SubscriptionPublic:
+    customer = customer_svc.get_customer(session=session, customer_id=customer_id)
+    plan = svc.plan_of(session=session, customer=customer)
+    return _subscription(customer.id, plan.id if plan else None, plan.name if plan else None)
+
+
+@customer_router.put("/plan")
+def subscribe(customer_id: str, body: SubscriptionIn, w: Write) -> SubscriptionPublic:
+    """Subscribe or move to a plan; the usage counted in the current period carries over."""
+    customer, plan = svc.subscribe(session=w.session, customer_id=customer_id, plan_id=body.plan_id)
+    w.commit()
+    return _subscription(customer.id, plan.id, plan.name)
+
+
+@customer_router.delete("/plan", status_code=status.HTTP_204_NO_CONTENT)
+def unsubscribe(customer_id: str, w: Write) -> Response:
+    svc.unsubscribe(session=w.session, customer_id=customer_id)
+    w.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@customer_router.get("/usage")
+def customer_usage(customer_id: str, start: Day, end: Day, session: ReadSession) -> CustomerUsage:
+    return usage_svc.customer_usage(session=session, customer_id=customer_id, start=start, end=end)
+
+
+@customer_router.post("/usage/adjust")
+def adjust_quota(customer_id: str, body: AdjustIn, w: Write) -> AdjustPublic:
+    """Extra quota for the current period (409 when the customer's plan has no quota)."""
+    result = usage_svc.adjust_quota(session=w.session, customer_id=customer_id, extra=body.extra)
+    w.commit()
+    return result

@@ -1,0 +1,89 @@
+"""ORM rows for usage plans, subscriptions, quota adjustments and metered usage (migration ``0005_plans``).
+
+Imported at the end of :mod:`control_plane.models` so ``Base.metadata`` (Alembic, the test fixtures)
+always knows these tables.  Usage rows are not config: writing them never bumps the revision.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Date, Double, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from control_plane.models import Base, Timestamped, new_id, utcnow
+
+
+class UsagePlan(Timestamped, Base):
+    __tablename__ = "usage_plans"
+    __table_args__ = (
+        CheckConstraint("throttle_rate IS NULL OR throttle_rate > 0", name="throttle_rate_positive"),
+        CheckConstraint("throttle_burst IS NULL OR throttle_burst >= 1", name="throttle_burst_positive"),
+        CheckConstraint("quota_limit IS NULL OR quota_limit >= 1", name="quota_limit_positive"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    throttle_rate: Mapped[float | None] = mapped_column(Double, nullable=True)  # both null: no throttle
+    throttle_burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_limit: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # both null: no quota
+    quota_period: Mapped[str | None] = mapped_column(String(8), nullable=True)
+
+    apis: Mapped[list[UsagePlanApi]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="UsagePlanApi.position"
+    )
+
+
+class UsagePlanApi(Base):
+    """An API granted by a plan, with its per-route throttle overrides (a JSON list, read whole)."""
+
+    __tablename__ = "usage_plan_apis"
+
+    plan_id: Mapped[str] = mapped_column(String(36), ForeignKey("usage_plans.id", ondelete="CASCADE"), primary_key=True)
+    # Deleting an API removes it from the plans that granted it (as it removes direct grants).
+    api_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apis.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, default=0)  # the order the admin gave
+    overrides: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class QuotaAdjustment(Base):
+    """Extra quota for one customer for one period (like AWS UpdateUsage); per (customer, period start)."""
+
+    __tablename__ = "quota_adjustments"
+
+    customer_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)
+    period_start: Mapped[date] = mapped_column(Date, primary_key=True)
+    extra: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class UsageCount(Base):
+    """Requests admitted per (customer, api, UTC day), summed from the workers' batches.
+
+    ``api_id`` has no foreign key: usage of a deleted API stays reportable."""
+
+    __tablename__ = "usage_counts"
+
+    customer_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    api_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageBatch(Base):
+    """A worker batch already applied: makes ``POST /cluster/v1/usage`` idempotent."""
+
+    __tablename__ = "usage_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(128), default="")
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -1,0 +1,167 @@
+"""DTOs for usage plans, subscriptions, usage reports and quota adjustments (see schemas.py for the conventions)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from control_plane.schemas import Name, _In, _template
+
+Period = Literal["DAY", "WEEK", "MONTH"]
+Rate = Annotated[float, Field(gt=0, le=1_000_000, description="requests per second (fractional allowed)")]
+Burst = Annotated[int, Field(ge=1, le=1_000_000)]
+ApiId = Annotated[str, Field(min_length=1, max_length=36)]
+
+
+class ThrottleIn(_In):
+    rate: Rate
+    burst: Burst
+
+
+class QuotaIn(_In):
+    limit: Annotated[int, Field(ge=1, le=10**12)]
+    period: Period
+
+
+class RouteOverrideIn(_In):
+    """A throttle for one route (method + path template, as in the API's routes): its own bucket."""
+
+    method: str = Field(min_length=1, max_length=10)
+    path: str = Field(max_length=2048)
+    rate: Rate
+    burst: Burst
+
+    _check_path = field_validator("path")(_template)
+
+    @field_validator("method")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        from data_plane.snapshot import HTTP_METHODS
+
+        if value.upper() not in HTTP_METHODS:
+            raise ValueError(f"{value!r} is not an HTTP method")
+        return value.upper()
+
+
+class PlanApiIn(_In):
+    api_id: ApiId
+    overrides: list[RouteOverrideIn] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _unique_overrides(self) -> PlanApiIn:
+        seen = set()
+        for o in self.overrides:
+            if (o.method, o.path) in seen:
+                raise ValueError(f"override {o.method} {o.path} is listed twice")
+            seen.add((o.method, o.path))
+        return self
+
+
+def _unique_apis(apis: list[PlanApiIn] | None) -> list[PlanApiIn] | None:
+    if apis is not None:
+        ids = [a.api_id for a in apis]
+        dup = next((a for a in ids if ids.count(a) > 1), None)
+        if dup is not None:
+            raise ValueError(f"api {dup!r} is listed twice")
+    return apis
+
+
+class PlanCreate(_In):
+    name: Name
+    description: str = Field(default="", max_length=1000)
+    throttle: ThrottleIn | None = None
+    quota: QuotaIn | None = None
+    apis: list[PlanApiIn] = Field(default_factory=list, max_length=200)
+
+    _check_apis = field_validator("apis")(_unique_apis)
+
+
+class PlanUpdate(_In):
+    name: Name | None = None
+    description: str | None = Field(default=None, max_length=1000)
+    throttle: ThrottleIn | None = None  # explicit null: no plan-wide throttle
+    quota: QuotaIn | None = None  # explicit null: no quota
+    apis: list[PlanApiIn] | None = Field(default=None, max_length=200)
+
+    _check_apis = field_validator("apis")(_unique_apis)
+
+
+class PlanPublic(BaseModel):
+    id: str
+    name: str
+    description: str
+    throttle: ThrottleIn | None
+    quota: QuotaIn | None
+    apis: list[PlanApiIn]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubscriptionIn(_In):
+    plan_id: str = Field(min_length=1, max_length=36)
+
+
+class SubscriptionPublic(BaseModel):
+    customer_id: str
+    plan_id: str | None
+    plan_name: str | None
+
+
+# ---------------------------------------------------------------------------- usage
+
+
+class UsageCountIn(BaseModel):
+    customer_id: str = Field(min_length=1, max_length=36)
+    api_id: str = Field(min_length=1, max_length=36)
+    day: date
+    count: Annotated[int, Field(ge=1, le=10**12)]
+
+
+class UsageBatchIn(BaseModel):
+    """One worker batch (data_plane/metering.py); ``batch_id`` makes it idempotent."""
+
+    batch_id: str = Field(min_length=1, max_length=64)
+    node_id: str = Field(default="", max_length=128)
+    counts: list[UsageCountIn] = Field(max_length=200_000)
+
+
+class UsageBatchResult(BaseModel):
+    batch_id: str
+    applied: bool = Field(description="false: this batch id was applied before; nothing was added")
+
+
+class UsageDay(BaseModel):
+    day: date
+    requests: int
+    apis: dict[str, int] = Field(description="requests per api id")
+    quota_remaining: int | None = Field(description="for the period containing this day; null: no quota")
+
+
+class CustomerUsage(BaseModel):
+    customer_id: str
+    customer_name: str
+    plan_id: str | None
+    quota: QuotaIn | None
+    days: list[UsageDay]
+
+
+class PlanUsage(BaseModel):
+    plan_id: str
+    start: date
+    end: date
+    customers: list[CustomerUsage]
+
+
+class AdjustIn(_In):
+    extra: Annotated[int, Field(ge=-(10**12), le=10**12, description="added to this period's extra quota")]
+
+
+class AdjustPublic(BaseModel):
+    customer_id: str
+    period: Period
+    period_start: date
+    period_end: date
+    extra: int = Field(description="total extra quota for this period")
+    limit: int = Field(description="plan limit + extra")

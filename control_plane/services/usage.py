@@ -1,0 +1,215 @@
+"""Metered usage: ingesting worker batches, per-day reports, and quota adjustments.
+
+**Ingestion** (``POST /cluster/v1/usage``) is idempotent by ``batch_id``: the id is inserted into
+``usage_batches`` with ``ON CONFLICT DO NOTHING`` in the same transaction that adds the counts, and
+the counts are added only when that insert happened — a worker whose 2xx was lost sends the batch
+again and nothing is counted twice.  Counts are upserts (``count = count + excluded.count``), so two
+replicas applying different batches at once never lose an increment.  Counts of customers deleted in
+the meantime are dropped.  Usage is not config: nothing here bumps the revision.
+
+**Reports**: per UTC day, requests and (for customers on a plan with a quota) the quota remaining for
+the period that contains the day = limit + that period's adjustment − requests counted on the plan's
+APIs in the period.  The control plane knows usage up to the workers' last flush (5 s by default);
+the enforcing counters are the limiter's.
+
+**Adjustments** add extra quota for the customer's current period (per customer, period kind and
+period start); they travel in the snapshot (``customers[].quota_extra``), so they bump the revision.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from control_plane.errors import Conflict, Invalid
+from control_plane.models import Customer
+from control_plane.models_plans import QuotaAdjustment, UsageBatch, UsageCount, UsagePlan
+from control_plane.schemas_plans import (
+    AdjustPublic,
+    CustomerUsage,
+    PlanUsage,
+    UsageBatchIn,
+    UsageDay,
+)
+from control_plane.services.customers import get_customer
+from control_plane.services.plans import get_plan, plan_of, quota_of
+from control_plane.services.revision import bump_revision
+from data_plane.periods import period_end, period_start
+
+MAX_REPORT_DAYS = 366
+_CHUNK = 500  # rows per multi-row INSERT (SQLite caps bound parameters per statement)
+
+
+def _insert(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def _utc_date(ts: float) -> date:
+    return datetime.fromtimestamp(ts, UTC).date()
+
+
+def _ts(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+# ---------------------------------------------------------------------------- ingestion
+
+
+def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
+    """Apply one worker batch; False when this ``batch_id`` was applied before (nothing added)."""
+    insert = _insert(session)
+    marked = session.execute(
+        insert(UsageBatch)
+        .values(batch_id=batch.batch_id, node_id=batch.node_id, received_at=datetime.now(UTC))
+        .on_conflict_do_nothing(index_elements=["batch_id"])
+        .returning(UsageBatch.batch_id)
+    ).scalar_one_or_none()
+    if marked is None:  # RETURNING is empty when the conflict clause skipped the row
+        return False
+    sums: dict[tuple[str, str, date], int] = defaultdict(int)
+    for c in batch.counts:
+        sums[(c.customer_id, c.api_id, c.day)] += c.count
+    customer_ids = {k[0] for k in sums}
+    known = set(session.execute(select(Customer.id).where(Customer.id.in_(customer_ids))).scalars())
+    rows = [
+        {"customer_id": cid, "api_id": aid, "day": day, "count": n}
+        for (cid, aid, day), n in sorted(sums.items())
+        if cid in known
+    ]
+    for i in range(0, len(rows), _CHUNK):
+        stmt = insert(UsageCount).values(rows[i : i + _CHUNK])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["customer_id", "day", "api_id"], set_={"count": UsageCount.count + stmt.excluded.count}
+        )
+        session.execute(stmt)
+    return True
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+def _check_range(start: date, end: date) -> None:
+    if end < start:
+        raise Invalid("end", "end must not be before start", loc=("query", "end"))
+    if (end - start).days + 1 > MAX_REPORT_DAYS:
+        raise Invalid("end", f"at most {MAX_REPORT_DAYS} days per report", loc=("query", "end"))
+
+
+def customer_usage(*, session: Session, customer_id: str, start: date, end: date) -> CustomerUsage:
+    _check_range(start, end)
+    customer = get_customer(session=session, customer_id=customer_id)
+    return _usage_of(session, customer, plan_of(session=session, customer=customer), start, end)
+
+
+def plan_usage(*, session: Session, plan_id: str, start: date, end: date) -> PlanUsage:
+    """Usage of the plan's current subscribers."""
+    _check_range(start, end)
+    plan = get_plan(session=session, plan_id=plan_id)
+    customers = session.execute(select(Customer).where(Customer.plan_id == plan.id).order_by(Customer.name)).scalars()
+    return PlanUsage(
+        plan_id=plan.id, start=start, end=end, customers=[_usage_of(session, c, plan, start, end) for c in customers]
+    )
+
+
+def _usage_of(session: Session, customer: Customer, plan: UsagePlan | None, start: date, end: date) -> CustomerUsage:
+    quota = quota_of(plan) if plan is not None else None
+    lo, hi = start, end
+    if quota is not None:  # the periods containing start and end may reach outside [start, end]
+        lo = _utc_date(period_start(quota.period, _ts(start)))
+        hi = _utc_date(period_end(quota.period, _ts(end)) - 1)
+    counts: dict[date, dict[str, int]] = defaultdict(dict)
+    for day, api_id, n in session.execute(
+        select(UsageCount.day, UsageCount.api_id, UsageCount.count).where(
+            UsageCount.customer_id == customer.id, UsageCount.day >= lo, UsageCount.day <= hi
+        )
+    ):
+        counts[day][api_id] = int(n)
+    used: dict[date, int] = {}  # period start -> requests on the plan's APIs in that period
+    extras: dict[date, int] = {}
+    if quota is not None and plan is not None:
+        plan_apis = {a.api_id for a in plan.apis}
+        for day, per_api in counts.items():
+            p = _utc_date(period_start(quota.period, _ts(day)))
+            used[p] = used.get(p, 0) + sum(n for a, n in per_api.items() if a in plan_apis)
+        for adj in session.execute(
+            select(QuotaAdjustment).where(
+                QuotaAdjustment.customer_id == customer.id,
+                QuotaAdjustment.period == quota.period,
+                QuotaAdjustment.period_start >= lo,
+                QuotaAdjustment.period_start <= hi,
+            )
+        ).scalars():
+            extras[adj.period_start] = int(adj.extra)
+    days = []
+    day = start
+    while day <= end:
+        per_api = counts.get(day, {})
+        remaining = None
+        if quota is not None:
+            p = _utc_date(period_start(quota.period, _ts(day)))
+            remaining = max(0, quota.limit + extras.get(p, 0) - used.get(p, 0))
+        days.append(UsageDay(day=day, requests=sum(per_api.values()), apis=per_api, quota_remaining=remaining))
+        day += timedelta(days=1)
+    return CustomerUsage(
+        customer_id=customer.id,
+        customer_name=customer.name,
+        plan_id=plan.id if plan is not None else None,
+        quota=quota,
+        days=days,
+    )
+
+
+# ---------------------------------------------------------------------------- adjustments
+
+
+def adjust_quota(*, session: Session, customer_id: str, extra: int, now: float | None = None) -> AdjustPublic:
+    bump_revision(session)
+    customer = get_customer(session=session, customer_id=customer_id)
+    plan = plan_of(session=session, customer=customer)
+    quota = quota_of(plan) if plan is not None else None
+    if quota is None:
+        raise Conflict(f"customer {customer.name!r} has no usage plan with a quota to adjust")
+    ts = datetime.now(UTC).timestamp() if now is None else now
+    start = _utc_date(period_start(quota.period, ts))
+    row = session.get(QuotaAdjustment, (customer.id, quota.period, start))
+    if row is None:
+        row = QuotaAdjustment(customer_id=customer.id, period=quota.period, period_start=start, extra=0)
+        session.add(row)
+    row.extra = int(row.extra) + extra
+    session.flush()
+    return AdjustPublic(
+        customer_id=customer.id,
+        period=quota.period,
+        period_start=start,
+        period_end=_utc_date(period_end(quota.period, ts) - 1),
+        extra=row.extra,
+        limit=quota.limit + row.extra,
+    )
+
+
+def current_extras(session: Session, now: float) -> dict[str, tuple[int, int, int]]:
+    """customer id -> (extra, period start, period end) in epoch seconds, for each customer whose plan has
+    a quota and who has an adjustment for the period containing ``now`` (the snapshot's ``quota_extra``)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    rows = session.execute(
+        select(Customer.id, UsagePlan.quota_period, QuotaAdjustment.period_start, QuotaAdjustment.extra)
+        .join(UsagePlan, UsagePlan.id == Customer.plan_id)
+        .join(
+            QuotaAdjustment,
+            (QuotaAdjustment.customer_id == Customer.id) & (QuotaAdjustment.period == UsagePlan.quota_period),
+        )
+        .where(UsagePlan.quota_limit.is_not(None), QuotaAdjustment.extra != 0)
+    )
+    for cid, period, pstart, extra in rows:
+        if period is None:
+            continue
+        start = period_start(period, now)
+        if _utc_date(start) == pstart:
+            out[cid] = (int(extra), start, period_end(period, now))
+    return out
