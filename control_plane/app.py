@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -83,9 +84,19 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _bootstrap_admin(sessions: sessionmaker[Session], settings: Settings) -> None:
+    if settings.admin_token:
+        # Replicas starting together race to insert the same token: the loser sees the winner's row
+        # (unique token hash) on its second try.
+        for attempt in range(2):
+            with sessions() as session:
+                try:
+                    admin_svc.ensure_bootstrap_token(session=session, token=settings.admin_token)
+                    session.commit()
+                    return
+                except IntegrityError:
+                    session.rollback()
+                    if attempt:
+                        raise
     with sessions() as session:
-        if settings.admin_token:
-            admin_svc.ensure_bootstrap_token(session=session, token=settings.admin_token)
-            session.commit()
-        elif not admin_svc.has_active_admin(session=session):
+        if not admin_svc.has_active_admin(session=session):
             log.warning("no admin token exists: set TOLLGATE_ADMIN_TOKEN to open the admin API (/v1)")
