@@ -2,8 +2,9 @@
 
 Each resource model extends the admin API's ``XCreate`` DTO, so a field added to the API (and its
 validation) is part of the document at once.  Identity is by name; children are nested (targets in
-their upstream, routes in their API) and a route names its upstream by name.  Customers and usage
-plans slot in as further top-level lists of models built the same way (never key secrets).
+their upstream, routes in their API) and references are by name: a route names its upstream, a usage
+plan its APIs, a customer its plan and directly granted APIs.  Customers' API keys are secrets and are
+never part of the document (issue them with ``tollgate keys create``).
 
 The published JSON Schema (``GET /v1/config/schema``, ``docs/gateway.schema.json``) is generated
 from :class:`GatewayConfig`; ``python -m control_plane.config_document`` prints it.
@@ -15,10 +16,20 @@ import json
 import sys
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from control_plane.schemas import ApiCreate, Name, TargetCreate, UpstreamCreate, _methods, _template
+from control_plane.schemas import (
+    ApiCreate,
+    CustomerCreate,
+    Name,
+    TargetCreate,
+    UpstreamCreate,
+    _In,
+    _methods,
+    _template,
+)
+from control_plane.schemas_plans import PlanCreate, RouteOverrideIn
 
 SCHEMA_ID = "https://tollgate.dev/schemas/gateway.schema.json"
 
@@ -58,6 +69,63 @@ class ApiSpec(ApiCreate):
         return None
 
 
+class PlanApiSpec(_In):
+    """An API granted by a usage plan, named by name (an id in the admin API)."""
+
+    api: Name = Field(description="name of the API (in this file or already on the control plane)")
+    overrides: list[RouteOverrideIn] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _unique_overrides(self) -> PlanApiSpec:
+        seen = [(o.method, o.path) for o in self.overrides]
+        dup = next((o for o in seen if seen.count(o) > 1), None)
+        if dup is not None:
+            raise ValueError(f"override {dup[0]} {dup[1]} is listed twice")
+        return self
+
+
+def _unique_plan_apis(apis: list[PlanApiSpec]) -> list[PlanApiSpec]:
+    names = [a.api for a in apis]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise ValueError(f"api {dup!r} is listed twice")
+    return apis
+
+
+class UsagePlanSpec(PlanCreate):
+    """A usage plan; identity: its name.  ``apis`` is the complete, ordered list of granted APIs."""
+
+    apis: list[PlanApiSpec] = Field(default_factory=list, max_length=200)  # type: ignore[assignment]
+
+    _check_apis = field_validator("apis")(_unique_plan_apis)  # type: ignore[assignment]
+
+
+class CustomerSpec(CustomerCreate):
+    """A customer; identity: its name.  Never its keys (secrets).  Deleting a customer (``--prune``)
+    deletes its keys."""
+
+    # The admin API takes ids; the document names APIs (``apis``) instead.
+    api_ids: SkipJsonSchema[None] = Field(default=None, exclude=True)  # type: ignore[assignment]
+    plan: Name | None = Field(default=None, description="name of the usage plan the customer is subscribed to")
+    apis: list[Name] = Field(default_factory=list, max_length=1000, description="names of directly granted APIs")
+
+    @field_validator("api_ids", mode="before")
+    @classmethod
+    def _no_ids(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("name the granted APIs in `apis`; ids are not part of the declarative config")
+        return None
+
+    @field_validator("apis")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        # Grants are a set (compared regardless of order); file order is kept so errors point at the entry.
+        dup = next((n for n in value if value.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"api {dup!r} is listed twice")
+        return value
+
+
 class GatewayConfig(BaseModel):
     """Desired state of the control plane.  Resources named here are described completely (fields left
     out take their defaults; children not listed are removed); resources not named are left alone unless
@@ -68,6 +136,8 @@ class GatewayConfig(BaseModel):
     version: Literal[1] = Field(default=1, description="document format version")
     upstreams: list[UpstreamSpec] = Field(default_factory=list)
     apis: list[ApiSpec] = Field(default_factory=list)
+    usage_plans: list[UsagePlanSpec] = Field(default_factory=list)
+    customers: list[CustomerSpec] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- apply request / answer

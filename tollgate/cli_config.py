@@ -44,7 +44,9 @@ def show_changes(result: dict[str, Any]) -> None:
     changes = result["changes"]
     for change in changes:
         sign, colour = _STYLE[change["action"]]
-        console.print(f"[{colour}]{sign} {escape(change['address'])}[/]")
+        # Deleting a customer deletes its API keys (cascade): say so before anyone applies it.
+        note = " (and its API keys)" if change["action"] == "delete" and change["kind"] == "customer" else ""
+        console.print(f"[{colour}]{sign} {escape(change['address'])}{note}[/]")
         if change["action"] == "update":
             for name in change["fields"]:
                 old, new = _value(change["before"].get(name)), _value(change["after"].get(name))

@@ -9,8 +9,8 @@ removed, because a named resource is described completely).  Changes run through
 functions, so every business rule (overlaps, references) holds exactly as for single writes; inside
 :func:`~control_plane.services.revision.one_revision` their bumps collapse into one.
 
-Adding a resource type (customers, usage plans) is one more :class:`Kind` in :data:`KINDS` and its
-section in the document model.
+Adding a resource type is one more :class:`Kind` in :data:`KINDS` and its section in the document
+model (upstreams, APIs, usage plans and customers are there today; never customers' key secrets).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def plan(desired: dict[Address, Item], current: dict[Address, Item], *, prune: b
         if have is None:
             out.append(Planned("create", want, None, want.fields, []))
             continue
-        changed = [f for f in want.fields if want.fields[f] != have.fields.get(f)]
+        changed = [f for f in want.fields if want.kind.differs(f, want.fields[f], have.fields.get(f))]
         if changed:
             out.append(Planned("update", want, have.fields, want.fields, changed))
     for address, have in current.items():
@@ -171,18 +171,28 @@ def plan(desired: dict[Address, Item], current: dict[Address, Item], *, prune: b
     return out
 
 
+def _ref_names(value: Any, path: list[str], loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """(location, name) of every name at ``path`` (``*``: each element of a list) under ``value``."""
+    if not path:
+        yield loc, value
+    elif path[0] == "*":
+        for i, element in enumerate(value if isinstance(value, list) else []):
+            yield from _ref_names(element, path[1:], (*loc, i))
+    elif isinstance(value, dict):
+        yield from _ref_names(value.get(path[0]), path[1:], (*loc, path[0]))
+
+
 def _check_references(desired: dict[Address, Item], current: dict[Address, Item], planned: list[Planned]) -> None:
     deleted = {p.item.address for p in planned if p.action == "delete"}
     available = set(desired) | (set(current) - deleted)
     for item in desired.values():
-        for ref_field, target in item.kind.refs.items():
-            value = item.fields.get(ref_field)
-            for name in value if isinstance(value, list) else [value]:
+        for ref_path, target in item.kind.refs.items():
+            for loc, name in _ref_names(item.fields, ref_path.split("."), item.loc or ()):
                 if name is None or ((target, name),) in available:
                     continue
                 where = "is not in this document (pruned)" if ((target, name),) in current else "does not exist"
-                loc = (*(item.loc or ()), ref_field)
-                raise Invalid(_dotted(loc), f"{target} {name!r} {where}", loc=_config_loc(loc))
+                what = target.replace("_", " ")
+                raise Invalid(_dotted(loc), f"{what} {name!r} {where}", loc=_config_loc(loc))
 
 
 def _ordered(planned: list[Planned]) -> list[Planned]:
@@ -214,6 +224,9 @@ def _execute(session: Session, ctx: Ctx, step: Planned) -> None:
         else:
             assert item.row_id is not None
             kind.delete(session, item.row_id, parent_id)
+            # The database cascaded the delete (an API's plan entries and grants, a customer's keys):
+            # forget loaded collections so later steps do not act on rows that are gone.
+            session.expire_all()
     except ControlPlaneError as exc:
         if item.loc is None:
             raise Conflict(f"cannot delete {describe(item.address)}: {exc.message}") from None

@@ -4,9 +4,9 @@ A kind says where its entries live in the document, what identifies one, how to 
 to create / update / delete one through the ordinary service functions.  The engine
 (:mod:`control_plane.services.declarative`) knows nothing else about resources.
 
-To add customers or usage plans: a section in ``GatewayConfig``, then one ``Kind`` here, in dependency
-order (a usage plan before the customers that name it: ``refs={"plan": "usage_plan"}``;
-``delete_first=True`` for referrers such as customers, so pruning one frees what it referred to).
+A new resource type is a section in ``GatewayConfig`` and one ``Kind`` here, in dependency order (what
+is referred to before what refers to it: upstreams, APIs, usage plans, customers).  ``refs`` name the
+fields that hold names of other resources (``"apis.*.api"``: the ``api`` of every entry of ``apis``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,21 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from control_plane.config_document import ApiSpec, RouteSpec, TargetSpec, UpstreamSpec
-from control_plane.models import Api, Route, Target, Upstream
+from control_plane.config_document import (
+    ApiSpec,
+    CustomerSpec,
+    RouteSpec,
+    TargetSpec,
+    UpstreamSpec,
+    UsagePlanSpec,
+)
+from control_plane.models import Api, Customer, Route, Target, Upstream
+from control_plane.models_plans import UsagePlan
 from control_plane.schemas import (
     ApiCreate,
     ApiUpdate,
+    CustomerCreate,
+    CustomerUpdate,
     RouteCreate,
     RouteUpdate,
     TargetCreate,
@@ -31,7 +41,10 @@ from control_plane.schemas import (
     UpstreamCreate,
     UpstreamUpdate,
 )
+from control_plane.schemas_plans import PlanCreate, PlanUpdate
 from control_plane.services import apis as api_svc
+from control_plane.services import customers as customer_svc
+from control_plane.services import plans as plan_svc
 from control_plane.services import upstreams as upstream_svc
 
 Address = tuple[tuple[str, str], ...]
@@ -63,9 +76,16 @@ class Kind:
     to_doc: Callable[[Any, Ctx], Fields] | None = None  # row -> document fields; default: same-named columns
     parent: str | None = None  # parent kind's name (children only)
     parent_of: Callable[[Any], str] | None = None  # row -> parent row id
-    refs: Mapping[str, str] = field(default_factory=dict)  # field -> name of the top-level kind it names
+    # field path ("upstream", "apis.*", "apis.*.api") -> name of the top-level kind it names
+    refs: Mapping[str, str] = field(default_factory=dict)
     children: tuple[Kind, ...] = ()
     delete_first: bool = False  # referrers: deleted before creates/updates; others after
+    unordered: frozenset[str] = frozenset()  # list fields that are sets: order is not a change
+
+    def differs(self, name: str, want: Any, have: Any) -> bool:
+        if name in self.unordered and isinstance(want, list) and isinstance(have, list):
+            return sorted(want) != sorted(have)
+        return bool(want != have)
 
     @property
     def child_sections(self) -> frozenset[str]:
@@ -177,5 +197,103 @@ API = Kind(
     delete=lambda s, id_, _p: api_svc.delete_api(session=s, api_id=id_),
 )
 
+# ---------------------------------------------------------------------------- usage plans
+
+
+def _plan_doc(row: UsagePlan, ctx: Ctx) -> Fields:
+    throttle, quota = plan_svc.throttle_of(row), plan_svc.quota_of(row)
+    return {
+        "name": row.name,
+        "description": row.description,
+        "throttle": throttle.model_dump() if throttle else None,
+        "quota": quota.model_dump() if quota else None,
+        "apis": [{"api": ctx.keys[("api", a.api_id)], "overrides": list(a.overrides)} for a in row.apis],
+    }
+
+
+def _plan_body(ctx: Ctx, f: Fields) -> Fields:
+    """API names (document) → ids (admin API)."""
+    body = dict(f)
+    if "apis" in f:
+        body["apis"] = [{"api_id": ctx.id_of("api", a["api"]), "overrides": a["overrides"]} for a in f["apis"]]
+    return body
+
+
+USAGE_PLAN = Kind(
+    name="usage_plan",
+    section="usage_plans",
+    spec=UsagePlanSpec,
+    key=lambda f: str(f["name"]),
+    rows=_all(UsagePlan),
+    to_doc=_plan_doc,
+    refs={"apis.*.api": "api"},
+    # Deleted after creates/updates: the customers the document moves to another plan have moved by then.
+    create=lambda s, ctx, _p, f: plan_svc.create_plan(session=s, data=PlanCreate.model_validate(_plan_body(ctx, f))).id,
+    update=lambda s, ctx, id_, _p, ch: plan_svc.update_plan(
+        session=s, plan_id=id_, data=PlanUpdate.model_validate(_plan_body(ctx, ch))
+    ),
+    delete=lambda s, id_, _p: plan_svc.delete_plan(session=s, plan_id=id_),
+)
+
+
+# ---------------------------------------------------------------------------- customers
+
+
+def _customer_doc(row: Customer, ctx: Ctx) -> Fields:
+    return {
+        "name": row.name,
+        "email": row.email,
+        "metadata": row.meta,
+        "status": row.status,
+        "plan": ctx.keys[("usage_plan", row.plan_id)] if row.plan_id else None,
+        "apis": sorted(ctx.keys[("api", g.api_id)] for g in row.grants),
+    }
+
+
+def _customer_body(ctx: Ctx, f: Fields) -> Fields:
+    body = {k: v for k, v in f.items() if k not in ("apis", "plan")}
+    if "apis" in f:
+        body["api_ids"] = [ctx.id_of("api", name) for name in f["apis"]]
+    return body
+
+
+def _subscribe(s: Session, ctx: Ctx, customer_id: str, f: Fields) -> None:
+    if "plan" not in f:
+        return
+    if f["plan"] is None:
+        plan_svc.unsubscribe(session=s, customer_id=customer_id)
+    else:
+        plan_svc.subscribe(session=s, customer_id=customer_id, plan_id=ctx.id_of("usage_plan", f["plan"]))
+
+
+def _create_customer(s: Session, ctx: Ctx, f: Fields) -> str:
+    customer = customer_svc.create_customer(session=s, data=CustomerCreate.model_validate(_customer_body(ctx, f)))
+    if f.get("plan") is not None:
+        _subscribe(s, ctx, customer.id, f)
+    return customer.id
+
+
+def _update_customer(s: Session, ctx: Ctx, id_: str, ch: Fields) -> None:
+    body = _customer_body(ctx, ch)
+    if body:
+        customer_svc.update_customer(session=s, customer_id=id_, data=CustomerUpdate.model_validate(body))
+    _subscribe(s, ctx, id_, ch)
+
+
+CUSTOMER = Kind(
+    name="customer",
+    section="customers",
+    spec=CustomerSpec,
+    key=lambda f: str(f["name"]),
+    rows=_all(Customer),
+    to_doc=_customer_doc,
+    refs={"plan": "usage_plan", "apis.*": "api"},
+    unordered=frozenset({"apis"}),
+    delete_first=True,  # deleting a customer (and its keys) frees its plan for deletion
+    create=lambda s, ctx, _p, f: _create_customer(s, ctx, f),
+    update=lambda s, ctx, id_, _p, ch: _update_customer(s, ctx, id_, ch),
+    delete=lambda s, id_, _p: customer_svc.delete_customer(session=s, customer_id=id_),
+)
+
 # Dependency order: what is referred to comes before what refers to it.
-KINDS: tuple[Kind, ...] = (UPSTREAM, API)
+KINDS: tuple[Kind, ...] = (UPSTREAM, API, USAGE_PLAN, CUSTOMER)

@@ -58,6 +58,9 @@ def test_apply_dump_apply_round_trip_is_a_no_op(cp: ControlPlane, tmp_path: Path
     assert dumped.read_text().startswith(f"# Tollgate gateway config (revision {rev + 1})")
     doc = yaml.safe_load(dumped.read_text())
     assert [a["name"] for a in doc["apis"]] == ["orders", "users"]
+    assert [p["name"] for p in doc["usage_plans"]] == ["standard"]
+    assert doc["usage_plans"][0]["apis"][0]["api"] == "users"  # names, not ids
+    assert [(c["name"], c["plan"]) for c in doc["customers"]] == [("acme", "standard")]
     assert ok(cp, "apply", "-f", str(dumped), "--prune").strip() == "no changes"
     assert cp.revision() == rev + 1
     assert json.loads(ok(cp, "dump", "-o", "json")) == cp.get("/v1/config/export").json() == doc
@@ -126,4 +129,33 @@ def test_the_committed_schema_is_the_served_one(cp: ControlPlane) -> None:
     served = cp.get("/v1/config/schema").json()
     committed = json.loads((ROOT / "docs" / "gateway.schema.json").read_text())
     assert served == committed, "regenerate: python -m control_plane.config_document > docs/gateway.schema.json"
-    assert {"upstreams", "apis"} <= set(served["properties"])
+    assert {"upstreams", "apis", "usage_plans", "customers"} <= set(served["properties"])
+
+
+def test_prune_deletes_customers_and_their_keys_then_plans(cp: ControlPlane, tmp_path: Path) -> None:
+    rev = reset_to_example(cp)
+    issued = json.loads(ok(cp, "keys", "create", "--customer", "acme", "name=ci", "-o", "json"))
+    assert issued["key"].startswith("tg_")
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["customers"], doc["usage_plans"] = [], []
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(doc))
+
+    diff = ok(cp, "diff", "-f", str(bare), "--prune")
+    lines = [line.rstrip() for line in diff.splitlines()]
+    assert lines.index("- customer acme (and its API keys)") < lines.index("- usage_plan standard")
+    ok(cp, "apply", "-f", str(bare), "--prune")
+    assert cp.get("/v1/customers").json()["total"] == 0 and cp.get("/v1/usage-plans").json()["total"] == 0
+    assert cp.revision() == rev + 2  # the key, then the apply
+
+
+def test_an_unknown_plan_names_the_line_and_changes_nothing(cp: ControlPlane, tmp_path: Path) -> None:
+    rev = reset_to_example(cp)
+    text = EXAMPLE.read_text()
+    unknown = tmp_path / "unknown-plan.yaml"
+    unknown.write_text(text.replace("plan: standard", "plan: premium"))
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if s.strip() == "plan: standard")
+    result = tg(cp, "apply", "-f", str(unknown))
+    assert result.exit_code == 1
+    assert f"{unknown}:{line}:11: customers.0.plan: usage plan 'premium' does not exist" in result.stderr
+    assert cp.revision() == rev

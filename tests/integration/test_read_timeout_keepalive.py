@@ -75,6 +75,7 @@ async def _scenario() -> tuple[int, int, float]:
         await server.wait_closed()
         backend.close()
         await backend.wait_closed()
+        await worker.close_limits()  # closes the usage spool's lock file (else a ResourceWarning at GC)
 
 
 def test_short_read_timeout_applies_on_a_connection_armed_with_a_long_one() -> None:
