@@ -94,6 +94,8 @@ def run_embedded(*, workers: int, port: int, admin_port: int, demo_port: int, da
             "TOLLGATE_WORKER_CACHE_DIR": str(data_dir / "worker"),
         }
         argv = ["worker", "--control-plane", admin_url, "--port", str(port), "--processes", str(workers)]
+        # An interactive terminal is for the banner and errors: the access log goes to a file.
+        argv += ["--access-log", str(data_dir / "access.log")]
         sup.start(Child("worker", python_module("tollgate", *argv, "--log-level", "warning"), worker_env))
         _wait_http(f"http://127.0.0.1:{port}/demo/", "the worker", sup)
     except (RuntimeError, httpx.HTTPError) as exc:
@@ -115,6 +117,7 @@ Tollgate is up (data in {data_dir}).
   admin API   {admin_url}   (docs: {admin_url}/docs)
   traffic     http://127.0.0.1:{port}   ({workers} worker process{"es" if workers > 1 else ""})
   demo        http://127.0.0.1:{demo_port}   (echo backend)
+  access log  {data_dir / "access.log"}   (one JSON line per request)
 
 Try:
   curl localhost:{port}/demo/hello
