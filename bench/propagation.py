@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import statistics
 import sys
 import tempfile
@@ -70,10 +71,10 @@ def propagation(workers: int, changes: int, database_url: str | None) -> list[fl
             cluster.close()
 
 
-def build_and_compile(routes: int) -> dict[str, float]:
+def build_and_compile(routes: int, keys: int) -> dict[str, float]:
     from control_plane.db import make_engine, make_session_factory
     from control_plane.migrate import upgrade
-    from control_plane.models import Api, Route, Target, Upstream
+    from control_plane.models import Api, ApiKey, Customer, CustomerApiGrant, Route, Target, Upstream
     from control_plane.snapshots.build import build_snapshot
     from data_plane.compiler import compile_snapshot
     from data_plane.snapshot import Snapshot
@@ -95,6 +96,20 @@ def build_and_compile(routes: int) -> dict[str, float]:
                 s.flush()
                 for r in range(per_api):
                     s.add(Route(api_id=api.id, path=f"/res{r}/{{id}}", methods=["GET"], upstream_id=up.id))
+            # Keys of 1,000 customers, each granted the first API (only hashes are stored).
+            customers = [Customer(name=f"cust{c}") for c in range(max(1, keys // 10))]
+            s.add_all(customers)
+            s.flush()
+            first_api = s.query(Api).filter_by(name="api0").one()
+            s.add_all(CustomerApiGrant(customer_id=c.id, api_id=first_api.id) for c in customers)
+            s.add_all(
+                ApiKey(
+                    customer_id=customers[k % len(customers)].id,
+                    key_hash=hashlib.sha256(f"bench-key-{k}".encode()).hexdigest(),
+                    prefix=f"tg_{k:08x}",
+                )
+                for k in range(keys)
+            )
         t0 = time.perf_counter()
         with sessions() as s:
             snap = build_snapshot(s)
@@ -108,6 +123,7 @@ def build_and_compile(routes: int) -> dict[str, float]:
         engine.dispose()
     return {
         "routes": routes,
+        "keys": keys,
         "snapshot_bytes": len(data),
         "build_ms": (t1 - t0) * 1000,
         "serialise_ms": (t2 - t1) * 1000,
@@ -121,6 +137,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--routes", type=int, default=1000)
+    parser.add_argument("--keys", type=int, default=10000)
     parser.add_argument("--database-url", default=None, help="control-plane database (default: SQLite in a temp dir)")
     args = parser.parse_args()
 
@@ -130,8 +147,8 @@ def main() -> None:
         f"  p50 {statistics.median(times):.1f}   p99 {pct(times, 99):.1f}   max {max(times):.1f}   "
         f"mean {statistics.fmean(times):.1f}"
     )
-    big = build_and_compile(args.routes)
-    print(f"snapshot of {big['routes']} routes ({big['snapshot_bytes'] / 1024:.0f} KiB):")
+    big = build_and_compile(args.routes, args.keys)
+    print(f"snapshot of {big['routes']} routes and {big['keys']} keys ({big['snapshot_bytes'] / 1024:.0f} KiB):")
     print(
         f"  build {big['build_ms']:.1f} ms   serialise {big['serialise_ms']:.1f} ms   "
         f"parse+validate {big['parse_validate_ms']:.1f} ms   compile {big['compile_ms']:.1f} ms"
