@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner, Result
 
+from tests.integration.cli_support import tg
 from tests.integration.harness import ROOT, Cluster, ControlPlane
-from tollgate.cli import app
 
 EXAMPLE = ROOT / "examples" / "gateway.yaml"
 
@@ -22,12 +21,6 @@ EXAMPLE = ROOT / "examples" / "gateway.yaml"
 @pytest.fixture(scope="module")
 def cp(module_cluster: Cluster) -> Iterator[ControlPlane]:
     yield module_cluster.control_plane()
-
-
-def tg(cp: ControlPlane, *args: str) -> Result:
-    return CliRunner().invoke(
-        app, list(args), env={"TOLLGATE_ADMIN_URL": cp.url, "TOLLGATE_ADMIN_TOKEN": cp.admin_token}
-    )
 
 
 def ok(cp: ControlPlane, *args: str) -> str:

@@ -6,33 +6,18 @@ entry (`python -m tollgate`) to prove the wiring and the exit code of an API err
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
+from tests.integration.cli_support import ok_json, tg
 from tests.integration.harness import Cluster, ControlPlane, tollgate_argv, wait_until
-from tollgate.cli import app
 
 
 @pytest.fixture(scope="module")
 def cp(module_cluster: Cluster) -> Iterator[ControlPlane]:
     yield module_cluster.control_plane()
-
-
-def tg(cp: ControlPlane, *args: str) -> Result:
-    return CliRunner().invoke(
-        app, list(args), env={"TOLLGATE_ADMIN_URL": cp.url, "TOLLGATE_ADMIN_TOKEN": cp.admin_token}
-    )
-
-
-def ok_json(cp: ControlPlane, *args: str) -> Any:
-    result = tg(cp, *args, "--output", "json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def test_upstreams_and_targets_list_get_create_delete(cp: ControlPlane) -> None:
