@@ -206,6 +206,18 @@ CASES: tuple[Case, ...] = (
         requires=needs_observability,
         scrape_metrics=True,
     ),
+    # (e) with two worker processes sharing the port (SO_REUSEPORT).  On this 2-core machine both are
+    # pinned to the proxy core like every proxy case (core 1 belongs to wrk and the backend), so
+    # this measures the cost of the split, not a second core's gain.
+    Case(
+        "e2",
+        "tollgate: (e), --processes 2 on one core [log off]",
+        "tollgate",
+        plan_snapshot,
+        (*NO_ACCESS_LOG, "--processes", "2"),
+        KEY,
+        requires=needs_plans,
+    ),
     # (h) and (i) are defined on case (e).
     Case(
         "h",
