@@ -137,11 +137,16 @@ class Procs:
     workdir: Path
     started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
-    def start(self, name: str, argv: Sequence[str], core: str | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: Sequence[str], core: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         if core is not None:
             argv = ["taskset", "-c", core, *argv]
         out = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        full_env = {**os.environ, **env} if env else None
+        proc = subprocess.Popen(
+            list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True, env=full_env
+        )
         self.started.append((name, proc))
         return proc
 

@@ -6,28 +6,41 @@ is exactly the worker's own Python work (parse callbacks, route, head building, 
 pooling, timers) — the part an optimisation in data_plane can change — with no syscalls and no
 other process in the way, so before/after comparisons are steady even on a busy machine.
 
-    .venv/bin/python bench/hotpath.py [--requests 200000] [--repeat 5]
+Cases mirror bench/proxy.py: ``c`` routing, ``d`` + API-key auth, ``e`` + usage plan (memory
+store; also meters usage into a spool in a temporary directory), ``g`` = (e) + access log (to a
+temporary file, flushed by the loop as in a worker).
+
+    .venv/bin/python bench/hotpath.py [--requests 200000] [--repeat 5] [--cases c,d,e,g]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import hashlib
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from data_plane import snapshot as snap
+from data_plane.accesslog import open_access_log
 from data_plane.server import Worker
 from data_plane.settings import WorkerSettings
+from data_plane.snapshot_plans import Plan, PlanApi, PlanQuota, PlanThrottle
 from data_plane.upstream import UpstreamConnection
 
+KEY = "tg_benchkey_0123456789abcdefghijklmnopqrstuvwxyz"
 REQUEST = (
     b"GET /bench/items/1?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\n"
     b"Accept: */*\r\nAccept-Encoding: gzip\r\n\r\n"
 )
+REQUEST_WITH_KEY = REQUEST[:-2] + b"x-api-key: " + KEY.encode() + b"\r\n\r\n"
+CASES = ("c", "d", "e", "g")
 BODY = b'{"ok":true,"service":"tollgate-bench-backend","note":"fixed body of about one hundred bytes"}'
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 28 Nov 2026 09:00:00 GMT\r\n"
@@ -63,13 +76,36 @@ class FakeTransport(asyncio.Transport):
         raise AssertionError("the bench connection must stay open")
 
 
-def build_worker(loop: asyncio.AbstractEventLoop) -> Worker:
-    worker = Worker(WorkerSettings(), loop)
+def snapshot(case: str) -> snap.Snapshot:
     targets = (snap.Target(id="t0", host="127.0.0.1", port=9001), snap.Target(id="t1", host="127.0.0.1", port=9002))
     upstream = snap.Upstream(id="u1", name="backends", targets=targets)
     routes = (snap.Route(id="r0", path="/", upstream_id="u1"), snap.Route(id="r1", path="/{proxy+}", upstream_id="u1"))
     api = snap.Api(id="a1", name="bench", routes=routes)
-    worker.apply(snap.Snapshot(revision=1, upstreams=(upstream,), apis=(api,)).sealed())
+    s = snap.Snapshot(revision=1, upstreams=(upstream,), apis=(api,))
+    if case == "c":
+        return s.sealed()
+    api = dataclasses.replace(api, auth="api_key")
+    customer = snap.Customer(id="c1", name="bench", api_ids=(api.id,))
+    key = snap.ApiKey(id="k1", customer_id="c1", key_hash=hashlib.sha256(KEY.encode()).hexdigest(), prefix=KEY[:11])
+    s = dataclasses.replace(s, apis=(api,), customers=(customer,), keys=(key,))
+    if case == "d":
+        return s.sealed()
+    plan = Plan(
+        id="p1",
+        name="bench",
+        throttle=PlanThrottle(rate=1e6, burst=1_000_000),
+        quota=PlanQuota(limit=1_000_000_000, period="DAY"),
+        apis=(PlanApi(api_id=api.id),),
+    )
+    return dataclasses.replace(s, plans=(plan,), customers=(dataclasses.replace(customer, plan_id="p1"),)).sealed()
+
+
+def build_worker(loop: asyncio.AbstractEventLoop, case: str, tmp: Path) -> Worker:
+    # access_log "off": the worker opens its log in start(), which this bench does not call (g sets it below)
+    worker = Worker(WorkerSettings(cache_dir=tmp, access_log="off"), loop)
+    if case == "g":
+        worker.observer.access = open_access_log(str(tmp / "access.log"), loop)
+    worker.apply(snapshot(case))
     assert worker.config is not None
     for pool in worker.config.pools.values():
         conn = UpstreamConnection(pool)
@@ -78,12 +114,14 @@ def build_worker(loop: asyncio.AbstractEventLoop) -> Worker:
     return worker
 
 
-def run(n: int) -> float:
+def run(n: int, case: str) -> float:
     from data_plane.protocol import ClientConnection
 
     loop = uvloop.new_event_loop()
+    tmp = tempfile.TemporaryDirectory(prefix="tollgate-hotpath-")
+    request = REQUEST if case == "c" else REQUEST_WITH_KEY
+    worker = build_worker(loop, case, Path(tmp.name))
     try:
-        worker = build_worker(loop)
         client = ClientConnection(worker)
         client_transport = FakeTransport()
         client.connection_made(client_transport)
@@ -91,29 +129,39 @@ def run(n: int) -> float:
         tick = loop.run_until_complete
         start = time.process_time()
         for i in range(n):
-            feed_client(REQUEST)
+            feed_client(request)
             conn = client.active.conn  # type: ignore[union-attr]
             conn.data_received(RESPONSE)  # type: ignore[union-attr]
             if i % 256 == 0:
                 tick(asyncio.sleep(0))  # let the loop reap cancelled timers, as a running worker does
         elapsed = time.process_time() - start
         assert client.active is None and client_transport.written > n * len(BODY), "responses did not complete"
+        if case in ("e", "g"):
+            assert worker.observer.admitted == n, "the limiter did not admit every request"
         return elapsed / n * 1e6
     finally:
+        worker.observer.close()
+        worker.metering.spool.close()
         loop.close()
+        tmp.cleanup()
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=200_000)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     args = p.parse_args()
-    runs = sorted(run(args.requests) for _ in range(args.repeat))
-    # CPU time of this process, min over runs: the least disturbed by other processes on the machine.
-    median = runs[len(runs) // 2]
-    print(
-        f"python request path: min {runs[0]:.2f} us/req, median {median:.2f} us/req ({args.requests} x {args.repeat})"
-    )
+    for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
+        if case not in CASES:
+            p.error(f"unknown case {case!r}")
+        runs = sorted(run(args.requests, case) for _ in range(args.repeat))
+        # CPU time of this process, min over runs: the least disturbed by other processes on the machine.
+        median = runs[len(runs) // 2]
+        print(
+            f"case {case}: python request path: min {runs[0]:.2f} us/req, median {median:.2f} us/req "
+            f"({args.requests} x {args.repeat})"
+        )
     return 0
 
 

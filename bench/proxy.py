@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -51,6 +52,7 @@ from benchlib import (
 
 from data_plane import snapshot as snap
 from data_plane.settings import WorkerSettings
+from data_plane.snapshot_plans import Plan, PlanApi, PlanQuota, PlanThrottle
 
 # ------------------------------------------------------------------------------ feature probes
 # Each returns None when the feature is in the code, else why the case is skipped.  They look at
@@ -100,6 +102,7 @@ class Env:
 
     backend_ports: tuple[int, int]
     workdir: Path
+    status_ports: dict[str, int] = dataclasses.field(default_factory=dict)  # case key -> worker status port
 
 
 def routing_snapshot(env: Env) -> snap.Snapshot:
@@ -126,9 +129,25 @@ def auth_snapshot(env: Env) -> snap.Snapshot:
     return dataclasses.replace(base, apis=(api,), customers=(customer,), keys=(key,), hash="").sealed()
 
 
-# Builders for the cases below that wait on other branches: when the feature lands, write the
-# builder (a few lines on top of routing_snapshot) and put it in the case entry.
-NOT_WRITTEN: Callable[[Env], snap.Snapshot] | None = None
+def plan_snapshot(env: Env) -> snap.Snapshot:
+    """(d) + a usage plan generous enough never to refuse during a run: every request goes through
+    the limiter (throttle and quota checked, RateLimit-* headers built, usage metered)."""
+    base = auth_snapshot(env)
+    plan = Plan(
+        id="p1",
+        name="bench",
+        throttle=PlanThrottle(rate=1e6, burst=1_000_000),
+        quota=PlanQuota(limit=1_000_000_000, period="DAY"),
+        apis=(PlanApi(api_id=base.apis[0].id),),
+    )
+    customer = dataclasses.replace(base.customers[0], plan_id=plan.id)
+    return dataclasses.replace(base, plans=(plan,), customers=(customer,), hash="").sealed()
+
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+# One prefix per bench run: counters of earlier runs (or of tests sharing the server) never mix in.
+REDIS_PREFIX = f"tgbench:{os.getpid()}:{int(time.time())}:"
+NO_ACCESS_LOG = ("--access-log", "off")
 
 
 # ------------------------------------------------------------------------------ cases
@@ -145,26 +164,80 @@ class Case:
     connections: int | None = None  # None: --connections
     path: str = "/bench/items/1"
     requires: Callable[[], str | None] = needs_nothing
+    env: tuple[tuple[str, str], ...] = ()  # extra environment for the worker
+    scrape_metrics: bool = False  # GET the status port's /metrics once, between warm-up and measurement
 
 
+KEY = (f"x-api-key: {BENCH_KEY}",)
+
+# Cases c-f and h-i run with --access-log off (the default is stdout): they measure the request
+# path, not a log pipe.  (g) turns everything on: access log to a file, metrics scraped.
 CASES: tuple[Case, ...] = (
     Case("a", "wrk -> backend (no proxy)", "backend"),
     Case("b", "nginx reverse proxy, upstream keepalive", "nginx"),
-    Case("c", "tollgate: routing + round-robin", "tollgate", routing_snapshot),
+    Case("c", "tollgate: routing + round-robin [log off]", "tollgate", routing_snapshot, NO_ACCESS_LOG),
+    Case("d", "tollgate: + API-key auth [log off]", "tollgate", auth_snapshot, NO_ACCESS_LOG, KEY, requires=needs_auth),
     Case(
-        "d",
-        "tollgate: + API-key auth",
+        "e",
+        "tollgate: + usage plan, memory [log off]",
         "tollgate",
-        auth_snapshot,
-        headers=(f"x-api-key: {BENCH_KEY}",),
-        requires=needs_auth,
+        plan_snapshot,
+        NO_ACCESS_LOG,
+        KEY,
+        requires=needs_plans,
     ),
-    Case("e", "tollgate: + usage plan (memory store)", "tollgate", NOT_WRITTEN, requires=needs_plans),
-    Case("f", "tollgate: + Redis store", "tollgate", NOT_WRITTEN, requires=needs_redis),
-    Case("g", "tollgate: everything on (metrics, access log)", "tollgate", NOT_WRITTEN, requires=needs_observability),
-    # (h) and (i) are defined on case (e); until plans land they run on plain routing (labelled).
-    Case("h", "tollgate: routing, Connection: close", "tollgate", routing_snapshot, headers=("Connection: close",)),
-    Case("i", "tollgate: routing, 1 connection (latency)", "tollgate", routing_snapshot, connections=1),
+    Case(
+        "f",
+        "tollgate: + usage plan, Redis [log off]",
+        "tollgate",
+        plan_snapshot,
+        (*NO_ACCESS_LOG, "--redis-url", REDIS_URL),
+        KEY,
+        requires=needs_redis,
+        env=(("TOLLGATE_REDIS_PREFIX", REDIS_PREFIX),),
+    ),
+    Case(
+        "g",
+        "tollgate: (e) + access log file + metrics",
+        "tollgate",
+        plan_snapshot,
+        ("--access-log", "{workdir}/access.log"),
+        KEY,
+        requires=needs_observability,
+        scrape_metrics=True,
+    ),
+    # (e) with two worker processes sharing the port (SO_REUSEPORT).  On this 2-core machine both are
+    # pinned to the proxy core like every proxy case (core 1 belongs to wrk and the backend), so
+    # this measures the cost of the split, not a second core's gain.
+    Case(
+        "e2",
+        "tollgate: (e), --processes 2 on one core [log off]",
+        "tollgate",
+        plan_snapshot,
+        (*NO_ACCESS_LOG, "--processes", "2"),
+        KEY,
+        requires=needs_plans,
+    ),
+    # (h) and (i) are defined on case (e).
+    Case(
+        "h",
+        "tollgate: (e), Connection: close [log off]",
+        "tollgate",
+        plan_snapshot,
+        NO_ACCESS_LOG,
+        (*KEY, "Connection: close"),
+        requires=needs_plans,
+    ),
+    Case(
+        "i",
+        "tollgate: (e), 1 connection [log off]",
+        "tollgate",
+        plan_snapshot,
+        NO_ACCESS_LOG,
+        KEY,
+        1,
+        requires=needs_plans,
+    ),
     Case("i0", "wrk -> backend, 1 connection (latency base)", "backend", connections=1),
     # nginx under the same conditions as (h) and (i), so those two have a fair reference too.
     Case("hn", "nginx proxy, Connection: close", "nginx", headers=("Connection: close",)),
@@ -180,10 +253,11 @@ def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int]:
     snapshot_file = env.workdir / f"snapshot-{case.key}.json"
     snapshot_file.write_bytes(case.snapshot(env).to_json())
     port = free_port()
+    status_port = env.status_ports[case.key] = free_port()
     argv = [PYTHON, "-m", "tollgate", "worker", "--snapshot", str(snapshot_file), "--port", str(port)]
-    argv += ["--status-port", str(free_port()), "--cache-dir", str(env.workdir / "cache"), "--log-level", "warning"]
-    argv += list(case.worker_args)
-    proc = procs.start(f"worker-{case.key}", argv, core=PROXY_CORE)
+    argv += ["--status-port", str(status_port), "--cache-dir", str(env.workdir / "cache"), "--log-level", "warning"]
+    argv += [a.replace("{workdir}", str(env.workdir)) for a in case.worker_args]
+    proc = procs.start(f"worker-{case.key}", argv, core=PROXY_CORE, env=dict(case.env))
     try:
         wait_port(port, proc, "tollgate worker")
     except RuntimeError as exc:
@@ -209,6 +283,10 @@ def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools
         conns = case.connections or args.connections
         if args.warmup > 0:
             run_wrk(tools["wrk"], env.workdir, url, seconds=args.warmup, connections=conns, headers=case.headers)
+        if case.scrape_metrics:
+            status, body = http_get(env.status_ports[case.key], "/metrics")
+            if status != 200 or b"tollgate_" not in body:
+                raise RuntimeError(f"case {case.key}: /metrics answered {status}: {body[:200]!r}")
         cpu0 = cpu_seconds(proc.pid) if proc is not None else 0.0
         res = run_wrk(tools["wrk"], env.workdir, url, seconds=args.duration, connections=conns, headers=case.headers)
         cpu1 = cpu_seconds(proc.pid) if proc is not None else 0.0
@@ -272,8 +350,6 @@ def main(argv: list[str] | None = None) -> int:
                 if case.key not in wanted:
                     continue
                 why = case.requires()
-                if why is None and case.kind == "tollgate" and case.snapshot is None:
-                    why = "feature present, case builder not written yet (bench/proxy.py CASES)"
                 if why is not None:
                     rows.append({"case": case.key, "title": case.title, "skipped": why})
                     log(f"[{case.key}] {case.title}: skipped: {why}")

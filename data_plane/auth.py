@@ -7,9 +7,10 @@
 membership test for the grant; a JWT costs one PyJWT ``decode`` with a key object built here.
 
 ``authenticate(headers, url, q)`` returns either a prebuilt :class:`Denied` (status, message and
-extra header bytes for ``errors.error_response``) or a tuple ``(headers, url, inject, customer_id)``: the request
-headers and URL to forward (credential removed when ``strip_credential``) and the header lines to
-add (``x-customer-id``, ``x-key-prefix``), built at compile time.  Messages never contain the
+extra header bytes for ``errors.error_response``) or a tuple ``(headers, url, inject, customer)``
+(:data:`Authenticated`; ``customer`` is the :class:`CustomerEntry`): the request headers and URL
+to forward (credential removed when ``strip_credential``) and the header lines to add
+(``x-customer-id``, ``x-key-prefix``), built at compile time.  Messages never contain the
 credential.
 
 Expiry is compiled into the key table (``expires_at``, epoch seconds) and compared with the
@@ -56,7 +57,7 @@ class CustomerEntry:
     ``plan_id`` and the quota adjustment (``extra`` while ``extra_start <= now < extra_end``) are read
     by the limiter step of the request path."""
 
-    __slots__ = ("id", "active", "api_ids", "inject", "plan_id", "extra", "extra_start", "extra_end")
+    __slots__ = ("id", "id_bytes", "active", "api_ids", "inject", "plan_id", "extra", "extra_start", "extra_end")
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class CustomerEntry:
         extra: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
         self.id = id
+        self.id_bytes = id.encode()  # hash_on: customer, the access log: encoded once, not per request
         self.active = active
         self.api_ids = api_ids
         self.inject = b"x-customer-id: " + id.encode() + b"\r\n"
@@ -75,6 +77,10 @@ class CustomerEntry:
 
     def adjustment(self, now: float) -> int:
         return self.extra if self.extra_start <= now < self.extra_end else 0
+
+
+# what a successful authenticate returns: headers and URL to forward, header lines to add, the caller
+Authenticated = tuple[Headers, bytes, bytes, CustomerEntry]
 
 
 class KeyEntry:
@@ -146,7 +152,7 @@ class ApiKeyAuth:
         where = f'query="{s.key_query}"' if s.key_query else f'header="{s.key_header}"'
         self.missing = Denied(401, "API key required", f"www-authenticate: ApiKey {where}\r\n".encode("latin-1"))
 
-    def authenticate(self, headers: Headers, url: bytes, q: int) -> Denied | tuple[Headers, bytes, bytes, str]:
+    def authenticate(self, headers: Headers, url: bytes, q: int) -> Denied | Authenticated:
         value: bytes | None = None
         if self.query is None:
             name = self.header
@@ -173,7 +179,7 @@ class ApiKeyAuth:
         if self.api_id not in customer.api_ids:
             return NOT_GRANTED
         tables.keys_used[entry.id] = int(now)
-        return headers, url, entry.inject, customer.id
+        return headers, url, entry.inject, customer
 
     def _from_query(self, url: bytes, q: int) -> tuple[bytes | None, bytes]:
         name = self.query
@@ -233,7 +239,7 @@ class JwtAuth:
             elif alg in ("RS256", "ES256") and s.jwt_public_key:
                 self.keys[alg] = _load_public_key(s.jwt_public_key)
 
-    def authenticate(self, headers: Headers, url: bytes, q: int) -> Denied | tuple[Headers, bytes, bytes, str]:
+    def authenticate(self, headers: Headers, url: bytes, q: int) -> Denied | Authenticated:
         token = b""
         for n, v in headers:
             if n == b"authorization":
@@ -257,7 +263,7 @@ class JwtAuth:
             return NOT_GRANTED
         if self.strip:
             headers = [h for h in headers if h[0] != b"authorization"]
-        return headers, url, customer.inject, customer.id
+        return headers, url, customer.inject, customer
 
     def _decode(self, token: bytes) -> dict[str, Any]:
         import jwt

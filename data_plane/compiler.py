@@ -29,7 +29,7 @@ _HASH_ON = {"ip": HASH_IP, "header": HASH_HEADER, "cookie": HASH_COOKIE, "custom
 
 
 class CompiledTarget:
-    __slots__ = ("id", "host", "port", "weight", "host_header", "label", "pool", "state")
+    __slots__ = ("id", "host", "port", "weight", "host_header", "head_end", "label", "pool", "state")
 
     def __init__(self, id: str, host: str, port: int, weight: int, pool: ConnectionPool, state: TargetState) -> None:
         self.id = id
@@ -38,6 +38,7 @@ class CompiledTarget:
         self.weight = weight
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.host_header = b"host: " + authority.encode("idna") + b"\r\n"
+        self.head_end = self.host_header + b"\r\n"  # completes a request head built without its end
         self.label = authority
         self.pool = pool
         self.state = state  # runtime: in-flight count, health (survives config swaps)

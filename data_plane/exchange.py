@@ -10,9 +10,11 @@ idempotent method — and never once any byte of the request body went upstream 
 streamed, not kept for a replay).  A pooled keep-alive connection the upstream closed just as it
 was reused is retried on a fresh connection outside that budget (it says nothing about the target).
 
-Timeouts: connect (``asyncio.timeout`` around the dial), read (idle upstream: one timer per
-exchange that compares an activity counter instead of being rescheduled on every chunk, so the
-idle limit is enforced within [read, 2 x read]) and total (deadline from the start of the request).
+Timeouts: connect (``asyncio.timeout`` around the dial), read (idle upstream) and total (deadline
+from the start of the request).  No timer per exchange: the client connection's one timer calls
+:meth:`Exchange.check_timeout` while the exchange is active, and the exchange asks the connection
+for an earlier wake-up (``ClientConnection.watch``) only when it needs one.  Upstream activity only
+bumps a counter, so the idle limit is enforced within [read, 2 x read].
 """
 
 from __future__ import annotations
@@ -115,9 +117,9 @@ class Exchange:
         "response_chunked",
         "client_out",
         "error",
-        "timer",
         "activity",
         "seen_activity",
+        "seen_at",
         "deadline",
         "finished",
         "connecting",
@@ -168,9 +170,9 @@ class Exchange:
         self.response_chunked = False
         self.client_out: list[bytes] = []
         self.error: bytes | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.activity = 0
         self.seen_activity = -1
+        self.seen_at = 0.0  # loop time when seen_activity was last taken
         self.deadline = 0.0
         self.finished = False
         self.connecting = False
@@ -238,10 +240,10 @@ class Exchange:
                 self.fail(res.status, res.message, res.extra)
                 return
             # credential stripped; identity header lines to add; who is calling
-            self.headers, url, inject, customer_id = res
-            self.customer_id = customer_id.encode()
-            customer = self.customer = config.auth.customers.get(customer_id) if config.auth else None
-            plan_id = customer.plan_id if customer is not None else None
+            self.headers, url, inject, customer = res
+            self.customer = customer
+            self.customer_id = customer.id_bytes
+            plan_id = customer.plan_id
             if plan_id is not None:
                 # One or two dict lookups: a per-route override for this method, else the plan's policy.
                 by_method = route.method_policies
@@ -256,13 +258,14 @@ class Exchange:
             self.fail(413, errors.BODY_TOO_LARGE)
             return
         if route.total_timeout is not None:
-            loop = client.loop
-            self.deadline = loop.time() + route.total_timeout
-            self.timer = loop.call_later(min(route.total_timeout, route.read_timeout), self._on_timer)
+            now = client.loop.time()
+            self.deadline = now + route.total_timeout
+            client.watch(now + min(route.total_timeout, route.read_timeout))
 
-        upstream_path = (rel_path if route.strip_base_path else path).encode("ascii")
-        if q >= 0:
-            upstream_path += url[q:]
+        if route.strip_base_path:
+            upstream_path = rel_path.encode("ascii") + url[q:] if q >= 0 else rel_path.encode("ascii")
+        else:
+            upstream_path = url  # the path as received (ASCII, checked above) and the query auth left
         self.head = self._build_head(upstream_path, host, inject)
         if policy is not None:
             self._check_limits(policy)
@@ -315,7 +318,8 @@ class Exchange:
         self._error_ready()
 
     def _build_head(self, upstream_path: bytes, host: bytes, inject: bytes = b"") -> bytes:
-        """The request head minus the Host line (which depends on the target)."""
+        """The request head minus the Host line and the blank line ending the head: the target's
+        precompiled ``head_end`` completes it."""
         skip = _SET_BY_GATEWAY_REQUEST
         connection_named: set[bytes] | None = None
         xff = b""
@@ -355,7 +359,6 @@ class Exchange:
             parts += (_CONNECTION_UPGRADE, upgrade, _CRLF)
         if self.body_chunked:
             parts.append(_CHUNKED)
-        parts.append(_CRLF)
         return b"".join(parts)
 
     def _hash_key(self, upstream: CompiledUpstream) -> bytes:
@@ -395,7 +398,7 @@ class Exchange:
         self.target = self.picked = target
         target.state.in_flight += 1
         self.attempts += 1
-        self.up_out.insert(0, self.head[:-2] + target.host_header + _CRLF)
+        self.up_out.insert(0, self.head + target.head_end)
         self.head_pending = True
         if conn is not None:
             self._attach(conn)
@@ -427,8 +430,9 @@ class Exchange:
         self.conn = conn
         conn.attach(self, self.method == "HEAD")
         self.seen_activity = self.activity  # the read timeout counts from here
-        if self.timer is None:
-            self.timer = self.client.loop.call_later(self.route.read_timeout, self._on_timer)  # type: ignore[union-attr]
+        client = self.client
+        now = self.seen_at = client.loop.time()
+        client.watch(now + self.route.read_timeout)  # type: ignore[union-attr]
         if self.up_buffered > BODY_BUFFER_HIGH_WATER:
             self.client.resume_reading(4)
         self.up_buffered = 0
@@ -610,9 +614,6 @@ class Exchange:
         client = self.client
         self.flush_client()
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         self._leave()
         client.worker.observer.done(self)  # the request ends here; the tunnel is not timed
         client_transport = client.transport
@@ -683,19 +684,28 @@ class Exchange:
                 transport.writelines(out)
             self.client_out = []
 
-    def _on_timer(self) -> None:
-        self.timer = None
+    def check_timeout(self, now: float) -> None:
+        """Called by the client connection's timer while this exchange is active: enforce the read
+        (idle upstream) and total timeouts, or ask for the next look."""
         route = self.route
         if self.finished or route is None:
             return
-        loop = self.client.loop
-        now = loop.time()
-        total_left = self.deadline - now if self.deadline else route.read_timeout
-        idle = self.activity == self.seen_activity and not self.connecting and self.conn is not None
-        if total_left > 0 and not idle:
-            self.seen_activity = self.activity
-            self.timer = loop.call_later(min(route.read_timeout, total_left), self._on_timer)
+        deadline = self.deadline
+        if not (deadline and now >= deadline):
+            if self.activity != self.seen_activity or self.connecting or self.conn is None:
+                self.seen_activity = self.activity  # progress (or nothing to be idle on): count from now
+                self.seen_at = now
+            elif now - self.seen_at < route.read_timeout:
+                pass  # idle, but not for long enough yet
+            else:
+                self._timed_out(route)
+                return
+            at = self.seen_at + route.read_timeout
+            self.client.watch(at if not deadline or at < deadline else deadline)
             return
+        self._timed_out(route)
+
+    def _timed_out(self, route: CompiledRoute) -> None:
         conn = self.conn
         self.conn = None
         if conn is not None:
@@ -757,9 +767,6 @@ class Exchange:
             return
         self.finished = True
         self._leave()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         self.flush_client()
         self.client.worker.observer.done(self)
         self.client.exchange_done(self, self.keep_alive)
@@ -769,9 +776,6 @@ class Exchange:
             self.client.worker.observer.done(self)  # truncated response: logged with the status it started with
         self.finished = True
         self._leave()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         self.client.active = None
         transport = self.client.transport
         if transport is not None:
@@ -781,9 +785,6 @@ class Exchange:
         """The client connection is being torn down; release what this exchange holds."""
         self.finished = True
         self._leave()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         conn = self.conn
         self.conn = None
         if conn is not None:

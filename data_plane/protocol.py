@@ -18,9 +18,12 @@ obs-fold and bare LF; :meth:`ClientConnection.on_headers_complete` adds what it 
 several Transfer-Encoding fields, a Transfer-Encoding other than exactly ``chunked``, and
 Transfer-Encoding in an HTTP/1.0 request (RFC 9112 6.1), plus CONNECT.
 
-Slow clients: one timer per connection enforces ``header_timeout`` (the head of a request must
-arrive within it) and ``keepalive_timeout`` (idle between requests); state changes only store a
-deadline, the timer re-arms itself when it fires.
+Slow clients and slow upstreams: one timer per connection enforces ``header_timeout`` (the head of
+a request must arrive within it), ``keepalive_timeout`` (idle between requests) and, through
+:meth:`Exchange.check_timeout`, the active exchange's read and total timeouts.  State changes only
+store a deadline; the timer re-arms itself when it fires, and is moved earlier (:meth:`watch`) only
+when an exchange needs a look sooner than it is armed for — no timer is created or cancelled per
+request.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from data_plane.server import Worker
 
 MAX_HEADER_BYTES = 32 * 1024
+_NEVER = float("inf")
 MAX_HEADERS = 100
 
 
@@ -63,6 +67,7 @@ class ClientConnection(asyncio.Protocol):
         "_closed",
         "_deadline",
         "_timer",
+        "_timer_at",
     )
 
     def __init__(self, worker: Worker) -> None:
@@ -84,6 +89,7 @@ class ClientConnection(asyncio.Protocol):
         self._closed = False
         self._deadline = 0.0  # when the connection times out; 0 while an exchange runs
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = _NEVER  # loop time the timer fires at
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -92,9 +98,8 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0].encode() if peer else b""
         self.worker.connections.add(self)
-        timeout = self.worker.settings.header_timeout
-        self._deadline = self.loop.time() + timeout
-        self._timer = self.loop.call_later(timeout, self._on_timer)
+        self._deadline = self.loop.time() + self.worker.settings.header_timeout
+        self.watch(self._deadline)
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
@@ -237,18 +242,32 @@ class ClientConnection(asyncio.Protocol):
         elif self.parsing is None:
             self._deadline = self.loop.time() + self.worker.settings.keepalive_timeout
 
+    def watch(self, at: float) -> None:
+        """Make sure the timer fires by loop time ``at`` (re-arms only when it is set later)."""
+        if at < self._timer_at and not self._closed:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = self.loop.call_at(at, self._on_timer)
+
     def _on_timer(self) -> None:
         self._timer = None
+        self._timer_at = _NEVER
         if self._closed:
             return
         now = self.loop.time()
         deadline = self._deadline
-        if deadline == 0.0 or self.tunnel is not None:
-            deadline = now + self.worker.settings.header_timeout  # busy: look again later
-        elif now >= deadline:
-            self.close()  # slow head (slowloris) or idle keep-alive: nothing owed to the client
+        if deadline != 0.0 and self.tunnel is None:
+            if now >= deadline:
+                self.close()  # slow head (slowloris) or idle keep-alive: nothing owed to the client
+                return
+            self.watch(deadline)
             return
-        self._timer = self.loop.call_later(deadline - now, self._on_timer)
+        active = self.active
+        if active is not None and self.tunnel is None:
+            active.check_timeout(now)  # read/total timeouts; asks for its next look through watch()
+        # Busy (or a tunnel): look again later; an earlier wake-up the exchange asked for stays.
+        self.watch(now + self.worker.settings.header_timeout)
 
     def close_if_idle(self) -> bool:
         """Graceful shutdown: close now when no request is in progress on this connection."""

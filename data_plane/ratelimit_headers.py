@@ -12,7 +12,8 @@ and its ``t`` is the time until the bucket is full again.  The widely deployed
 quota when the policy has one, else the throttle.  ``Retry-After`` is an integer number of seconds,
 rounded up so a client that obeys it is never refused for arriving early.
 
-Everything is a few ``%d`` formats on bytes: cheap enough per response; the policy's switch
+The block is one ``%`` format per response on a template cached per policy shape (the constant
+policy line and limit are in it, the per-request numbers are ``%d`` slots); the policy's switch
 (``show_headers``) turns the block off entirely.
 """
 
@@ -42,35 +43,62 @@ def rate_limit_headers(d: Decision) -> bytes:
     policy = d.policy
     if not policy.show_headers or d.limit == UNAVAILABLE:
         return b""
+    has_quota = policy.quota is not None and d.quota_limit >= 0
+    throttle = policy.throttle
+    has_throttle = throttle is not None and d.tokens >= 0
+    if has_quota:
+        remaining = d.quota_remaining if d.quota_remaining > 0 else 0
+        reset = _ceil(d.quota_reset)
+        if has_throttle:
+            t_remaining = int(d.tokens)
+            t_reset = _ceil((throttle.burst - d.tokens) / throttle.rate)  # type: ignore[union-attr]
+            values: tuple[int, ...] = (remaining, reset, t_remaining, t_reset, remaining, reset)
+        else:
+            values = (remaining, reset, remaining, reset)
+    elif has_throttle:
+        t_remaining = int(d.tokens)
+        t_reset = _ceil((throttle.burst - d.tokens) / throttle.rate)  # type: ignore[union-attr]
+        values = (t_remaining, t_reset, t_remaining, t_reset)
+    else:
+        return b""
+    key = (policy, d.quota_limit, d.quota_window, has_quota, has_throttle)
+    template = _templates.get(key)
+    if template is None:
+        template = _template(d, has_quota, has_throttle)
+        if len(_templates) >= _MAX_TEMPLATES:
+            _templates.clear()  # adjustments and month lengths make new keys, slowly: start over
+        _templates[key] = template
+    return template % values
+
+
+# (policy, quota limit, quota window, has quota, has throttle) -> the header block with %d where the
+# per-request numbers go: one format per response instead of several formats and joins.
+_templates: dict[tuple[object, ...], bytes] = {}
+_MAX_TEMPLATES = 4096
+
+
+def _template(d: Decision, has_quota: bool, has_throttle: bool) -> bytes:
     pol: list[bytes] = []
     cur: list[bytes] = []
-    x_limit = x_remaining = x_reset = -1
-    quota = policy.quota
-    if quota is not None and d.quota_limit >= 0:
-        remaining = max(0, d.quota_remaining)
-        reset = _ceil(d.quota_reset)
+    x_limit = -1
+    if has_quota:
         pol.append(b'"quota";q=%d;w=%d' % (d.quota_limit, d.quota_window))
-        cur.append(b'"quota";r=%d;t=%d' % (remaining, reset))
-        x_limit, x_remaining, x_reset = d.quota_limit, remaining, reset
-    throttle = policy.throttle
-    if throttle is not None and d.tokens >= 0:
-        remaining = int(d.tokens)
-        reset = _ceil((throttle.burst - d.tokens) / throttle.rate)
+        cur.append(b'"quota";r=%%d;t=%%d')
+        x_limit = d.quota_limit
+    throttle = d.policy.throttle
+    if has_throttle and throttle is not None:
         pol.append(b'"throttle";q=%d;w=%d' % (throttle.burst, throttle.window))
-        cur.append(b'"throttle";r=%d;t=%d' % (remaining, reset))
+        cur.append(b'"throttle";r=%%d;t=%%d')
         if x_limit < 0:
-            x_limit, x_remaining, x_reset = throttle.burst, remaining, reset
-    if not pol:
-        return b""
+            x_limit = throttle.burst
+    # The constant parts are digits only, so the template needs no %-escaping beyond the slots.
     return (
-        b"ratelimit-policy: %s\r\nratelimit: %s\r\nx-ratelimit-limit: %d\r\nx-ratelimit-remaining: %d\r\n"
-        % (
-            b", ".join(pol),
-            b", ".join(cur),
-            x_limit,
-            x_remaining,
-        )
-        + b"x-ratelimit-reset: %d\r\n" % x_reset
+        b"ratelimit-policy: "
+        + b", ".join(pol)
+        + b"\r\nratelimit: "
+        + b", ".join(cur).replace(b"%%", b"%")
+        + b"\r\nx-ratelimit-limit: %d" % x_limit
+        + b"\r\nx-ratelimit-remaining: %d\r\nx-ratelimit-reset: %d\r\n"
     )
 
 

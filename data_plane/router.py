@@ -90,8 +90,8 @@ class PathTable(Generic[R]):
         if literal_only:
             _add_methods(self._exact.setdefault(template, {}), methods, value, template)
 
-    def match(self, method: str, path: str, allowed: set[str]) -> R | None:
-        """The most specific route for ``method``; fills ``allowed`` when only the method differs."""
+    def match(self, method: str, path: str, allowed: set[str] | None = None) -> R | None:
+        """The most specific route for ``method``; fills ``allowed`` (when given) when only the method differs."""
         table = self._exact.get(path)
         if table is not None:
             hit = _lookup(table, method)
@@ -101,13 +101,14 @@ class PathTable(Generic[R]):
         return _walk(self._root, segments, 0, method, allowed)
 
 
-def _walk(node: _Node[R], segments: list[str], i: int, method: str, allowed: set[str]) -> R | None:
+def _walk(node: _Node[R], segments: list[str], i: int, method: str, allowed: set[str] | None) -> R | None:
     if i == len(segments):
         if node.methods is not None:
             hit = _lookup(node.methods, method)
             if hit is not None:
                 return hit
-            allowed.update(node.methods)
+            if allowed is not None:
+                allowed.update(node.methods)
         return None
     seg = segments[i]
     child = node.literals.get(seg)
@@ -123,7 +124,8 @@ def _walk(node: _Node[R], segments: list[str], i: int, method: str, allowed: set
         hit = _lookup(node.greedy, method)
         if hit is not None:
             return hit
-        allowed.update(node.greedy)
+        if allowed is not None:
+            allowed.update(node.greedy)
     return None
 
 
@@ -203,10 +205,13 @@ def _match_group(entries: list[_ApiEntry[R]], method: str, path: str) -> tuple[R
             rel = "/"
         else:
             continue
-        allowed: set[str] = set()
-        hit = entry.table.match(method, rel, allowed)
+        hit = entry.table.match(method, rel)
         if hit is not None:
             return hit, rel
+        # Miss (rare on a busy gateway): walk again collecting the methods for a 405's Allow, so
+        # the hit path allocates no set.
+        allowed: set[str] = set()
+        entry.table.match(method, rel, allowed)
         if allowed and ANY not in allowed:
             return NotFound(tuple(sorted(allowed)))
         return NO_ROUTE
