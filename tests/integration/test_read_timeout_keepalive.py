@@ -8,6 +8,7 @@ through an upstream with a short timeout must still time out on its own deadline
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import uvloop
 
@@ -37,7 +38,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def _scenario() -> tuple[int, int, float]:
+async def _scenario(cache_dir: Path) -> tuple[int, int, float]:
     backend = await asyncio.start_server(_backend, "127.0.0.1", 0)
     port = backend.sockets[0].getsockname()[1]
     target = (snap.Target(id="t", host="127.0.0.1", port=port),)
@@ -51,7 +52,7 @@ async def _scenario() -> tuple[int, int, float]:
     )
     api = snap.Api(id="a", name="a", routes=routes)
     loop = asyncio.get_running_loop()
-    worker = Worker(WorkerSettings(), loop)
+    worker = Worker(WorkerSettings(cache_dir=cache_dir), loop)
     worker.apply(snap.Snapshot(revision=1, upstreams=upstreams, apis=(api,)).sealed())
     server = await loop.create_server(lambda: ClientConnection(worker), "127.0.0.1", 0)
     try:
@@ -78,8 +79,8 @@ async def _scenario() -> tuple[int, int, float]:
         await worker.close_limits()  # closes the usage spool's lock file (else a ResourceWarning at GC)
 
 
-def test_short_read_timeout_applies_on_a_connection_armed_with_a_long_one() -> None:
-    first, second, elapsed = uvloop.run(_scenario())
+def test_short_read_timeout_applies_on_a_connection_armed_with_a_long_one(tmp_path: Path) -> None:
+    first, second, elapsed = uvloop.run(_scenario(tmp_path))
     assert first == 200
     assert second == 504
     assert elapsed < 5  # its own 0.3 s deadline, not the 60 s one armed by the first request

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -36,10 +37,11 @@ class _Transport(asyncio.Transport):
         pass
 
 
-def test_closed_client_connections_leave_no_cyclic_garbage() -> None:
+def test_closed_client_connections_leave_no_cyclic_garbage(tmp_path: Path) -> None:
     loop = uvloop.new_event_loop()
+    worker = None
     try:
-        worker = Worker(WorkerSettings(), loop)
+        worker = Worker(WorkerSettings(cache_dir=tmp_path), loop)
         upstream = snap.Upstream(id="u", name="u")  # no targets: every request gets a 503, no socket
         api = snap.Api(id="a", name="a", routes=(snap.Route(id="r", path="/x", upstream_id="u"),))
         worker.apply(snap.Snapshot(revision=1, upstreams=(upstream,), apis=(api,)).sealed())
@@ -55,5 +57,7 @@ def test_closed_client_connections_leave_no_cyclic_garbage() -> None:
         finally:
             gc.enable()
     finally:
+        if worker is not None:
+            loop.run_until_complete(worker.close_limits())  # releases the usage spool's lock file
         loop.close()
     assert left == 0
