@@ -2,8 +2,11 @@
 
 Also the Redis store's fallback while Redis is unreachable (fail-open).  Everything runs on the
 event loop thread, so a check is a plain read-modify-write with no locking and decides at once.
-Entries expire like the Redis keys do: a bucket once it would be full again, a quota counter once
-its period is over; a sweep at most every ``sweep_interval`` seconds drops them.
+
+Counters are nested dicts keyed by strings the request path already holds, so a check formats no
+key: buckets by throttle scope, then customer id; quota counters by period id, then customer id.
+Entries expire like the Redis keys do: a bucket once it would be full again, a period's counters
+once the period is over; a sweep at most every ``sweep_interval`` seconds drops them.
 """
 
 from __future__ import annotations
@@ -12,103 +15,108 @@ import time
 from collections.abc import Callable
 
 from data_plane.periods import PeriodCache
-from data_plane.ratelimit import QUOTA, THROTTLE, Decision, LimitPolicy, bucket_key, quota_key, take_token
+from data_plane.ratelimit import QUOTA, THROTTLE, Decision, LimitPolicy
+
+
+class _Period:
+    """The quota counters of one period (one ``period_id``): customer id -> requests counted."""
+
+    __slots__ = ("end", "used")
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.used: dict[str, int] = {}
 
 
 class MemoryStore:
     def __init__(self, now: Callable[[], float] = time.time, *, sweep_interval: float = 60.0) -> None:
         self.now = now
         self.sweep_interval = sweep_interval
-        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, last refill time, full again at]
-        self._quotas: dict[str, list[int]] = {}  # key -> [used, period end]
+        # scope -> customer id -> [tokens, last refill time, full again at]
+        self._buckets: dict[str, dict[str, list[float]]] = {}
+        self._quotas: dict[str, _Period] = {}  # period id -> counters
         self._periods = PeriodCache()
         self._next_sweep = 0.0
 
     def __len__(self) -> int:
-        return len(self._buckets) + len(self._quotas)
+        return sum(map(len, self._buckets.values())) + sum(len(p.used) for p in self._quotas.values())
 
     def check(self, customer_id: str, policy: LimitPolicy, adjustment: int = 0) -> Decision:
         now = self.now()
         if now >= self._next_sweep:
             self._sweep(now)
         quota = policy.quota
-        qkey = ""
+        counters: dict[str, int] | None = None
         used = 0
         qlimit = -1
         reset = 0.0
         window = 0
         if quota is not None:
             start, end, pid = self._periods.current(quota.period, now)
-            qkey = quota_key(customer_id, pid)
-            entry = self._quotas.get(qkey)
-            used = entry[0] if entry is not None else 0
+            period = self._quotas.get(pid)
+            if period is None:
+                period = self._quotas[pid] = _Period(end)
+            counters = period.used
+            used = counters.get(customer_id, 0)
             qlimit = quota.limit + adjustment
             reset = end - now
             window = end - start
         tokens = -1.0
         throttle = policy.throttle
         if throttle is not None:
-            bkey = bucket_key(customer_id, policy)
-            bucket = self._buckets.get(bkey)
+            # One token-bucket step (ratelimit.take_token, inlined: this runs on every request).
+            buckets = self._buckets.get(policy.throttle_scope)
+            if buckets is None:
+                buckets = self._buckets[policy.throttle_scope] = {}
+            bucket = buckets.get(customer_id)
+            burst = throttle.burst
+            rate = throttle.rate
             if bucket is None:
-                ok, tokens, wait = take_token(float(throttle.burst), now, now, throttle)
+                tokens = float(burst)
             else:
-                ok, tokens, wait = take_token(bucket[0], bucket[1], now, throttle)
-            if not ok:
+                tokens = bucket[0]
+                elapsed = now - bucket[1]
+                if elapsed > 0:
+                    tokens = min(float(burst), tokens + elapsed * rate)
+            if tokens < 1.0:
                 # Refused by the throttle: nothing consumed, state untouched.
                 return Decision(
                     False,
                     THROTTLE,
                     policy,
-                    retry_after=wait,
-                    tokens=tokens,
-                    quota_remaining=max(0, qlimit - used) if quota is not None else -1,
-                    quota_limit=qlimit,
-                    quota_reset=reset,
-                    quota_window=window,
+                    (1.0 - tokens) / rate,
+                    tokens,
+                    max(0, qlimit - used) if quota is not None else -1,
+                    qlimit,
+                    reset,
+                    window,
                 )
             # The token is spent even if the quota refuses below (see ratelimit's module docstring).
-            full_at = now + (throttle.burst - tokens) / throttle.rate
+            tokens -= 1.0
+            full_at = now + (burst - tokens) / rate
             if bucket is None:
-                self._buckets[bkey] = [tokens, now, full_at]
+                buckets[customer_id] = [tokens, now, full_at]
             else:
-                bucket[0], bucket[1], bucket[2] = tokens, now, full_at
-        if quota is not None:
-            if used >= qlimit:
-                return Decision(
-                    False,
-                    QUOTA,
-                    policy,
-                    retry_after=reset,
-                    tokens=tokens,
-                    quota_remaining=0,
-                    quota_limit=qlimit,
-                    quota_reset=reset,
-                    quota_window=window,
-                )
-            entry = self._quotas.get(qkey)
-            if entry is None:
-                self._quotas[qkey] = [1, int(now + reset)]
-            else:
-                entry[0] += 1
-            used += 1
-        return Decision(
-            True,
-            "",
-            policy,
-            tokens=tokens,
-            quota_remaining=qlimit - used if quota is not None else -1,
-            quota_limit=qlimit,
-            quota_reset=reset,
-            quota_window=window,
-        )
+                bucket[0] = tokens
+                bucket[1] = now
+                bucket[2] = full_at
+        if counters is None:
+            return Decision(True, "", policy, 0.0, tokens, -1, qlimit, reset, window)
+        if used >= qlimit:
+            return Decision(False, QUOTA, policy, reset, tokens, 0, qlimit, reset, window)
+        used += 1
+        counters[customer_id] = used
+        return Decision(True, "", policy, 0.0, tokens, qlimit - used, qlimit, reset, window)
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self.sweep_interval
-        for key in [k for k, b in self._buckets.items() if b[2] <= now]:
-            del self._buckets[key]
-        for key in [k for k, q in self._quotas.items() if q[1] <= now]:
-            del self._quotas[key]
+        for scope, buckets in list(self._buckets.items()):
+            for key in [k for k, b in buckets.items() if b[2] <= now]:
+                del buckets[key]
+            if not buckets:
+                del self._buckets[scope]
+        for pid in [p for p, period in self._quotas.items() if period.end <= now]:
+            del self._quotas[pid]
 
     async def close(self) -> None:
         self._buckets.clear()

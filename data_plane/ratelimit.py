@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from data_plane.periods import PERIODS
@@ -76,6 +76,11 @@ class LimitPolicy:
     quota: Quota | None = None
     throttle_scope: str = ""
     show_headers: bool = True  # the API's switch: hide RateLimit-* / X-RateLimit-* headers
+    # ratelimit_headers' cache: (quota limit, quota window, has throttle) -> header template.  Lives
+    # and dies with the policy (one snapshot); not part of equality or hashing.
+    header_templates: dict[tuple[int, int, bool], bytes] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
 
 class Decision:
@@ -98,7 +103,6 @@ class Decision:
         allowed: bool,
         limit: str,
         policy: LimitPolicy,
-        *,
         retry_after: float = 0.0,
         tokens: float = -1.0,
         quota_remaining: int = -1,

@@ -35,7 +35,8 @@ _BODY_PREFIX = {
 
 
 def _ceil(seconds: float) -> int:
-    return max(0, math.ceil(seconds - 1e-9))
+    n = math.ceil(seconds - 1e-9)
+    return n if n > 0 else 0
 
 
 def rate_limit_headers(d: Decision) -> bytes:
@@ -43,38 +44,39 @@ def rate_limit_headers(d: Decision) -> bytes:
     policy = d.policy
     if not policy.show_headers or d.limit == UNAVAILABLE:
         return b""
-    has_quota = policy.quota is not None and d.quota_limit >= 0
+    quota_limit = d.quota_limit
+    has_quota = quota_limit >= 0 and policy.quota is not None
     throttle = policy.throttle
-    has_throttle = throttle is not None and d.tokens >= 0
+    tokens = d.tokens
+    has_throttle = tokens >= 0 and throttle is not None
     if has_quota:
         remaining = d.quota_remaining if d.quota_remaining > 0 else 0
         reset = _ceil(d.quota_reset)
         if has_throttle:
-            t_remaining = int(d.tokens)
-            t_reset = _ceil((throttle.burst - d.tokens) / throttle.rate)  # type: ignore[union-attr]
-            values: tuple[int, ...] = (remaining, reset, t_remaining, t_reset, remaining, reset)
+            t_reset = _ceil((throttle.burst - tokens) / throttle.rate)  # type: ignore[union-attr]
+            values: tuple[int, ...] = (remaining, reset, int(tokens), t_reset, remaining, reset)
         else:
             values = (remaining, reset, remaining, reset)
     elif has_throttle:
-        t_remaining = int(d.tokens)
-        t_reset = _ceil((throttle.burst - d.tokens) / throttle.rate)  # type: ignore[union-attr]
+        t_remaining = int(tokens)
+        t_reset = _ceil((throttle.burst - tokens) / throttle.rate)  # type: ignore[union-attr]
         values = (t_remaining, t_reset, t_remaining, t_reset)
     else:
         return b""
-    key = (policy, d.quota_limit, d.quota_window, has_quota, has_throttle)
-    template = _templates.get(key)
+    # One format per response on a template cached on the policy: the constant policy line and limit
+    # are in it, the per-request numbers are %d slots.  Adjustments and month lengths make new keys,
+    # slowly; a policy lives for one snapshot, and the cache is bounded besides.
+    templates = policy.header_templates
+    key = (quota_limit, d.quota_window, has_throttle)
+    template = templates.get(key)
     if template is None:
-        template = _template(d, has_quota, has_throttle)
-        if len(_templates) >= _MAX_TEMPLATES:
-            _templates.clear()  # adjustments and month lengths make new keys, slowly: start over
-        _templates[key] = template
+        if len(templates) >= _MAX_TEMPLATES:
+            templates.clear()
+        template = templates[key] = _template(d, has_quota, has_throttle)
     return template % values
 
 
-# (policy, quota limit, quota window, has quota, has throttle) -> the header block with %d where the
-# per-request numbers go: one format per response instead of several formats and joins.
-_templates: dict[tuple[object, ...], bytes] = {}
-_MAX_TEMPLATES = 4096
+_MAX_TEMPLATES = 256
 
 
 def _template(d: Decision, has_quota: bool, has_throttle: bool) -> bytes:
