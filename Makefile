@@ -3,17 +3,24 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The request-path modules compiled with mypyc (data_plane/native.py); rebuilt whenever a data_plane
+# source changes, since an extension older than its .py would run the old code.
+NATIVE := $(VENV)/.native-built
 
 .PHONY: install up test lint unit integration bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	TOLLGATE_PURE_PYTHON=1 $(BIN)/python -m pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP)
+$(NATIVE): $(STAMP) setup.py $(wildcard data_plane/*.py)
+	$(BIN)/python setup.py --quiet build_ext --inplace
+	touch $@
+
+install: $(STAMP) $(NATIVE)
 
 up: install
 	$(BIN)/tollgate up
@@ -36,4 +43,5 @@ bench: install
 	$(BIN)/python bench/proxy.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .tollgate .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tollgate .pytest_cache .mypy_cache .ruff_cache build
+	rm -f *__mypyc*.so data_plane/*.so

@@ -124,8 +124,8 @@ class Metering:
         now = self.now()
         if not (self._day_start <= now < self._day_end):
             self._day = utc_day(now)
-            self._day_start = period_start("DAY", now)
-            self._day_end = period_end("DAY", now)
+            self._day_start = float(period_start("DAY", now))
+            self._day_end = float(period_end("DAY", now))
         key = (customer_id, api_id, self._day)
         self.counts[key] = self.counts.get(key, 0) + 1
 

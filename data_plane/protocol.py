@@ -48,6 +48,8 @@ MAX_HEADERS = 100
 class ClientConnection(asyncio.Protocol):
     """One client connection: parses requests, runs exchanges one at a time, in order."""
 
+    __deletable__ = ["parser"]  # connection_lost drops it (mypyc must be told the slot may go)
+
     __slots__ = (
         "worker",
         "loop",

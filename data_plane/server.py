@@ -16,7 +16,7 @@ from typing import Any
 
 import uvloop
 
-from data_plane import __version__
+from data_plane import __version__, native
 from data_plane.accesslog import open_access_log
 from data_plane.compiler import CompiledConfig, compile_snapshot, retired_pools
 from data_plane.health import Prober
@@ -76,6 +76,7 @@ class Worker:
             "node_id": self.settings.node_id,
             "hostname": self.settings.hostname,
             "version": __version__,
+            "request_path": native.mode(),  # "compiled" (mypyc) or "pure-python"
             "pid": os.getpid(),
             "revision": cfg.revision if cfg else None,
             "hash": cfg.hash if cfg else None,
@@ -148,7 +149,18 @@ class Worker:
             self.sync = ConfigSync(s, self.apply, self.status, self.keys_used)
             if self.config is not None:
                 self.sync.known_hash = self.config.hash
-        log.info("worker %s listening on %s:%s (status %s:%s)", s.node_id, s.host, s.port, s.status_host, s.status_port)
+        log.info(
+            "worker %s listening on %s:%s (status %s:%s; request path %s)",
+            s.node_id,
+            s.host,
+            s.port,
+            s.status_host,
+            s.status_port,
+            native.mode(),
+        )
+        stale = native.stale()
+        if stale:
+            log.warning("compiled modules older than their source (run `make install`): %s", ", ".join(stale))
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         sync_task = asyncio.ensure_future(self.sync.run()) if self.sync is not None else None
