@@ -340,15 +340,16 @@ def vm_rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its direct children (nginx: master + its worker).
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` and its direct children (nginx: master + its worker).
 
     ``taskset -c N prog`` execs prog, so a started process's pid is the program's own.
     CPU per request is steadier than req/s on a shared machine: other processes steal wall
-    time from the proxy, not the work each request costs it.
+    time from the proxy, not the work each request costs it.  The split says how much of a
+    request is the proxy's own code (user) and how much the kernel's socket work (system).
     """
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    user = system = 0.0
     children = Path(f"/proc/{pid}/task/{pid}/children")
     pids = [pid] + [int(c) for c in (children.read_text().split() if children.exists() else [])]
     for p in pids:
@@ -356,5 +357,6 @@ def cpu_seconds(pid: int) -> float:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
-    return total
+        user += int(fields[11]) / tick  # utime, stime (fields 14, 15 of stat)
+        system += int(fields[12]) / tick
+    return user, system

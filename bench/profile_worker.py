@@ -96,7 +96,7 @@ def main() -> int:
             env = Env(backend_ports=ports, workdir=Path(tmp))
             start_nginx(procs, tools["nginx"], "backend", backend_conf(env.workdir, ports), ports[1], core=LOAD_CORE)
             worker, port = start_worker(procs, env, case)
-            assert http_get(port, case.path)[0] == 200
+            assert http_get(port, case.path, headers=case.headers)[0] == 200
             url = f"http://127.0.0.1:{port}{case.path}"
             run_wrk(tools["wrk"], env.workdir, url, seconds=2, connections=args.connections, headers=case.headers)
             spy = [py_spy, "record", "--pid", str(worker.pid), "--format", "raw", "-o", str(raw), "--rate", "250"]

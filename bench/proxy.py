@@ -38,7 +38,7 @@ from benchlib import (
     RESULTS,
     Procs,
     backend_conf,
-    cpu_seconds,
+    cpu_times,
     ensure_tools,
     free_port,
     http_get,
@@ -287,15 +287,20 @@ def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools
             status, body = http_get(env.status_ports[case.key], "/metrics")
             if status != 200 or b"tollgate_" not in body:
                 raise RuntimeError(f"case {case.key}: /metrics answered {status}: {body[:200]!r}")
-        cpu0 = cpu_seconds(proc.pid) if proc is not None else 0.0
+        cpu0 = cpu_times(proc.pid) if proc is not None else (0.0, 0.0)
         res = run_wrk(tools["wrk"], env.workdir, url, seconds=args.duration, connections=conns, headers=case.headers)
-        cpu1 = cpu_seconds(proc.pid) if proc is not None else 0.0
+        cpu1 = cpu_times(proc.pid) if proc is not None else (0.0, 0.0)
     finally:
         if proc is not None:
             procs.stop(proc)
     out = {"case": case.key, "title": case.title, "connections": conns, **res.as_dict()}
     # The proxy's own CPU per request: robust to other load on the machine (unlike req/s).
-    out["proxy_cpu_us_per_req"] = round((cpu1 - cpu0) / res.requests * 1e6, 1) if proc and res.requests else None
+    out["proxy_cpu_us_per_req"] = None
+    out["proxy_sys_share"] = None
+    if proc is not None and res.requests:
+        user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        out["proxy_cpu_us_per_req"] = round((user + system) / res.requests * 1e6, 1)
+        out["proxy_sys_share"] = round(system / (user + system), 2) if user + system > 0 else None
     if res.errors:
         log(f"  warning: case {case.key} had errors: {res.errors}")
     return out
@@ -307,7 +312,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     log("")
     log(
         f"{'case':<4} {'what':<48} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs b':>6} {'vs a':>6} "
-        f"{'cpu us/req':>10}"
+        f"{'cpu us/req':>10} {'sys':>4}"
     )
     for r in rows:
         if "skipped" in r:
@@ -317,10 +322,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         va = f"{r['rps'] / base_a:.2f}" if base_a else "-"
         log(
             f"{r['case']:<4} {r['title']:<48} {r['connections']:>5} {r['rps']:>9.0f} "
-            f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {vb:>6} {va:>6} {r['proxy_cpu_us_per_req'] or '-':>10}"
+            f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {vb:>6} {va:>6} {r['proxy_cpu_us_per_req'] or '-':>10} "
+            f"{r.get('proxy_sys_share') or '-':>4}"
         )
     log("(ratios: within this run only; the machine is shared, absolute req/s are noisy;")
-    log(" cpu us/req = the proxy process's user+system CPU per request, steadier than req/s under contention)")
+    log(" cpu us/req = the proxy process's user+system CPU per request, steadier than req/s under contention;")
+    log(" sys = the kernel's share of that CPU: socket reads and writes)")
 
 
 def main(argv: list[str] | None = None) -> int:
