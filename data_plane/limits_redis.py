@@ -1,7 +1,7 @@
 """Redis counter store: shared by every worker process on every machine, exact.
 
-**One script per request.**  ``LUA_CHECK`` reads the customer's quota counter and token bucket,
-decides, and updates both in one ``EVALSHA`` — Redis runs a script atomically, so two workers can
+**One script call per customer and batch.**  ``LUA_CHECK`` reads the customer's quota counter and
+token bucket, decides, and updates both in one ``EVALSHA`` — Redis runs a script atomically, so two workers can
 never both take the last token or the last unit of quota (no read-then-write race).  Keys carry
 their own expiry: a bucket expires once it would be full again (an absent bucket *is* a full one),
 a quota counter some time after its period ends (its key names the period, so a new period starts
@@ -11,10 +11,14 @@ bucket's timestamp backwards.
 
 **Batching.**  ``check`` never awaits: it queues ``(keys, args, future)`` and schedules a flush with
 ``loop.call_soon``; the flush sends every check queued during that event-loop iteration as one
-pipeline of EVALSHA calls (one round trip, one coroutine per batch, not per request) and resolves
-each future from its reply.  At most ``max_in_flight`` pipelines are outstanding; checks arriving
-meanwhile wait for the next one, so batches grow with load instead of connections.  NOSCRIPT replies
-(a restarted or flushed Redis) load the script and re-send just those checks.
+pipeline (one round trip, one coroutine per batch, not per request) and resolves each future from
+its reply.  Checks in a batch with the same keys and limits (one customer's concurrent requests)
+are *coalesced*: one EVALSHA with ``n`` = how many, which the script decides as ``n`` requests in
+a row (the first ones that fit take tokens and quota, the rest are refused, exactly as ``n``
+separate calls would have gone), so a busy customer costs Redis one script run per batch instead
+of one per request.  At most ``max_in_flight`` pipelines are outstanding; checks arriving
+meanwhile wait for the next one, so batches grow with load instead of connections.  NOSCRIPT
+replies (a restarted or flushed Redis) load the script and re-send just those calls.
 
 **Redis unreachable.**  A connection error or timeout marks the store unavailable, logs once, and
 starts one reconnect task (PING with exponential backoff and full jitter, 0.1 s -> 5 s).  Meanwhile
@@ -56,17 +60,20 @@ QUOTA_KEY_GRACE = 3600
 
 LUA_CHECK = """
 -- KEYS[1] token bucket hash {t = tokens, ts = time of last update}; KEYS[2] quota counter
--- ARGV: now (s), rate (tokens/s; 0 = no throttle), burst, quota limit (-1 = no quota), quota key ttl (s)
--- returns {admitted 1|0, refused by 0 none|1 throttle|2 quota, tokens left ("-1" = no throttle), quota used}
+-- ARGV: now (s), rate (tokens/s; 0 = no throttle), burst, quota limit (-1 = no quota), quota key ttl (s),
+--       n = requests checked together, in arrival order, as if one after the other
+-- returns {tokens before them ("-1" = no throttle), quota used before them, passed the throttle, admitted}
 local now = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
+local n = tonumber(ARGV[6])
 local used = 0
 if limit >= 0 then
   used = tonumber(redis.call('GET', KEYS[2]) or '0')
 end
 local tokens = -1
+local passed = n
 if rate > 0 then
   tokens = burst
   local b = redis.call('HMGET', KEYS[1], 't', 'ts')
@@ -79,28 +86,29 @@ if rate > 0 then
       now = last -- this worker's clock is behind: no refill, and never move the timestamp back
     end
   end
-  if tokens < 1 then
-    return {0, 1, tostring(tokens), used}
+  -- each request needs one whole token; a refused one consumes nothing (and so neither do the rest)
+  passed = math.min(n, math.floor(tokens))
+  if passed > 0 then
+    -- tokens are spent even by requests the quota refuses below (ratelimit.py module docstring)
+    local left = tokens - passed
+    redis.call('HSET', KEYS[1], 't', tostring(left), 'ts', tostring(now))
+    redis.call('PEXPIRE', KEYS[1], math.ceil((burst - left) / rate * 1000) + 1000)
   end
-  -- the token is spent even if the quota refuses below (ratelimit.py module docstring)
-  tokens = tokens - 1
-  redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 end
+local admitted = passed
 if limit >= 0 then
-  if used >= limit then
-    return {0, 2, tostring(tokens), used}
-  end
-  used = redis.call('INCR', KEYS[2])
-  if used == 1 then
-    redis.call('EXPIRE', KEYS[2], ARGV[5])
+  admitted = math.max(0, math.min(passed, limit - used))
+  if admitted > 0 then
+    if redis.call('INCRBY', KEYS[2], admitted) == admitted then
+      redis.call('EXPIRE', KEYS[2], ARGV[5])
+    end
   end
 end
-return {1, 0, tostring(tokens), used}
+return {tostring(tokens), used, passed, admitted}
 """
 LUA_CHECK_SHA = hashlib.sha1(LUA_CHECK.encode()).hexdigest()
-# Every check is EVALSHA <sha> 2 <bucket key> <quota key> <5 args>: the first three parts are constant.
-_EVALSHA_PREFIX = b"*10\r\n" + encode_args((b"EVALSHA", LUA_CHECK_SHA, 2))
+# Every call is EVALSHA <sha> 2 <bucket key> <quota key> <6 args>: the first three parts are constant.
+_EVALSHA_PREFIX = b"*11\r\n" + encode_args((b"EVALSHA", LUA_CHECK_SHA, 2))
 _SCRIPT_LOAD = encode(b"SCRIPT", b"LOAD", LUA_CHECK)
 _PING = encode(b"PING")
 
@@ -121,7 +129,10 @@ def _parse_url(url: str) -> tuple[str, int, int]:
 
 
 class _Check:
-    __slots__ = ("future", "customer_id", "policy", "adjustment", "args", "quota_limit", "reset", "window")
+    """One queued check.  ``group`` is what the script needs besides the time and the count: checks
+    with equal groups (same customer, policy and adjustment) in one batch become one script call."""
+
+    __slots__ = ("future", "customer_id", "policy", "adjustment", "group", "now", "quota_limit", "reset", "window")
 
     def __init__(
         self,
@@ -129,7 +140,8 @@ class _Check:
         customer_id: str,
         policy: LimitPolicy,
         adjustment: int,
-        args: tuple[Any, ...],
+        group: tuple[str, str, str, int, int, int],
+        now: float,
         quota_limit: int,
         reset: float,
         window: int,
@@ -138,10 +150,24 @@ class _Check:
         self.customer_id = customer_id
         self.policy = policy
         self.adjustment = adjustment
-        self.args = args
+        self.group = group  # (bucket key, quota key, rate, burst, quota limit, quota key ttl)
+        self.now = now
         self.quota_limit = quota_limit
         self.reset = reset
         self.window = window
+
+
+def coalesce(batch: list[_Check]) -> list[list[_Check]]:
+    """The batch's checks grouped by script arguments, groups in order of first arrival and checks
+    in arrival order within each: what the script decides for a group of n equals n calls in a row."""
+    groups: dict[tuple[str, str, str, int, int, int], list[_Check]] = {}
+    for item in batch:
+        same = groups.get(item.group)
+        if same is None:
+            groups[item.group] = [item]
+        else:
+            same.append(item)
+    return list(groups.values())
 
 
 class RedisStore:
@@ -178,6 +204,7 @@ class RedisStore:
         self.unavailable_checks = 0  # checks refused because Redis was unreachable (fail closed)
         self.outages = 0
         self.batches_sent = 0
+        self.calls_sent = 0  # script calls: checks coalesced per customer make fewer than checks
         self._periods = PeriodCache()
         self._pending: list[_Check] = []
         self._scheduled = False
@@ -209,17 +236,16 @@ class RedisStore:
         else:
             qkey = self.prefix + quota_key(customer_id, "-")  # unused by the script; same hash slot
         bkey = self.prefix + bucket_key(customer_id, policy)
-        args = (
+        group = (
             bkey,
             qkey,
-            repr(now),
             repr(throttle.rate) if throttle is not None else "0",
             throttle.burst if throttle is not None else 0,
             qlimit,
             math.ceil(reset) + QUOTA_KEY_GRACE,
         )
         fut: asyncio.Future[Decision] = loop.create_future()
-        item = _Check(fut, customer_id, policy, adjustment, args, qlimit, reset, window)
+        item = _Check(fut, customer_id, policy, adjustment, group, now, qlimit, reset, window)
         if not self.batch:
             self._spawn([item])
             return fut
@@ -262,18 +288,19 @@ class RedisStore:
 
     async def _send(self, batch: list[_Check]) -> None:
         try:
+            groups = coalesce(batch)
             for attempt in range(2):
-                results = await self._pipeline(batch)
+                results = await self._pipeline(groups)
                 self.batches_sent += 1
-                retry: list[_Check] = []
-                for item, res in zip(batch, results, strict=True):
+                retry: list[list[_Check]] = []
+                for group, res in zip(groups, results, strict=True):
                     if isinstance(res, RespError) and str(res).startswith("NOSCRIPT"):
-                        retry.append(item)
+                        retry.append(group)
                     elif isinstance(res, Exception):
                         log.error("rate limit script failed: %s", res)
-                        self._resolve(item, self._degraded(item.customer_id, item.policy, item.adjustment))
+                        self._resolve_degraded(group)
                     else:
-                        self._resolve(item, self._decision(item, res))
+                        self._resolve_group(group, res)
                 if not retry:
                     return
                 if attempt == 0:
@@ -282,10 +309,10 @@ class RedisStore:
                     [loaded] = await conn.execute([_SCRIPT_LOAD], timeout=self.timeout)
                     if isinstance(loaded, RespError):
                         raise StoreError(f"SCRIPT LOAD failed: {loaded}")
-                batch = retry
+                groups = retry
             raise StoreError("script still missing after SCRIPT LOAD")
-        except _UNREACHABLE as exc:
-            self._outage(exc)
+        except _UNREACHABLE as lost:
+            self._outage(lost)
             self._resolve_degraded(batch)
         except StoreError as exc:
             log.error("rate limit store error: %s", exc)
@@ -307,10 +334,16 @@ class RedisStore:
         if isinstance(pong, RespError):
             raise StoreError(str(pong))
 
-    async def _pipeline(self, batch: list[_Check]) -> list[Any]:
+    async def _pipeline(self, groups: list[list[_Check]]) -> list[Any]:
         conn = await self._connection()
         prefix = _EVALSHA_PREFIX
-        return await conn.execute([prefix + encode_args(item.args) for item in batch], timeout=self.timeout)
+        commands = []
+        for group in groups:
+            bkey, qkey, rate, burst, qlimit, ttl = group[0].group
+            now = group[-1].now  # the latest clock reading: the group is decided as of the flush
+            commands.append(prefix + encode_args((bkey, qkey, repr(now), rate, burst, qlimit, ttl, len(group))))
+        self.calls_sent += len(commands)
+        return await conn.execute(commands, timeout=self.timeout)
 
     def _resolve_degraded(self, batch: list[_Check]) -> None:
         for item in batch:
@@ -322,48 +355,46 @@ class RedisStore:
         if not item.future.done():
             item.future.set_result(decision)
 
+    def _resolve_group(self, group: list[_Check], res: list[Any]) -> None:
+        """Decisions for a group the script checked together: the i-th check is decided as if it came
+        right after the first i (``passed`` got through the throttle, the first ``admitted`` of those
+        also through the quota)."""
+        try:
+            tokens_raw, used_raw, passed, admitted = res
+            tokens0 = float(tokens_raw)
+            used = int(used_raw)
+        except (TypeError, ValueError) as bad:
+            log.error("rate limit script answered %r: %s", res, bad)
+            self._resolve_degraded(group)
+            return
+        for i, item in enumerate(group):
+            self._resolve(item, self._decision(item, i, tokens0, used, passed, admitted))
+
     @staticmethod
-    def _decision(item: _Check, res: list[Any]) -> Decision:
-        admitted, refused_by, tokens_raw, used = res
-        tokens = float(tokens_raw)
+    def _decision(item: _Check, i: int, tokens0: float, used: int, passed: int, admitted: int) -> Decision:
         policy = item.policy
         qlimit = item.quota_limit
         has_quota = qlimit >= 0
-        if admitted:
-            return Decision(
-                True,
-                "",
-                policy,
-                tokens=tokens,
-                quota_remaining=qlimit - int(used) if has_quota else -1,
-                quota_limit=qlimit,
-                quota_reset=item.reset,
-                quota_window=item.window,
-            )
-        if refused_by == 1:
-            assert policy.throttle is not None
+        throttle = policy.throttle
+        if i >= passed:  # refused by the throttle: the tokens are what the ones before left
+            assert throttle is not None
+            tokens = tokens0 - passed
             return Decision(
                 False,
                 THROTTLE,
                 policy,
-                retry_after=(1.0 - tokens) / policy.throttle.rate,
-                tokens=tokens,
-                quota_remaining=max(0, qlimit - int(used)) if has_quota else -1,
-                quota_limit=qlimit,
-                quota_reset=item.reset,
-                quota_window=item.window,
+                (1.0 - tokens) / throttle.rate,
+                tokens,
+                max(0, qlimit - used - admitted) if has_quota else -1,
+                qlimit,
+                item.reset,
+                item.window,
             )
-        return Decision(
-            False,
-            QUOTA,
-            policy,
-            retry_after=item.reset,
-            tokens=tokens,
-            quota_remaining=0,
-            quota_limit=qlimit,
-            quota_reset=item.reset,
-            quota_window=item.window,
-        )
+        tokens = tokens0 - (i + 1) if throttle is not None else -1.0
+        if i >= admitted:  # through the throttle (its token spent), refused by the quota
+            return Decision(False, QUOTA, policy, item.reset, tokens, 0, qlimit, item.reset, item.window)
+        remaining = qlimit - used - (i + 1) if has_quota else -1
+        return Decision(True, "", policy, 0.0, tokens, remaining, qlimit, item.reset, item.window)
 
     # ------------------------------------------------------------------ outages
 

@@ -23,6 +23,7 @@ COMPILED = (
     "data_plane/balancer.py",
     "data_plane/exchange.py",
     "data_plane/limits_memory.py",
+    "data_plane/limits_redis.py",
     "data_plane/observe.py",
     "data_plane/periods.py",
     "data_plane/protocol.py",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -139,6 +140,63 @@ def test_refill_with_injected_clock(make_store: StoreFactory) -> None:
         await store.close()
 
     run(body)
+
+
+def test_coalesced_redis_checks_decide_exactly_as_one_after_another() -> None:
+    """Redis coalesces one customer's checks in a batch into one script call (n requests).  Every
+    decision must equal the memory store's deciding the same checks one by one, in the serial order
+    the Redis store documents (groups by first arrival, arrival order within a group; concurrent
+    requests have no order of their own): who is admitted, which limit refuses, tokens and quota
+    left, retry-after.  Policies 0 and 2 share the customer's quota counter, so groups interact."""
+    require_service("Redis", _redis_reachable(), "127.0.0.1:6379")
+    prefix = f"tgtest:{uuid.uuid4().hex}:"
+    rng = random.Random(20261128)
+    policies = [
+        LimitPolicy(throttle=Throttle(rate=2.0, burst=6), quota=Quota(limit=9, period=DAY)),
+        LimitPolicy(throttle=Throttle(rate=1.0, burst=3)),
+        LimitPolicy(quota=Quota(limit=4, period=DAY)),
+        LimitPolicy(throttle=Throttle(rate=4.0, burst=2), throttle_scope="api-1:GET /x"),
+    ]
+    # three batches of mixed customers, policies and adjustments, with a refill between them
+    batches = [
+        [(rng.choice(("c1", "c2", "c3")), rng.choice(policies), rng.choice((0, 0, 2))) for _ in range(30)]
+        for _ in range(3)
+    ]
+
+    async def body() -> None:
+        t = [FIXED_NOW]
+        memory = MemoryStore(lambda: t[0])
+        redis = RedisStore(REDIS_URL, prefix=prefix, now=lambda: t[0], fail_mode="closed")
+        for batch in batches:
+            # same keys and limits = one group (an adjustment changes the limit only where there is a quota)
+            groups = [(c, id(p), a if p.quota else 0) for c, p, a in batch]
+            first: dict[tuple[str, int, int], int] = {}
+            for i, g in enumerate(groups):
+                first.setdefault(g, i)
+            order = sorted(range(len(batch)), key=lambda i: (first[groups[i]], i))
+            serial = {i: memory.check(*batch[i]) for i in order}
+            expected = [serial[i] for i in range(len(batch))]
+            pending = [redis.check(c, p, a) for c, p, a in batch]
+            got = [await resolve(x) for x in pending]
+            for want, have in zip(expected, got, strict=True):
+                assert (have.allowed, have.limit, have.quota_remaining, have.quota_limit) == (
+                    want.allowed,
+                    want.limit,
+                    want.quota_remaining,
+                    want.quota_limit,
+                )
+                assert have.tokens == pytest.approx(want.tokens)
+                assert have.retry_after == pytest.approx(want.retry_after)
+            t[0] += 0.75
+        checks = sum(len(b) for b in batches)
+        assert redis.calls_sent < checks / 2  # coalesced: one call per customer and policy per batch
+        assert sum(d.allowed for d in got) > 0 and sum(not d.allowed for d in got) > 0
+        await redis.close()
+
+    try:
+        run(body)
+    finally:
+        _delete_prefix(prefix)
 
 
 def test_two_worker_processes_share_exact_limits() -> None:
