@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -96,6 +97,9 @@ def needs_observability() -> str | None:
 # ------------------------------------------------------------------------------ snapshots
 
 
+MACHINE_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
 @dataclass(frozen=True)
 class Env:
     """What a case builder can use: the run's ports and scratch directory."""
@@ -103,6 +107,7 @@ class Env:
     backend_ports: tuple[int, int]
     workdir: Path
     status_ports: dict[str, int] = dataclasses.field(default_factory=dict)  # case key -> worker status port
+    redis_url: str = MACHINE_REDIS_URL  # the bench's own redis-server on the load core, when it could start one
 
 
 def routing_snapshot(env: Env) -> snap.Snapshot:
@@ -144,7 +149,6 @@ def plan_snapshot(env: Env) -> snap.Snapshot:
     return dataclasses.replace(base, plans=(plan,), customers=(customer,), hash="").sealed()
 
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 # One prefix per bench run: counters of earlier runs (or of tests sharing the server) never mix in.
 REDIS_PREFIX = f"tgbench:{os.getpid()}:{int(time.time())}:"
 NO_ACCESS_LOG = ("--access-log", "off")
@@ -191,7 +195,7 @@ CASES: tuple[Case, ...] = (
         "tollgate: + usage plan, Redis [log off]",
         "tollgate",
         plan_snapshot,
-        (*NO_ACCESS_LOG, "--redis-url", REDIS_URL),
+        (*NO_ACCESS_LOG, "--redis-url", "{redis}"),
         KEY,
         requires=needs_redis,
         env=(("TOLLGATE_REDIS_PREFIX", REDIS_PREFIX),),
@@ -248,6 +252,22 @@ CASES: tuple[Case, ...] = (
 # ------------------------------------------------------------------------------ running
 
 
+def start_redis(procs: Procs) -> str:
+    """A redis-server of the bench's own, pinned to the load core like the backend it stands beside:
+    an unpinned server (the machine's) would take its CPU from whichever core is busy, the proxy's
+    included.  Falls back to the machine's Redis when redis-server is not installed."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        log(f"redis-server not found: case f uses the machine's Redis ({MACHINE_REDIS_URL}), unpinned")
+        return MACHINE_REDIS_URL
+    port = free_port()
+    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = procs.start("redis", argv, core=LOAD_CORE)
+    wait_port(port, proc, "redis-server")
+    log(f"redis-server of the bench on 127.0.0.1:{port} -> core {LOAD_CORE}")
+    return f"redis://127.0.0.1:{port}/0"
+
+
 def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int]:
     assert case.snapshot is not None
     snapshot_file = env.workdir / f"snapshot-{case.key}.json"
@@ -256,7 +276,7 @@ def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int]:
     status_port = env.status_ports[case.key] = free_port()
     argv = [PYTHON, "-m", "tollgate", "worker", "--snapshot", str(snapshot_file), "--port", str(port)]
     argv += ["--status-port", str(status_port), "--cache-dir", str(env.workdir / "cache"), "--log-level", "warning"]
-    argv += [a.replace("{workdir}", str(env.workdir)) for a in case.worker_args]
+    argv += [a.replace("{workdir}", str(env.workdir)).replace("{redis}", env.redis_url) for a in case.worker_args]
     proc = procs.start(f"worker-{case.key}", argv, core=PROXY_CORE, env=dict(case.env))
     try:
         wait_port(port, proc, "tollgate worker")
@@ -353,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             ports = (free_port(), free_port())
             env = Env(backend_ports=ports, workdir=Path(tmp))
             start_nginx(procs, tools["nginx"], "backend", backend_conf(env.workdir, ports), ports[1], core=LOAD_CORE)
+            if any(c.key in wanted and "{redis}" in c.worker_args for c in CASES):
+                env = dataclasses.replace(env, redis_url=start_redis(procs))
             for case in CASES:
                 if case.key not in wanted:
                     continue
