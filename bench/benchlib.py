@@ -186,11 +186,11 @@ def install_signal_handlers() -> None:
 # ---------------------------------------------------------------------------------------- nginx
 
 
-def _nginx_main(workdir: Path, name: str, http_body: str) -> str:
+def _nginx_main(workdir: Path, name: str, http_body: str, processes: int = 1) -> str:
     tmp = workdir / f"{name}-tmp"
     tmp.mkdir(exist_ok=True)
     return f"""
-worker_processes 1;
+worker_processes {processes};
 daemon off;
 pid {workdir}/{name}.pid;
 error_log {workdir}/{name}-error.log warn;
@@ -222,7 +222,7 @@ def backend_conf(workdir: Path, ports: Sequence[int]) -> Path:
     return path
 
 
-def proxy_conf(workdir: Path, listen: int, targets: Sequence[int]) -> Path:
+def proxy_conf(workdir: Path, listen: int, targets: Sequence[int], processes: int = 1) -> Path:
     """nginx as a reverse proxy, configured like a careful production gateway: upstream keep-alive,
     round-robin over the same targets, the same forwarded headers Tollgate adds."""
     upstream = "\n".join(f"        server 127.0.0.1:{p};" for p in targets)
@@ -246,11 +246,13 @@ def proxy_conf(workdir: Path, listen: int, targets: Sequence[int]) -> Path:
         }}
     }}"""
     path = workdir / "proxy.conf"
-    path.write_text(_nginx_main(workdir, "proxy", body))
+    path.write_text(_nginx_main(workdir, "proxy", body, processes))
     return path
 
 
-def start_nginx(procs: Procs, nginx: str, name: str, conf: Path, port: int, core: str) -> subprocess.Popen[bytes]:
+def start_nginx(
+    procs: Procs, nginx: str, name: str, conf: Path, port: int, core: str | None
+) -> subprocess.Popen[bytes]:
     proc = procs.start(name, [nginx, "-p", str(procs.workdir), "-c", str(conf), "-e", "stderr"], core=core)
     try:
         wait_port(port, proc, f"nginx {name}")
@@ -296,13 +298,16 @@ def run_wrk(
     headers: Sequence[str] = (),
     on_start: Callable[[], None] | None = None,
     request_lua: str = "",
+    core: str | None = LOAD_CORE,
+    threads: int = 1,
 ) -> WrkResult:
-    """One wrk run pinned to the load core; percentiles come from the Lua ``done()`` JSON line.
-    ``request_lua`` may define wrk's ``request()`` to vary requests."""
+    """One wrk run, pinned to the load core unless ``core`` is None; percentiles come from the Lua
+    ``done()`` JSON line.  ``request_lua`` may define wrk's ``request()`` to vary requests."""
     script = workdir / f"bench-{abs(hash(request_lua))}.lua"
     if not script.exists():
         script.write_text(WRK_LUA + request_lua)
-    argv = ["taskset", "-c", LOAD_CORE, wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    argv = ["taskset", "-c", core] if core is not None else []
+    argv += [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
     argv += ["--timeout", "5s", "-s", str(script), url]
     env = {**os.environ, "BENCH_WRK_HEADERS": "\n".join(headers)}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)

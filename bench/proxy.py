@@ -278,7 +278,12 @@ def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int]:
     argv += ["--status-port", str(status_port), "--cache-dir", str(env.workdir / "cache"), "--log-level", "warning"]
     argv += [a.replace("{workdir}", str(env.workdir)).replace("{redis}", env.redis_url) for a in case.worker_args]
     proc = procs.start(f"worker-{case.key}", argv, core=PROXY_CORE, env=dict(case.env))
+    args = list(case.worker_args)
+    children = int(args[args.index("--processes") + 1]) if "--processes" in args else 1
     try:
+        # Ready = every child process answers on its status port, not just the first on the shared port.
+        for i in range(children):
+            wait_port(status_port + i, proc, f"tollgate worker (status port {status_port + i})")
         wait_port(port, proc, "tollgate worker")
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n{procs.log_tail(f'worker-{case.key}')}") from None
