@@ -31,6 +31,7 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
+	TOLLGATE_PURE_PYTHON=1 $(BIN)/python -m pytest -q tests/unit  # the same code uncompiled (data_plane/native.py)
 	$(BIN)/python -m pytest tests
 
 unit: install

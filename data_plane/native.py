@@ -8,14 +8,24 @@ which Python's import system prefers, so an edited ``.py`` with an older extensi
 run the old code: :func:`stale` finds those, ``make install`` rebuilds them, and the test suite
 refuses to run on them.
 
+``TOLLGATE_PURE_PYTHON=1`` in the environment also works at run time: :func:`prefer_source`
+(called by ``data_plane/__init__``, before any submodule loads) makes this process import the
+``.py`` files even where extensions exist, for debuggers, coverage, and the test run that keeps
+the pure-Python path honest.
+
 This module only reads file names and times; importing it imports none of the compiled modules.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 # Paths relative to the repository root: setup.py hands them to mypycify as they are.
 COMPILED = (
@@ -41,6 +51,9 @@ def _module(path: str) -> str:
     return path.removesuffix(".py").replace("/", ".")
 
 
+_NAMES = frozenset(_module(p) for p in COMPILED)
+
+
 def _extension(source: Path) -> Path | None:
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         candidate = source.with_name(source.stem + suffix)
@@ -49,9 +62,31 @@ def _extension(source: Path) -> Path | None:
     return None
 
 
+def pure_python_requested() -> bool:
+    return os.environ.get("TOLLGATE_PURE_PYTHON", "") not in ("", "0")
+
+
+class _SourceFirst(importlib.abc.MetaPathFinder):
+    """Finds the listed modules' ``.py`` files, ahead of the extension the default finder would pick."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in _NAMES:
+            return None
+        return importlib.util.spec_from_file_location(fullname, _HERE / (fullname.rsplit(".", 1)[1] + ".py"))
+
+
+def prefer_source() -> None:
+    if not any(isinstance(f, _SourceFirst) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SourceFirst())
+
+
 def mode() -> str:
     """``"compiled"`` when every listed module loads from an extension, ``"pure-python"`` when none
     does, else ``"mixed"`` (a partial build)."""
+    if any(isinstance(f, _SourceFirst) for f in sys.meta_path):
+        return "pure-python"
     loaded = []
     for path in COMPILED:
         spec = importlib.util.find_spec(_module(path))
