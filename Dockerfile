@@ -1,10 +1,18 @@
-FROM python:3.11-slim
-WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+# Build stage: compiles the request-path modules with mypyc (setup.py) into a wheel.
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md alembic.ini ./
 COPY control_plane control_plane
 COPY data_plane data_plane
 COPY tollgate tollgate
 COPY migrations migrations
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
+WORKDIR /app
+COPY --from=build /wheels /wheels
+COPY alembic.ini ./
 COPY examples examples
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER nobody
