@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -313,21 +314,33 @@ def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools
             if status != 200 or b"tollgate_" not in body:
                 raise RuntimeError(f"case {case.key}: /metrics answered {status}: {body[:200]!r}")
         cpu0 = cpu_times(proc.pid) if proc is not None else (0.0, 0.0)
-        res = run_wrk(tools["wrk"], env.workdir, url, seconds=args.duration, connections=conns, headers=case.headers)
+        runs = [
+            run_wrk(tools["wrk"], env.workdir, url, seconds=args.duration, connections=conns, headers=case.headers)
+            for _ in range(args.repeat)
+        ]
         cpu1 = cpu_times(proc.pid) if proc is not None else (0.0, 0.0)
     finally:
         if proc is not None:
             procs.stop(proc)
+    # With --repeat N: the run with the median req/s, and the median p50/p99 over the runs (a stall
+    # of the VM in one run moves one sample, not the figure).
+    res = sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
     out = {"case": case.key, "title": case.title, "connections": conns, **res.as_dict()}
+    if len(runs) > 1:
+        out["p50_ms"] = statistics.median(r.p50_ms for r in runs)
+        out["p99_ms"] = statistics.median(r.p99_ms for r in runs)
+        out["runs"] = [r.as_dict() for r in runs]
+    requests = sum(r.requests for r in runs)
     # The proxy's own CPU per request: robust to other load on the machine (unlike req/s).
     out["proxy_cpu_us_per_req"] = None
     out["proxy_sys_share"] = None
-    if proc is not None and res.requests:
+    if proc is not None and requests:
         user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
-        out["proxy_cpu_us_per_req"] = round((user + system) / res.requests * 1e6, 1)
+        out["proxy_cpu_us_per_req"] = round((user + system) / requests * 1e6, 1)
         out["proxy_sys_share"] = round(system / (user + system), 2) if user + system > 0 else None
-    if res.errors:
-        log(f"  warning: case {case.key} had errors: {res.errors}")
+    errors = [r.errors for r in runs if r.errors]
+    if errors:
+        log(f"  warning: case {case.key} had errors: {errors}")
     return out
 
 
@@ -360,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=8.0, help="measured seconds per case (default 8)")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per case (default 2; 0 = none)")
     p.add_argument("--connections", type=int, default=50, help="wrk keep-alive connections (default 50)")
+    p.add_argument("--repeat", type=int, default=1, help="measured runs per case; the table shows medians (default 1)")
     p.add_argument("--cases", default=",".join(c.key for c in CASES), help="comma-separated case keys")
     args = p.parse_args(argv)
     wanted = [k.strip() for k in args.cases.split(",") if k.strip()]
@@ -370,7 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     tools = ensure_tools()
     log(f"pinning: tollgate worker and nginx proxy -> core {PROXY_CORE}; wrk and nginx backend -> core {LOAD_CORE}")
-    log(f"{args.warmup:g}s warm-up + {args.duration:g}s measured per case, {args.connections} connections")
+    log(
+        f"{args.warmup:g}s warm-up + {args.repeat} x {args.duration:g}s measured per case, "
+        f"{args.connections} connections" + (" (medians)" if args.repeat > 1 else "")
+    )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as tmp:
         procs = Procs(Path(tmp))
@@ -407,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration": args.duration,
         "warmup": args.warmup,
         "connections": args.connections,
+        "repeat": args.repeat,
         "pinning": {"proxy": PROXY_CORE, "load_and_backend": LOAD_CORE},
     }
     out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
