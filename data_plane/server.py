@@ -8,6 +8,7 @@ started with.  ``run_worker`` is the blocking entry point used by the CLI.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -67,7 +68,13 @@ class Worker:
                 pool.close_idle()
         if not self.draining:
             self.prober.update(compiled)
-        log.info("applied config revision %s (%s)", snapshot.revision, snapshot.hash[:12])
+        pause = settle_heap()
+        log.info(
+            "applied config revision %s (%s; heap settled in %.1f ms)",
+            snapshot.revision,
+            snapshot.hash[:12],
+            pause * 1e3,
+        )
 
     def status(self) -> dict[str, Any]:
         cfg = self.config
@@ -197,6 +204,23 @@ class Worker:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.close()
+
+
+def settle_heap() -> float:
+    """Take what is alive now out of the cyclic garbage collector's way; returns the seconds it took.
+
+    Everything alive after a config swap (modules, the compiled config, pools) stays until the next
+    swap, yet every full collection would walk it: with short-lived connections (a new one per
+    request) full collections ran about twice a second and paused the loop up to 16 ms each (p99
+    10 ms vs nginx 2.4 ms in bench case h).  ``gc.freeze`` moves it to the permanent generation,
+    which collections skip.  First ``unfreeze`` + ``collect``: the previous config may hold cycles,
+    and frozen objects would never be collected.  One full collection per config change instead.
+    """
+    started = time.perf_counter()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    return time.perf_counter() - started
 
 
 def run_worker(settings: WorkerSettings) -> None:

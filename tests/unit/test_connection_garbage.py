@@ -61,3 +61,36 @@ def test_closed_client_connections_leave_no_cyclic_garbage(tmp_path: Path) -> No
             loop.run_until_complete(worker.close_limits())  # releases the usage spool's lock file
         loop.close()
     assert left == 0
+
+
+class _Cyclic:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_config_swap_freezes_the_live_heap_and_frees_what_was_frozen_before(tmp_path: Path) -> None:
+    """After each apply the live heap is frozen (full collections skip it); the next apply unfreezes
+    first, so cyclic garbage that was alive at the previous freeze (an old config) is still freed."""
+    import weakref
+
+    loop = uvloop.new_event_loop()
+    worker = None
+    try:
+        worker = Worker(WorkerSettings(cache_dir=tmp_path), loop)
+        upstream = snap.Upstream(id="u", name="u")
+        api = snap.Api(id="a", name="a", routes=(snap.Route(id="r", path="/x", upstream_id="u"),))
+        first = snap.Snapshot(revision=1, upstreams=(upstream,), apis=(api,)).sealed()
+        holder = [_Cyclic()]
+        ref = weakref.ref(holder[0])
+        worker.apply(first)
+        assert gc.get_freeze_count() > 0  # the heap alive after the swap is out of the collector's way
+        holder.clear()  # now cyclic garbage, but frozen: no collection can see it
+        gc.collect()
+        assert ref() is not None
+        worker.apply(snap.Snapshot(revision=2, upstreams=(upstream,), apis=(api,)).sealed())
+        assert ref() is None  # unfrozen and collected by the next swap
+    finally:
+        gc.unfreeze()
+        if worker is not None:
+            loop.run_until_complete(worker.close_limits())  # releases the usage spool's lock file
+        loop.close()
