@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml setup.py
 	touch $@
 
 $(NATIVE): $(STAMP) setup.py $(wildcard data_plane/*.py)
-	$(BIN)/python setup.py --quiet build_ext --inplace
+	# --force: setuptools skips an extension whose C source did not change, and a mypyc module's
+	# shim never does (its code is in the group library), so without it the shim keeps the time of
+	# an older build and data_plane/native.py:stale() reports it as older than its source.
+	$(BIN)/python setup.py --quiet build_ext --inplace --force
 	touch $@
 
 install: $(STAMP) $(NATIVE)

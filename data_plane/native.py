@@ -97,12 +97,23 @@ def mode() -> str:
     return "pure-python" if not any(loaded) else "mixed"
 
 
+def _built_at(ext: Path) -> float:
+    """When the code behind a module's extension was built.  With a mypyc group the module's
+    extension is a small shim that loads the shared library holding the code
+    (``_native__mypyc.*.so``): both must be newer than the source (``make install`` builds with
+    ``--force`` so that a successful build renews both; a failed, optional one renews neither)."""
+    built = ext.stat().st_mtime
+    for lib in _HERE.glob("_native__mypyc*"):
+        built = min(built, lib.stat().st_mtime)
+    return built
+
+
 def stale() -> list[str]:
     """Compiled modules whose ``.py`` changed after their extension was built (they would run old code)."""
     out = []
     for path in COMPILED:
         source = _HERE / Path(path).name
         ext = _extension(source)
-        if ext is not None and source.exists() and source.stat().st_mtime > ext.stat().st_mtime:
+        if ext is not None and source.exists() and source.stat().st_mtime > _built_at(ext):
             out.append(_module(path))
     return out
