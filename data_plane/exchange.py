@@ -14,7 +14,9 @@ Timeouts: connect (``asyncio.timeout`` around the dial), read (idle upstream) an
 from the start of the request).  No timer per exchange: the client connection's one timer calls
 :meth:`Exchange.check_timeout` while the exchange is active, and the exchange asks the connection
 for an earlier wake-up (``ClientConnection.watch``) only when it needs one.  Upstream activity only
-bumps a counter, so the idle limit is enforced within [read, 2 x read].
+bumps a counter, so the idle limit is enforced within [read, 2 x read].  After a 101 the same timer
+closes the tunnel once no byte moved in either direction for the read timeout
+(:meth:`Exchange.check_tunnel`; each side's ``data_received`` bumps a counter).
 """
 
 from __future__ import annotations
@@ -610,18 +612,27 @@ class Exchange:
         self._finish()
 
     def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:
-        """The upstream answered 101: splice the two connections (WebSocket and friends)."""
+        """The upstream answered 101: splice the two connections (WebSocket and friends).
+
+        The exchange stays the client connection's ``active`` one and keeps ``conn``: the
+        connection's timer calls :meth:`check_tunnel`, and a close of either side closes the other.
+        """
         client = self.client
         self.flush_client()
         self.finished = True
         self._leave()
-        client.worker.observer.done(self)  # the request ends here; the tunnel is not timed
+        client.worker.observer.done(self)  # the request ends here; the tunnel's lifetime is not timed
         client_transport = client.transport
         if client_transport is None or conn.transport is None or client_transport.is_closing():
             conn.close()
             return
         conn.tunnel = client_transport
         client.tunnel = conn.transport
+        # Idle tunnel: closed after the route's read timeout without a byte either way (nginx's
+        # proxy_read_timeout). The data_received of each side only bumps its own counter.
+        self.seen_activity = client.tunnel_moves + conn.tunnel_moves
+        now = self.seen_at = client.loop.time()
+        client.watch(now + self.route.read_timeout)  # type: ignore[union-attr]
         if rest:
             client_transport.write(rest)
         pending = client.upgrade_rest
@@ -704,6 +715,25 @@ class Exchange:
             self.client.watch(at if not deadline or at < deadline else deadline)
             return
         self._timed_out(route)
+
+    def check_tunnel(self, now: float) -> None:
+        """Called by the client connection's timer once it is a tunnel (after a 101): close both
+        sides when no byte moved either way for the route's read timeout (detected within
+        [read, 2 x read], like the read timeout of an exchange), else ask for the next look."""
+        conn = self.conn
+        route = self.route
+        if conn is None or route is None:
+            return
+        moved = self.client.tunnel_moves + conn.tunnel_moves
+        if moved != self.seen_activity:
+            self.seen_activity = moved  # traffic since the last look: idle counts from now
+            self.seen_at = now
+        elif now - self.seen_at >= route.read_timeout:
+            self.conn = None
+            conn.close()
+            self.client.close()
+            return
+        self.client.watch(self.seen_at + route.read_timeout)
 
     def _timed_out(self, route: CompiledRoute) -> None:
         conn = self.conn

@@ -20,7 +20,8 @@ Transfer-Encoding in an HTTP/1.0 request (RFC 9112 6.1), plus CONNECT.
 
 Slow clients and slow upstreams: one timer per connection enforces ``header_timeout`` (the head of
 a request must arrive within it), ``keepalive_timeout`` (idle between requests) and, through
-:meth:`Exchange.check_timeout`, the active exchange's read and total timeouts.  State changes only
+:meth:`Exchange.check_timeout`, the active exchange's read and total timeouts (after an upgrade,
+:meth:`Exchange.check_tunnel`: the tunnel's idle timeout).  State changes only
 store a deadline; the timer re-arms itself when it fires, and is moved earlier (:meth:`watch`) only
 when an exchange needs a look sooner than it is armed for — no timer is created or cancelled per
 request.
@@ -60,6 +61,7 @@ class ClientConnection(asyncio.Protocol):
         "queue",
         "parsing",
         "tunnel",
+        "tunnel_moves",
         "upgrade_rest",
         "_url",
         "_headers",
@@ -82,6 +84,7 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()
         self.parsing: Exchange | None = None
         self.tunnel: asyncio.Transport | None = None  # after an upgrade: bytes go straight upstream
+        self.tunnel_moves = 0  # chunks passed upstream through the tunnel (its idle check reads it)
         self.upgrade_rest = b""  # client bytes after an upgrade request, held until the 101
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -107,6 +110,7 @@ class ClientConnection(asyncio.Protocol):
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.write(data)
+            self.tunnel_moves += 1
             return
         try:
             self.parser.feed_data(data)
@@ -266,8 +270,11 @@ class ClientConnection(asyncio.Protocol):
             self.watch(deadline)
             return
         active = self.active
-        if active is not None and self.tunnel is None:
-            active.check_timeout(now)  # read/total timeouts; asks for its next look through watch()
+        if active is not None:
+            if self.tunnel is None:
+                active.check_timeout(now)  # read/total timeouts; asks for its next look through watch()
+            else:
+                active.check_tunnel(now)  # idle tunnel (read timeout, both directions)
         # Busy (or a tunnel): look again later; an earlier wake-up the exchange asked for stays.
         self.watch(now + self.worker.settings.header_timeout)
 

@@ -44,6 +44,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_head_done",
         "_close_delimited",
         "tunnel",
+        "tunnel_moves",
     )
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -59,6 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_done = False
         self._close_delimited = False
         self.tunnel: asyncio.Transport | None = None  # after 101: bytes go straight to the client
+        self.tunnel_moves = 0  # chunks passed to the client through the tunnel (its idle check reads it)
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -69,6 +71,7 @@ class UpstreamConnection(asyncio.Protocol):
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.write(data)
+            self.tunnel_moves += 1
             return
         sink = self.sink
         if sink is None:

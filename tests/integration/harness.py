@@ -261,17 +261,24 @@ def create(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, A
     return r.json()  # type: ignore[no-any-return]
 
 
-def snapshot_file(path: Path, upstreams: list[dict[str, Any]], mounts: dict[str, str]) -> Path:
+def snapshot_file(
+    path: Path,
+    upstreams: list[dict[str, Any]],
+    mounts: dict[str, str],
+    route_fields: dict[str, dict[str, Any]] | None = None,
+) -> Path:
     """A standalone worker snapshot: each base path in ``mounts`` is an API whose one greedy route
-    (``/{proxy+}``, base path stripped) goes to the named upstream id."""
+    (``/{proxy+}``, base path stripped) goes to the named upstream id; ``route_fields`` adds fields
+    to the route of a base path (``{"/ws": {"read_timeout": 0.5}}``)."""
     from data_plane.snapshot import Snapshot
 
+    extra = route_fields or {}
     apis = [
         {
             "id": f"api-{i}",
             "name": f"api-{i}",
             "base_path": base,
-            "routes": [{"id": f"route-{i}", "path": "/{proxy+}", "upstream_id": upstream_id}],
+            "routes": [{"id": f"route-{i}", "path": "/{proxy+}", "upstream_id": upstream_id, **extra.get(base, {})}],
         }
         for i, (base, upstream_id) in enumerate(mounts.items())
     ]

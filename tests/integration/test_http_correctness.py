@@ -17,6 +17,7 @@ import pytest
 from tests.integration.harness import Cluster, raw_exchange, snapshot_file, targets, wait_until
 
 MB = 1024 * 1024
+WS_IDLE = 0.5  # read_timeout of the /ws route: an idle tunnel is closed after it
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +25,18 @@ def gw(module_cluster: Cluster) -> dict[str, Any]:
     c = module_cluster
     lab = c.lab("h")
     solo = c.lab("o")  # its own host:port, so its connection pool is used by the "one" upstream alone
+    ws = c.lab("w")  # its own process, so its count of open tunnels is the idle-tunnel tests' alone
     upstreams = [
         {"id": "h", "name": "h", "targets": targets(lab)},
         {"id": "t", "name": "t", "read_timeout": 5.0, "total_timeout": 0.5, "targets": targets(lab)},
         {"id": "one", "name": "one", "max_connections": 1, "targets": targets(solo)},
+        {"id": "w", "name": "w", "targets": targets(ws)},  # default read_timeout (60 s): the route's wins
     ]
-    snap = snapshot_file(c.tmp / "http-snapshot.json", upstreams, {"/h": "h", "/t": "t", "/one": "one"})
+    mounts = {"/h": "h", "/t": "t", "/one": "one", "/ws": "w"}
+    route_fields = {"/ws": {"read_timeout": WS_IDLE}}
+    snap = snapshot_file(c.tmp / "http-snapshot.json", upstreams, mounts, route_fields)
     worker = c.worker(snapshot=snap, name="http-worker")
-    return {"worker": worker, "lab": lab, "solo": solo}
+    return {"worker": worker, "lab": lab, "solo": solo, "ws": ws}
 
 
 SMUGGLING = {
@@ -140,6 +145,64 @@ def test_websocket_upgrade_is_tunnelled(gw) -> None:
             chunk = s.recv(4096)
             assert chunk
             got += chunk
+
+
+def _open_tunnel(port: int, query: bytes) -> tuple[socket.socket, bytes]:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /ws/ws%s HTTP/1.1\r\nhost: t\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n" % query)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, buf
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s, rest
+
+
+def _recv_exactly(s: socket.socket, n: int, got: bytes = b"") -> bytes:
+    while len(got) < n:
+        chunk = s.recv(4096)
+        assert chunk, f"tunnel closed while active (got {got!r})"
+        got += chunk
+    return got
+
+
+def _open_tunnels(lab: Any) -> int:
+    return int(httpx.get(f"{lab.url}/__echo/count", timeout=2.0).json()["tunnels"])
+
+
+@pytest.mark.parametrize("traffic", ["echo", "client_to_upstream", "upstream_to_client"])
+def test_tunnel_stays_open_while_bytes_move_and_is_closed_once_idle(gw, traffic: str) -> None:
+    """Bytes moving in either direction alone keep a tunnel open past its read timeout; once no byte
+    moves for that long the gateway closes both sides (the client sees EOF, the backend its close)."""
+    worker, lab = gw["worker"], gw["ws"]
+    rounds = 8  # one every 0.2 s: 1.6 s of traffic, over three times the idle limit
+    query = {"echo": b"", "client_to_upstream": b"?echo=0", "upstream_to_client": b"?echo=0&ticks=8&every=200"}
+    s, rest = _open_tunnel(worker.port, query[traffic])
+    with s:
+        if traffic == "upstream_to_client":
+            # The backend pushes a tick every 0.2 s; the client sends nothing.
+            assert _recv_exactly(s, 4 * rounds, rest) == b"tick" * rounds
+        else:
+            for _ in range(rounds):
+                time.sleep(0.2)  # the pace of the traffic under test
+                s.sendall(b"ping")
+                if traffic == "echo":
+                    assert _recv_exactly(s, 9) == b"echo:ping"
+        last_activity = time.monotonic()
+        # Still open on both sides after 1.6 s: the client has no EOF waiting, the backend its tunnel.
+        s.settimeout(0.05)
+        with pytest.raises(TimeoutError):
+            s.recv(4096)
+        assert _open_tunnels(lab) == 1
+        # Idle from here: closed within [1, 2] x the limit (the connection's timer looks every
+        # read_timeout); 2 s of slack for a loaded machine.
+        s.settimeout(2 * WS_IDLE + 2.0)
+        assert s.recv(4096) == b"", "expected EOF from the gateway"
+        idle_for = time.monotonic() - last_activity
+    assert idle_for >= WS_IDLE * 0.8, idle_for  # not before the limit (0.8: clock granularity)
+    wait_until(lambda: _open_tunnels(lab) == 0, timeout=5, what="the backend side of the tunnel to be closed")
 
 
 def test_total_timeout_answers_504(gw) -> None:
