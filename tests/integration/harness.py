@@ -247,6 +247,18 @@ class Worker:
     def status(self) -> dict[str, Any]:
         return httpx.get(f"{self.status_url}/status", timeout=2.0).json()  # type: ignore[no-any-return]
 
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of the worker's ``/metrics`` (``name`` as exposed: ``tollgate_requests_total``),
+        the first whose labels include ``labels``; None when there is none."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"{self.status_url}/metrics", timeout=5.0).text
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        return None
+
     def wait_revision(self, revision: int, timeout: float = 10.0) -> dict[str, Any]:
         return wait_until(
             lambda: (s := self.status())["revision"] is not None and s["revision"] >= revision and s,
