@@ -109,6 +109,7 @@ class Worker:
                 "pending_batches": len(m.spool.pending()),
                 "delivered_batches": m.delivered_batches,
                 "failed_sends": m.failed_sends,
+                "rejected_batches": m.rejected_batches,
                 "unsent_counts": sum(m.counts.values()),
             }
         return out

@@ -171,13 +171,14 @@ class Cluster:
         cluster_token: str | None = None,
         snapshot: Path | None = None,
         port: int | None = None,
+        status_port: int | None = None,
         cache_dir: Path | None = None,
         extra: tuple[str, ...] = (),
         wait: bool = True,
         env: dict[str, str] | None = None,
     ) -> Worker:
         port = port or free_port()
-        status_port = free_port()
+        status_port = status_port or free_port()
         args = ["worker", "--port", str(port), "--status-port", str(status_port), "--node-id", name]
         args += ["--cache-dir", str(cache_dir or self.tmp / f"{name}-cache"), "--log-level", "info", *extra]
         env = dict(env or {})
