@@ -141,20 +141,21 @@ class AccessLog:
             return
         self.written += len(pending)
 
-    def reopen(self) -> None:
+    def reopen(self) -> bool:
         """Flush to the file open now, then open ``path`` again (after logrotate renamed the file).
 
         If the path cannot be opened, keep writing to the old file (nothing is lost) and say so.  A
         log disabled by a failed write (disk full) is enabled again: rotating is how one recovers.
+        True when a new file is open.
         """
         self.flush()
         if self.path is None:
-            return
+            return False
         try:
             stream = open(self.path, "ab")  # noqa: SIM115 - closed by close() or the next reopen()
         except OSError as exc:
             log.error("access log %s not reopened (%s); still writing to the file open before", self.path, exc)
-            return
+            return False
         old, self.stream = self.stream, stream
         self.chunked = _chunked(stream)
         if self.failed:
@@ -164,6 +165,7 @@ class AccessLog:
             old.close()
         except OSError as exc:  # a close that fails can only lose what flush() could not write either
             log.error("closing the previous access log failed: %s", exc)
+        return True
 
     def close(self) -> None:
         self.flush()

@@ -173,8 +173,7 @@ class Worker:
     def reopen_logs(self) -> None:
         """SIGHUP: flush the access log to the file open now and open its path again (logrotate)."""
         access = self.observer.access
-        if access is not None:
-            access.reopen()
+        if access is not None and access.reopen():  # stdout: flushed, nothing to reopen
             log.info("SIGHUP: access log reopened")
 
     async def serve_forever(self, stop: asyncio.Event) -> None:

@@ -43,14 +43,14 @@ def test_reopen_flushes_to_the_renamed_file_then_writes_a_new_one(
     access.flush()
     access.add(entry("a2"))  # buffered (the 100 ms timer has not fired) when logrotate renames
     os.rename(path, tmp_path / "access.log.1")
-    access.reopen()
+    assert access.reopen() is True
     assert ids(tmp_path / "access.log.1") == ["a1", "a2"]
     assert path.exists() and path.read_text() == ""
     access.add(entry("b1"))
     access.close()
     assert ids(path) == ["b1"]
     assert ids(tmp_path / "access.log.1") == ["a1", "a2"]
-    access.reopen()  # a SIGHUP during the rest of the shutdown: nothing to reopen
+    assert access.reopen() is False  # a SIGHUP during the rest of the shutdown: nothing to reopen
     assert ids(path) == ["b1"]
 
 
@@ -58,7 +58,7 @@ def test_reopen_leaves_stdout_alone(loop: asyncio.AbstractEventLoop) -> None:
     access = open_access_log("-", loop)
     assert access is not None
     stream = access.stream
-    access.reopen()
+    assert access.reopen() is False
     assert access.stream is stream and access.path is None and not stream.closed
 
 
@@ -72,7 +72,7 @@ def test_a_failed_reopen_keeps_the_old_file_and_a_reopen_revives_a_failed_log(
     assert access is not None
     os.rename(logs, tmp_path / "gone")  # the directory is no longer there: the open fails
     access.add(entry("kept"))
-    access.reopen()
+    assert access.reopen() is False
     access.flush()
     assert ids(tmp_path / "gone" / "access.log") == ["kept"]
 
