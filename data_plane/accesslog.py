@@ -13,6 +13,11 @@ string (an API key may travel as a query parameter), and no header is logged at 
 
 The write is a blocking one to a file or to stdout: a file write lands in the page cache; a stdout
 pipe whose reader stops reading would stall the worker, as it would any program logging to stdout.
+
+Rotation: :meth:`AccessLog.reopen` (the worker calls it on SIGHUP) writes what is buffered to the
+file it has open, then opens the path again, so logrotate can rename the file and signal instead of
+``copytruncate`` (which loses the lines written between its copy and its truncate).  Stdout is left
+as it is.
 """
 
 from __future__ import annotations
@@ -88,15 +93,12 @@ def format_entry(e: Entry, clock: _Clock) -> str:
 
 
 class AccessLog:
-    def __init__(self, stream: IO[bytes], loop: AbstractEventLoop, *, owned: bool) -> None:
+    def __init__(self, stream: IO[bytes], loop: AbstractEventLoop, *, owned: bool, path: str | None = None) -> None:
         self.stream = stream
-        try:
-            # Regular files are opened O_APPEND: one write() of whole lines is atomic there.
-            self.chunked = not stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-        except (OSError, ValueError):
-            self.chunked = True
+        self.chunked = _chunked(stream)
         self.loop = loop
         self.owned = owned  # close the stream on close() (a file we opened, not stdout)
+        self.path = path  # what reopen() opens again (None: stdout, left alone)
         self.pending: list[Entry] = []
         self.written = 0
         self.failed = False
@@ -139,10 +141,46 @@ class AccessLog:
             return
         self.written += len(pending)
 
+    def reopen(self) -> bool:
+        """Flush to the file open now, then open ``path`` again (after logrotate renamed the file).
+
+        If the path cannot be opened, keep writing to the old file (nothing is lost) and say so.  A
+        log disabled by a failed write (disk full) is enabled again: rotating is how one recovers.
+        True when a new file is open.
+        """
+        self.flush()
+        if self.path is None:
+            return False
+        try:
+            stream = open(self.path, "ab")  # noqa: SIM115 - closed by close() or the next reopen()
+        except OSError as exc:
+            log.error("access log %s not reopened (%s); still writing to the file open before", self.path, exc)
+            return False
+        old, self.stream = self.stream, stream
+        self.chunked = _chunked(stream)
+        if self.failed:
+            self.failed = False
+            log.warning("access log %s reopened: logging again", self.path)
+        try:
+            old.close()
+        except OSError as exc:  # a close that fails can only lose what flush() could not write either
+            log.error("closing the previous access log failed: %s", exc)
+        return True
+
     def close(self) -> None:
         self.flush()
+        self.path = None  # a SIGHUP during the rest of the shutdown reopens nothing
         if self.owned:
             self.stream.close()
+
+
+def _chunked(stream: IO[bytes]) -> bool:
+    """Pieces of at most PIPE_BUF bytes unless ``stream`` is a regular file."""
+    try:
+        # Regular files are opened O_APPEND: one write() of whole lines is atomic there.
+        return not stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError):
+        return True
 
 
 def _chunks(lines: list[str], limit: int) -> list[bytes]:
@@ -168,4 +206,4 @@ def open_access_log(spec: str, loop: AbstractEventLoop) -> AccessLog | None:
         return None
     if spec == STDOUT:
         return AccessLog(sys.stdout.buffer, loop, owned=False)
-    return AccessLog(open(spec, "ab"), loop, owned=True)  # noqa: SIM115 - closed by AccessLog.close
+    return AccessLog(open(spec, "ab"), loop, owned=True, path=spec)  # noqa: SIM115 - closed by AccessLog.close

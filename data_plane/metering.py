@@ -110,6 +110,7 @@ class Metering:
         self.counts: dict[tuple[str, str, str], int] = {}
         self.delivered_batches = 0
         self.failed_sends = 0
+        self.rejected_batches = 0  # moved to rejected/: their counts never reach the control plane
         self._day = ""
         self._day_start = 0.0
         self._day_end = 0.0
@@ -159,13 +160,15 @@ class Metering:
         async with self._lock:
             for path in self.spool.pending():
                 batch = self.spool.read(path)
-                if batch is None:
+                if batch is None:  # unreadable: the spool moved it to rejected/
+                    self.rejected_batches += 1
                     continue
                 try:
                     await self.sender.send(batch)
                 except UsageRejected as exc:
                     log.error("%s; batch %s moved to rejected/", exc, batch["batch_id"])
                     self.spool.reject(path)
+                    self.rejected_batches += 1
                     continue
                 except UsageSendError as exc:
                     self.failed_sends += 1

@@ -16,7 +16,10 @@ Series (``tollgate_`` prefix):
 * ``rate_limited_total{reason}``: throttle | quota | unavailable.
 * ``config_revision``, ``config_applied_timestamp_seconds``, ``client_connections``.
 * With a Redis limit store: ``limiter_available``, ``limiter_outages_total``,
-  ``limiter_fallback_checks_total``.
+  ``limiter_fallback_checks_total``, ``limiter_unavailable_checks_total``.
+* Usage metering: ``usage_pending_batches`` (spooled, not yet acknowledged by the control plane),
+  ``usage_unbatched_requests`` (counted in memory, not yet cut into a batch),
+  ``usage_delivered_batches_total``, ``usage_failed_sends_total``, ``usage_rejected_batches_total``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from prometheus_client.utils import floatToGoString
 from data_plane.stats import LATENCY_BUCKETS, ApiStats, RouteStats
 
 if TYPE_CHECKING:
+    from data_plane.metering import Metering
     from data_plane.server import Worker
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -96,6 +100,7 @@ class WorkerCollector(Collector):
         connections = len(worker.connections)
         yield GaugeMetricFamily("tollgate_client_connections", "Open client connections.", value=connections)
         yield from _limiter(getattr(worker, "limiter", None))
+        yield from _usage(worker.metering)
 
 
 def _requests(routes: list[RouteStats]) -> CounterMetricFamily:
@@ -133,6 +138,7 @@ class OutageCounters(Protocol):
     available: bool
     outages: int
     fallback_checks: int
+    unavailable_checks: int
 
 
 def _limiter(store: object) -> Iterator[Metric]:
@@ -151,6 +157,42 @@ def _limiter(store: object) -> Iterator[Metric]:
         "tollgate_limiter_fallback_checks",
         "Limit checks decided by the per-worker fallback while the store was unreachable.",
         value=store.fallback_checks,
+    )
+    yield CounterMetricFamily(
+        "tollgate_limiter_unavailable_checks",
+        "Limit checks refused (503) because the store was unreachable and the fail mode is closed.",
+        value=store.unavailable_checks,
+    )
+
+
+def _usage(metering: Metering | None) -> Iterator[Metric]:
+    """The usage meter's delivery state: a growing spool means the control plane is not taking usage."""
+    if metering is None:
+        return
+    yield GaugeMetricFamily(
+        "tollgate_usage_pending_batches",
+        "Usage batches spooled on disk and not yet acknowledged by the control plane.",
+        value=len(metering.spool.pending()),
+    )
+    yield GaugeMetricFamily(
+        "tollgate_usage_unbatched_requests",
+        "Metered requests counted in memory and not yet cut into a spooled batch.",
+        value=sum(metering.counts.values()),
+    )
+    yield CounterMetricFamily(
+        "tollgate_usage_delivered_batches",
+        "Usage batches the control plane acknowledged.",
+        value=metering.delivered_batches,
+    )
+    yield CounterMetricFamily(
+        "tollgate_usage_failed_sends",
+        "Attempts to send a usage batch that failed (the batch stays spooled and is retried).",
+        value=metering.failed_sends,
+    )
+    yield CounterMetricFamily(
+        "tollgate_usage_rejected_batches",
+        "Usage batches refused as malformed or unreadable, moved to the spool's rejected/ (not counted).",
+        value=metering.rejected_batches,
     )
 
 

@@ -8,6 +8,7 @@ plane, FastAPI or SQLAlchemy: a worker host needs only the data plane.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -96,7 +97,10 @@ def worker(
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
 ) -> None:
-    """Run proxy worker process(es): traffic on 8000, status on 8100."""
+    """Run proxy worker process(es): traffic on 8000, status on 8100. SIGHUP reopens the access log."""
+    # Until the worker installs its SIGHUP handler (reopen the access log), a SIGHUP must not end the
+    # process; children of --processes inherit the ignore, so the supervisor may pass one on at once.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if access_log not in ("-", "off"):
         try:
             Path(access_log).open("ab").close()  # fail here, with a message, not in every child
@@ -125,7 +129,7 @@ def worker(
             if redis_url:
                 args += ["--redis-url", redis_url]
             args += ["--limit-fail-mode", limit_fail_mode]
-            sup.start(Child(f"worker {i}", python_module("tollgate", *args)))
+            sup.start(Child(f"worker {i}", python_module("tollgate", *args), hup=True))
         sys.exit(sup.wait())
 
     _logging(log_level, log_format)

@@ -96,7 +96,8 @@ def run_embedded(*, workers: int, port: int, admin_port: int, demo_port: int, da
         argv = ["worker", "--control-plane", admin_url, "--port", str(port), "--processes", str(workers)]
         # An interactive terminal is for the banner and errors: the access log goes to a file.
         argv += ["--access-log", str(data_dir / "access.log")]
-        sup.start(Child("worker", python_module("tollgate", *argv, "--log-level", "warning"), worker_env))
+        worker_argv = python_module("tollgate", *argv, "--log-level", "warning")
+        sup.start(Child("worker", worker_argv, worker_env, hup=True))  # SIGHUP: reopen .tollgate/access.log
         _wait_http(f"http://127.0.0.1:{port}/demo/", "the worker", sup)
     except (RuntimeError, httpx.HTTPError) as exc:
         print(f"tollgate up: {exc}", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 SIGINT/SIGTERM to the parent is passed on as SIGTERM to every child; a child that does not exit
 within the grace period is killed.  If any child dies on its own, the others are stopped too,
-so a half-dead set-up never lingers.
+so a half-dead set-up never lingers.  SIGHUP (logrotate) is passed on to the children started with
+``hup=True`` (workers: they reopen their access log) and to no other: SIGHUP's default action would
+end a child that does not handle it, such as the control plane under ``tollgate up``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Child:
     name: str
     argv: Sequence[str]
     env: dict[str, str] | None = None
+    hup: bool = False  # pass SIGHUP on to it (it handles SIGHUP rather than dying of it)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
@@ -48,9 +51,17 @@ class Supervisor:
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._stopping = True
 
+    def _on_hup(self, signum: int, _frame: object) -> None:
+        for child in self.children:
+            if child.hup and child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGHUP)
+
     def wait(self) -> int:
-        """Block until a signal arrives or a child exits; then stop everything. Returns an exit code."""
+        """Block until a signal arrives or a child exits; then stop everything. Returns an exit code.
+
+        Meanwhile SIGHUP is passed on to the ``hup`` children."""
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         code = 0
         try:
             while not self._stopping:

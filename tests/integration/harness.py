@@ -171,13 +171,14 @@ class Cluster:
         cluster_token: str | None = None,
         snapshot: Path | None = None,
         port: int | None = None,
+        status_port: int | None = None,
         cache_dir: Path | None = None,
         extra: tuple[str, ...] = (),
         wait: bool = True,
         env: dict[str, str] | None = None,
     ) -> Worker:
         port = port or free_port()
-        status_port = free_port()
+        status_port = status_port or free_port()
         args = ["worker", "--port", str(port), "--status-port", str(status_port), "--node-id", name]
         args += ["--cache-dir", str(cache_dir or self.tmp / f"{name}-cache"), "--log-level", "info", *extra]
         env = dict(env or {})
@@ -246,6 +247,18 @@ class Worker:
 
     def status(self) -> dict[str, Any]:
         return httpx.get(f"{self.status_url}/status", timeout=2.0).json()  # type: ignore[no-any-return]
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of the worker's ``/metrics`` (``name`` as exposed: ``tollgate_requests_total``),
+        the first whose labels include ``labels``; None when there is none."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"{self.status_url}/metrics", timeout=5.0).text
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        return None
 
     def wait_revision(self, revision: int, timeout: float = 10.0) -> dict[str, Any]:
         return wait_until(

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.harness import Cluster, create
+from tests.integration.harness import Cluster, create, wait_until
 from tests.integration.plans_support import PlanGateway, build_gateway, burst, seconds_to_utc_midnight
 
 FAST_METERING = {"TOLLGATE_USAGE_FLUSH_INTERVAL": "0.2"}
@@ -141,11 +141,25 @@ def test_plan_change_keeps_usage_and_unsubscribing_removes_limits_or_access(gw: 
 def test_usage_is_delivered_after_a_control_plane_outage(gw: PlanGateway, module_cluster: Cluster) -> None:
     plan = gw.plan(quota={"limit": 1000, "period": "DAY"})
     cid, _, key = gw.customer(plan["id"])
+    w = gw.workers[0]
+    delivered = w.metric("tollgate_usage_delivered_batches_total") or 0
+    failed = w.metric("tollgate_usage_failed_sends_total") or 0
     gw.cp.proc.stop()
     try:
         assert [gw.get("/shop/other", key).status_code for _ in range(7)] == [200] * 7
-        spooled = gw.workers[0].status()["limiter"]["usage"]
+        spooled = w.status()["limiter"]["usage"]
         assert spooled["unsent_counts"] + spooled["pending_batches"] > 0
+        # /metrics shows the outage: batches pile up in the spool, sends fail
+        wait_until(
+            lambda: (
+                (w.metric("tollgate_usage_pending_batches") or 0) >= 1
+                and (w.metric("tollgate_usage_failed_sends_total") or 0) > failed
+            ),
+            timeout=10,
+            what="a spooled batch and a failed send in /metrics",
+        )
     finally:
         module_cluster.restart_control_plane(gw.cp)
     gw.wait_usage(cid, 7)
+    wait_until(lambda: w.metric("tollgate_usage_pending_batches") == 0, timeout=10, what="the spool drained")
+    assert (w.metric("tollgate_usage_delivered_batches_total") or 0) > delivered

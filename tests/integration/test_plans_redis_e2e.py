@@ -112,10 +112,19 @@ def test_redis_outage_fail_open_and_fail_closed(module_cluster: Cluster, gw: Pla
     assert closed.headers["retry-after"] == "1"
     status = workers[0].status()["limiter"]
     assert status["available"] is False and status["fallback_checks"] >= 7
+    opened_w, closed_w = workers
+    assert opened_w.metric("tollgate_limiter_available") == 0
+    assert opened_w.metric("tollgate_limiter_outages_total") == 1
+    assert (opened_w.metric("tollgate_limiter_fallback_checks_total") or 0) >= 7
+    assert opened_w.metric("tollgate_limiter_unavailable_checks_total") == 0
+    assert closed_w.metric("tollgate_limiter_available") == 0
+    assert (closed_w.metric("tollgate_limiter_unavailable_checks_total") or 0) >= 1
+    assert closed_w.metric("tollgate_limiter_fallback_checks_total") == 0
 
     own_redis.start()  # same port, empty (no persistence)
     for w in workers:
         wait_until(lambda w=w: w.status()["limiter"]["available"], timeout=20, what="redis back")
+        assert w.metric("tollgate_limiter_available") == 1
     # exact again, shared by both workers: 5 in total
     statuses = [gw.get("/shop/other", key, worker=i % 2).status_code for i in range(7)]
     assert statuses == [200] * 5 + [429] * 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from data_plane.snapshot import Api, ApiAuth, ApiKey, Customer, HealthCheck, Route, Snapshot, Target, Upstream
-from tests.integration.harness import Cluster, free_port, wait_until
+from tests.integration.harness import Cluster, Worker, free_port, wait_until
 
 KEY = "tg_0a1b2c3d_obsobsobsobsobsobsobsobsobsobs"
 QUERY_KEY = "tg_9f8e7d6c_querykeyquerykeyquerykeyqu"
@@ -82,7 +83,7 @@ def gw(module_cluster: Cluster) -> dict[str, Any]:
     access = c.tmp / "access.log"
     metrics_worker = c.worker(snapshot=snap, name="metrics-worker", extra=("--access-log", "off"))
     log_worker = c.worker(snapshot=snap, name="log-worker", extra=("--access-log", str(access)))
-    return {"metrics": metrics_worker, "log": log_worker, "access": access, "echo": echo, "lab": lab}
+    return {"metrics": metrics_worker, "log": log_worker, "access": access, "echo": echo, "lab": lab, "snapshot": snap}
 
 
 def _scrape(status_url: str) -> dict[str, list[Any]]:
@@ -148,6 +149,75 @@ def test_target_health_gauge_follows_active_checks(gw: dict[str, Any]) -> None:
     finally:
         lab.control(probe="ok")
     wait_until(lambda: health() == 1, timeout=5, what="lab target healthy again")
+
+
+PENDING, UNBATCHED = "tollgate_usage_pending_batches", "tollgate_usage_unbatched_requests"
+DELIVERED, FAILED = "tollgate_usage_delivered_batches_total", "tollgate_usage_failed_sends_total"
+REJECTED = "tollgate_usage_rejected_batches_total"
+
+
+def _metered_requests(w: Worker, n: int) -> None:
+    """``n`` requests of a known customer (metered), and one anonymous request (not metered)."""
+    with httpx.Client(base_url=w.url, timeout=5.0) as client:
+        for _ in range(n):
+            assert client.get("/secure/x", headers={"x-api-key": KEY}).status_code == 200
+        assert client.get("/shop/anonymous").status_code == 200
+
+
+def test_usage_metrics_show_batches_the_control_plane_cannot_take(module_cluster: Cluster, gw: dict[str, Any]) -> None:
+    c = module_cluster
+    port, cache = free_port(), c.tmp / "unsent-cache"
+    cache.mkdir()
+    shutil.copy(gw["snapshot"], cache / f"snapshot-{port}.json")  # last-known-good: serves without the control plane
+    w = c.worker(
+        name="unsent-worker",
+        port=port,
+        cache_dir=cache,
+        extra=("--control-plane", f"http://127.0.0.1:{free_port()}", "--access-log", "off"),  # nobody listens
+        env={"TOLLGATE_CLUSTER_TOKEN": "obs-token", "TOLLGATE_USAGE_FLUSH_INTERVAL": "0.2"},
+    )
+    w.wait_revision(7)
+    assert [w.metric(name) for name in (PENDING, UNBATCHED, DELIVERED, FAILED, REJECTED)] == [0, 0, 0, 0, 0]
+    _metered_requests(w, 4)
+    wait_until(
+        lambda: (w.metric(PENDING) or 0) >= 1 and (w.metric(FAILED) or 0) >= 1 and w.metric(UNBATCHED) == 0,
+        timeout=10,
+        what="usage spooled and a failed send",
+    )
+    assert w.metric(DELIVERED) == 0 and w.metric(REJECTED) == 0
+    pending = w.metric(PENDING)
+    assert pending == w.status()["limiter"]["usage"]["pending_batches"]
+    spooled = [json.loads(p.read_bytes()) for p in cache.glob("usage-*/*.json")]
+    assert len(spooled) == pending
+    assert sum(n["count"] for b in spooled for n in b["counts"]) == 4  # the gauge counts these batches
+    w.proc.stop()
+
+
+def test_usage_metrics_count_requests_in_memory_then_in_the_spool(module_cluster: Cluster, gw: dict[str, Any]) -> None:
+    c = module_cluster
+    port, status_port, cache = free_port(), free_port(), c.tmp / "meter-cache"
+
+    def start() -> Worker:
+        # a standalone worker: batches are only spooled; no cut for an hour, so counts stay in memory
+        return c.worker(
+            snapshot=gw["snapshot"],
+            name="meter-worker",
+            port=port,
+            status_port=status_port,  # with the port, names the spool directory: the restart finds it
+            cache_dir=cache,
+            extra=("--access-log", "off"),
+            env={"TOLLGATE_USAGE_FLUSH_INTERVAL": "3600"},
+        )
+
+    w = start()
+    assert w.metric(UNBATCHED) == 0 and w.metric(PENDING) == 0
+    _metered_requests(w, 3)
+    assert w.metric(UNBATCHED) == 3 and w.metric(PENDING) == 0
+    assert w.proc.stop(signal.SIGTERM) == 0  # shutdown cuts the counts into the spool
+    w = start()
+    assert w.metric(PENDING) == 1 and w.metric(UNBATCHED) == 0
+    assert w.metric(DELIVERED) == 0 and w.metric(FAILED) == 0  # nothing to deliver to
+    w.proc.stop()
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:

@@ -127,6 +127,7 @@ def test_rejected_batch_is_moved_aside_and_does_not_block(tmp_path: Path) -> Non
         assert await m.flush() is True
         assert [b["counts"][0]["count"] for b in sender.applied] == [2]
         assert len(list((tmp_path / "rejected").glob("*.json"))) == 1
+        assert (m.rejected_batches, m.delivered_batches, m.failed_sends) == (1, 1, 0)  # /metrics reads these
         await m.close()
 
     asyncio.run(body())
