@@ -81,7 +81,12 @@ def test_api_errors_give_a_non_zero_exit_and_the_detail(cp: ControlPlane) -> Non
 
 def test_nodes_list_shows_a_connected_worker(module_cluster: Cluster, cp: ControlPlane) -> None:
     module_cluster.worker(cp, name="cli-node")
-    nodes = wait_until(lambda: [n for n in ok_json(cp, "nodes", "list") if n["id"] == "cli-node"], what="node")
+    # The first heartbeat may come before the worker applied its config: wait for the node to
+    # report in sync (it must, within the deadline), not just to appear.
+    nodes = wait_until(
+        lambda: [n for n in ok_json(cp, "nodes", "list") if n["id"] == "cli-node" and n["in_sync"] is True],
+        what="node in sync",
+    )
     assert nodes[0]["in_sync"] is True
     table = tg(cp, "nodes", "list")
     assert table.exit_code == 0 and "cli-node" in table.stdout
