@@ -29,9 +29,13 @@ from types import ModuleType
 
 # Paths relative to the repository root: setup.py hands them to mypycify as they are.
 COMPILED = (
+    "data_plane/accesslog.py",
     "data_plane/auth.py",
     "data_plane/balancer.py",
+    "data_plane/compiler.py",
+    "data_plane/errors.py",
     "data_plane/exchange.py",
+    "data_plane/health.py",
     "data_plane/limits_memory.py",
     "data_plane/limits_redis.py",
     "data_plane/observe.py",
@@ -40,6 +44,8 @@ COMPILED = (
     "data_plane/ratelimit.py",
     "data_plane/ratelimit_headers.py",
     "data_plane/router.py",
+    "data_plane/settings.py",
+    "data_plane/server.py",
     "data_plane/stats.py",
     "data_plane/upstream.py",
 )

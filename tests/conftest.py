@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,11 @@ def pytest_configure(config: object) -> None:
     stale = [] if native.pure_python_requested() else native.stale()
     if stale:
         raise pytest.UsageError(f"compiled modules older than their source: {', '.join(stale)}; run `make install`")
+    # CI tests what ships: the compiled request path (a silent fallback to pure Python would pass
+    # every test and lose half the speed).  Locally, a machine without a C compiler may run pure.
+    mode = native.mode()
+    if os.environ.get("CI") == "true" and not native.pure_python_requested() and mode != "compiled":
+        raise pytest.UsageError(f"CI=true but the request path is {mode}, not compiled (setup.py, mypyc)")
 
 
 def pytest_report_header() -> str:
