@@ -39,12 +39,11 @@ class JwksServer:
 
     def __init__(self, keys: list[SigningKey]) -> None:
         self.keys = keys
-        self.requests = 0
+        self.stopped = False
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                outer.requests += 1
                 if self.path != "/jwks.json":
                     self.send_error(404)
                     return
@@ -64,6 +63,9 @@ class JwksServer:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
 
     def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
