@@ -13,6 +13,7 @@ from control_plane.app import create_app
 from control_plane.settings import Settings
 from tests.integration.control_plane.conftest import ADMIN_HEADERS, CLUSTER_TOKEN
 from tests.integration.control_plane.factories import make_api, revision
+from tests.integration.harness import wait_until
 from tests.jwks_server import JwksServer, SigningKey
 
 OLD, NEW = SigningKey("old"), SigningKey("new")
@@ -123,3 +124,16 @@ def test_unusable_jwks_settings_are_refused(client: TestClient, fields: dict[str
 def test_refresh_of_an_api_without_a_jwks_url_is_refused(client: TestClient) -> None:
     api = make_api(client)
     assert client.post(f"/v1/apis/{api['id']}/jwks/refresh").status_code == 422
+
+
+def test_an_api_applied_declaratively_gets_its_keys_from_the_refresher(client: TestClient, idp: JwksServer) -> None:
+    doc = {"apis": [{"name": "decl", "auth": "jwt", "jwt_algorithms": ["RS256"], "jwt_jwks_url": idp.url}]}
+    r = client.post("/v1/config/apply", json={"config": doc})
+    assert r.status_code == 200, r.text
+    api_id = client.get("/v1/apis").json()["items"][0]["id"]
+    # No fetch in the apply itself: the revision change pokes the refresher, which stores the keys.
+    status = wait_until(lambda: client.get(f"/v1/apis/{api_id}").json()["jwks"], what="the refresher's fetch")
+    assert status["kids"] == ["old"] and status["last_error"] is None
+    wait_until(lambda: [k["kid"] for k in _snapshot_keys(client)] == ["old"], what="the keys in the snapshot")
+    exported = client.get("/v1/config/export").json()
+    assert exported["apis"][0]["jwt_jwks_url"] == idp.url and "jwks" not in exported["apis"][0]
