@@ -22,6 +22,7 @@ from control_plane.api import admin, apis, cluster, config, customers, declarati
 from control_plane.api.errors import ERROR_RESPONSES, install_error_handlers
 from control_plane.api.security import AUTH_RESPONSES, require_admin
 from control_plane.db import make_engine, make_session_factory
+from control_plane.jwks_refresh import JwksRefresher
 from control_plane.metrics import install_metrics, remember_route
 from control_plane.services import admin as admin_svc
 from control_plane.settings import Settings, ensure_cluster_token
@@ -35,6 +36,13 @@ def create_app(settings: Settings) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     publisher = SnapshotPublisher(sessions, poll_interval=settings.revision_poll_interval)
+    jwks = JwksRefresher(
+        sessions,
+        interval=settings.jwks_refresh_interval,
+        timeout=settings.jwks_fetch_timeout,
+        on_change=publisher.notify,
+    )
+    publisher.on_revision.append(jwks.poke)  # an API that got or changed its jwks url is fetched at once
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -42,9 +50,11 @@ def create_app(settings: Settings) -> FastAPI:
             await run_in_threadpool(migrate.upgrade, settings.database_url)
         await run_in_threadpool(_bootstrap_admin, sessions, settings)
         await publisher.start()
+        await jwks.start()
         try:
             yield
         finally:
+            await jwks.stop()
             await publisher.stop()
             engine.dispose()
 
@@ -59,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.publisher = publisher
+    app.state.jwks = jwks
     app.state.cluster_token = ensure_cluster_token(settings)
 
     v1 = APIRouter(

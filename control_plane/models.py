@@ -148,14 +148,39 @@ class Api(Timestamped, Base):
     jwt_issuer: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     jwt_audience: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     jwt_customer_claim: Mapped[str] = mapped_column(String(100), default="sub")
+    # RS256 / ES256 keys from this JWKS URL instead of jwt_public_key; the fetched keys live in ApiJwks
+    jwt_jwks_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     # usage plans: send RateLimit-* / X-RateLimit-* headers on plan-limited responses
     rate_limit_headers: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
 
     routes: Mapped[list[Route]] = relationship(back_populates="api", cascade="all, delete-orphan", passive_deletes=True)
+    jwks: Mapped[ApiJwks | None] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
     @property
     def jwt_secret_set(self) -> bool:
         return self.jwt_secret is not None
+
+
+class ApiJwks(Base):
+    """The key set last fetched from an API's ``jwt_jwks_url`` and how the last fetch went.
+
+    Kept in the database (not in a replica's memory) so the keys survive a restart and every replica
+    builds the same snapshot.  ``url`` is the URL the keys came from: while it differs from the API's
+    (just changed) the keys are not used.  ``keys`` holds public JWK members only.
+    """
+
+    __tablename__ = "api_jwks"
+
+    api_id: Mapped[str] = mapped_column(String(36), ForeignKey("apis.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    keys: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    fetched_at: Mapped[datetime | None] = mapped_column(nullable=True)  # last successful fetch
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)  # last attempt, successful or not
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)  # fixed phrases, never a secret
+
+    @property
+    def kids(self) -> list[str]:
+        return [k["kid"] for k in self.keys]
 
 
 class Route(Timestamped, Base):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -61,6 +62,15 @@ def _base_path(value: str | None) -> str | None:
         return normalize_base_path(value)
     except SnapshotError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _jwks_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c in value for c in " \r\n\t"):
+        raise ValueError("jwt_jwks_url must be an http(s) URL")
+    return value
 
 
 def _template(value: str | None) -> str | None:
@@ -252,9 +262,12 @@ class ApiCreate(_In):
     jwt_issuer: str | None = Field(default=None, max_length=1024)
     jwt_audience: str | None = Field(default=None, max_length=1024)
     jwt_customer_claim: ClaimName = "sub"
+    # RS256 / ES256 keys picked by kid from this JWKS (fetched by the control plane), instead of jwt_public_key
+    jwt_jwks_url: str | None = Field(default=None, max_length=2048)
     rate_limit_headers: bool = True  # usage plans: RateLimit-* / X-RateLimit-* on limited responses
 
     _check_hosts = field_validator("hosts")(_hosts)
+    _check_jwks_url = field_validator("jwt_jwks_url")(_jwks_url)
     _check_base_path = field_validator("base_path")(_base_path)
 
 
@@ -274,10 +287,22 @@ class ApiUpdate(_In):
     jwt_issuer: str | None = Field(default=None, max_length=1024)
     jwt_audience: str | None = Field(default=None, max_length=1024)
     jwt_customer_claim: ClaimName | None = None
+    jwt_jwks_url: str | None = Field(default=None, max_length=2048)  # explicit null: back to jwt_public_key
     rate_limit_headers: bool | None = None
 
     _check_hosts = field_validator("hosts")(_hosts)
+    _check_jwks_url = field_validator("jwt_jwks_url")(_jwks_url)
     _check_base_path = field_validator("base_path")(_base_path)
+
+
+class JwksStatus(_Out):
+    """How the control plane's last fetch of the API's JWKS went (no key material, no secrets)."""
+
+    url: str  # the URL the keys came from (differs from jwt_jwks_url until the new URL is fetched)
+    kids: list[str]  # the key ids in use
+    fetched_at: datetime | None  # last successful fetch
+    checked_at: datetime  # last attempt
+    last_error: str | None  # of the last attempt; the previous keys stay in use
 
 
 class ApiPublic(_Out):
@@ -297,6 +322,8 @@ class ApiPublic(_Out):
     jwt_issuer: str | None
     jwt_audience: str | None
     jwt_customer_claim: str
+    jwt_jwks_url: str | None = None
+    jwks: JwksStatus | None = None  # the last fetch of a JWKS URL (None: never fetched)
     rate_limit_headers: bool = True
     created_at: datetime
     updated_at: datetime

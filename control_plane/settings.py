@@ -44,6 +44,9 @@ class Settings:
     node_purge_after: float = 3600.0  # seconds without a heartbeat before a node record is deleted
     # Where customers reach the workers: the server URL of exported OpenAPI documents and generated SDKs.
     public_url: str = DEFAULT_PUBLIC_URL
+    # jwt APIs with a jwt_jwks_url: how often the control plane fetches each key set, how long one fetch may take
+    jwks_refresh_interval: float = 300.0
+    jwks_fetch_timeout: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -60,6 +63,8 @@ class Settings:
             migrate_on_start=_bool(environ, "TOLLGATE_MIGRATE_ON_START", True),
             node_purge_after=_positive_float(environ, "TOLLGATE_NODE_PURGE_AFTER", 3600.0),
             public_url=_url(environ, "TOLLGATE_PUBLIC_URL", DEFAULT_PUBLIC_URL),
+            jwks_refresh_interval=_positive_float(environ, "TOLLGATE_JWKS_REFRESH_INTERVAL", 300.0),
+            jwks_fetch_timeout=_positive_float(environ, "TOLLGATE_JWKS_FETCH_TIMEOUT", 5.0),
         )
 
     @property

@@ -5,6 +5,8 @@
 ``auth: none``, so that path does no work at all).  Per request an API key costs one
 ``hashlib.sha256(value).hexdigest()``, one dict lookup, a clock read for the expiry and a frozenset
 membership test for the grant; a JWT costs one PyJWT ``decode`` with a key object built here.
+Keys from a JWKS (``jwt_jwks``, fetched by the control plane) are built here too, into
+``algorithm -> kid -> key`` tables, so a token's key is two dict lookups.
 
 ``authenticate(headers, url, q)`` returns either a prebuilt :class:`Denied` (status, message and
 extra header bytes for ``errors.error_response``) or a tuple ``(headers, url, inject, customer)``
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from data_plane.snapshot import Api, Snapshot
+from data_plane.snapshot import Api, ApiAuth, Snapshot
 
 log = logging.getLogger("tollgate.auth")
 
@@ -205,6 +207,7 @@ class JwtAuth:
         "api_id",
         "tables",
         "keys",
+        "jwks",
         "issuer",
         "audience",
         "claim",
@@ -233,9 +236,14 @@ class JwtAuth:
         # Key per algorithm, chosen by the token's own "alg" only among the configured ones, so an
         # HMAC token can never be checked against the public key (algorithm confusion).
         self.keys: dict[str, Any] = {}
+        # With a JWKS URL the asymmetric algorithms take their key by "kid" from here (HS256 never
+        # does: it has no entry, and JWKS keys of kty "oct" are never fetched).
+        self.jwks: dict[str, dict[str, Any]] = {}
         for alg in s.jwt_algorithms:
             if alg == "HS256" and s.jwt_secret:
                 self.keys[alg] = s.jwt_secret.encode()
+            elif alg in ("RS256", "ES256") and s.jwt_jwks_url is not None:
+                self.jwks[alg] = _jwks_keys(s, alg)
             elif alg in ("RS256", "ES256") and s.jwt_public_key:
                 self.keys[alg] = _load_public_key(s.jwt_public_key)
 
@@ -270,11 +278,21 @@ class JwtAuth:
 
         header = jwt.get_unverified_header(token)
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.keys:
+        if not isinstance(alg, str):
             raise jwt.InvalidAlgorithmError("algorithm not allowed")
+        by_kid = self.jwks.get(alg)
+        if by_kid is not None:
+            kid = header.get("kid")
+            key = by_kid.get(kid) if isinstance(kid, str) else None
+            if key is None:  # an unknown kid is a signature no known key made
+                raise jwt.InvalidSignatureError("unknown key")
+        else:
+            key = self.keys.get(alg)
+            if key is None:
+                raise jwt.InvalidAlgorithmError("algorithm not allowed")
         # iss / aud are checked only when configured (PyJWT skips a check whose expected value is None).
         claims: dict[str, Any] = self._jwt.decode(
-            token, self.keys[alg], algorithms=[alg], audience=self.audience, issuer=self.issuer, options=self._options
+            token, key, algorithms=[alg], audience=self.audience, issuer=self.issuer, options=self._options
         )
         return claims
 
@@ -283,6 +301,24 @@ def _load_public_key(pem: str) -> Any:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     return load_pem_public_key(pem.encode())
+
+
+def _jwks_keys(s: ApiAuth, alg: str) -> dict[str, Any]:
+    """``kid -> key object`` for the JWKS keys usable with ``alg`` (RS256: RSA; ES256: EC P-256), and
+    whose own ``alg``, when given, is ``alg``.  A key PyJWT cannot load is left out (and logged)."""
+    import jwt
+
+    out: dict[str, Any] = {}
+    for jwk in s.jwt_jwks:
+        if jwk.alg is not None and jwk.alg != alg:
+            continue
+        if not (alg == "RS256" and jwk.kty == "RSA" or alg == "ES256" and jwk.kty == "EC" and jwk.crv == "P-256"):
+            continue
+        try:
+            out[jwk.kid] = jwt.PyJWK(jwk.to_dict(), algorithm=alg).key
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            log.error("jwks key %r cannot be used for %s: %s", jwk.kid, alg, type(exc).__name__)
+    return out
 
 
 def _reason(exc: Exception) -> str:

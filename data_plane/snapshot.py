@@ -27,8 +27,8 @@ from typing import Any
 from data_plane.snapshot_plans import Plan, PlanError, parse_plan, plan_dict
 
 # 1.1: balancing/health fields; 1.2: auth settings, customers, keys; 1.3: usage plans, customers' plan and
-# quota adjustment, apis' rate_limit_headers
-SCHEMA_VERSION = "1.3"
+# quota adjustment, apis' rate_limit_headers; 1.4: auth_settings.jwt_jwks_url and jwt_jwks (fetched public keys)
+SCHEMA_VERSION = "1.4"
 SUPPORTED_MAJOR = 1
 
 ALGORITHMS = ("round_robin", "least_request", "consistent_hash", "random")
@@ -36,6 +36,7 @@ AUTH_MODES = ("none", "api_key", "jwt")
 HASH_ON = ("ip", "header", "cookie", "customer")
 PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
+JWK_TYPES = ("RSA", "EC")
 CUSTOMER_STATUSES = ("active", "suspended")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
@@ -116,6 +117,34 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class Jwk:
+    """A public key of an identity provider's JWKS (RFC 7517), as the control plane fetched it.
+
+    Public members only (``n``/``e`` for RSA, ``crv``/``x``/``y`` for EC, base64url): the control plane
+    never stores nor ships private key material.  ``alg``, when the JWKS names one, restricts the key
+    to that algorithm.
+    """
+
+    kid: str
+    kty: str  # "RSA" or "EC"
+    alg: str | None = None
+    n: str = ""
+    e: str = ""
+    crv: str = ""
+    x: str = ""
+    y: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """The JWK object (what ``jwt.PyJWK`` takes); empty members left out."""
+        doc = {"kid": self.kid, "kty": self.kty}
+        for name in ("alg", "n", "e", "crv", "x", "y"):
+            value = getattr(self, name)
+            if value:
+                doc[name] = value
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
 class ApiAuth:
     """How an API authenticates its callers (``Api.auth`` says which mode is on)."""
 
@@ -128,6 +157,11 @@ class ApiAuth:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_customer_claim: str = "sub"  # the claim holding the customer id
+    # 1.4: RS256 / ES256 keys from the identity provider's JWKS (fetched by the control plane; the worker
+    # picks the key by the token's "kid").  With a URL set, jwt_public_key is not used; no keys: every
+    # RS256 / ES256 token is refused until a fetch succeeds.
+    jwt_jwks_url: str | None = None
+    jwt_jwks: tuple[Jwk, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -664,6 +698,9 @@ def _auth_dict(a: ApiAuth) -> dict[str, Any]:
         "jwt_issuer": a.jwt_issuer,
         "jwt_audience": a.jwt_audience,
         "jwt_customer_claim": a.jwt_customer_claim,
+        # 1.4 fields only when set, so a 1.2 / 1.3 snapshot keeps its hash
+        **({"jwt_jwks_url": a.jwt_jwks_url} if a.jwt_jwks_url is not None else {}),
+        **({"jwt_jwks": [k.to_dict() for k in a.jwt_jwks]} if a.jwt_jwks else {}),
     }
 
 
@@ -685,7 +722,25 @@ def _api_auth(doc: dict[str, Any], where: str) -> ApiAuth:
         jwt_issuer=_get(doc, "jwt_issuer", str, where, None),
         jwt_audience=_get(doc, "jwt_audience", str, where, None),
         jwt_customer_claim=_get(doc, "jwt_customer_claim", str, where, "sub") or "sub",
+        jwt_jwks_url=_get(doc, "jwt_jwks_url", str, where, None) or None,
+        jwt_jwks=tuple(_jwk(k, f"{where}.jwt_jwks[{i}]") for i, k in enumerate(_get(doc, "jwt_jwks", list, where, []))),
     )
+
+
+def _jwk(doc: Any, where: str) -> Jwk:
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"{where} must be an object")
+    kty = _get(doc, "kty", str, where)
+    if kty not in JWK_TYPES:
+        raise SnapshotError(f"{where}.kty {kty!r} is not one of {', '.join(JWK_TYPES)}")
+    alg = _get(doc, "alg", str, where, None)
+    if alg is not None and alg not in JWT_ALGORITHMS[1:]:
+        raise SnapshotError(f"{where}.alg {alg!r} is not an asymmetric algorithm this gateway knows")
+    members = ("n", "e") if kty == "RSA" else ("crv", "x", "y")
+    values = {m: _get(doc, m, str, where) for m in members}
+    if not all(values.values()):
+        raise SnapshotError(f"{where}: {', '.join(members)} must be non-empty for a {kty} key")
+    return Jwk(kid=_get(doc, "kid", str, where), kty=kty, alg=alg, **values)
 
 
 def _customer(doc: Any, where: str) -> Customer:

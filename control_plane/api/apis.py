@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from control_plane.api.deps import Paging, ReadSession, Write
-from control_plane.schemas import ApiCreate, ApiPublic, ApiUpdate, Page, RouteCreate, RoutePublic, RouteUpdate
+from control_plane.errors import Invalid
+from control_plane.jwks import JwksError, fetch_jwks
+from control_plane.models import Api, utcnow
+from control_plane.schemas import (
+    ApiCreate,
+    ApiPublic,
+    ApiUpdate,
+    JwksStatus,
+    Page,
+    RouteCreate,
+    RoutePublic,
+    RouteUpdate,
+)
 from control_plane.services import apis as svc
+from control_plane.services import jwks as jwks_svc
+from control_plane.services.revision import one_revision
 
 router = APIRouter(prefix="/apis", tags=["apis"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_api(body: ApiCreate, w: Write) -> ApiPublic:
-    row = svc.create_api(session=w.session, data=body)
+def create_api(body: ApiCreate, w: Write, request: Request) -> ApiPublic:
+    fetched = _prefetch(request, body.jwt_jwks_url if body.auth == "jwt" else None)
+    with one_revision(w.session):
+        row = svc.create_api(session=w.session, data=body)
+        _record(w, row, fetched)
     w.commit(row.id)
     return ApiPublic.model_validate(row)
 
@@ -31,8 +48,11 @@ def get_api(api_id: str, session: ReadSession) -> ApiPublic:
 
 
 @router.patch("/{api_id}")
-def update_api(api_id: str, body: ApiUpdate, w: Write) -> ApiPublic:
-    row = svc.update_api(session=w.session, api_id=api_id, data=body)
+def update_api(api_id: str, body: ApiUpdate, w: Write, request: Request) -> ApiPublic:
+    fetched = _prefetch(request, body.jwt_jwks_url)
+    with one_revision(w.session):
+        row = svc.update_api(session=w.session, api_id=api_id, data=body)
+        _record(w, row, fetched)
     w.commit()
     return ApiPublic.model_validate(row)
 
@@ -42,6 +62,45 @@ def delete_api(api_id: str, w: Write) -> Response:
     svc.delete_api(session=w.session, api_id=api_id)
     w.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{api_id}/jwks/refresh")
+def refresh_jwks(api_id: str, w: Write, request: Request) -> JwksStatus:
+    """Fetch the API's JWKS now (after an identity provider rotated its keys, say); a failed fetch
+    keeps the last good keys and says why in ``last_error``."""
+    api = svc.get_api(session=w.session, api_id=api_id)
+    url = api.jwt_jwks_url
+    if api.auth != "jwt" or url is None:
+        raise Invalid("jwt_jwks_url", "this api has no jwt_jwks_url (or its auth is not jwt)")
+    w.session.rollback()  # no transaction held open while the identity provider answers
+    fetched = _prefetch(request, url)
+    row = svc.get_api(session=w.session, api_id=api_id)
+    _record(w, row, fetched)
+    w.commit()
+    if row.jwks is None:  # the URL or auth mode changed while fetching: nothing recorded
+        raise Invalid("jwt_jwks_url", "the api changed during the fetch; try again")
+    return JwksStatus.model_validate(row.jwks)
+
+
+def _prefetch(request: Request, url: str | None) -> tuple[str, list[dict[str, str]] | JwksError] | None:
+    """A new JWKS URL is fetched before the write, so the snapshot that brings the URL already
+    carries its keys (outside the transaction: the revision row is not held while it is fetched)."""
+    if url is None:
+        return None
+    try:
+        return url, fetch_jwks(url, timeout=request.app.state.settings.jwks_fetch_timeout)
+    except JwksError as exc:
+        return url, exc
+
+
+def _record(w: Write, api: Api, fetched: tuple[str, list[dict[str, str]] | JwksError] | None) -> None:
+    if fetched is None or api.auth != "jwt":
+        return
+    url, result = fetched
+    keys = None if isinstance(result, JwksError) else result
+    error = str(result) if isinstance(result, JwksError) else None
+    # Same transaction as the API write: one revision; no bump of its own (the write already bumped).
+    jwks_svc.record_fetch(session=w.session, api_id=api.id, url=url, keys=keys, error=error, now=utcnow())
 
 
 @router.post("/{api_id}/routes", status_code=status.HTTP_201_CREATED)

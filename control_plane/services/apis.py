@@ -22,7 +22,9 @@ from control_plane.services.common import apply_patch, integrity_as_conflict, pa
 from control_plane.services.revision import bump_revision
 from data_plane.snapshot import split_template
 
-_API_NULLABLE = frozenset({"max_body_bytes", "key_query", "jwt_secret", "jwt_public_key", "jwt_issuer", "jwt_audience"})
+_API_NULLABLE = frozenset(
+    {"max_body_bytes", "key_query", "jwt_secret", "jwt_public_key", "jwt_issuer", "jwt_audience", "jwt_jwks_url"}
+)
 
 
 def list_apis(*, session: Session, limit: int, offset: int) -> tuple[list[Api], int]:
@@ -80,6 +82,13 @@ def check_auth_settings(api: Api) -> None:
     if "HS256" in algorithms and not api.jwt_secret:
         raise Invalid("jwt_secret", "HS256 needs jwt_secret")
     asymmetric = [a for a in algorithms if a != "HS256"]
+    if api.jwt_jwks_url is not None:
+        # One source of public keys: a JWKS replaces jwt_public_key (and is never used for HS256).
+        if api.jwt_public_key is not None:
+            raise Invalid("jwt_jwks_url", "set jwt_jwks_url or jwt_public_key, not both")
+        if not asymmetric:
+            raise Invalid("jwt_jwks_url", "jwt_jwks_url needs RS256 or ES256 in jwt_algorithms")
+        return
     if asymmetric:
         if not api.jwt_public_key:
             raise Invalid("jwt_public_key", f"{asymmetric[0]} needs jwt_public_key (PEM)")

@@ -15,9 +15,22 @@ from sqlalchemy.orm import Session, selectinload
 
 from control_plane import models
 from control_plane.models_plans import UsagePlan
+from control_plane.services.jwks import effective_keys
 from control_plane.services.revision import current_revision
 from control_plane.services.usage import current_extras
-from data_plane.snapshot import Api, ApiAuth, ApiKey, Customer, HealthCheck, Passive, Route, Snapshot, Target, Upstream
+from data_plane.snapshot import (
+    Api,
+    ApiAuth,
+    ApiKey,
+    Customer,
+    HealthCheck,
+    Jwk,
+    Passive,
+    Route,
+    Snapshot,
+    Target,
+    Upstream,
+)
 from data_plane.snapshot_plans import Plan, PlanApi, PlanOverride, PlanQuota, PlanThrottle
 
 
@@ -47,7 +60,9 @@ def _build(session: Session) -> Snapshot:
         select(models.Upstream).options(selectinload(models.Upstream.targets)).order_by(models.Upstream.name)
     ).scalars()
     api_rows = session.execute(
-        select(models.Api).options(selectinload(models.Api.routes)).order_by(models.Api.name)
+        select(models.Api)
+        .options(selectinload(models.Api.routes), selectinload(models.Api.jwks))
+        .order_by(models.Api.name)
     ).scalars()
     upstreams = tuple(
         Upstream(
@@ -214,4 +229,7 @@ def _auth_settings(a: models.Api) -> ApiAuth:
         jwt_issuer=a.jwt_issuer,
         jwt_audience=a.jwt_audience,
         jwt_customer_claim=a.jwt_customer_claim,
+        jwt_jwks_url=a.jwt_jwks_url,
+        # sorted by kid when fetched (control_plane.jwks.parse_jwks)
+        jwt_jwks=tuple(Jwk(**k) for k in effective_keys(a)),
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,6 +40,7 @@ class SnapshotPublisher:
         self._poke = asyncio.Event()
         self._build_lock = asyncio.Lock()
         self.waiting = 0  # long-polls held right now: the workers attached to this replica
+        self.on_revision: list[Callable[[], None]] = []  # called (on the loop) whenever the known revision moves
 
     @property
     def revision(self) -> int:
@@ -131,6 +133,8 @@ class SnapshotPublisher:
     def _set_revision(self, revision: int) -> None:
         self._revision = revision
         self._wake()
+        for listener in self.on_revision:
+            listener()
 
     def _wake(self) -> None:
         self._changed.set()

@@ -179,6 +179,8 @@ class Cluster:
     ) -> Worker:
         port = port or free_port()
         status_port = status_port or free_port()
+        while status_port == port:  # two binds to port 0 can return the same port; the worker's SO_REUSEPORT
+            status_port = free_port()  # would then share it between proxy and status listener
         args = ["worker", "--port", str(port), "--status-port", str(status_port), "--node-id", name]
         args += ["--cache-dir", str(cache_dir or self.tmp / f"{name}-cache"), "--log-level", "info", *extra]
         env = dict(env or {})
