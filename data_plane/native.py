@@ -115,7 +115,12 @@ def _built_at(ext: Path) -> float:
 
 
 def stale() -> list[str]:
-    """Compiled modules whose ``.py`` changed after their extension was built (they would run old code)."""
+    """Compiled modules whose ``.py`` changed after their extension was built (they would run old code).
+
+    Only in a source checkout (an editable install, where ``.py`` files get edited): an installed
+    wheel's files all carry the time pip wrote them, in no useful order, and are never edited."""
+    if not (_HERE.parent / "setup.py").exists():
+        return []
     out = []
     for path in COMPILED:
         source = _HERE / Path(path).name
