@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from data_plane.periods import PeriodCache
-from data_plane.ratelimit import QUOTA, THROTTLE, Decision, LimitPolicy
+from data_plane.ratelimit import QUOTA, THROTTLE, Decision, LimitPolicy, take_token
 
 
 class _Period:
@@ -64,27 +64,21 @@ class MemoryStore:
         tokens = -1.0
         throttle = policy.throttle
         if throttle is not None:
-            # One token-bucket step (ratelimit.take_token, inlined: this runs on every request).
             buckets = self._buckets.get(policy.throttle_scope)
             if buckets is None:
                 buckets = self._buckets[policy.throttle_scope] = {}
             bucket = buckets.get(customer_id)
-            burst = throttle.burst
-            rate = throttle.rate
             if bucket is None:
-                tokens = float(burst)
+                ok, tokens, wait = take_token(float(throttle.burst), now, now, throttle)
             else:
-                tokens = bucket[0]
-                elapsed = now - bucket[1]
-                if elapsed > 0:
-                    tokens = min(float(burst), tokens + elapsed * rate)
-            if tokens < 1.0:
+                ok, tokens, wait = take_token(bucket[0], bucket[1], now, throttle)
+            if not ok:
                 # Refused by the throttle: nothing consumed, state untouched.
                 return Decision(
                     False,
                     THROTTLE,
                     policy,
-                    (1.0 - tokens) / rate,
+                    wait,
                     tokens,
                     max(0, qlimit - used) if quota is not None else -1,
                     qlimit,
@@ -92,8 +86,7 @@ class MemoryStore:
                     window,
                 )
             # The token is spent even if the quota refuses below (see ratelimit's module docstring).
-            tokens -= 1.0
-            full_at = now + (burst - tokens) / rate
+            full_at = now + (throttle.burst - tokens) / throttle.rate
             if bucket is None:
                 buckets[customer_id] = [tokens, now, full_at]
             else:
