@@ -8,7 +8,9 @@ secrets above all: a JWKS key is never an HMAC key), EC curves other than P-256,
 is not ``sig`` or whose ``alg`` is not RS256 / ES256, and keys PyJWT cannot load.  Private members
 (``d``, ``p``, ``q``, ...) are never copied, so private key material is never stored nor shipped.
 
-:func:`fetch_jwks` GETs the URL with a timeout and a size cap (no redirects) and parses the body.
+:func:`fetch_jwks` GETs the URL with a timeout and a size cap (no redirects) and parses the body;
+:func:`try_fetch` gives its outcome as a :class:`Fetched` (keys, or the error), which is what
+``services.jwks.record_fetch`` stores — the admin API's write path and the refresher both use it.
 
 Exceptions: :class:`JwksError`, whose message is a fixed phrase (never the URL, which may carry
 a credential, nor the response body), fit for logs and the admin API.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -107,3 +109,17 @@ def fetch_jwks(url: str, *, timeout: float, client: httpx.Client | None = None) 
     except ValueError:
         raise JwksError("response is not JSON") from None
     return parse_jwks(doc)
+
+
+class Fetched(NamedTuple):
+    """One fetch's outcome: the usable keys, or (``keys`` None) the safe error phrase."""
+
+    keys: list[dict[str, str]] | None
+    error: str | None
+
+
+def try_fetch(url: str, *, timeout: float) -> Fetched:
+    try:
+        return Fetched(fetch_jwks(url, timeout=timeout), None)
+    except JwksError as exc:
+        return Fetched(None, str(exc))

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.jwks import JwksError, fetch_jwks
+from control_plane.jwks import Fetched, try_fetch
 from control_plane.models import utcnow
 from control_plane.services import jwks as svc
 
@@ -82,21 +82,17 @@ class JwksRefresher:
         """Fetch and store every due key set; the seconds until the next one falls due."""
         with self._sessions() as session:
             due, wait = svc.due_for_fetch(session=session, now=utcnow(), interval=self._interval)
-        results: dict[str, list[dict[str, str]] | JwksError] = {}
+        results: dict[str, Fetched] = {}
         for api_id, url in due:
             if self._closing:
                 break
             if url not in results:  # APIs sharing an identity provider: one fetch per round
-                try:
-                    results[url] = fetch_jwks(url, timeout=self._timeout)
-                except JwksError as exc:
-                    results[url] = exc
+                results[url] = try_fetch(url, timeout=self._timeout)
             self.store(api_id, url, results[url])
         return wait
 
-    def store(self, api_id: str, url: str, result: list[dict[str, str]] | JwksError) -> bool:
-        keys = None if isinstance(result, JwksError) else result
-        error = str(result) if isinstance(result, JwksError) else None
+    def store(self, api_id: str, url: str, result: Fetched) -> bool:
+        keys, error = result
         if error is not None:
             # The URL is not logged: it may carry a credential.  The last good keys stay in use.
             log.warning("jwks fetch for api %s failed: %s; keeping the last good keys", api_id, error)

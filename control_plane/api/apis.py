@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from control_plane.api.deps import Paging, ReadSession, Write
 from control_plane.errors import Invalid
-from control_plane.jwks import JwksError, fetch_jwks
+from control_plane.jwks import Fetched, try_fetch
 from control_plane.models import Api, utcnow
 from control_plane.schemas import (
     ApiCreate,
@@ -82,25 +82,20 @@ def refresh_jwks(api_id: str, w: Write, request: Request) -> JwksStatus:
     return JwksStatus.model_validate(row.jwks)
 
 
-def _prefetch(request: Request, url: str | None) -> tuple[str, list[dict[str, str]] | JwksError] | None:
+def _prefetch(request: Request, url: str | None) -> tuple[str, Fetched] | None:
     """A new JWKS URL is fetched before the write, so the snapshot that brings the URL already
     carries its keys (outside the transaction: the revision row is not held while it is fetched)."""
     if url is None:
         return None
-    try:
-        return url, fetch_jwks(url, timeout=request.app.state.settings.jwks_fetch_timeout)
-    except JwksError as exc:
-        return url, exc
+    return url, try_fetch(url, timeout=request.app.state.settings.jwks_fetch_timeout)
 
 
-def _record(w: Write, api: Api, fetched: tuple[str, list[dict[str, str]] | JwksError] | None) -> None:
+def _record(w: Write, api: Api, fetched: tuple[str, Fetched] | None) -> None:
     if fetched is None or api.auth != "jwt":
         return
     url, result = fetched
-    keys = None if isinstance(result, JwksError) else result
-    error = str(result) if isinstance(result, JwksError) else None
     # Same transaction as the API write: one revision; no bump of its own (the write already bumped).
-    jwks_svc.record_fetch(session=w.session, api_id=api.id, url=url, keys=keys, error=error, now=utcnow())
+    jwks_svc.record_fetch(session=w.session, api_id=api.id, url=url, keys=result.keys, error=result.error, now=utcnow())
 
 
 @router.post("/{api_id}/routes", status_code=status.HTTP_201_CREATED)
