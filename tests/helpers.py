@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -20,3 +21,12 @@ def require_service(name: str, reachable: bool, detail: str = "") -> None:
     if in_ci():
         pytest.fail(f"{reason} (CI=true: service-backed tests must run)", pytrace=False)
     pytest.skip(reason)
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """Something accepts TCP connections there (the machine's PostgreSQL, Redis...)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from tests.helpers import require_service
+from tests.helpers import port_open, require_service
 from tests.integration.harness import ROOT, Cluster, Proc, free_port, wait_until
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -110,14 +109,6 @@ def database() -> Iterator[str]:
         admin.dispose()
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 class Local:
     """The rewriting from compose names and ports to this machine's."""
 
@@ -186,7 +177,7 @@ class Local:
 
 
 def test_compose_services_run_and_serve_traffic(tmp_path: Path, database: str) -> None:
-    require_service("Redis", _redis_up())
+    require_service("Redis", port_open(6379, timeout=1))
     values = {"TOLLGATE_CLUSTER_TOKEN": uuid.uuid4().hex, "TOLLGATE_ADMIN_TOKEN": uuid.uuid4().hex}
     services = load_compose(values)
     local = Local(services, database, tmp_path)

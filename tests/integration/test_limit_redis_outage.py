@@ -7,76 +7,16 @@ Runs its own ``redis-server`` on a free port (no persistence), leaving the machi
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis.asyncio as aioredis
 
 from data_plane.limits_redis import RedisStore
 from data_plane.periods import DAY
 from data_plane.ratelimit import UNAVAILABLE, Decision, LimitPolicy, Quota
-from tests.helpers import require_service
-from tests.integration.harness import free_port
+from tests.integration.redis_support import OwnRedis, resolve
 
-REDIS_SERVER = "/usr/bin/redis-server"
 POLICY = LimitPolicy(quota=Quota(limit=5, period=DAY))
-
-
-class OwnRedis:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        asyncio.run(self._wait_up())
-
-    async def _wait_up(self) -> None:
-        client = aioredis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    await client.ping()
-                    return
-                except OSError:
-                    pass
-                except aioredis.ConnectionError:
-                    pass
-                assert time.monotonic() < deadline, "redis-server did not start"
-                await asyncio.sleep(0.02)
-        finally:
-            await client.aclose()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    require_service("redis-server binary", shutil.which(REDIS_SERVER) is not None, REDIS_SERVER)
-    server = OwnRedis()
-    server.start()
-    yield server
-    server.stop()
-
-
-async def resolve(x: Decision | asyncio.Future[Decision]) -> Decision:
-    return x if isinstance(x, Decision) else await x
 
 
 async def checks(store: RedisStore, customer: str, n: int) -> list[Decision]:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import uuid
@@ -25,32 +24,12 @@ from data_plane.limits_memory import MemoryStore
 from data_plane.limits_redis import RedisStore
 from data_plane.periods import DAY
 from data_plane.ratelimit import QUOTA, THROTTLE, Decision, LimitPolicy, Quota, Throttle
-from tests.helpers import require_service
+from tests.helpers import port_open, require_service
+from tests.integration.redis_support import delete_prefix, resolve
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 FIXED_NOW = datetime(2024, 3, 10, 18, 0, 0, tzinfo=UTC).timestamp()  # six hours to midnight UTC
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _delete_prefix(prefix: str) -> None:
-    async def run() -> None:
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(REDIS_URL)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-    asyncio.run(run())
 
 
 StoreFactory = Callable[..., Any]
@@ -62,14 +41,10 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
     if request.param == "memory":
         yield lambda now=lambda: FIXED_NOW: MemoryStore(now)
         return
-    require_service("Redis", _redis_reachable(), "127.0.0.1:6379")
+    require_service("Redis", port_open(6379), "127.0.0.1:6379")
     prefix = f"tgtest:{uuid.uuid4().hex}:"
     yield lambda now=lambda: FIXED_NOW: RedisStore(REDIS_URL, prefix=prefix, now=now, fail_mode="closed")
-    _delete_prefix(prefix)
-
-
-async def resolve(x: Decision | asyncio.Future[Decision]) -> Decision:
-    return x if isinstance(x, Decision) else await x
+    delete_prefix(REDIS_URL, prefix)
 
 
 async def check_all(store: Any, n: int, customer: str, policy: LimitPolicy) -> list[Decision]:
@@ -148,7 +123,7 @@ def test_coalesced_redis_checks_decide_exactly_as_one_after_another() -> None:
     the Redis store documents (groups by first arrival, arrival order within a group; concurrent
     requests have no order of their own): who is admitted, which limit refuses, tokens and quota
     left, retry-after.  Policies 0 and 2 share the customer's quota counter, so groups interact."""
-    require_service("Redis", _redis_reachable(), "127.0.0.1:6379")
+    require_service("Redis", port_open(6379), "127.0.0.1:6379")
     prefix = f"tgtest:{uuid.uuid4().hex}:"
     rng = random.Random(20261128)
     policies = [
@@ -196,12 +171,12 @@ def test_coalesced_redis_checks_decide_exactly_as_one_after_another() -> None:
     try:
         run(body)
     finally:
-        _delete_prefix(prefix)
+        delete_prefix(REDIS_URL, prefix)
 
 
 def test_two_worker_processes_share_exact_limits() -> None:
     """Two real processes, 100 concurrent checks each, against one Redis: quota 100 and burst 100 hold exactly."""
-    require_service("Redis", _redis_reachable(), "127.0.0.1:6379")
+    require_service("Redis", port_open(6379), "127.0.0.1:6379")
     prefix = f"tgtest:{uuid.uuid4().hex}:"
     go_file = Path(f"/tmp/{prefix.replace(':', '-')}go")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -221,6 +196,6 @@ def test_two_worker_processes_share_exact_limits() -> None:
             if p.poll() is None:
                 p.kill()
         go_file.unlink(missing_ok=True)
-        _delete_prefix(prefix)
+        delete_prefix(REDIS_URL, prefix)
     assert sum(o["quota"] for o in outs) == 100
     assert sum(o["burst"] for o in outs) == 100

@@ -4,41 +4,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis.asyncio as aioredis
 
-from tests.helpers import require_service
+from tests.helpers import port_open, require_service
 from tests.integration.harness import Cluster, Worker, wait_until
 from tests.integration.plans_support import PlanGateway, build_gateway, burst
-from tests.integration.test_limit_redis_outage import REDIS_SERVER, OwnRedis
+from tests.integration.redis_support import OwnRedis, delete_prefix
 
 MACHINE_REDIS = "redis://127.0.0.1:6379/15"
 FAST_METERING = {"TOLLGATE_USAGE_FLUSH_INTERVAL": "0.2"}
-
-
-def _machine_redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _delete_prefix(url: str, prefix: str) -> None:
-    async def run() -> None:
-        client = aioredis.Redis.from_url(url)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-    asyncio.run(run())
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +40,13 @@ def _start_workers(cluster: Cluster, gw: PlanGateway, url: str, prefix: str, mod
 
 @pytest.fixture
 def shared(module_cluster: Cluster, gw: PlanGateway) -> Iterator[PlanGateway]:
-    require_service("Redis", _machine_redis_up(), "127.0.0.1:6379")
+    require_service("Redis", port_open(6379), "127.0.0.1:6379")
     prefix = f"tgtest:{uuid.uuid4().hex}:"
     workers = _start_workers(module_cluster, gw, MACHINE_REDIS, prefix, ["closed", "closed"])
     yield gw
     for w in workers:
         w.proc.stop()
-    _delete_prefix(MACHINE_REDIS, prefix)
+    delete_prefix(MACHINE_REDIS, prefix)
 
 
 def test_two_workers_on_one_redis_are_exact(shared: PlanGateway) -> None:
@@ -86,15 +63,6 @@ def test_two_workers_on_one_redis_are_exact(shared: PlanGateway) -> None:
     replies = burst([(ports[i % 2], "/shop/other", bkey) for i in range(200)])
     assert sum(r.status == 200 for r in replies) == 100
     assert {r.status for r in replies} == {200, 429}
-
-
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    require_service("redis-server binary", shutil.which(REDIS_SERVER) is not None, REDIS_SERVER)
-    server = OwnRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_redis_outage_fail_open_and_fail_closed(module_cluster: Cluster, gw: PlanGateway, own_redis: OwnRedis) -> None:
