@@ -27,10 +27,46 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-for-the-harness"
 
 
-def free_port() -> int:
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports for the processes a test starts come from below the kernel's ephemeral range, handed out
+# once per test run.  A port from bind(("127.0.0.1", 0)) is released before the process under
+# test binds it, and in that gap the kernel may give it to any outgoing connection as its local
+# port (or to the next bind to port 0: two calls can return the same port).  Below the range,
+# only an explicit bind takes a port, and the counter never hands one out twice.
+_PORT_LOW = 20000
+_PORT_HIGH = max(_PORT_LOW + 2000, _ephemeral_low())
+_next_port = _PORT_LOW + (os.getpid() * 7919) % (_PORT_HIGH - _PORT_LOW)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))  # no SO_REUSEADDR: a TIME_WAIT leftover counts as taken
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports (``--processes n`` puts child i's status port on p + i)."""
+    global _next_port
+    for _ in range(_PORT_HIGH - _PORT_LOW):
+        if _next_port + n > _PORT_HIGH:
+            _next_port = _PORT_LOW
+        base, _next_port = _next_port, _next_port + n
+        if all(_bindable(base + i) for i in range(n)):
+            return base
+    raise AssertionError(f"no {n} consecutive free ports in {_PORT_LOW}-{_PORT_HIGH}")
+
+
+def free_port() -> int:
+    return free_ports(1)
 
 
 def wait_until(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:
@@ -179,8 +215,6 @@ class Cluster:
     ) -> Worker:
         port = port or free_port()
         status_port = status_port or free_port()
-        while status_port == port:  # two binds to port 0 can return the same port; the worker's SO_REUSEPORT
-            status_port = free_port()  # would then share it between proxy and status listener
         args = ["worker", "--port", str(port), "--status-port", str(status_port), "--node-id", name]
         args += ["--cache-dir", str(cache_dir or self.tmp / f"{name}-cache"), "--log-level", "info", *extra]
         env = dict(env or {})

@@ -9,12 +9,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 from pathlib import Path
 
 import httpx
 
-from tests.integration.harness import Cluster, Worker, free_port, snapshot_file, targets, tollgate_argv, wait_until
+from tests.integration.harness import (
+    Cluster,
+    Worker,
+    free_port,
+    free_ports,
+    snapshot_file,
+    targets,
+    tollgate_argv,
+    wait_until,
+)
 
 REOPENED = "SIGHUP: access log reopened"  # the worker's log line once the new file is open
 
@@ -57,19 +65,6 @@ def test_sighup_reopens_the_access_log_after_it_was_renamed(cluster: Cluster) ->
     assert _ids(rotated) == before + between
 
 
-def _two_free_ports() -> int:
-    """A port p with p + 1 free too (``--processes 2`` puts child i's status listener on p + i)."""
-    for _ in range(50):
-        p = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p + 1))
-            except OSError:
-                continue
-        return p
-    raise AssertionError("no two consecutive free ports")
-
-
 def _served(children: list[Worker]) -> list[float]:
     return [c.metric("tollgate_requests_total", api="api-0", status_class="2xx") or 0.0 for c in children]
 
@@ -91,7 +86,7 @@ def _spread(url: str, children: list[Worker], tag: str) -> list[str]:
 
 def test_the_processes_supervisor_passes_sighup_to_every_worker(cluster: Cluster) -> None:
     access, rotated = cluster.tmp / "access.log", cluster.tmp / "access.log.1"
-    port, status = free_port(), _two_free_ports()
+    port, status = free_port(), free_ports(2)
     argv = tollgate_argv(
         "worker", "--processes", "2", "--snapshot", str(_snapshot(cluster)), "--port", str(port),
         "--status-port", str(status), "--cache-dir", str(cluster.tmp / "sup-cache"), "--access-log", str(access),

@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from tests.integration.harness import Cluster, ControlPlane, create, free_port, wait_until
+from tests.integration.harness import Cluster, ControlPlane, create, free_port, free_ports, wait_until
 
 
 def _demo(cp: ControlPlane, port: int, name: str = "svc") -> dict[str, str]:
@@ -178,8 +178,7 @@ def test_processes_share_the_port_and_each_syncs(cluster: Cluster) -> None:
     backend = cluster.echo("b")
     cp = cluster.control_plane()
     _demo(cp, backend.port)
-    port, status_port = free_port(), free_port()
-    # Status ports are status_port and status_port + 1; pick a base whose successor is free too.
+    port, status_port = free_port(), free_ports(2)  # child i's status listener is on status_port + i
     proc = cluster.spawn(
         "multi",
         [sys.executable, "-m", "tollgate", "worker", "--control-plane", cp.url, "--port", str(port)]
@@ -188,12 +187,17 @@ def test_processes_share_the_port_and_each_syncs(cluster: Cluster) -> None:
         {"TOLLGATE_CLUSTER_TOKEN": cp.cluster_token},
     )
     revision = cp.revision()
+
+    def synced(i: int) -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"the supervisor exited:\n{proc.log()}")
+        return bool(httpx.get(f"http://127.0.0.1:{status_port + i}/status").json()["revision"] == revision)
+
     for i in range(2):
-        wait_until(
-            lambda i=i: httpx.get(f"http://127.0.0.1:{status_port + i}/status").json()["revision"] == revision,
-            timeout=20,
-            what=f"process {i} synced",
-        )
+        try:
+            wait_until(lambda i=i: synced(i), timeout=20, what=f"process {i} synced")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- log ---\n{proc.log()}") from None
     pids = {httpx.get(f"http://127.0.0.1:{status_port + i}/status").json()["pid"] for i in range(2)}
     assert len(pids) == 2
     for _ in range(10):

@@ -4,7 +4,6 @@ long-polling B (B learns of it by polling the revision, not from A)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,18 +18,12 @@ import pytest
 from control_plane import migrate
 from data_plane.snapshot import Snapshot
 from tests.integration.control_plane.conftest import ADMIN_HEADERS, ADMIN_TOKEN, CLUSTER_TOKEN
+from tests.integration.harness import free_port
 
 pytestmark = pytest.mark.postgres
 
 Replica = tuple[str, "subprocess.Popen[bytes]"]
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
@@ -56,7 +49,7 @@ def replicas(module_postgres_url: str, tmp_path_factory: pytest.TempPathFactory)
     bases: list[str] = []
     try:
         for name in ("a", "b"):
-            port = _free_port()
+            port = free_port()
             env = {
                 **os.environ,
                 "TOLLGATE_DATABASE_URL": postgres_url,
