@@ -206,6 +206,14 @@ class RedisStore:
         self.batches_sent = 0
         self.calls_sent = 0  # script calls: checks coalesced per customer make fewer than checks
         self._periods = PeriodCache()
+        # Redis key names cached by the strings the request already has (as the memory store keys
+        # its counters), so a check formats no key: throttle scope -> customer id -> bucket key,
+        # period id -> customer id -> quota key (dropped when the period ends).
+        self._bucket_keys: dict[str, dict[str, str]] = {}
+        self._quota_keys: dict[str, dict[str, str]] = {}
+        self._period_ends: dict[str, int] = {}
+        self._no_quota_keys: dict[str, str] = {}
+        self._rate_args: dict[float, str] = {}  # throttle rate -> the script's argument
         self._pending: list[_Check] = []
         self._scheduled = False
         self._in_flight = 0
@@ -229,21 +237,34 @@ class RedisStore:
         window = 0
         if quota is not None:
             start, end, pid = self._periods.current(quota.period, now)
-            qkey = self.prefix + quota_key(customer_id, pid)
+            qkeys = self._quota_keys.get(pid)
+            if qkeys is None:
+                qkeys = self._new_period(pid, end, now)
+            qkey = qkeys.get(customer_id)
+            if qkey is None:
+                qkey = qkeys[customer_id] = self.prefix + quota_key(customer_id, pid)
             qlimit = quota.limit + adjustment
             reset = end - now
             window = end - start
         else:
-            qkey = self.prefix + quota_key(customer_id, "-")  # unused by the script; same hash slot
-        bkey = self.prefix + bucket_key(customer_id, policy)
-        group = (
-            bkey,
-            qkey,
-            repr(throttle.rate) if throttle is not None else "0",
-            throttle.burst if throttle is not None else 0,
-            qlimit,
-            math.ceil(reset) + QUOTA_KEY_GRACE,
-        )
+            qkey = self._no_quota_keys.get(customer_id)
+            if qkey is None:  # unused by the script; same hash slot as the bucket
+                qkey = self._no_quota_keys[customer_id] = self.prefix + quota_key(customer_id, "-")
+        bkeys = self._bucket_keys.get(policy.throttle_scope)
+        if bkeys is None:
+            bkeys = self._bucket_keys[policy.throttle_scope] = {}
+        bkey = bkeys.get(customer_id)
+        if bkey is None:
+            bkey = bkeys[customer_id] = self.prefix + bucket_key(customer_id, policy)
+        if throttle is not None:
+            rate = self._rate_args.get(throttle.rate)
+            if rate is None:
+                rate = self._rate_args[throttle.rate] = repr(throttle.rate)
+            burst = throttle.burst
+        else:
+            rate = "0"
+            burst = 0
+        group = (bkey, qkey, rate, burst, qlimit, math.ceil(reset) + QUOTA_KEY_GRACE)
         fut: asyncio.Future[Decision] = loop.create_future()
         item = _Check(fut, customer_id, policy, adjustment, group, now, qlimit, reset, window)
         if not self.batch:
@@ -254,6 +275,16 @@ class RedisStore:
             self._scheduled = True
             loop.call_soon(self._flush)
         return fut
+
+    def _new_period(self, pid: str, end: int, now: float) -> dict[str, str]:
+        """The key cache of a period seen for the first time; caches of ended periods are dropped."""
+        for old in [p for p, e in self._period_ends.items() if e <= now]:
+            del self._period_ends[old]
+            self._quota_keys.pop(old, None)
+        self._period_ends[pid] = end
+        keys: dict[str, str] = {}
+        self._quota_keys[pid] = keys
+        return keys
 
     def _degraded(self, customer_id: str, policy: LimitPolicy, adjustment: int) -> Decision:
         if self.fail_mode == FAIL_OPEN:

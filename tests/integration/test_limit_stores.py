@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from data_plane.limits_memory import MemoryStore
 from data_plane.limits_redis import RedisStore
@@ -112,6 +113,30 @@ def test_refill_with_injected_clock(make_store: StoreFactory) -> None:
         decisions = await check_all(store, 3, "cust-r", policy)
         assert [d.allowed for d in decisions] == [True, False, False]
         assert decisions[1].retry_after == pytest.approx(1.0)
+        await store.close()
+
+    run(body)
+
+
+def test_quota_starts_again_in_the_next_period(make_store: StoreFactory) -> None:
+    """Past midnight the daily counter is a new one; the bucket carries over (it is not per period).
+    On Redis the key names are the documented ones, and the ended day's key cache is dropped."""
+
+    async def body() -> None:
+        t = [FIXED_NOW]
+        store = make_store(now=lambda: t[0])
+        policy = LimitPolicy(throttle=Throttle(rate=100.0, burst=50), quota=Quota(limit=3, period=DAY))
+        assert [d.allowed for d in await check_all(store, 4, "cust-p", policy)] == [True, True, True, False]
+        t[0] += 6 * 3600 + 1  # 00:00:01 the next day
+        decisions = await check_all(store, 4, "cust-p", policy)
+        assert [d.allowed for d in decisions] == [True, True, True, False]
+        assert decisions[0].quota_remaining == 2 and decisions[-1].limit == QUOTA
+        if isinstance(store, RedisStore):
+            assert list(store._quota_keys) == ["D2024-03-11"]  # D2024-03-10's cache is gone
+            client = aioredis.Redis.from_url(REDIS_URL)
+            keys = {k.decode()[len(store.prefix) :] async for k in client.scan_iter(match=f"{store.prefix}*")}
+            await client.aclose()
+            assert keys == {"{cust-p}:t:", "{cust-p}:q:D2024-03-10", "{cust-p}:q:D2024-03-11"}
         await store.close()
 
     run(body)
