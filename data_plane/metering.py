@@ -165,15 +165,16 @@ class Metering:
                     continue
                 try:
                     await self.sender.send(batch)
-                except UsageRejected as exc:
-                    log.error("%s; batch %s moved to rejected/", exc, batch["batch_id"])
+                except UsageRejected as rejected:  # distinct names: mypyc shares one per function
+                    log.error("%s; batch %s moved to rejected/", rejected, batch["batch_id"])
                     self.spool.reject(path)
                     self.rejected_batches += 1
                     continue
-                except UsageSendError as exc:
+                except UsageSendError as failed:
                     self.failed_sends += 1
                     if not self._failing:
-                        log.warning("usage not delivered (%s); batches stay spooled in %s", exc, self.spool.directory)
+                        where = self.spool.directory
+                        log.warning("usage not delivered (%s); batches stay spooled in %s", failed, where)
                         self._failing = True
                     return False
                 self.spool.remove(path)

@@ -38,6 +38,7 @@ COMPILED = (
     "data_plane/health.py",
     "data_plane/limits_memory.py",
     "data_plane/limits_redis.py",
+    "data_plane/metering.py",
     "data_plane/observe.py",
     "data_plane/periods.py",
     "data_plane/protocol.py",

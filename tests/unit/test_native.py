@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.machinery
 import os
 from pathlib import Path
@@ -56,3 +57,34 @@ def test_an_installed_wheel_is_never_stale(tmp_path: Path, monkeypatch: pytest.M
         if ext.suffix != ".py":
             _age(ext, 10)
     assert native.stale() == []
+
+
+def _except_names_reused_with_other_types(source: str) -> list[str]:
+    """``except A as e`` and ``except B as e`` in one function: mypyc gives both one variable of the
+    first type, and the second handler fails with "A object expected; got B" (seen in metering)."""
+    found = []
+    for func in ast.walk(ast.parse(source)):
+        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        types: dict[str, str] = {}
+        for node in ast.walk(func):
+            if isinstance(node, ast.ExceptHandler) and node.name and node.type is not None:
+                kind = ast.unparse(node.type)
+                if types.setdefault(node.name, kind) != kind:
+                    found.append(f"{func.name}: {node.name} ({types[node.name]} / {kind})")
+    return found
+
+
+def test_the_check_finds_a_reused_except_name() -> None:
+    src = "def f():\n    try: pass\n    except KeyError as e: pass\n    except ValueError as e: pass\n"
+    assert _except_names_reused_with_other_types(src) == ["f: e (KeyError / ValueError)"]
+
+
+def test_compiled_modules_give_each_exception_type_its_own_name() -> None:
+    root = Path(native.__file__).resolve().parents[1]
+    problems = [
+        f"{path}: {found}"
+        for path in native.COMPILED
+        for found in _except_names_reused_with_other_types((root / path).read_text())
+    ]
+    assert problems == []
