@@ -39,6 +39,7 @@ from benchlib import (
     PYTHON,
     RESULTS,
     Procs,
+    WrkResult,
     backend_conf,
     cpu_times,
     ensure_tools,
@@ -291,7 +292,17 @@ def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int]:
     return proc, port
 
 
-def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools: dict[str, str]) -> dict[str, Any]:
+@dataclass
+class Round:
+    """One measured wrk run of a case, and the proxy's CPU time during it."""
+
+    run: WrkResult
+    cpu_user: float
+    cpu_sys: float
+
+
+def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools: dict[str, str]) -> Round:
+    """Start the case's proxy, warm up, measure once, stop it."""
     proc = None
     if case.kind == "backend":
         port = env.backend_ports[0]
@@ -314,17 +325,22 @@ def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools
             if status != 200 or b"tollgate_" not in body:
                 raise RuntimeError(f"case {case.key}: /metrics answered {status}: {body[:200]!r}")
         cpu0 = cpu_times(proc.pid) if proc is not None else (0.0, 0.0)
-        runs = [
-            run_wrk(tools["wrk"], env.workdir, url, seconds=args.duration, connections=conns, headers=case.headers)
-            for _ in range(args.repeat)
-        ]
+        run = run_wrk(tools["wrk"], env.workdir, url, seconds=args.duration, connections=conns, headers=case.headers)
         cpu1 = cpu_times(proc.pid) if proc is not None else (0.0, 0.0)
     finally:
         if proc is not None:
             procs.stop(proc)
-    # With --repeat N: the run with the median req/s, and the median p50/p99 over the runs (a stall
-    # of the VM in one run moves one sample, not the figure).
+    if run.errors:
+        log(f"  warning: case {case.key} had errors: {run.errors}")
+    return Round(run, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
+
+
+def summarise(case: Case, rounds: list[Round], args: argparse.Namespace, measures_cpu: bool) -> dict[str, Any]:
+    """With several rounds: the run with the median req/s, and the median p50/p99 over the runs (a
+    stall of the VM in one run moves one sample, not the figure)."""
+    runs = [r.run for r in rounds]
     res = sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+    conns = case.connections or args.connections
     out = {"case": case.key, "title": case.title, "connections": conns, **res.as_dict()}
     if len(runs) > 1:
         out["p50_ms"] = statistics.median(r.p50_ms for r in runs)
@@ -334,13 +350,10 @@ def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools
     # The proxy's own CPU per request: robust to other load on the machine (unlike req/s).
     out["proxy_cpu_us_per_req"] = None
     out["proxy_sys_share"] = None
-    if proc is not None and requests:
-        user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    user, system = sum(r.cpu_user for r in rounds), sum(r.cpu_sys for r in rounds)
+    if measures_cpu and requests:
         out["proxy_cpu_us_per_req"] = round((user + system) / requests * 1e6, 1)
         out["proxy_sys_share"] = round(system / (user + system), 2) if user + system > 0 else None
-    errors = [r.errors for r in runs if r.errors]
-    if errors:
-        log(f"  warning: case {case.key} had errors: {errors}")
     return out
 
 
@@ -373,7 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=8.0, help="measured seconds per case (default 8)")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per case (default 2; 0 = none)")
     p.add_argument("--connections", type=int, default=50, help="wrk keep-alive connections (default 50)")
-    p.add_argument("--repeat", type=int, default=1, help="measured runs per case; the table shows medians (default 1)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds over all cases, one measured run each; the table shows medians (default 1)",
+    )
     p.add_argument("--cases", default=",".join(c.key for c in CASES), help="comma-separated case keys")
     args = p.parse_args(argv)
     wanted = [k.strip() for k in args.cases.split(",") if k.strip()]
@@ -385,10 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     tools = ensure_tools()
     log(f"pinning: tollgate worker and nginx proxy -> core {PROXY_CORE}; wrk and nginx backend -> core {LOAD_CORE}")
     log(
-        f"{args.warmup:g}s warm-up + {args.repeat} x {args.duration:g}s measured per case, "
+        f"{args.warmup:g}s warm-up + {args.duration:g}s measured per case and round, {args.repeat} round(s), "
         f"{args.connections} connections" + (" (medians)" if args.repeat > 1 else "")
     )
-    rows: list[dict[str, Any]] = []
+    rounds: dict[str, list[Round]] = {}
+    skipped: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as tmp:
         procs = Procs(Path(tmp))
         try:
@@ -397,23 +416,35 @@ def main(argv: list[str] | None = None) -> int:
             start_nginx(procs, tools["nginx"], "backend", backend_conf(env.workdir, ports), ports[1], core=LOAD_CORE)
             if any(c.key in wanted and "{redis}" in c.worker_args for c in CASES):
                 env = dataclasses.replace(env, redis_url=start_redis(procs))
+            cases: list[Case] = []
             for case in CASES:
                 if case.key not in wanted:
                     continue
                 why = case.requires()
                 if why is not None:
-                    rows.append({"case": case.key, "title": case.title, "skipped": why})
+                    skipped[case.key] = {"case": case.key, "title": case.title, "skipped": why}
                     log(f"[{case.key}] {case.title}: skipped: {why}")
                     continue
-                log(f"[{case.key}] {case.title} ...")
-                rows.append(run_case(case, args, procs, env, tools))
-                r = rows[-1]
-                log(f"  {r['rps']:.0f} req/s, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms")
+                cases.append(case)
+            # Rounds over all cases rather than a case's runs back to back: a slow spell of the VM
+            # then lands on every case alike instead of on the one that happened to be running.
+            for n in range(args.repeat):
+                for case in cases:
+                    which = f" (round {n + 1}/{args.repeat})" if args.repeat > 1 else ""
+                    log(f"[{case.key}] {case.title}{which} ...")
+                    rounds.setdefault(case.key, []).append(run_case(case, args, procs, env, tools))
+                    r = rounds[case.key][-1].run
+                    log(f"  {r.rps:.0f} req/s, p50 {r.p50_ms:.3f} ms, p99 {r.p99_ms:.3f} ms")
         except KeyboardInterrupt:
             log("interrupted; stopping what the bench started")
             return 130
         finally:
             procs.stop_all()
+    rows = [
+        skipped[c.key] if c.key in skipped else summarise(c, rounds[c.key], args, c.kind != "backend")
+        for c in CASES
+        if c.key in skipped or c.key in rounds
+    ]
     print_table(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
