@@ -5,13 +5,14 @@ pinned to core 0; wrk and the nginx backend (one worker process, fixed ~100-byte
 keep-alive) to core 1.  Every case gets a warm-up, then a measured wrk run; latency percentiles
 come from a wrk Lua ``done()`` hook.  The table shows each case's ratio to (b) nginx-as-proxy
 and to (a) wrk straight to the backend.  Absolute numbers move with whatever else the machine
-runs: compare ratios within one run.
+runs: compare ratios within one run.  ``--repeat N`` goes N rounds over all the cases (each round
+restarts each proxy) and shows medians: a slow spell of a shared VM then hits every case alike.
 
 Cases are declarative (:data:`CASES`): a snapshot builder, extra worker args, wrk headers,
 connections, and a ``requires`` probe.  A case whose feature is not in the code yet prints
 "skipped: feature not built"; adding it later means writing its builder.
 
-    .venv/bin/python bench/proxy.py [--duration 8] [--warmup 2] [--connections 50] [--cases a,b,c]
+    .venv/bin/python bench/proxy.py [--duration 8] [--warmup 2] [--connections 50] [--repeat 1] [--cases a,b,c]
 """
 
 from __future__ import annotations
