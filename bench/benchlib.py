@@ -96,10 +96,35 @@ def ensure_py_spy() -> str:
     return str(exe)
 
 
-def free_port() -> int:
+# Ports below the kernel's ephemeral range (32768 up, by default), handed out once per bench run:
+# a port from bind(port 0) is free again until the worker binds it, and meanwhile the kernel may
+# give it to any outgoing connection (wrk's, the worker's upstream ones) as its local port.
+_next_port = 20000 + os.getpid() % 10000
+
+
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports (``--processes n`` puts child i's status port on p + i)."""
+    global _next_port
+    for _ in range(12000):
+        if _next_port + n > 32000:
+            _next_port = 20000
+        base, _next_port = _next_port, _next_port + n
+        if all(_bindable(base + i) for i in range(n)):
+            return base
+    raise RuntimeError(f"no {n} consecutive free ports in 20000-32000")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    return free_ports(1)
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:

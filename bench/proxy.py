@@ -45,6 +45,7 @@ from benchlib import (
     cpu_times,
     ensure_tools,
     free_port,
+    free_ports,
     http_get,
     install_signal_handlers,
     log,
@@ -276,13 +277,13 @@ def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int]:
     snapshot_file = env.workdir / f"snapshot-{case.key}.json"
     snapshot_file.write_bytes(case.snapshot(env).to_json())
     port = free_port()
-    status_port = env.status_ports[case.key] = free_port()
+    args = list(case.worker_args)
+    children = int(args[args.index("--processes") + 1]) if "--processes" in args else 1
+    status_port = env.status_ports[case.key] = free_ports(children)  # child i: status_port + i
     argv = [PYTHON, "-m", "tollgate", "worker", "--snapshot", str(snapshot_file), "--port", str(port)]
     argv += ["--status-port", str(status_port), "--cache-dir", str(env.workdir / "cache"), "--log-level", "warning"]
     argv += [a.replace("{workdir}", str(env.workdir)).replace("{redis}", env.redis_url) for a in case.worker_args]
     proc = procs.start(f"worker-{case.key}", argv, core=PROXY_CORE, env=dict(case.env))
-    args = list(case.worker_args)
-    children = int(args[args.index("--processes") + 1]) if "--processes" in args else 1
     try:
         # Ready = every child process answers on its status port, not just the first on the shared port.
         for i in range(children):

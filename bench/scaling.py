@@ -37,6 +37,7 @@ from benchlib import (
     cpu_times,
     ensure_tools,
     free_port,
+    free_ports,
     http_get,
     install_signal_handlers,
     log,
@@ -51,7 +52,7 @@ from proxy import KEY, NO_ACCESS_LOG, Env, plan_snapshot
 def start_tollgate(procs: Procs, env: Env, processes: int) -> tuple[Any, int, list[int]]:
     snapshot_file = env.workdir / "snapshot-e.json"
     snapshot_file.write_bytes(plan_snapshot(env).to_json())
-    port, status_port = free_port(), free_port()
+    port, status_port = free_port(), free_ports(processes)
     status_ports = [status_port + i for i in range(processes)]
     argv = [PYTHON, "-m", "tollgate", "worker", "--snapshot", str(snapshot_file), "--port", str(port)]
     argv += ["--status-port", str(status_port), "--cache-dir", str(env.workdir / f"cache-{processes}")]
