@@ -57,6 +57,8 @@ FAIL_CLOSED = "closed"
 
 # Seconds a quota counter outlives its period: a worker whose clock is a little behind still finds it.
 QUOTA_KEY_GRACE = 3600
+# Key names cached per throttle scope or period (RedisStore._bucket_keys, ...): customers at most.
+MAX_CACHED_KEYS = 100_000
 
 LUA_CHECK = """
 -- KEYS[1] token bucket hash {t = tokens, ts = time of last update}; KEYS[2] quota counter
@@ -157,6 +159,14 @@ class _Check:
         self.window = window
 
 
+def _remember(cache: dict[str, str], customer_id: str, key: str) -> str:
+    """Cache a formatted key name; a full map starts over (it is only a cache of names)."""
+    if len(cache) >= MAX_CACHED_KEYS:
+        cache.clear()
+    cache[customer_id] = key
+    return key
+
+
 def coalesce(batch: list[_Check]) -> list[list[_Check]]:
     """The batch's checks grouped by script arguments, groups in order of first arrival and checks
     in arrival order within each: what the script decides for a group of n equals n calls in a row."""
@@ -208,7 +218,8 @@ class RedisStore:
         self._periods = PeriodCache()
         # Redis key names cached by the strings the request already has (as the memory store keys
         # its counters), so a check formats no key: throttle scope -> customer id -> bucket key,
-        # period id -> customer id -> quota key (dropped when the period ends).
+        # period id -> customer id -> quota key (dropped when the period ends).  Each customer map
+        # holds at most MAX_CACHED_KEYS names (customers come and go over a worker's life).
         self._bucket_keys: dict[str, dict[str, str]] = {}
         self._quota_keys: dict[str, dict[str, str]] = {}
         self._period_ends: dict[str, int] = {}
@@ -242,20 +253,20 @@ class RedisStore:
                 qkeys = self._new_period(pid, end, now)
             qkey = qkeys.get(customer_id)
             if qkey is None:
-                qkey = qkeys[customer_id] = self.prefix + quota_key(customer_id, pid)
+                qkey = _remember(qkeys, customer_id, self.prefix + quota_key(customer_id, pid))
             qlimit = quota.limit + adjustment
             reset = end - now
             window = end - start
         else:
             qkey = self._no_quota_keys.get(customer_id)
             if qkey is None:  # unused by the script; same hash slot as the bucket
-                qkey = self._no_quota_keys[customer_id] = self.prefix + quota_key(customer_id, "-")
+                qkey = _remember(self._no_quota_keys, customer_id, self.prefix + quota_key(customer_id, "-"))
         bkeys = self._bucket_keys.get(policy.throttle_scope)
         if bkeys is None:
             bkeys = self._bucket_keys[policy.throttle_scope] = {}
         bkey = bkeys.get(customer_id)
         if bkey is None:
-            bkey = bkeys[customer_id] = self.prefix + bucket_key(customer_id, policy)
+            bkey = _remember(bkeys, customer_id, self.prefix + bucket_key(customer_id, policy))
         if throttle is not None:
             rate = self._rate_args.get(throttle.rate)
             if rate is None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from data_plane import limits_redis
 from data_plane.limits_memory import MemoryStore
 from data_plane.limits_redis import RedisStore
 from data_plane.periods import DAY
@@ -140,6 +141,28 @@ def test_quota_starts_again_in_the_next_period(make_store: StoreFactory) -> None
         await store.close()
 
     run(body)
+
+
+def test_redis_key_name_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Customers come and go over a worker's life: the cached key names per scope stay bounded,
+    and a name dropped from the cache is formatted again, the same (the limits still hold)."""
+    require_service("Redis", port_open(6379), "127.0.0.1:6379")
+    monkeypatch.setattr(limits_redis, "MAX_CACHED_KEYS", 3)
+    prefix = f"tgtest:{uuid.uuid4().hex}:"
+
+    async def body() -> None:
+        store = RedisStore(REDIS_URL, prefix=prefix, now=lambda: FIXED_NOW, fail_mode="closed")
+        policy = LimitPolicy(throttle=Throttle(rate=1.0, burst=2))
+        for customer in ("c1", "c2", "c3", "c4", "c5", "c1"):
+            await check_all(store, 1, customer, policy)
+            assert 0 < len(store._bucket_keys[""]) <= 3
+        assert [d.allowed for d in await check_all(store, 2, "c1", policy)] == [False, False]  # c1: 2 taken
+        await store.close()
+
+    try:
+        run(body)
+    finally:
+        delete_prefix(REDIS_URL, prefix)
 
 
 def test_coalesced_redis_checks_decide_exactly_as_one_after_another() -> None:
