@@ -32,6 +32,7 @@ COMPILED = (
     "data_plane/accesslog.py",
     "data_plane/auth.py",
     "data_plane/balancer.py",
+    "data_plane/canonical.py",
     "data_plane/compiler.py",
     "data_plane/errors.py",
     "data_plane/exchange.py",

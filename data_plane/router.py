@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
+from data_plane.canonical import canonical_template
+
 R = TypeVar("R")
 
 ANY = "*"
@@ -160,8 +162,8 @@ class Router(Generic[R]):
         for api in apis:
             table: PathTable[R] = PathTable()
             for route in api.routes:
-                table.add(route.path, route.methods, value_of(api, route))
-            entry = _ApiEntry(api.base_path, table)
+                table.add(canonical_template(route.path), route.methods, value_of(api, route))
+            entry = _ApiEntry(canonical_template(api.base_path), table)
             if not api.hosts:
                 anyhost.append(entry)
             for host in api.hosts:
@@ -178,9 +180,11 @@ class Router(Generic[R]):
         self._any = by_length(anyhost)
 
     def match(self, host: str, method: str, path: str) -> tuple[R, str] | NotFound:
-        """Return ``(value, path relative to the API base path)`` or a :class:`NotFound`."""
+        """Return ``(value, path relative to the API base path)`` or a :class:`NotFound`.
+
+        ``host`` and ``path`` are in canonical form (``data_plane/canonical.py``: lower-case host
+        without port; canonical path), as the templates and base paths were made at compile time."""
         if self._exact or self._wildcard:
-            host = host.split(":", 1)[0].lower() if host else ""
             entries = self._exact.get(host)
             if entries is not None:
                 found = _match_group(entries, method, path)
