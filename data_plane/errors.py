@@ -35,6 +35,10 @@ NO_HEALTHY_UPSTREAM = "no healthy upstream"
 UPSTREAM_BUSY = "upstream connection limit reached"
 UPSTREAM_TIMEOUT = "upstream timed out"
 NOT_CONFIGURED = "gateway has no configuration yet"
+BODY_TIMEOUT = "request body timed out"
+INCOMPLETE_REQUEST = "incomplete request body"
+URI_TOO_LONG = "request URI too long"
+EXPECTATION_FAILED = "unsupported expectation"
 
 _PREFIX: dict[str, bytes] = {}
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from data_plane import errors
 from data_plane.auth import CustomerEntry, Denied
+from data_plane.canonical import canonical_path, same_authority, split_authority
 from data_plane.compiler import HASH_COOKIE, HASH_CUSTOMER, HASH_HEADER, HASH_IP
 from data_plane.ratelimit import UNAVAILABLE, Decision, LimitPolicy
 from data_plane.ratelimit_headers import limit_response, rate_limit_headers
@@ -59,6 +60,7 @@ _CHUNKED = b"transfer-encoding: chunked\r\n"
 _TE_TRAILERS = b"te: trailers\r\n"
 _CONNECTION_UPGRADE = b"connection: upgrade\r\nupgrade: "
 _LAST_CHUNK = b"0\r\n\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CRLF = b"\r\n"
 _REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
@@ -98,6 +100,7 @@ class Exchange:
         "keep_alive",
         "upgrade",
         "idempotent",
+        "expect_continue",
         "request_id",
         "customer_id",
         "customer",
@@ -127,6 +130,8 @@ class Exchange:
         "connecting",
         "attempts",
         "stale_retries",
+        "seen_body",
+        "body_seen_at",
         "started",
         "status",
         "bytes_out",
@@ -151,6 +156,7 @@ class Exchange:
         self.keep_alive = keep_alive and not upgrade  # after a refused upgrade the parser cannot go on
         self.upgrade = upgrade
         self.idempotent = method in _IDEMPOTENT
+        self.expect_continue = False  # the client waits for 100 Continue before its body
         self.request_id = b""
         self.customer_id = b""  # set by the auth stage when it knows the caller (hash_on: customer)
         self.customer: CustomerEntry | None = None
@@ -180,6 +186,8 @@ class Exchange:
         self.connecting = False
         self.attempts = 0
         self.stale_retries = 0
+        self.seen_body = 0  # body bytes at the body timeout's last look, and when that was
+        self.body_seen_at = 0.0
         # for metrics and the access log (data_plane/observe.py)
         self.started = perf_counter()
         self.status = 0  # what the client gets: set with the response head or the gateway error
@@ -191,40 +199,72 @@ class Exchange:
     def start(self) -> None:
         client = self.client
         host = b""
+        hosts = 0
         rid = b""
         content_length = None
+        expect: bytes | None = None
         for name, value in self.headers:
             if name == b"host":
                 host = value
+                hosts += 1
             elif name == b"x-request-id":
                 rid = value
             elif name == b"content-length":
                 content_length = value
             elif name == b"transfer-encoding":
                 self.body_chunked = True
+            elif name == b"expect":
+                expect = value
         self.request_id = rid if rid and _valid_request_id(rid) else new_request_id()
+        if self.body_chunked or content_length is not None and content_length != b"0":
+            # A body is coming: the body timeout counts from now (TOLLGATE_BODY_TIMEOUT).
+            now = self.body_seen_at = client.loop.time()
+            client.watch(now + client.worker.settings.body_timeout)
+        if hosts != 1 and (hosts or self.http_version == "1.1"):
+            # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host and to
+            # any request with more than one Host field.
+            self._bad_request()
+            return
+        url = self.url
+        if url[:1] != b"/":
+            # Absolute form (RFC 9112 3.2.2: a server MUST accept it): routed by its authority,
+            # which must agree with Host. The asterisk form and anything else are not ours.
+            parts = split_authority(url)
+            if parts is None or (hosts and not same_authority(host, parts[1], parts[0])):
+                self._bad_request()
+                return
+            host = parts[1]
+            url = parts[2]
+        route_host = client.route_host(host)
+        if route_host is None or b"#" in url:
+            self._bad_request()  # an invalid Host, or a fragment (never part of a request target)
+            return
+        q = url.find(b"?")
+        raw_path = url if q < 0 else url[:q]
+        canon = canonical_path(raw_path)
+        if canon is None:
+            self._bad_request()  # no safe canonical form (data_plane/canonical.py)
+            return
+        if canon is not raw_path:
+            # Routing, authentication and the upstream all see the canonical path.
+            url = canon + url[q:] if q >= 0 else canon
+            q = len(canon) if q >= 0 else -1
+        path = canon.decode("ascii")
+        if expect is not None and self.http_version == "1.1":  # (HTTP/1.0 expectations are ignored)
+            if expect.strip().lower() != b"100-continue":
+                self.keep_alive = False
+                self.fail(417, errors.EXPECTATION_FAILED)  # RFC 9110 10.1.1
+                return
+            # Answered by the gateway once the request is admitted (nginx, Envoy): a refusal comes
+            # before the client sends its body, and the upstream is not asked again.
+            self.expect_continue = True
+            self.headers = [h for h in self.headers if h[0] != b"expect"]
 
         config = self.config = client.worker.config
         if config is None:
             self.fail(503, errors.NOT_CONFIGURED)
             return
-        url = self.url
-        q = url.find(b"?")
-        raw_path = url if q < 0 else url[:q]
-        if not raw_path.startswith(b"/"):
-            # absolute-form (a request meant for a forward proxy) or asterisk-form: not ours
-            self.fail(400, errors.BAD_REQUEST)
-            return
-        try:
-            path = raw_path.decode("ascii")
-        except UnicodeDecodeError:
-            self.fail(400, errors.BAD_REQUEST)
-            return
-        if ("/." in path or "%2" in path) and _has_dot_segment(path):
-            # Dot segments would let the backend resolve a different path than the one routed.
-            self.fail(400, errors.BAD_REQUEST)
-            return
-        found = config.router.match(host.decode("latin-1"), self.method, path)
+        found = config.router.match(route_host, self.method, path)
         if isinstance(found, NotFound):
             if found.allow:
                 allow = b"allow: " + ", ".join(found.allow).encode() + b"\r\n"
@@ -267,7 +307,7 @@ class Exchange:
         if route.strip_base_path:
             upstream_path = rel_path.encode("ascii") + url[q:] if q >= 0 else rel_path.encode("ascii")
         else:
-            upstream_path = url  # the path as received (ASCII, checked above) and the query auth left
+            upstream_path = url  # the canonical path and the query auth left
         self.head = self._build_head(upstream_path, host, inject)
         if policy is not None:
             self._check_limits(policy)
@@ -306,7 +346,11 @@ class Exchange:
         self.forward()
 
     def _admitted(self) -> None:
-        """Meter an admitted request of a known customer (per customer, API and UTC day)."""
+        """Meter an admitted request of a known customer (per customer, API and UTC day); tell a
+        client waiting on ``Expect: 100-continue`` to send its body."""
+        if self.expect_continue and not self.body_done:
+            self.client_out.append(_CONTINUE)
+            self.flush_client()
         customer = self.customer
         metering = self.client.worker.metering
         if customer is not None and metering is not None:
@@ -486,7 +530,9 @@ class Exchange:
         assert route is not None
         upstream = route.upstream
         target = self.target
-        if target is not None and upstream.passive is not None:
+        if target is not None and upstream.passive is not None and (self.body_done or not request_sent):
+            # (A connection lost while the client still owes body bytes may be the upstream giving
+            # up on a stalled client: not held against the target.)
             target.state.report_failure(upstream.passive, upstream.states)
         if (
             self.attempts <= upstream.retries
@@ -524,7 +570,9 @@ class Exchange:
     def on_response_head(self, status: int, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
         self.activity += 1
         if status < 200 and status != 101:
-            if status == 100 or status == 103:
+            # 100 Continue is the gateway's own (it strips Expect); 103 goes to HTTP/1.1 clients
+            # only (RFC 9110 15.2: never a 1xx to an HTTP/1.0 client).
+            if status == 103 and self.http_version == "1.1":
                 self.client_out.append(errors.status_line(status) + _CRLF)
             return
         upstream = self.route.upstream  # type: ignore[union-attr]
@@ -702,6 +750,9 @@ class Exchange:
         if self.finished or route is None:
             return
         deadline = self.deadline
+        if not self.body_done:
+            self._check_body(now, deadline)
+            return
         if not (deadline and now >= deadline):
             if self.activity != self.seen_activity or self.connecting or self.conn is None:
                 self.seen_activity = self.activity  # progress (or nothing to be idle on): count from now
@@ -715,6 +766,20 @@ class Exchange:
             self.client.watch(at if not deadline or at < deadline else deadline)
             return
         self._timed_out(route)
+
+    def _check_body(self, now: float, deadline: float) -> None:
+        """While the client still owes request body bytes only the body timeout runs: an upstream
+        waiting for the body is not idle by its own fault, so neither the read timeout nor passive
+        health may blame it (a client sending 3 of 5 bytes must not eject a target)."""
+        if self.body_bytes != self.seen_body:
+            self.seen_body = self.body_bytes
+            self.body_seen_at = now
+        timeout = self.client.worker.settings.body_timeout
+        if now - self.body_seen_at >= timeout or (deadline and now >= deadline):
+            self.client_fault(408, errors.BODY_TIMEOUT)
+            return
+        at = self.body_seen_at + timeout
+        self.client.watch(at if not deadline or at < deadline else deadline)
 
     def check_tunnel(self, now: float) -> None:
         """Called by the client connection's timer once it is a tunnel (after a 101): close both
@@ -762,6 +827,34 @@ class Exchange:
         )
         self._error_ready()
 
+    def _bad_request(self) -> None:
+        self.keep_alive = False  # whatever follows a malformed request cannot be trusted
+        self.fail(400, errors.BAD_REQUEST)
+
+    def client_fault(self, status: int, message: str) -> None:
+        """The client stalled or broke off its request (incomplete body, body timeout): answer it
+        and close. Never counted against the target (passive health), whatever the upstream did."""
+        self.keep_alive = False
+        self.fail(status, message)
+
+    def client_eof(self) -> None:
+        """The client half-closed its side. Mid-body, that is an incomplete request (400); after a
+        complete request the response still goes out on the open half, then the connection closes."""
+        self.keep_alive = False
+        if not self.body_done and not self.finished:
+            self.client_fault(400, errors.INCOMPLETE_REQUEST)
+
+    def answer_now(self) -> None:
+        """An error is waiting for the rest of a request body that did not come with this read:
+        answer at once and close instead (the client may be waiting for a 100 Continue, or may
+        never send the body), rather than hold the connection until the body arrives."""
+        error = self.error
+        if not self.finished and error is not None and not self.body_done:
+            if self.keep_alive:  # built to keep the connection: say that it closes
+                self.keep_alive = False
+                self.error = error.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1)
+            self._send_error()
+
     def _stop_for_error(self, status: int) -> bool:
         """Drop the upstream side before an error answer; False when it is too late for one."""
         conn = self.conn
@@ -776,7 +869,10 @@ class Exchange:
         self.up_out = []
         self.head_pending = False
         self.status = status
-        if status == 413 or status >= 500 and not self.body_done or self.client.worker.draining:
+        if status == 413 or self.client.worker.draining or not (self.body_done or self.client.feeding):
+            # Not waiting for a body to arrive: answered now, and the unread rest of the request
+            # means the connection cannot carry another one (data_received decides the other case
+            # at the end of the read that is being parsed, when the body may have come along).
             self.keep_alive = False
         return True
 
@@ -785,6 +881,7 @@ class Exchange:
             self.client.resume_reading(4)
         if self.body_done or not self.keep_alive:
             self._send_error()
+        # else: ClientConnection.data_received calls answer_now() after the read being parsed
 
     def _send_error(self) -> None:
         if self.finished or self.error is None:
@@ -825,9 +922,3 @@ class Exchange:
             self.status = 499  # nginx's "client closed request": the client left before the end
             self.client.worker.observer.done(self)
         self.abandon()
-
-
-def _has_dot_segment(path: str) -> bool:
-    from urllib.parse import unquote
-
-    return any(seg in (".", "..") for seg in unquote(path).split("/"))

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from data_plane import errors
+from data_plane.canonical import canonical_host
 from data_plane.exchange import Exchange, new_request_id
 
 if TYPE_CHECKING:
@@ -44,6 +45,12 @@ if TYPE_CHECKING:
 MAX_HEADER_BYTES = 32 * 1024
 _NEVER = float("inf")
 MAX_HEADERS = 100
+# Lingering close (nginx's lingering_close): after an answer that left part of the request unread,
+# the connection is half-closed and what the client still sends is read and dropped, for at most
+# this long and this much, before the socket closes.  Closing with unread bytes in the kernel's
+# buffer makes it send a reset, which can destroy the answer before the client has read it.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 1024 * 1024
 
 
 class ClientConnection(asyncio.Protocol):
@@ -63,6 +70,11 @@ class ClientConnection(asyncio.Protocol):
         "tunnel",
         "tunnel_moves",
         "upgrade_rest",
+        "feeding",
+        "_refusal",
+        "_lingering",
+        "_host_raw",
+        "_host",
         "_url",
         "_headers",
         "_header_bytes",
@@ -86,6 +98,11 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: asyncio.Transport | None = None  # after an upgrade: bytes go straight upstream
         self.tunnel_moves = 0  # chunks passed upstream through the tunnel (its idle check reads it)
         self.upgrade_rest = b""  # client bytes after an upgrade request, held until the 101
+        self.feeding = False  # inside parser.feed_data: an error may wait for the rest of this read
+        self._refusal: tuple[int, str] | None = None  # what a parser callback refused the request with
+        self._lingering = 0  # > 0 while lingering: bytes still to read and drop before closing
+        self._host_raw: bytes | None = None  # the last Host value seen on this connection ...
+        self._host: str | None = None  # ... and its routing form (data_plane/canonical.py)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
@@ -112,6 +129,10 @@ class ClientConnection(asyncio.Protocol):
             tunnel.write(data)
             self.tunnel_moves += 1
             return
+        if self._lingering:
+            self._linger_drop(len(data))
+            return
+        self.feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -120,14 +141,36 @@ class ClientConnection(asyncio.Protocol):
             self.upgrade_rest = data[exc.args[0] :] if exc.args else b""
             self.pause_reading(8)
         except httptools.HttpParserError:
-            self._reject(400, errors.BAD_REQUEST)
+            # httptools wraps what a callback raises (HttpParserCallbackError is an
+            # HttpParserError): a refusal of ours (414, 431) was recorded before raising.
+            self.feeding = False
+            refusal = self._refusal
+            if refusal is not None:
+                self._reject(refusal[0], refusal[1])
+            else:
+                self._reject(400, errors.BAD_REQUEST)
             return
-        except _Reject as rej:
-            self._reject(rej.status, rej.message)
-            return
+        self.feeding = False
         active = self.active
         if active is not None:
-            active.flush_upstream()
+            if active.error is not None:
+                active.answer_now()  # refused, and the rest of its body did not come with this read
+            else:
+                active.flush_upstream()
+
+    def eof_received(self) -> bool:
+        """The client half-closed. Returning True keeps our half open for a response still owed."""
+        if self._lingering:
+            return False  # the client is done sending: close now
+        ex = self.parsing
+        if ex is not None and ex is not self.active:
+            self.queue.clear()  # a pipelined request cut off mid-body: never started, never answered
+            ex = None
+        active = self.active
+        if active is None:
+            return False  # nothing owed: close
+        active.client_eof()
+        return not self._closed
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -170,12 +213,12 @@ class ClientConnection(asyncio.Protocol):
         self._url += url
         self._header_bytes += len(url)
         if self._header_bytes > MAX_HEADER_BYTES:
-            raise _Reject(414, "request URI too long")
+            self._refuse(414, errors.URI_TOO_LONG)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
-            raise _Reject(431, errors.HEADERS_TOO_LARGE)
+            self._refuse(431, errors.HEADERS_TOO_LARGE)
         name = name.lower()
         if name == b"transfer-encoding":
             if self._te is None:
@@ -191,9 +234,9 @@ class ClientConnection(asyncio.Protocol):
         te = self._te
         if te is not None and (len(te) != 1 or te[0].strip().lower() != b"chunked" or version != "1.1"):
             # Only a single, final "chunked" is framing we can trust and re-frame (RFC 9112 6.1, 6.3).
-            raise _Reject(400, errors.BAD_REQUEST)
+            self._refuse(400, errors.BAD_REQUEST)
         if method == "CONNECT":
-            raise _Reject(400, errors.BAD_REQUEST)  # not a forward proxy
+            self._refuse(400, errors.BAD_REQUEST)  # not a forward proxy
         ex = Exchange(
             self, method, self._url, self._headers, version, parser.should_keep_alive(), parser.should_upgrade()
         )
@@ -219,6 +262,22 @@ class ClientConnection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- helpers
 
+    def _refuse(self, status: int, message: str) -> None:
+        """Stop parsing this request: httptools turns the exception into an HttpParserError, so
+        what to answer is kept here for data_received."""
+        self._refusal = (status, message)
+        raise _Reject(status, message)
+
+    def route_host(self, raw: bytes) -> str | None:
+        """The routing form of a Host value (None: invalid), kept for the next request of this
+        connection, which nearly always names the same host."""
+        if raw == self._host_raw:
+            return self._host
+        host = canonical_host(raw)
+        self._host_raw = raw
+        self._host = host
+        return host
+
     def pause_reading(self, reason: int) -> None:
         if not self._paused_by and self.transport is not None:
             self.transport.pause_reading()
@@ -236,7 +295,10 @@ class ClientConnection(asyncio.Protocol):
             return
         self.active = None
         if not keep_alive or self._closed or self.worker.draining:
-            self.close()
+            if not ex.body_done:
+                self.linger()  # answered before the whole request was read
+            else:
+                self.close()
             return
         if self.queue:
             nxt = self.queue.popleft()
@@ -303,7 +365,35 @@ class ClientConnection(asyncio.Protocol):
         self.worker.observer.rejected(status, rid, self.peer_ip)
         if self.transport is not None and not self._closed:
             self.transport.write(errors.error_response(status, message, rid, keep_alive=False))
-        self.close()
+        self.linger()
+
+    def linger(self) -> None:
+        """Close after an answer that left part of the request unread: half-close (the client
+        reads the answer, then end of stream), drop what the client still sends, close when it
+        closes or after LINGER_SECONDS / LINGER_BYTES."""
+        transport = self.transport
+        if self._closed or transport is None or transport.is_closing():
+            self.close()
+            return
+        self._closed = True
+        self.parsing = None
+        self.queue.clear()
+        try:
+            transport.write_eof()
+        except (NotImplementedError, OSError, RuntimeError):
+            transport.close()
+            return
+        self._lingering = LINGER_BYTES
+        self._paused_by = 0
+        transport.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def _linger_drop(self, n: int) -> None:
+        self._lingering -= n
+        if self._lingering <= 0:
+            self._lingering = -1  # (stays true) read enough: a reset now cannot hurt the answer
+            if self.transport is not None:
+                self.transport.close()
 
 
 class _Reject(Exception):

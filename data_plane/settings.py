@@ -34,6 +34,7 @@ class WorkerSettings:
     usage_flush_interval: float = 5.0
     header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
     keepalive_timeout: float = 60.0  # idle client keep-alive connections are closed after this
+    body_timeout: float = 60.0  # no request body byte for this long: 408 and close (nginx client_body_timeout)
     shutdown_timeout: float = 30.0  # SIGTERM: in-flight requests get this long to finish
     access_log: str = "-"  # JSON access log: "-" stdout, "off", or a file path (data_plane/accesslog.py)
 
@@ -56,6 +57,7 @@ class WorkerSettings:
             usage_flush_interval=float(env.get("TOLLGATE_USAGE_FLUSH_INTERVAL", "5")),
             header_timeout=float(env.get("TOLLGATE_HEADER_TIMEOUT", "10")),
             keepalive_timeout=float(env.get("TOLLGATE_KEEPALIVE_TIMEOUT", "60")),
+            body_timeout=float(env.get("TOLLGATE_BODY_TIMEOUT", "60")),
             shutdown_timeout=float(env.get("TOLLGATE_SHUTDOWN_TIMEOUT", "30")),
             heartbeat_interval=float(env.get("TOLLGATE_HEARTBEAT_INTERVAL", "5")),
             access_log=env.get("TOLLGATE_ACCESS_LOG") or "-",
