@@ -26,7 +26,7 @@ from data_plane.metrics import make_registry
 from data_plane.observe import Observer
 from data_plane.protocol import ClientConnection
 from data_plane.settings import WorkerSettings
-from data_plane.snapshot import Snapshot, SnapshotError
+from data_plane.snapshot import Snapshot
 from data_plane.status import StatusConnection
 from data_plane.sync import ConfigSync, read_cache
 
@@ -134,8 +134,17 @@ class Worker:
             try:
                 self.apply(cached)
                 log.info("serving cached config revision %s until the control plane answers", cached.revision)
-            except (SnapshotError, ValueError) as exc:
-                log.error("cached snapshot %s cannot be applied (%s); ignoring it", s.cache_file, exc)
+            except Exception as exc:
+                # Not only SnapshotError/ValueError: whatever compiling a cached snapshot raises, the
+                # worker starts without it and waits for the control plane (with a traceback when
+                # the failure is not a validation error: that one is a bug worth seeing).
+                log.error(
+                    "cached snapshot %s cannot be applied (%s: %s); ignoring it",
+                    s.cache_file,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=not isinstance(exc, ValueError),  # SnapshotError is a ValueError
+                )
 
     async def start(self) -> None:
         s = self.settings

@@ -319,8 +319,9 @@ class Snapshot:
     def from_json(cls, data: bytes | str) -> Snapshot:
         try:
             doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SnapshotError(f"snapshot is not valid JSON: {exc}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: arrays/objects nested deeper than the decoder's stack (``[`` x 200,000)
+            raise SnapshotError(f"snapshot is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
         return cls.from_dict(doc)
 
     @classmethod
