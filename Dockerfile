@@ -15,4 +15,7 @@ COPY --from=build /wheels /wheels
 COPY alembic.ini ./
 COPY examples examples
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# The worker's cache dir (snapshot cache + usage spool; a named volume in docker-compose.yml): an empty
+# named volume takes the owner of the image's directory, so it must exist here, owned by the runtime user.
+RUN mkdir -p /var/lib/tollgate/worker && chown -R nobody:nogroup /var/lib/tollgate
 USER nobody

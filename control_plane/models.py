@@ -30,6 +30,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from data_plane.snapshot import DEFAULT_KEEPALIVE_TIMEOUT
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -86,6 +88,7 @@ class Upstream(Timestamped, Base):
         CheckConstraint("connect_timeout > 0", name="connect_timeout_positive"),
         CheckConstraint("read_timeout > 0", name="read_timeout_positive"),
         CheckConstraint("retries >= 0 AND retries <= 10", name="retries_range"),
+        CheckConstraint("keepalive_timeout > 0", name="keepalive_timeout_positive"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -102,6 +105,9 @@ class Upstream(Timestamped, Base):
     passive: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     panic: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     max_connections: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # idle seconds after which a worker stops reusing a pooled connection (default below Node's 5 s;
+    # data_plane/snapshot.py DEFAULT_KEEPALIVE_TIMEOUT says why)
+    keepalive_timeout: Mapped[float] = mapped_column(Double, default=DEFAULT_KEEPALIVE_TIMEOUT, server_default="4")
 
     targets: Mapped[list[Target]] = relationship(
         back_populates="upstream", cascade="all, delete-orphan", passive_deletes=True

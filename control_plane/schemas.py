@@ -13,7 +13,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from data_plane.snapshot import HTTP_METHODS, SnapshotError, normalize_base_path, split_template
+from data_plane.snapshot import (
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    HTTP_METHODS,
+    SnapshotError,
+    normalize_base_path,
+    split_template,
+)
 
 T = TypeVar("T")
 
@@ -35,6 +41,15 @@ Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Weight = Annotated[int, Field(ge=0, le=1000)]
 Timeout = Annotated[float, Field(gt=0, le=3600)]
+KeepaliveTimeout = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=3600,
+        description="seconds a pooled connection to a target may stay idle and still be reused; keep it "
+        "below the target server's own keep-alive timeout (Node.js, uvicorn, Apache: 5 s)",
+    ),
+]
 Retries = Annotated[int, Field(ge=0, le=10)]
 BodyLimit = Annotated[int, Field(ge=0, le=2**53)]
 
@@ -160,6 +175,7 @@ class UpstreamCreate(_In):
     passive: PassiveIn | None = None
     panic: bool = False
     max_connections: Annotated[int, Field(ge=0, le=100000)] = 0
+    keepalive_timeout: KeepaliveTimeout = DEFAULT_KEEPALIVE_TIMEOUT
 
 
 class UpstreamUpdate(_In):
@@ -175,6 +191,7 @@ class UpstreamUpdate(_In):
     passive: PassiveIn | None = None  # explicit null: no outlier detection
     panic: bool | None = None
     max_connections: Annotated[int, Field(ge=0, le=100000)] | None = None
+    keepalive_timeout: KeepaliveTimeout | None = None
 
 
 class UpstreamPublic(_Out):
@@ -191,6 +208,7 @@ class UpstreamPublic(_Out):
     passive: PassiveIn | None
     panic: bool
     max_connections: int
+    keepalive_timeout: float
     created_at: datetime
     updated_at: datetime
 

@@ -166,6 +166,7 @@ def compile_snapshot(
     old_pools = previous.pools if previous is not None else {}
     old_states = previous.states if previous is not None else {}
     new_pools: dict[tuple[str, int], ConnectionPool] = {}
+    keepalive: dict[tuple[str, int], float] = {}  # per pool: the smallest keepalive_timeout naming it
     new_states: dict[StateKey, TargetState] = {}
     upstreams: dict[str, CompiledUpstream] = {}
     for u in snapshot.upstreams:
@@ -174,6 +175,7 @@ def compile_snapshot(
             key = (t.host, t.port)
             pool = new_pools.get(key) or old_pools.get(key) or ConnectionPool(t.host, t.port)
             new_pools[key] = pool
+            keepalive[key] = min(keepalive.get(key, u.keepalive_timeout), u.keepalive_timeout)
             skey = (u.id, t.host, t.port)
             state = new_states[skey] = old_states.get(skey) or TargetState()
             if u.health_check is None and not state.healthy:
@@ -195,6 +197,11 @@ def compile_snapshot(
 
     router: Router[CompiledRoute] = Router(snapshot.apis, value_of)
     stats.seal()
+    # Last, once nothing can fail: pools outlive configs, so this is the one change to shared state.
+    # Upstreams naming the same host:port share its pool (one server behind it): the smallest
+    # timeout of theirs applies, since one of them was set below that server's own.
+    for key, pool in new_pools.items():
+        pool.keepalive_timeout = keepalive[key]
     return CompiledConfig(snapshot, router, upstreams, new_pools, new_states, tables, stats)
 
 

@@ -5,10 +5,14 @@ head is parsed.  It is the upstream connection's :class:`data_plane.upstream.Res
 
 Retries (``Upstream.retries``) go to a target not tried yet (``balancer.pick(exclude=...)``) and
 happen only (a) when connecting failed (nothing was sent), (b) when the connection was lost
-before any response byte for an idempotent method, (c) on a 502/503/504 response to an
-idempotent method — and never once any byte of the request body went upstream (bodies are
+before any response byte for an idempotent request, (c) on a 502/503/504 response to an
+idempotent request — and never once any byte of the request body went upstream (bodies are
 streamed, not kept for a replay).  A pooled keep-alive connection the upstream closed just as it
-was reused is retried on a fresh connection outside that budget (it says nothing about the target).
+was reused is retried on a fresh connection outside that budget (it says nothing about the target),
+again only for an idempotent request: its head was written, so the upstream may have acted on it.
+Idempotent = the method is (RFC 9110 9.2.2) or the request carries an ``Idempotency-Key`` header
+(the client says a repeat is safe; draft-ietf-httpapi-idempotency-key-header), decided once in
+:meth:`Exchange.start`.
 
 Timeouts: connect (``asyncio.timeout`` around the dial), read (idle upstream) and total (deadline
 from the start of the request).  No timer per exchange: the client connection's one timer calls
@@ -215,6 +219,8 @@ class Exchange:
                 self.body_chunked = True
             elif name == b"expect":
                 expect = value
+            elif name == b"idempotency-key" and value:
+                self.idempotent = True  # the client made a non-idempotent method safe to repeat
         self.request_id = rid if rid and _valid_request_id(rid) else new_request_id()
         if self.body_chunked or content_length is not None and content_length != b"0":
             # A body is coming: the body timeout counts from now (TOLLGATE_BODY_TIMEOUT).
@@ -701,8 +707,16 @@ class Exchange:
             self.flush_client()
             self._abort()
             return
-        if not got_response_bytes and conn.reused and not self.body_started and self.stale_retries < 2:
-            # A pooled keep-alive connection closed by the upstream just as we reused it.
+        if (
+            not got_response_bytes
+            and conn.reused
+            and not self.body_started
+            and self.idempotent
+            and self.stale_retries < 2
+        ):
+            # A pooled keep-alive connection closed by the upstream just as we reused it. The head
+            # (and a Content-Length: 0 body) was written, so a POST may have been processed: only an
+            # idempotent request is sent again (the pool's keepalive_timeout makes this race rare).
             self.stale_retries += 1
             self.attempts -= 1
             self._retry(exclude=False)

@@ -26,11 +26,16 @@ from data_plane.metrics import make_registry
 from data_plane.observe import Observer
 from data_plane.protocol import ClientConnection
 from data_plane.settings import WorkerSettings
-from data_plane.snapshot import Snapshot, SnapshotError
+from data_plane.snapshot import Snapshot
 from data_plane.status import StatusConnection
 from data_plane.sync import ConfigSync, read_cache
+from data_plane.upstream import ConnectionPool
 
 log = logging.getLogger("tollgate.worker")
+
+# How often idle upstream connections past their pool's keepalive_timeout are closed.  Correctness does
+# not depend on it (get_idle never hands one out); it bounds how long an unused socket stays open.
+IDLE_SWEEP_INTERVAL = 1.0
 
 
 class Worker:
@@ -52,6 +57,10 @@ class Worker:
         self.limiter = open_store(settings)
         self.metering = open_metering(settings)
         self._servers: list[asyncio.Server] = []
+        # pools of targets that left the config while requests were in flight on them: their
+        # connections come back after the swap and are closed by the sweep
+        self.retired_pools: list[ConnectionPool] = []
+        self._sweeper: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ config
 
@@ -66,6 +75,8 @@ class Worker:
         if old is not None:
             for pool in retired_pools(old.pools, compiled.pools):
                 pool.close_idle()
+                if pool.count > 0:
+                    self.retired_pools.append(pool)
         if not self.draining:
             self.prober.update(compiled)
         pause = settle_heap()
@@ -134,13 +145,37 @@ class Worker:
             try:
                 self.apply(cached)
                 log.info("serving cached config revision %s until the control plane answers", cached.revision)
-            except (SnapshotError, ValueError) as exc:
-                log.error("cached snapshot %s cannot be applied (%s); ignoring it", s.cache_file, exc)
+            except Exception as exc:
+                # Not only SnapshotError/ValueError: whatever compiling a cached snapshot raises, the
+                # worker starts without it and waits for the control plane (with a traceback when
+                # the failure is not a validation error: that one is a bug worth seeing).
+                log.error(
+                    "cached snapshot %s cannot be applied (%s: %s); ignoring it",
+                    s.cache_file,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=not isinstance(exc, ValueError),  # SnapshotError is a ValueError
+                )
+
+    def sweep_idle(self) -> None:
+        """Every IDLE_SWEEP_INTERVAL: close the upstream connections idle past their pool's
+        keepalive_timeout, and the idle ones of retired pools (one timer per worker, not per connection)."""
+        cfg = self.config
+        if cfg is not None:
+            for pool in cfg.pools.values():
+                pool.expire_idle()
+        if self.retired_pools:
+            for pool in self.retired_pools:
+                pool.close_idle()
+            self.retired_pools = [p for p in self.retired_pools if p.count > 0]
+        if not self.draining:
+            self._sweeper = self.loop.call_later(IDLE_SWEEP_INTERVAL, self.sweep_idle)
 
     async def start(self) -> None:
         s = self.settings
         self.observer.access = open_access_log(s.access_log, self.loop)
         self.load_initial()
+        self._sweeper = self.loop.call_later(IDLE_SWEEP_INTERVAL, self.sweep_idle)
         server = await self.loop.create_server(
             lambda: ClientConnection(self), s.host, s.port, reuse_port=s.reuse_port, backlog=2048
         )
@@ -200,6 +235,8 @@ class Worker:
         (their responses say ``connection: close``) until ``shutdown_timeout``, then close the rest."""
         self.draining = True
         self.prober.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for server in self._servers:
             server.close()
         log.info("draining %d connection(s)", len(self.connections))

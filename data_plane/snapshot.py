@@ -27,8 +27,9 @@ from typing import Any
 from data_plane.snapshot_plans import Plan, PlanError, parse_plan, plan_dict
 
 # 1.1: balancing/health fields; 1.2: auth settings, customers, keys; 1.3: usage plans, customers' plan and
-# quota adjustment, apis' rate_limit_headers; 1.4: auth_settings.jwt_jwks_url and jwt_jwks (fetched public keys)
-SCHEMA_VERSION = "1.4"
+# quota adjustment, apis' rate_limit_headers; 1.4: auth_settings.jwt_jwks_url and jwt_jwks (fetched public keys);
+# 1.5: upstreams' keepalive_timeout
+SCHEMA_VERSION = "1.5"
 SUPPORTED_MAJOR = 1
 
 ALGORITHMS = ("round_robin", "least_request", "consistent_hash", "random")
@@ -39,6 +40,13 @@ JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 JWK_TYPES = ("RSA", "EC")
 CUSTOMER_STATUSES = ("active", "suspended")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+
+# Seconds a pooled upstream connection may stay idle before the worker closes it instead of reusing it.
+# Below the idle timeouts of common HTTP servers (Node.js keepAliveTimeout, uvicorn, Apache: 5 s), so
+# the gateway closes first and never sends a request on a connection its server is closing at that
+# moment (the request would meet a reset, and a POST must not be sent again).  Servers with shorter
+# ones (gunicorn's async workers: 2 s) need a lower keepalive_timeout on their upstream.
+DEFAULT_KEEPALIVE_TIMEOUT = 4.0
 
 # A path template: literal segments, `{name}` parameters, and an optional last `{name+}` greedy one.
 _PARAM_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}$")
@@ -103,6 +111,8 @@ class Upstream:
     panic: bool = False
     total_timeout: float | None = None
     max_connections: int = 0  # per target per worker; 0 = unlimited
+    # 1.5, left out of the hashed content while it has its default (older cache files keep their hash)
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,8 +329,9 @@ class Snapshot:
     def from_json(cls, data: bytes | str) -> Snapshot:
         try:
             doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SnapshotError(f"snapshot is not valid JSON: {exc}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: arrays/objects nested deeper than the decoder's stack (``[`` x 200,000)
+            raise SnapshotError(f"snapshot is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
         return cls.from_dict(doc)
 
     @classmethod
@@ -470,6 +481,8 @@ def _upstream_extras(u: Upstream) -> dict[str, Any]:
         out["hash_key"] = u.hash_key
     if u.max_connections:
         out["max_connections"] = u.max_connections
+    if u.keepalive_timeout != DEFAULT_KEEPALIVE_TIMEOUT:
+        out["keepalive_timeout"] = u.keepalive_timeout
     return out
 
 
@@ -551,6 +564,9 @@ def _upstream(doc: Any, where: str) -> Upstream:
     max_connections = _get(doc, "max_connections", int, where, 0)
     if max_connections < 0:
         raise SnapshotError(f"{where}.max_connections must be >= 0")
+    keepalive_timeout = _get(doc, "keepalive_timeout", float, where, DEFAULT_KEEPALIVE_TIMEOUT)
+    if not keepalive_timeout > 0:  # (also refuses NaN)
+        raise SnapshotError(f"{where}.keepalive_timeout must be > 0")
     hc = _get(doc, "health_check", dict, where, None)
     passive = _get(doc, "passive", dict, where, None)
     return Upstream(
@@ -568,6 +584,7 @@ def _upstream(doc: Any, where: str) -> Upstream:
         panic=_get(doc, "panic", bool, where, False),
         total_timeout=_positive(doc, "total_timeout", where),
         max_connections=max_connections,
+        keepalive_timeout=keepalive_timeout,
     )
 
 

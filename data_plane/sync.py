@@ -42,8 +42,19 @@ def read_cache(path: Path) -> Snapshot | None:
         return None
     try:
         return Snapshot.from_json(data)
-    except SnapshotError as exc:
-        log.error("snapshot cache %s is corrupt (%s); ignoring it and waiting for the control plane", path, exc)
+    except MemoryError:
+        raise  # the process is in trouble, not the file
+    except Exception as exc:
+        # Anything, not only SnapshotError: a cache is the worker's own file, yet a disk error, a
+        # partial copy or a hand edit can make it anything (``[`` x 200,000 ends in RecursionError
+        # deep in the JSON decoder).  A cache that cannot be read must never stop the worker from
+        # starting: it only delays serving until the control plane answers.
+        log.error(
+            "snapshot cache %s is corrupt (%s: %s); ignoring it and waiting for the control plane",
+            path,
+            type(exc).__name__,
+            str(exc)[:200],
+        )
         return None
 
 

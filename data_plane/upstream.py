@@ -5,15 +5,27 @@ parses the response with httptools and hands every event to its current exchange
 small :class:`ResponseSink` interface, so the client side never sees httptools objects.
 A connection that finished a response with keep-alive goes back to its target's idle pool;
 an idle connection that the peer closes removes itself from the pool.
+
+Idle connections are not reused after ``keepalive_timeout`` seconds (per upstream in the snapshot,
+default 4 s).  The upstream closes idle connections too (Node's ``keepAliveTimeout`` 5 s, uvicorn
+5 s, Apache 5 s), and its FIN can cross a request we send on the connection at that moment: the
+request then meets a reset, and only an idempotent one may be sent again.  Closing first, below the
+server's timeout, takes the gateway out of that race.  No timer per connection: :meth:`put` records
+the clock once, :meth:`get_idle` closes what has been idle too long instead of handing it out, and
+the worker's periodic :meth:`expire_idle` sweep closes the sockets nobody asks for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import httptools
+
+from data_plane.snapshot import DEFAULT_KEEPALIVE_TIMEOUT
 
 
 class ResponseSink(Protocol):
@@ -45,6 +57,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_close_delimited",
         "tunnel",
         "tunnel_moves",
+        "idle_since",
     )
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -61,6 +74,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._close_delimited = False
         self.tunnel: asyncio.Transport | None = None  # after 101: bytes go straight to the client
         self.tunnel_moves = 0  # chunks passed to the client through the tunnel (its idle check reads it)
+        self.idle_since = 0.0  # pool clock when it last went back to the idle pool
 
     # -------------------------------------------------------------- asyncio callbacks
 
@@ -98,9 +112,10 @@ class UpstreamConnection(asyncio.Protocol):
         sink.after_upstream_data()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.pool.count -= 1  # (a close() by us gave the slot back already)
         self.closed = True
         self.pool.discard(self)
-        self.pool.count -= 1
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
@@ -189,37 +204,80 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.sink = None
-        if not self.closed and self.transport is not None:
-            self.transport.close()
+        if not self.closed:
+            # The slot is free from now on, not from connection_lost in a later loop iteration: a
+            # request that finds an expired idle connection (closed in get_idle) must be able to
+            # dial its replacement under max_connections.
+            self.pool.count -= 1
+            if self.transport is not None:
+                self.transport.close()
         self.closed = True
         self.pool.discard(self)
 
 
 class ConnectionPool:
-    """Idle keep-alive connections to one target (host, port), most recently used first."""
+    """Idle keep-alive connections to one target (host, port), most recently used first.
 
-    __slots__ = ("host", "port", "idle", "max_idle", "count")
+    ``idle`` is ordered by the time each connection came back (oldest on the left), so when the most
+    recent one has been idle too long, all have.  ``keepalive_timeout`` is set by the compiler: a pool
+    is shared by every upstream naming its host:port, and the smallest of their timeouts applies (one
+    server is behind it, so a timeout set below that server's own must hold whichever upstream asks).
+    """
 
-    def __init__(self, host: str, port: int, *, max_idle: int = 256) -> None:
+    __slots__ = ("host", "port", "idle", "max_idle", "count", "keepalive_timeout", "clock")
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_idle: int = 256,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.host = host
         self.port = port
         self.idle: deque[UpstreamConnection] = deque()
         self.max_idle = max_idle
-        self.count = 0  # open + opening connections (idle or busy), for the per-target limit
+        self.count = 0  # open + opening connections (idle or busy, not closing), for the per-target limit
+        self.keepalive_timeout = keepalive_timeout
+        self.clock = clock  # injected by tests; one read per put and per get_idle with idle connections
 
     def get_idle(self) -> UpstreamConnection | None:
         idle = self.idle
+        if not idle:
+            return None
+        oldest_usable = self.clock() - self.keepalive_timeout
         while idle:
             conn = idle.pop()
-            if not conn.closed:
+            if conn.closed:
+                continue
+            if conn.idle_since > oldest_usable:
                 return conn
+            # Idle too long (the server may be closing it): it and every older one are expired.
+            conn.close()
+            self.close_idle()
         return None
 
     def put(self, conn: UpstreamConnection) -> None:
         if len(self.idle) >= self.max_idle:
             conn.close()
             return
+        conn.idle_since = self.clock()
         self.idle.append(conn)
+
+    def expire_idle(self) -> int:
+        """Close the connections idle for ``keepalive_timeout`` or longer (the worker's periodic sweep,
+        off the request path); returns how many."""
+        idle = self.idle
+        if not idle:
+            return 0
+        oldest_usable = self.clock() - self.keepalive_timeout
+        n = 0
+        while idle and idle[0].idle_since <= oldest_usable:
+            idle.popleft().close()
+            n += 1
+        return n
 
     def discard(self, conn: UpstreamConnection) -> None:
         try:
@@ -230,7 +288,7 @@ class ConnectionPool:
     async def connect(self, timeout: float) -> UpstreamConnection:
         """A new connection; raises OSError (refused/unreachable) or TimeoutError."""
         loop = asyncio.get_running_loop()
-        self.count += 1  # given back by UpstreamConnection.connection_lost, or below on failure
+        self.count += 1  # given back by UpstreamConnection.close / connection_lost, or below on failure
         try:
             async with asyncio.timeout(timeout):
                 _, proto = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)

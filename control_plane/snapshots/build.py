@@ -83,6 +83,7 @@ def _build(session: Session) -> Snapshot:
             panic=u.panic,
             total_timeout=u.total_timeout,
             max_connections=u.max_connections,
+            keepalive_timeout=float(u.keepalive_timeout),
         )
         for u in upstream_rows
     )

@@ -154,6 +154,30 @@ def test_corrupt_cache_is_ignored_with_a_clear_log(cluster: Cluster) -> None:
     wait_until(lambda: "is corrupt" in worker.proc.log(), timeout=5, what="corrupt-cache log line")
 
 
+def test_deeply_nested_cache_does_not_stop_the_worker(cluster: Cluster) -> None:
+    # `[` x 200,000 used to end in RecursionError out of read_cache, and the worker never started.
+    backend = cluster.echo("b")
+    cp = cluster.control_plane()
+    _demo(cp, backend.port)
+    cache = cluster.tmp / "deep-cache"
+    port = free_port()
+    cache.mkdir()
+    (cache / f"snapshot-{port}.json").write_bytes(b"[" * 200_000)
+    worker = cluster.worker(cp, name="deep", cache_dir=cache, port=port)  # waits for /status
+    assert "is corrupt (SnapshotError" in worker.proc.log()
+    worker.wait_revision(cp.revision())
+    assert httpx.get(f"{worker.url}/svc/after").json()["path"] == "/after"
+
+    # ... and the good snapshot replaced the corrupt file as the new last-known-good
+    def cached_revision() -> int | None:
+        try:
+            return int(json.loads((cache / f"snapshot-{port}.json").read_bytes())["revision"])
+        except (ValueError, RecursionError):
+            return None  # still the corrupt file: the cache is written just after the swap
+
+    wait_until(lambda: cached_revision() == cp.revision(), what="the cache file rewritten")
+
+
 def test_standalone_worker_from_exported_snapshot(cluster: Cluster) -> None:
     backend = cluster.echo("b")
     cp = cluster.control_plane()

@@ -66,3 +66,29 @@ def test_invalid_fields_are_named(patch: dict[str, object], field: str) -> None:
     doc = {**BASE, "upstreams": [{**BASE["upstreams"][0], **patch}]}
     with pytest.raises(SnapshotError, match=field.replace(".", r"\.")):
         Snapshot.from_dict(doc)
+
+
+def test_keepalive_timeout_round_trips_and_is_hashed_only_when_not_the_default() -> None:
+    # 1.5: an older document (a 1.4 worker's cache file) has no keepalive_timeout and keeps its hash.
+    old = Snapshot.from_dict({**BASE, "schema_version": "1.4"})
+    assert old.upstreams[0].keepalive_timeout == 4.0
+    assert "keepalive_timeout" not in old.content()["upstreams"][0]
+    explicit_default = {
+        **BASE,
+        "schema_version": "1.4",
+        "upstreams": [{**BASE["upstreams"][0], "keepalive_timeout": 4}],
+    }
+    assert Snapshot.from_dict(explicit_default).hash == old.hash
+
+    doc = {**BASE, "schema_version": "1.5", "upstreams": [{**BASE["upstreams"][0], "keepalive_timeout": 1.5}]}
+    snap = Snapshot.from_dict(doc)
+    assert snap.upstreams[0].keepalive_timeout == 1.5
+    assert Snapshot.from_dict(snap.to_dict()) == snap
+    assert snap.hash != Snapshot.from_dict({**doc, "upstreams": [BASE["upstreams"][0]]}).hash
+
+
+@pytest.mark.parametrize("value", [0, -1, "4", None])
+def test_keepalive_timeout_must_be_a_positive_number(value: object) -> None:
+    doc = {**BASE, "upstreams": [{**BASE["upstreams"][0], "keepalive_timeout": value}]}
+    with pytest.raises(SnapshotError, match="keepalive_timeout"):
+        Snapshot.from_dict(doc)

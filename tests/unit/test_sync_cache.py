@@ -1,0 +1,57 @@
+"""data_plane/sync.py's cache file: written atomically, read back, and any unreadable one ignored.
+
+A worker starts from its cache file before the control plane answers; a cache it cannot read must
+be logged and ignored, whatever is wrong with it, never stop the worker from starting.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from data_plane.snapshot import Snapshot, SnapshotError, Target, Upstream
+from data_plane.sync import read_cache, write_cache
+
+GOOD = Snapshot(
+    revision=7, upstreams=(Upstream(id="u", name="u", targets=(Target(id="t", host="127.0.0.1", port=9000),)),)
+).sealed()
+
+
+def test_a_written_cache_reads_back_as_the_same_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "cache" / "snapshot-8000.json"
+    write_cache(path, GOOD)
+    assert read_cache(path) == GOOD
+    assert read_cache(tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[" * 200_000,  # nested deeper than the JSON decoder's stack: RecursionError
+        b'{"a":' * 200_000,
+        b"\xff\xfe\x00garbage",  # not UTF-8
+        b'{"schema_version": "1.4", "revision": 1, "upstreams": [',  # cut short
+        b'{"schema_version": "1.4", "revision": 1, "upstreams": [1], "apis": []}',  # wrong shapes
+        b'{"schema_version": "9.0", "revision": 1, "upstreams": [], "apis": []}',  # newer major
+        b"null",
+        b"",
+    ],
+    ids=["deep-array", "deep-object", "not-utf8", "truncated", "wrong-shape", "newer-major", "null", "empty"],
+)
+def test_an_unreadable_cache_is_logged_and_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    path = tmp_path / "snapshot-8000.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.ERROR, logger="tollgate.sync"):
+        assert read_cache(path) is None
+    assert any("is corrupt" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+
+
+def test_deep_nesting_from_the_control_plane_is_a_snapshot_error() -> None:
+    # The same bytes in a control-plane answer: ConfigSync._receive catches SnapshotError/ValueError,
+    # so a RecursionError escaping from_json would end the sync task.
+    with pytest.raises(SnapshotError, match="not valid JSON"):
+        Snapshot.from_json(b"[" * 200_000)
