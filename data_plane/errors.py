@@ -39,6 +39,7 @@ BODY_TIMEOUT = "request body timed out"
 INCOMPLETE_REQUEST = "incomplete request body"
 URI_TOO_LONG = "request URI too long"
 EXPECTATION_FAILED = "unsupported expectation"
+VERSION_NOT_SUPPORTED = "HTTP version not supported"
 
 _PREFIX: dict[str, bytes] = {}
 

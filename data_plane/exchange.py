@@ -231,6 +231,15 @@ class Exchange:
             # any request with more than one Host field.
             self._bad_request()
             return
+        if hosts:
+            host = host.strip(b" \t")  # (llhttp keeps trailing whitespace in a value)
+            if not host:
+                self._bad_request()  # an http(s) URI always has a host (nginx refuses it too)
+                return
+        if content_length is not None and len(content_length) > 1 and content_length[0] == 0x30:
+            # "010" is 10 (1*DIGIT), but a backend that reads it as octal frames 8: send it plain.
+            fixed = b"%d" % int(content_length)
+            self.headers = [(n, fixed if n == b"content-length" else v) for n, v in self.headers]
         url = self.url
         if url[:1] != b"/":
             # Absolute form (RFC 9112 3.2.2: a server MUST accept it): routed by its authority,

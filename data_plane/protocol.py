@@ -50,6 +50,7 @@ MAX_HEADERS = 100
 # this long and this much, before the socket closes.  Closing with unread bytes in the kernel's
 # buffer makes it send a reset, which can destroy the answer before the client has read it.
 LINGER_SECONDS = 5.0
+_FRAMING = (b"content-length", b"transfer-encoding")
 LINGER_BYTES = 1024 * 1024
 
 
@@ -72,6 +73,7 @@ class ClientConnection(asyncio.Protocol):
         "upgrade_rest",
         "feeding",
         "_refusal",
+        "_pending_reject",
         "_lingering",
         "_host_raw",
         "_host",
@@ -100,6 +102,7 @@ class ClientConnection(asyncio.Protocol):
         self.upgrade_rest = b""  # client bytes after an upgrade request, held until the 101
         self.feeding = False  # inside parser.feed_data: an error may wait for the rest of this read
         self._refusal: tuple[int, str] | None = None  # what a parser callback refused the request with
+        self._pending_reject: tuple[int, str] | None = None  # a refusal waiting for earlier requests
         self._lingering = 0  # > 0 while lingering: bytes still to read and drop before closing
         self._host_raw: bytes | None = None  # the last Host value seen on this connection ...
         self._host: str | None = None  # ... and its routing form (data_plane/canonical.py)
@@ -145,11 +148,13 @@ class ClientConnection(asyncio.Protocol):
             # HttpParserError): a refusal of ours (414, 431) was recorded before raising.
             self.feeding = False
             refusal = self._refusal
-            if refusal is not None:
-                self._reject(refusal[0], refusal[1])
-            else:
+            if refusal is None:
                 self._reject(400, errors.BAD_REQUEST)
-            return
+            elif refusal[0]:
+                self._reject(refusal[0], refusal[1])
+            if self._pending_reject is None:
+                return
+            # (refusal deferred behind earlier requests: what they parsed still goes upstream)
         self.feeding = False
         active = self.active
         if active is not None:
@@ -201,6 +206,10 @@ class ClientConnection(asyncio.Protocol):
     # ---------------------------------------------------------------- httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self._closed:
+            # Answered and closing (a 400, a 413...): bytes after that request are never parsed
+            # into another one, let alone forwarded.
+            self._refuse(0, "")
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -220,6 +229,10 @@ class ClientConnection(asyncio.Protocol):
         if self._header_bytes > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
             self._refuse(431, errors.HEADERS_TOO_LARGE)
         name = name.lower()
+        if (len(name) == 14 or len(name) == 17) and b"_" in name and name.replace(b"_", b"-") in _FRAMING:
+            # content_length / transfer_encoding: CGI, WSGI and PHP backends read "_" as "-", so
+            # the backend would frame the body differently than we do (nginx drops such fields).
+            self._refuse(400, errors.BAD_REQUEST)
         if name == b"transfer-encoding":
             if self._te is None:
                 self._te = [value]
@@ -237,6 +250,10 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(400, errors.BAD_REQUEST)
         if method == "CONNECT":
             self._refuse(400, errors.BAD_REQUEST)  # not a forward proxy
+        if version != "1.1" and version != "1.0":
+            # HTTP/0.9 (no version) has no head to route on; a major version above 1 is not spoken
+            # in this syntax (nginx: 505).
+            self._refuse(505 if version[:1] > "1" else 400, errors.VERSION_NOT_SUPPORTED)
         ex = Exchange(
             self, method, self._url, self._headers, version, parser.should_keep_alive(), parser.should_upgrade()
         )
@@ -307,6 +324,8 @@ class ClientConnection(asyncio.Protocol):
             self.active = nxt
             nxt.start()
             nxt.flush_upstream()
+        elif self._pending_reject is not None:
+            self._answer_reject(*self._pending_reject)
         elif self.parsing is None:
             self._deadline = self.loop.time() + self.worker.settings.keepalive_timeout
 
@@ -353,7 +372,23 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def _reject(self, status: int, message: str) -> None:
-        """Answer a request that cannot be parsed or accepted, then close (never forwarded)."""
+        """Answer a request that cannot be parsed or accepted, then close (never forwarded).
+
+        When the bad bytes follow complete requests (pipelining), those are answered first, in
+        order, and the refusal comes after them (HTTP Garden: servers that dropped the valid
+        request before an invalid one); reading stops meanwhile."""
+        active = self.active
+        parsing = self.parsing
+        if active is not None and parsing is not active and not self._closed:
+            if parsing is not None and self.queue and self.queue[-1] is parsing:
+                self.queue.pop()  # a queued request cut by the error: never started
+            self.parsing = None
+            self._pending_reject = (status, message)
+            self.pause_reading(16)
+            return
+        self._answer_reject(status, message)
+
+    def _answer_reject(self, status: int, message: str) -> None:
         if self.active is not None and self.active.response_started:
             self.close()  # a response is mid-flight; nothing sane can follow it
             return

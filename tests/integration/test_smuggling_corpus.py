@@ -23,9 +23,7 @@ from tests.integration.smuggling_corpus import (
     BODY_TIMEOUT,
     BY_NAME,
     CASES,
-    FINDINGS,
     HEADER_TIMEOUT,
-    PENDING_LEAD,
     SMALL_LIMIT,
     Case,
     Outcome,
@@ -203,19 +201,7 @@ def _mismatch(outcome: Outcome, obs: Observed) -> str | None:
     return None
 
 
-def _params() -> list[Any]:
-    params = []
-    for c in CASES:
-        marks = []
-        if c.name in PENDING_LEAD:
-            marks.append(pytest.mark.xfail(strict=True, reason="expected to pass after the lead's edge changes"))
-        elif c.name in FINDINGS:
-            marks.append(pytest.mark.xfail(strict=True, reason="finding: fails on the current code (issue 13)"))
-        params.append(pytest.param(c, id=c.name, marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_corpus_case(corpus_gw: CorpusGateway, case: Case) -> None:
     before = corpus_gw.lab_counts()
     obs = _exchange(corpus_gw.worker.port, case)
@@ -230,8 +216,5 @@ def test_corpus_case(corpus_gw: CorpusGateway, case: Case) -> None:
 
 def test_corpus_is_well_formed() -> None:
     assert len(BY_NAME) == len(CASES), "duplicate case names"
-    assert PENDING_LEAD <= BY_NAME.keys(), PENDING_LEAD - BY_NAME.keys()
-    assert FINDINGS <= BY_NAME.keys(), FINDINGS - BY_NAME.keys()
-    assert not PENDING_LEAD & FINDINGS
     for c in CASES:
         assert c.source and c.outcomes and c.raw, c.name
