@@ -9,8 +9,11 @@ path that has no safe canonical form is refused (400).  The rules (RFC 3986 6.2.
 * **Percent-encoding.**  Escapes of unreserved characters (``A-Z a-z 0-9 - . _ ~``) are decoded
   (``%7A`` -> ``z``); every other escape keeps its encoding with upper-case hex (``%2a`` -> ``%2A``).
   A ``%`` not followed by two hex digits is refused.
-* **Refused** (400), because backends disagree on what they mean: an encoded slash ``%2F`` (some
-  decode it into a separator, as the catch-all bypass above does), a backslash, raw or ``%5C``
+* **An encoded slash** ``%2F`` stays encoded (never a separator here; SDKs escape ``/`` inside
+  greedy path parameters), and the exchange accepts it only when the path routes to the same route
+  with it decoded (some backends decode it into a separator: ``/zec%2Fr`` would be the catch-all's
+  as written and the keyed API's decoded, and is refused).
+* **Refused** (400), because backends disagree on what they mean: a backslash, raw or ``%5C``
   (a separator on Windows servers and some frameworks), ``;`` path parameters (Tomcat and Spring
   strip ``;x=y`` from a segment before routing, so ``/zec;x=y/r`` is ``/zec/r`` to them; Spring's
   firewall refuses them for this reason), ``%00`` and the other encoded control characters
@@ -71,7 +74,7 @@ def _canonicalise(raw: bytes) -> bytes | None:
             v = int(raw[i + 1 : i + 3], 16)
             if v in _UNRESERVED_SET:
                 out.append(v)
-            elif v == 0x2F or v == 0x5C or v < 0x20 or v == 0x7F:
+            elif v == 0x5C or v < 0x20 or v == 0x7F:
                 return None
             else:
                 out += b"%" + raw[i + 1 : i + 3].upper()

@@ -280,6 +280,9 @@ class Exchange:
             self.fail(503, errors.NOT_CONFIGURED)
             return
         found = config.router.match(route_host, self.method, path)
+        if canon is not raw_path and b"%2F" in canon and not self._slash_agrees(config, route_host, canon, found):
+            self._bad_request()  # an encoded slash that would route elsewhere once decoded
+            return
         if isinstance(found, NotFound):
             if found.allow:
                 allow = b"allow: " + ", ".join(found.allow).encode() + b"\r\n"
@@ -329,6 +332,21 @@ class Exchange:
             return
         self._admitted()
         self.forward()
+
+    def _slash_agrees(
+        self, config: CompiledConfig, host: str, canon: bytes, found: tuple[CompiledRoute, str] | NotFound
+    ) -> bool:
+        """An encoded slash stays encoded (SDKs escape ``/`` in greedy path parameters), but only
+        when the path routes to the same route with it decoded: a backend that decodes ``%2F``
+        before routing must not be handed a path another route (or API) owns (``/zec%2Fr`` is
+        the catch-all's as written and the keyed API's decoded: 400)."""
+        decoded = canonical_path(canon.replace(b"%2F", b"/"))
+        if decoded is None:
+            return False
+        other = config.router.match(host, self.method, decoded.decode("ascii"))
+        if isinstance(found, NotFound) or isinstance(other, NotFound):
+            return isinstance(found, NotFound) and isinstance(other, NotFound)
+        return found[0] is other[0]
 
     # ------------------------------------------------------------------ usage plans
 
