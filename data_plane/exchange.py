@@ -581,8 +581,8 @@ class Exchange:
                 parts.append(_CHUNKED)
             else:
                 self.keep_alive = False  # HTTP/1.0 client: the body ends when we close
-        if self.client.worker.draining:
-            self.keep_alive = False
+        if self.client.last_response():
+            self.keep_alive = False  # draining: the last request begun on this connection
         if not self.keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(_CRLF)
@@ -776,7 +776,7 @@ class Exchange:
         self.up_out = []
         self.head_pending = False
         self.status = status
-        if status == 413 or status >= 500 and not self.body_done or self.client.worker.draining:
+        if status == 413 or status >= 500 and not self.body_done or self.client.last_response():
             self.keep_alive = False
         return True
 

@@ -37,6 +37,7 @@ import httptools
 
 from data_plane import errors
 from data_plane.exchange import Exchange, new_request_id
+from data_plane.shutdown import linger_close, unread_bytes
 
 if TYPE_CHECKING:
     from data_plane.server import Worker
@@ -72,6 +73,8 @@ class ClientConnection(asyncio.Protocol):
         "_deadline",
         "_timer",
         "_timer_at",
+        "_open",
+        "_linger",
     )
 
     def __init__(self, worker: Worker) -> None:
@@ -95,6 +98,8 @@ class ClientConnection(asyncio.Protocol):
         self._deadline = 0.0  # when the connection times out; 0 while an exchange runs
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = _NEVER  # loop time the timer fires at
+        self._open = 0  # requests begun (first byte parsed) and not answered yet: 0 = idle between requests
+        self._linger: asyncio.Transport | None = None  # the transport after close_gracefully() handed it over
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -103,7 +108,11 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0].encode() if peer else b""
         self.worker.connections.add(self)
-        self._deadline = self.loop.time() + self.worker.settings.header_timeout
+        settings = self.worker.settings
+        wait = settings.header_timeout
+        if self.worker.draining:
+            wait = min(wait, settings.shutdown_idle_grace)  # accepted while the listener closes: serve one request
+        self._deadline = self.loop.time() + wait
         self.watch(self._deadline)
 
     def data_received(self, data: bytes) -> None:
@@ -158,6 +167,7 @@ class ClientConnection(asyncio.Protocol):
     # ---------------------------------------------------------------- httptools callbacks
 
     def on_message_begin(self) -> None:
+        self._open += 1
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -235,8 +245,12 @@ class ClientConnection(asyncio.Protocol):
         if self.active is not ex:
             return
         self.active = None
-        if not keep_alive or self._closed or self.worker.draining:
-            self.close()
+        self._open -= 1
+        if not keep_alive or self._closed:
+            if self.worker.draining:
+                self.close_gracefully()  # the response said connection: close
+            else:
+                self.close()
             return
         if self.queue:
             nxt = self.queue.popleft()
@@ -247,6 +261,10 @@ class ClientConnection(asyncio.Protocol):
             nxt.flush_upstream()
         elif self.parsing is None:
             self._deadline = self.loop.time() + self.worker.settings.keepalive_timeout
+            if self.worker.draining:
+                # A response that went out saying keep-alive while the worker began to drain: the
+                # client may be sending its next request now; answer it (with connection: close).
+                self.drain(self.loop.time() + self.worker.settings.shutdown_idle_grace)
 
     def watch(self, at: float) -> None:
         """Make sure the timer fires by loop time ``at`` (re-arms only when it is set later)."""
@@ -265,7 +283,10 @@ class ClientConnection(asyncio.Protocol):
         deadline = self._deadline
         if deadline != 0.0 and self.tunnel is None:
             if now >= deadline:
-                self.close()  # slow head (slowloris) or idle keep-alive: nothing owed to the client
+                if self.worker.draining:
+                    self._drained(now)
+                else:
+                    self.close()  # slow head (slowloris) or idle keep-alive: nothing owed to the client
                 return
             self.watch(deadline)
             return
@@ -278,17 +299,52 @@ class ClientConnection(asyncio.Protocol):
         # Busy (or a tunnel): look again later; an earlier wake-up the exchange asked for stays.
         self.watch(now + self.worker.settings.header_timeout)
 
-    def close_if_idle(self) -> bool:
-        """Graceful shutdown: close now when no request is in progress on this connection."""
-        if self.active is None and self.parsing is None and self.tunnel is None:
-            self.close()
-            return True
-        return False
+    # ---------------------------------------------------------------- graceful shutdown
+
+    def last_response(self) -> bool:
+        """Draining: the response starting now is this connection's last, so it says
+        ``connection: close``; while other requests have begun on it (pipelined, already read),
+        they are answered first and the last of them says it."""
+        return self.worker.draining and self._open <= 1
+
+    def drain(self, idle_until: float) -> None:
+        """The worker began draining: an idle connection stays open until ``idle_until`` (a
+        request already on its way is answered, with ``connection: close``); one with a request in
+        progress closes after its last response."""
+        if self._open == 0 and self.tunnel is None and not self._closed and idle_until < self._deadline:
+            self._deadline = idle_until
+            self.watch(idle_until)
+
+    def _drained(self, now: float) -> None:
+        """Draining, and the connection's deadline passed (idle through the grace, or a slow head)."""
+        transport = self.transport
+        if self._open == 0 and transport is not None and unread_bytes(transport):
+            # A request is in the socket, not read yet: the loop reads it next; answer it, not drop it.
+            self._deadline = now + self.worker.settings.header_timeout
+            self.watch(self._deadline)
+            return
+        self.close_gracefully()
+
+    def close_gracefully(self) -> None:
+        """FIN after what was written, then read and discard until the client's FIN
+        (:func:`data_plane.shutdown.linger_close`): a request racing this close is dropped
+        quietly, never answered by the kernel with a reset."""
+        transport = self.transport
+        if self._closed or transport is None:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.transport = None  # nothing may be written after the FIN
+        self._linger = transport
+        linger_close(transport, self.loop, self.connection_lost)
 
     def close(self) -> None:
         self._closed = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport if self.transport is not None else self._linger
+        if transport is not None:
+            transport.close()
 
     def _reject(self, status: int, message: str) -> None:
         """Answer a request that cannot be parsed or accepted, then close (never forwarded)."""

@@ -35,6 +35,8 @@ class WorkerSettings:
     header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
     keepalive_timeout: float = 60.0  # idle client keep-alive connections are closed after this
     shutdown_timeout: float = 30.0  # SIGTERM: in-flight requests get this long to finish
+    # SIGTERM: an idle connection stays open this long (a request already on its way is answered)
+    shutdown_idle_grace: float = 1.0
     access_log: str = "-"  # JSON access log: "-" stdout, "off", or a file path (data_plane/accesslog.py)
 
     @classmethod
@@ -57,6 +59,7 @@ class WorkerSettings:
             header_timeout=float(env.get("TOLLGATE_HEADER_TIMEOUT", "10")),
             keepalive_timeout=float(env.get("TOLLGATE_KEEPALIVE_TIMEOUT", "60")),
             shutdown_timeout=float(env.get("TOLLGATE_SHUTDOWN_TIMEOUT", "30")),
+            shutdown_idle_grace=float(env.get("TOLLGATE_SHUTDOWN_IDLE_GRACE", "1")),
             heartbeat_interval=float(env.get("TOLLGATE_HEARTBEAT_INTERVAL", "5")),
             access_log=env.get("TOLLGATE_ACCESS_LOG") or "-",
         )
