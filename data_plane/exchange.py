@@ -334,7 +334,8 @@ class Exchange:
         for name, value in self.headers:
             if name in skip or (connection_named is not None and name in connection_named):
                 if name == b"x-forwarded-for":
-                    xff = value + b", "
+                    if value:
+                        xff += value + b", "  # every field line, in order: one list (RFC 9110 5.3)
                 elif name == b"te":
                     te_trailers = b"trailers" in _tokens(value)
                 elif name == b"upgrade":
