@@ -411,7 +411,8 @@ class Exchange:
         for name, value in self.headers:
             if name in skip or (connection_named is not None and name in connection_named):
                 if name == b"x-forwarded-for":
-                    xff = value + b", "
+                    if value:
+                        xff += value + b", "  # every field line, in order: one list (RFC 9110 5.3)
                 elif name == b"te":
                     te_trailers = b"trailers" in _tokens(value)
                 elif name == b"upgrade":
@@ -662,8 +663,8 @@ class Exchange:
                 parts.append(_CHUNKED)
             else:
                 self.keep_alive = False  # HTTP/1.0 client: the body ends when we close
-        if self.client.worker.draining:
-            self.keep_alive = False
+        if self.client.last_response():
+            self.keep_alive = False  # draining: the last request begun on this connection
         if not self.keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(_CRLF)
@@ -910,10 +911,11 @@ class Exchange:
         self.up_out = []
         self.head_pending = False
         self.status = status
-        if status == 413 or self.client.worker.draining or not (self.body_done or self.client.feeding):
+        if status == 413 or self.client.last_response() or not (self.body_done or self.client.feeding):
             # Not waiting for a body to arrive: answered now, and the unread rest of the request
             # means the connection cannot carry another one (data_received decides the other case
             # at the end of the read that is being parsed, when the body may have come along).
+            # Draining: the last request begun on this connection closes it.
             self.keep_alive = False
         return True
 

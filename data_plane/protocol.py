@@ -38,6 +38,7 @@ import httptools
 from data_plane import errors
 from data_plane.canonical import canonical_host
 from data_plane.exchange import Exchange, new_request_id
+from data_plane.shutdown import linger_close, unread_bytes
 
 if TYPE_CHECKING:
     from data_plane.server import Worker
@@ -45,11 +46,6 @@ if TYPE_CHECKING:
 MAX_HEADER_BYTES = 32 * 1024
 _NEVER = float("inf")
 MAX_HEADERS = 100
-# Lingering close (nginx's lingering_close): after an answer that left part of the request unread,
-# the connection is half-closed and what the client still sends is read and dropped, for at most
-# this long and this much, before the socket closes.  Closing with unread bytes in the kernel's
-# buffer makes it send a reset, which can destroy the answer before the client has read it.
-LINGER_SECONDS = 5.0
 _FRAMING = (b"content-length", b"transfer-encoding")
 LINGER_BYTES = 1024 * 1024
 
@@ -74,7 +70,6 @@ class ClientConnection(asyncio.Protocol):
         "feeding",
         "_refusal",
         "_pending_reject",
-        "_lingering",
         "_host_raw",
         "_host",
         "_url",
@@ -86,6 +81,8 @@ class ClientConnection(asyncio.Protocol):
         "_deadline",
         "_timer",
         "_timer_at",
+        "_open",
+        "_linger",
     )
 
     def __init__(self, worker: Worker) -> None:
@@ -103,7 +100,6 @@ class ClientConnection(asyncio.Protocol):
         self.feeding = False  # inside parser.feed_data: an error may wait for the rest of this read
         self._refusal: tuple[int, str] | None = None  # what a parser callback refused the request with
         self._pending_reject: tuple[int, str] | None = None  # a refusal waiting for earlier requests
-        self._lingering = 0  # > 0 while lingering: bytes still to read and drop before closing
         self._host_raw: bytes | None = None  # the last Host value seen on this connection ...
         self._host: str | None = None  # ... and its routing form (data_plane/canonical.py)
         self._url = b""
@@ -115,6 +111,8 @@ class ClientConnection(asyncio.Protocol):
         self._deadline = 0.0  # when the connection times out; 0 while an exchange runs
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = _NEVER  # loop time the timer fires at
+        self._open = 0  # requests begun (first byte parsed) and not answered yet: 0 = idle between requests
+        self._linger: asyncio.Transport | None = None  # the transport after close_gracefully() handed it over
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -123,7 +121,11 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0].encode() if peer else b""
         self.worker.connections.add(self)
-        self._deadline = self.loop.time() + self.worker.settings.header_timeout
+        settings = self.worker.settings
+        wait = settings.header_timeout
+        if self.worker.draining:
+            wait = min(wait, settings.shutdown_idle_grace)  # accepted while the listener closes: serve one request
+        self._deadline = self.loop.time() + wait
         self.watch(self._deadline)
 
     def data_received(self, data: bytes) -> None:
@@ -131,9 +133,6 @@ class ClientConnection(asyncio.Protocol):
         if tunnel is not None:
             tunnel.write(data)
             self.tunnel_moves += 1
-            return
-        if self._lingering:
-            self._linger_drop(len(data))
             return
         self.feeding = True
         try:
@@ -165,12 +164,9 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         """The client half-closed. Returning True keeps our half open for a response still owed."""
-        if self._lingering:
-            return False  # the client is done sending: close now
         ex = self.parsing
         if ex is not None and ex is not self.active:
             self.queue.clear()  # a pipelined request cut off mid-body: never started, never answered
-            ex = None
         active = self.active
         if active is None:
             return False  # nothing owed: close
@@ -210,6 +206,7 @@ class ClientConnection(asyncio.Protocol):
             # Answered and closing (a 400, a 413...): bytes after that request are never parsed
             # into another one, let alone forwarded.
             self._refuse(0, "")
+        self._open += 1
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -311,9 +308,12 @@ class ClientConnection(asyncio.Protocol):
         if self.active is not ex:
             return
         self.active = None
-        if not keep_alive or self._closed or self.worker.draining:
-            if not ex.body_done:
-                self.linger()  # answered before the whole request was read
+        self._open -= 1
+        if not keep_alive or self._closed:
+            if not ex.body_done or self.worker.draining:
+                # Answered before the whole request was read, or the response said connection:
+                # close while draining: FIN, drop what still comes (never a reset).
+                self.close_gracefully()
             else:
                 self.close()
             return
@@ -328,6 +328,10 @@ class ClientConnection(asyncio.Protocol):
             self._answer_reject(*self._pending_reject)
         elif self.parsing is None:
             self._deadline = self.loop.time() + self.worker.settings.keepalive_timeout
+            if self.worker.draining:
+                # A response that went out saying keep-alive while the worker began to drain: the
+                # client may be sending its next request now; answer it (with connection: close).
+                self.drain(self.loop.time() + self.worker.settings.shutdown_idle_grace)
 
     def watch(self, at: float) -> None:
         """Make sure the timer fires by loop time ``at`` (re-arms only when it is set later)."""
@@ -346,7 +350,10 @@ class ClientConnection(asyncio.Protocol):
         deadline = self._deadline
         if deadline != 0.0 and self.tunnel is None:
             if now >= deadline:
-                self.close()  # slow head (slowloris) or idle keep-alive: nothing owed to the client
+                if self.worker.draining:
+                    self._drained(now)
+                else:
+                    self.close()  # slow head (slowloris) or idle keep-alive: nothing owed to the client
                 return
             self.watch(deadline)
             return
@@ -359,17 +366,52 @@ class ClientConnection(asyncio.Protocol):
         # Busy (or a tunnel): look again later; an earlier wake-up the exchange asked for stays.
         self.watch(now + self.worker.settings.header_timeout)
 
-    def close_if_idle(self) -> bool:
-        """Graceful shutdown: close now when no request is in progress on this connection."""
-        if self.active is None and self.parsing is None and self.tunnel is None:
-            self.close()
-            return True
-        return False
+    # ---------------------------------------------------------------- graceful shutdown
+
+    def last_response(self) -> bool:
+        """Draining: the response starting now is this connection's last, so it says
+        ``connection: close``; while other requests have begun on it (pipelined, already read),
+        they are answered first and the last of them says it."""
+        return self.worker.draining and self._open <= 1
+
+    def drain(self, idle_until: float) -> None:
+        """The worker began draining: an idle connection stays open until ``idle_until`` (a
+        request already on its way is answered, with ``connection: close``); one with a request in
+        progress closes after its last response."""
+        if self._open == 0 and self.tunnel is None and not self._closed and idle_until < self._deadline:
+            self._deadline = idle_until
+            self.watch(idle_until)
+
+    def _drained(self, now: float) -> None:
+        """Draining, and the connection's deadline passed (idle through the grace, or a slow head)."""
+        transport = self.transport
+        if self._open == 0 and transport is not None and unread_bytes(transport):
+            # A request is in the socket, not read yet: the loop reads it next; answer it, not drop it.
+            self._deadline = now + self.worker.settings.header_timeout
+            self.watch(self._deadline)
+            return
+        self.close_gracefully()
+
+    def close_gracefully(self) -> None:
+        """FIN after what was written, then read and discard until the client's FIN
+        (:func:`data_plane.shutdown.linger_close`): a request racing this close is dropped
+        quietly, never answered by the kernel with a reset."""
+        transport = self.transport
+        if self._closed or transport is None:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.transport = None  # nothing may be written after the FIN
+        self._linger = transport
+        linger_close(transport, self.loop, self.connection_lost)
 
     def close(self) -> None:
         self._closed = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport if self.transport is not None else self._linger
+        if transport is not None:
+            transport.close()
 
     def _reject(self, status: int, message: str) -> None:
         """Answer a request that cannot be parsed or accepted, then close (never forwarded).
@@ -400,35 +442,7 @@ class ClientConnection(asyncio.Protocol):
         self.worker.observer.rejected(status, rid, self.peer_ip)
         if self.transport is not None and not self._closed:
             self.transport.write(errors.error_response(status, message, rid, keep_alive=False))
-        self.linger()
-
-    def linger(self) -> None:
-        """Close after an answer that left part of the request unread: half-close (the client
-        reads the answer, then end of stream), drop what the client still sends, close when it
-        closes or after LINGER_SECONDS / LINGER_BYTES."""
-        transport = self.transport
-        if self._closed or transport is None or transport.is_closing():
-            self.close()
-            return
-        self._closed = True
-        self.parsing = None
-        self.queue.clear()
-        try:
-            transport.write_eof()
-        except (NotImplementedError, OSError, RuntimeError):
-            transport.close()
-            return
-        self._lingering = LINGER_BYTES
-        self._paused_by = 0
-        transport.resume_reading()
-        self.loop.call_later(LINGER_SECONDS, transport.close)
-
-    def _linger_drop(self, n: int) -> None:
-        self._lingering -= n
-        if self._lingering <= 0:
-            self._lingering = -1  # (stays true) read enough: a reset now cannot hurt the answer
-            if self.transport is not None:
-                self.transport.close()
+        self.close_gracefully()  # unread bytes may follow: FIN, never a reset
 
 
 class _Reject(Exception):

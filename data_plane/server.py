@@ -26,6 +26,7 @@ from data_plane.metrics import make_registry
 from data_plane.observe import Observer
 from data_plane.protocol import ClientConnection
 from data_plane.settings import WorkerSettings
+from data_plane.shutdown import LISTEN_SETTLE, stop_handshakes
 from data_plane.snapshot import Snapshot
 from data_plane.status import StatusConnection
 from data_plane.sync import ConfigSync, read_cache
@@ -56,11 +57,14 @@ class Worker:
         # usage plans: the counter store (memory or Redis) and the usage meter (None: nothing to meter into)
         self.limiter = open_store(settings)
         self.metering = open_metering(settings)
-        self._servers: list[asyncio.Server] = []
         # pools of targets that left the config while requests were in flight on them: their
         # connections come back after the swap and are closed by the sweep
         self.retired_pools: list[ConnectionPool] = []
         self._sweeper: asyncio.TimerHandle | None = None
+        # Lists, not Optional attributes: uvloop's Server is no asyncio.Server subclass, and mypyc
+        # checks the type of a value stored in an attribute (list items it does not).
+        self._listeners: list[asyncio.Server] = []  # traffic
+        self._status_servers: list[asyncio.Server] = []
 
     # ------------------------------------------------------------------ config
 
@@ -176,16 +180,16 @@ class Worker:
         self.observer.access = open_access_log(s.access_log, self.loop)
         self.load_initial()
         self._sweeper = self.loop.call_later(IDLE_SWEEP_INTERVAL, self.sweep_idle)
-        server = await self.loop.create_server(
+        listener = await self.loop.create_server(
             lambda: ClientConnection(self), s.host, s.port, reuse_port=s.reuse_port, backlog=2048
         )
-        self._servers.append(server)
+        self._listeners.append(listener)
         if s.status_port:
             registry = make_registry(self)
             status = await self.loop.create_server(
                 lambda: StatusConnection(self, registry), s.status_host, s.status_port, reuse_port=s.reuse_port
             )
-            self._servers.append(status)
+            self._status_servers.append(status)
         if self.metering is not None:
             self.metering.start()
         if s.control_plane_url and s.snapshot_file is None:
@@ -231,21 +235,35 @@ class Worker:
         await self.limiter.close()
 
     async def drain(self) -> None:
-        """Graceful shutdown: stop accepting, close idle connections, let in-flight requests finish
-        (their responses say ``connection: close``) until ``shutdown_timeout``, then close the rest."""
+        """Graceful shutdown (docs/architecture.md, "Graceful shutdown"): stop accepting, answer every
+        request already begun (the last response on a connection says ``connection: close``), keep
+        idle connections open for ``shutdown_idle_grace`` in case a request is on its way, then
+        close them with a FIN (never a reset); after ``shutdown_timeout`` close what is left.
+
+        The listener first stops answering handshakes (:func:`stop_handshakes`) and is closed
+        :data:`LISTEN_SETTLE` seconds later, once the handshakes the kernel had already answered
+        were accepted: closing it at once would reset those clients, for whom the connection was open.
+        """
         self.draining = True
         self.prober.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for server in self._servers:
+        loop = self.loop
+        s = self.settings
+        deadline = loop.time() + s.shutdown_timeout
+        for server in self._status_servers:
             server.close()
+        held = bool(self._listeners) and all([stop_handshakes(server) for server in self._listeners])
+        idle_until = loop.time() + s.shutdown_idle_grace
+        for conn in list(self.connections):
+            conn.drain(idle_until)  # connections accepted from here on get the grace in connection_made
         log.info("draining %d connection(s)", len(self.connections))
-        deadline = self.loop.time() + self.settings.shutdown_timeout
-        while self.loop.time() < deadline:
-            busy = [c for c in list(self.connections) if not c.close_if_idle()]
-            if not busy:
-                break
-            await asyncio.sleep(0.05)
+        if held:
+            await asyncio.sleep(LISTEN_SETTLE)
+        for server in self._listeners:
+            server.close()
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)
         for conn in list(self.connections):
             conn.close()
 

@@ -36,6 +36,8 @@ class WorkerSettings:
     keepalive_timeout: float = 60.0  # idle client keep-alive connections are closed after this
     body_timeout: float = 60.0  # no request body byte for this long: 408 and close (nginx client_body_timeout)
     shutdown_timeout: float = 30.0  # SIGTERM: in-flight requests get this long to finish
+    # SIGTERM: an idle connection stays open this long (a request already on its way is answered)
+    shutdown_idle_grace: float = 1.0
     access_log: str = "-"  # JSON access log: "-" stdout, "off", or a file path (data_plane/accesslog.py)
 
     @classmethod
@@ -59,6 +61,7 @@ class WorkerSettings:
             keepalive_timeout=float(env.get("TOLLGATE_KEEPALIVE_TIMEOUT", "60")),
             body_timeout=float(env.get("TOLLGATE_BODY_TIMEOUT", "60")),
             shutdown_timeout=float(env.get("TOLLGATE_SHUTDOWN_TIMEOUT", "30")),
+            shutdown_idle_grace=float(env.get("TOLLGATE_SHUTDOWN_IDLE_GRACE", "1")),
             heartbeat_interval=float(env.get("TOLLGATE_HEARTBEAT_INTERVAL", "5")),
             access_log=env.get("TOLLGATE_ACCESS_LOG") or "-",
         )
