@@ -46,12 +46,12 @@ OFF = "off"
 STDOUT = "-"
 
 # (wall time, request id, api+route JSON fragment, customer id, method, path, status, target,
-#  seconds, bytes in, bytes out, client ip)
-Entry = tuple[float, bytes, str, bytes, str, bytes, int, str, float, int, int, bytes]
+#  seconds, bytes in, bytes out, client ip, socket peer ip)
+Entry = tuple[float, bytes, str, bytes, str, bytes, int, str, float, int, int, bytes, bytes]
 
 _LINE = (
     '{"time":"%s.%03dZ","request_id":"%s",%s,"customer_id":%s,"method":"%s","path":%s,"status":%d,'
-    '"upstream":%s,"latency_ms":%.3f,"bytes_in":%d,"bytes_out":%d,"client_ip":"%s"}\n'
+    '"upstream":%s,"latency_ms":%.3f,"bytes_in":%d,"bytes_out":%d,"client_ip":"%s","peer_ip":"%s"}\n'
 )
 
 
@@ -90,7 +90,8 @@ def format_entry(e: Entry, clock: _Clock) -> str:
         e[8] * 1000.0,
         e[9],
         e[10],
-        e[11].decode("ascii", "replace"),
+        e[11].decode("ascii", "replace"),  # an address (realip.py) or the peer: no escaping needed
+        e[12].decode("ascii", "replace"),
     )
 
 

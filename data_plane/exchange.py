@@ -106,6 +106,7 @@ class Exchange:
         "idempotent",
         "expect_continue",
         "request_id",
+        "client_ip",
         "customer_id",
         "customer",
         "limit_headers",
@@ -162,6 +163,10 @@ class Exchange:
         self.idempotent = method in _IDEMPOTENT
         self.expect_continue = False  # the client waits for 100 Continue before its body
         self.request_id = b""
+        # The client's address: the socket peer, or behind trusted proxies the one X-Forwarded-For
+        # names (data_plane/realip.py). What hash_on: ip, the access log and IP rules use.
+        trusted = client.trusted
+        self.client_ip = client.peer_ip if trusted is None else trusted.client_ip(client.peer_ip, headers)
         self.customer_id = b""  # set by the auth stage when it knows the caller (hash_on: customer)
         self.customer: CustomerEntry | None = None
         self.limit_headers = b""  # RateLimit-* lines for the response (usage plans)
@@ -468,8 +473,8 @@ class Exchange:
         elif mode == HASH_CUSTOMER and self.customer_id:
             return self.customer_id
         elif mode == HASH_IP:
-            return self.client.peer_ip
-        return self.client.peer_ip  # key absent: fall back to the client address
+            return self.client_ip
+        return self.client_ip  # key absent: fall back to the client address
 
     def forward(self) -> None:
         route = self.route

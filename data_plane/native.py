@@ -45,6 +45,7 @@ COMPILED = (
     "data_plane/protocol.py",
     "data_plane/ratelimit.py",
     "data_plane/ratelimit_headers.py",
+    "data_plane/realip.py",
     "data_plane/router.py",
     "data_plane/settings.py",
     "data_plane/server.py",

@@ -60,6 +60,7 @@ class Observer:
                     elapsed,
                     ex.body_bytes,
                     sent,
+                    ex.client_ip,
                     ex.client.peer_ip,
                 )
             )
@@ -69,7 +70,8 @@ class Observer:
         stats = self.unrouted
         stats.record(status, 0.0)
         if self.access is not None:
-            self.access.add((time(), request_id, stats.log_labels, b"", "", b"", status, "", 0.0, 0, 0, peer_ip))
+            entry = (time(), request_id, stats.log_labels, b"", "", b"", status, "", 0.0, 0, 0, peer_ip, peer_ip)
+            self.access.add(entry)  # no headers parsed that could name another client: the peer
 
     def limited(self, reason: str) -> None:
         """A request refused by the usage-plan limiter; ``reason`` is ``Decision.limit``."""

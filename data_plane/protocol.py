@@ -41,6 +41,7 @@ from data_plane.exchange import Exchange, new_request_id
 from data_plane.shutdown import linger_close, unread_bytes
 
 if TYPE_CHECKING:
+    from data_plane.realip import TrustedProxies
     from data_plane.server import Worker
 
 MAX_HEADER_BYTES = 32 * 1024
@@ -61,6 +62,7 @@ class ClientConnection(asyncio.Protocol):
         "transport",
         "parser",
         "peer_ip",
+        "trusted",
         "active",
         "queue",
         "parsing",
@@ -91,6 +93,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = b""
+        # the trusted proxies when the peer is one of them (its requests' X-Forwarded-For is believed)
+        self.trusted: TrustedProxies | None = None
         self.active: Exchange | None = None
         self.queue: deque[Exchange] = deque()
         self.parsing: Exchange | None = None
@@ -120,6 +124,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0].encode() if peer else b""
+        trusted = self.worker.trusted_proxies
+        if trusted is not None and trusted.trusts(self.peer_ip):  # once per connection: its peer is fixed
+            self.trusted = trusted
         self.worker.connections.add(self)
         settings = self.worker.settings
         wait = settings.header_timeout

@@ -25,6 +25,7 @@ from data_plane.limits import open_metering, open_store
 from data_plane.metrics import make_registry
 from data_plane.observe import Observer
 from data_plane.protocol import ClientConnection
+from data_plane.realip import TrustedProxies, parse_trusted
 from data_plane.settings import WorkerSettings
 from data_plane.shutdown import LISTEN_SETTLE, stop_handshakes
 from data_plane.snapshot import Snapshot
@@ -49,6 +50,9 @@ class Worker:
         self.sync: ConfigSync | None = None
         self.last_error: str | None = None
         self.draining = False  # SIGTERM received: finish what is in flight, accept nothing new
+        # proxies whose X-Forwarded-For names the client (parsed once); None: the socket peer is the client
+        trusted = parse_trusted(settings.trusted_proxies)
+        self.trusted_proxies: TrustedProxies | None = TrustedProxies(trusted) if trusted else None
         self.prober = Prober(lambda: self.config)
         # key id -> last use (epoch s), written by the request path, shipped and emptied by the heartbeat
         self.keys_used: dict[str, int] = {}

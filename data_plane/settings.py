@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from data_plane.realip import parse_trusted
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
@@ -39,6 +41,8 @@ class WorkerSettings:
     # SIGTERM: an idle connection stays open this long (a request already on its way is answered)
     shutdown_idle_grace: float = 1.0
     access_log: str = "-"  # JSON access log: "-" stdout, "off", or a file path (data_plane/accesslog.py)
+    # proxies whose X-Forwarded-For names the client (data_plane/realip.py): CIDRs/addresses, comma-separated
+    trusted_proxies: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -64,12 +68,14 @@ class WorkerSettings:
             shutdown_idle_grace=float(env.get("TOLLGATE_SHUTDOWN_IDLE_GRACE", "1")),
             heartbeat_interval=float(env.get("TOLLGATE_HEARTBEAT_INTERVAL", "5")),
             access_log=env.get("TOLLGATE_ACCESS_LOG") or "-",
+            trusted_proxies=env.get("TOLLGATE_TRUSTED_PROXIES", ""),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         if settings.limit_fail_mode not in ("open", "closed"):
             raise ValueError(
                 f"limit fail_mode (TOLLGATE_LIMIT_FAIL_MODE) must be open or closed, not {settings.limit_fail_mode!r}"
             )
+        parse_trusted(settings.trusted_proxies)  # ValueError naming the bad item, at start
         if not settings.hostname:
             settings = replace(settings, hostname=socket.gethostname())
         if not settings.node_id:

@@ -94,6 +94,13 @@ def worker(
     limit_fail_mode: Annotated[
         str, typer.Option(envvar="TOLLGATE_LIMIT_FAIL_MODE", help="Redis unreachable: open (per-worker) | closed (503)")
     ] = "open",
+    trusted_proxies: Annotated[
+        str,
+        typer.Option(
+            envvar="TOLLGATE_TRUSTED_PROXIES",
+            help="Proxies/load balancers whose X-Forwarded-For names the client: CIDRs or addresses, comma-separated",
+        ),
+    ] = "",
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
 ) -> None:
@@ -108,6 +115,12 @@ def worker(
             raise typer.BadParameter(f"cannot write the access log {access_log}: {exc.strerror}") from None
     if limit_fail_mode not in ("open", "closed"):
         raise typer.BadParameter("--limit-fail-mode must be open or closed")
+    from data_plane.realip import parse_trusted  # the worker's own check, here once rather than in each child
+
+    try:
+        parse_trusted(trusted_proxies)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--trusted-proxies: {exc}") from None
     if not control_plane_url and snapshot is None:
         raise typer.BadParameter("give --control-plane URL (or TOLLGATE_CONTROL_PLANE_URL) or --snapshot FILE")
     if control_plane_url and not os.environ.get("TOLLGATE_CLUSTER_TOKEN") and snapshot is None:
@@ -129,6 +142,8 @@ def worker(
             if redis_url:
                 args += ["--redis-url", redis_url]
             args += ["--limit-fail-mode", limit_fail_mode]
+            if trusted_proxies:
+                args += ["--trusted-proxies", trusted_proxies]
             sup.start(Child(f"worker {i}", python_module("tollgate", *args), hup=True))
         sys.exit(sup.wait())
 
@@ -147,6 +162,7 @@ def worker(
         access_log=access_log,
         redis_url=redis_url,
         limit_fail_mode=limit_fail_mode,
+        trusted_proxies=trusted_proxies,
     )
     run_worker(settings)
 

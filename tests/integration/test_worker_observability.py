@@ -36,6 +36,7 @@ ACCESS_FIELDS = {
     "bytes_in",
     "bytes_out",
     "client_ip",
+    "peer_ip",
 }
 
 
@@ -241,6 +242,7 @@ def test_access_log_has_one_json_line_per_request_and_no_credentials(gw: dict[st
     assert first["api"] == "shop" and first["route"] == "GET /shop/{proxy+}" and first["status"] == 200
     assert first["upstream"] == f"127.0.0.1:{echo.port}" and first["bytes_out"] == len(r.content)
     assert first["latency_ms"] > 0 and first["bytes_in"] == 0 and first["client_ip"] == "127.0.0.1"
+    assert first["peer_ip"] == "127.0.0.1"
     assert [line["status"] for line in lines] == [200, 200, 200, 403, 404]
     assert lines[1]["customer_id"] == "cust-1" and lines[2]["customer_id"] == "cust-1"
     assert lines[4]["api"] == "" and lines[4]["route"] == "" and lines[4]["upstream"] == ""

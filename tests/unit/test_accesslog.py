@@ -26,11 +26,23 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 def entry(request_id: str) -> Entry:
     labels = '"api":"shop","route":"GET /shop/{proxy+}"'
-    return (1700000000.5, request_id.encode(), labels, b"", "GET", b"/shop/x?k=1", 200, "t", 0.001, 0, 2, b"127.0.0.1")
+    client, peer = b"203.0.113.7", b"127.0.0.1"
+    return (1700000000.5, request_id.encode(), labels, b"", "GET", b"/shop/x?k=1", 200, "t", 0.001, 0, 2, client, peer)
 
 
 def ids(path: Path) -> list[str]:
     return [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
+
+
+def test_line_has_the_client_ip_and_the_socket_peer(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    path = tmp_path / "access.log"
+    access = open_access_log(str(path), loop)
+    assert access is not None
+    access.add(entry("r1"))
+    access.close()
+    (line,) = [json.loads(text) for text in path.read_text().splitlines()]
+    assert line["client_ip"] == "203.0.113.7" and line["peer_ip"] == "127.0.0.1"
+    assert line["path"] == "/shop/x" and line["status"] == 200
 
 
 def test_reopen_flushes_to_the_renamed_file_then_writes_a_new_one(
