@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from typing import Any
 
 import httpx
@@ -327,33 +326,29 @@ def test_misbehaving_clients_cannot_eject_a_target(edge: Edge) -> None:
     assert (edge.worker.metric("tollgate_requests_total", api="lab", status_class="5xx") or 0) == 0
 
 
+def _half_close(edge: Edge, data: bytes) -> bytes:
+    """Send ``data``, half-close, read until the worker closes."""
+    with socket.create_connection(("127.0.0.1", edge.worker.port), timeout=5) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
 def test_a_client_that_half_closes_mid_body_gets_400_not_a_gateway_error(edge: Edge) -> None:
     for _ in range(5):  # more than consecutive_failures, had it counted
-        with socket.create_connection(("127.0.0.1", edge.worker.port), timeout=5) as s:
-            s.sendall(b"POST /lab/upload HTTP/1.1\r\nhost: gw.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab")
-            time.sleep(0.05)  # the head reaches the worker before the half-close
-            s.shutdown(socket.SHUT_WR)
-            out = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
+        out = _half_close(
+            edge, b"POST /lab/upload HTTP/1.1\r\nhost: gw.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab"
+        )
         assert out.startswith(b"HTTP/1.1 400 "), out[:200]
     state = _lab_target_state(edge)
     assert state["ejected_until"] is None and state["healthy"], state
 
 
 def test_a_half_closed_client_still_gets_its_response(edge: Edge) -> None:
-    with socket.create_connection(("127.0.0.1", edge.worker.port), timeout=5) as s:
-        s.sendall(b"POST /anything HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 2\r\n\r\nok")
-        s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            out += chunk
+    out = _half_close(edge, b"POST /anything HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 2\r\n\r\nok")
     assert out.startswith(b"HTTP/1.1 200 "), out[:200]
     assert json.loads(out.split(b"\r\n\r\n", 1)[1])["body"] == "ok"
 
