@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-$(NATIVE): $(STAMP) setup.py $(wildcard data_plane/*.py)
+$(NATIVE): $(STAMP) setup.py $(wildcard data_plane/*.py data_plane/*/*.py)
 	# --force: setuptools skips an extension whose C source did not change, and a mypyc module's
 	# shim never does (its code is in the group library), so without it the shim keeps the time of
 	# an older build and data_plane/native.py:stale() reports it as older than its source.
@@ -48,4 +48,5 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .tollgate .pytest_cache .mypy_cache .ruff_cache build
-	rm -f *__mypyc*.so data_plane/*.so
+	rm -f *__mypyc*.so
+	find data_plane -name "*.so" -delete

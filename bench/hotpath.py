@@ -28,11 +28,11 @@ from typing import Any
 import uvloop
 
 from data_plane import snapshot as snap
-from data_plane.accesslog import open_access_log
+from data_plane.http.upstream import UpstreamConnection
+from data_plane.observe.accesslog import open_access_log
 from data_plane.server import Worker
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot_plans import Plan, PlanApi, PlanQuota, PlanThrottle
-from data_plane.upstream import UpstreamConnection
 
 KEY = "tg_benchkey_0123456789abcdefghijklmnopqrstuvwxyz"
 REQUEST = (
@@ -115,7 +115,7 @@ def build_worker(loop: asyncio.AbstractEventLoop, case: str, tmp: Path) -> Worke
 
 
 def run(n: int, case: str) -> float:
-    from data_plane.protocol import ClientConnection
+    from data_plane.http.protocol import ClientConnection
 
     loop = uvloop.new_event_loop()
     tmp = tempfile.TemporaryDirectory(prefix="tollgate-hotpath-")

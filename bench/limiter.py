@@ -23,10 +23,10 @@ from typing import Any
 import redis.asyncio as aioredis
 import uvloop
 
-from data_plane.limits_memory import MemoryStore
-from data_plane.limits_redis import RedisStore
-from data_plane.periods import DAY
-from data_plane.ratelimit import Decision, LimitPolicy, Quota, Throttle
+from data_plane.limits.memory import MemoryStore
+from data_plane.limits.periods import DAY
+from data_plane.limits.policy import Decision, LimitPolicy, Quota, Throttle
+from data_plane.limits.redis import RedisStore
 
 POLICY = LimitPolicy(throttle=Throttle(rate=1e9, burst=1_000_000_000), quota=Quota(limit=1_000_000_000, period=DAY))
 
@@ -72,7 +72,7 @@ async def main(url: str, seconds: float, callers: int, customers: int) -> None:
         report(name, n, lat, seconds)
         if batch:
             print(f"{'':<22} {n / max(1, store.batches_sent):>10.1f} checks per pipeline (mean)")
-            # one script call per customer in a batch (coalescing, data_plane/limits_redis.py)
+            # one script call per customer in a batch (coalescing, data_plane/limits/redis.py)
             print(f"{'':<22} {store.calls_sent / max(1, store.batches_sent):>10.1f} script calls per pipeline (mean)")
         await store.close()
         client = aioredis.Redis.from_url(url)  # cleanup with redis-py (off the measured path)

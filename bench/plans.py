@@ -111,8 +111,8 @@ async def run_asyncio(url: str, key: str, seconds: int, connections: int) -> tup
 
 
 async def store_alone(url: str, n: int = 20000) -> float:
-    from data_plane.limits_redis import RedisStore
-    from data_plane.ratelimit import Decision, LimitPolicy, Quota, Throttle
+    from data_plane.limits.policy import Decision, LimitPolicy, Quota, Throttle
+    from data_plane.limits.redis import RedisStore
 
     prefix = f"tgbench:{uuid.uuid4().hex}:"
     store = RedisStore(url, prefix=prefix)

@@ -84,7 +84,7 @@ def needs_auth() -> str | None:
 
 def needs_plans() -> str | None:
     present = _fields(snap.Snapshot) & {"plans", "usage_plans"}
-    return None if present and _has_module("data_plane.ratelimit") else "feature not built (usage plans)"
+    return None if present and _has_module("data_plane.limits.policy") else "feature not built (usage plans)"
 
 
 def needs_redis() -> str | None:

@@ -120,7 +120,7 @@ class UsageCountIn(BaseModel):
 
 
 class UsageBatchIn(BaseModel):
-    """One worker batch (data_plane/metering.py); ``batch_id`` makes it idempotent."""
+    """One worker batch (data_plane/metering/meter.py); ``batch_id`` makes it idempotent."""
 
     batch_id: str = Field(min_length=1, max_length=64)
     node_id: str = Field(default="", max_length=128)

@@ -14,12 +14,12 @@ import time
 from data_plane.auth import Authenticator, AuthTables, Clock, compile_auth, make_authenticator
 from data_plane.balancer import Balancer, make_balancer
 from data_plane.health import TargetState
-from data_plane.plan_policies import PlanTable, compile_plans, route_policies
-from data_plane.ratelimit import LimitPolicy
+from data_plane.http.upstream import ConnectionPool
+from data_plane.limits.plans import PlanTable, compile_plans, route_policies
+from data_plane.limits.policy import LimitPolicy
+from data_plane.observe.stats import RouteStats, StatsTable
 from data_plane.router import Router
 from data_plane.snapshot import Api, Route, Snapshot, Upstream
-from data_plane.stats import RouteStats, StatsTable
-from data_plane.upstream import ConnectionPool
 
 StateKey = tuple[str, str, int]  # (upstream id, host, port)
 
@@ -121,7 +121,7 @@ class CompiledRoute:
         self.read_timeout = route.read_timeout or upstream.read_timeout
         self.total_timeout = route.total_timeout or upstream.total_timeout
         self.auth = auth  # None: auth "none", the request path skips authentication entirely
-        self.stats = stats if stats is not None else StatsTable().route(api, route)  # data_plane/stats.py
+        self.stats = stats if stats is not None else StatsTable().route(api, route)  # data_plane/observe/stats.py
         # usage plans (plan_policies.py): plan id -> policy; (plan id, method) -> override policy
         self.policies: dict[str, LimitPolicy] = {}
         self.method_policies: dict[tuple[str, str], LimitPolicy] | None = None

@@ -29,31 +29,32 @@ from types import ModuleType
 
 # Paths relative to the repository root: setup.py hands them to mypycify as they are.
 COMPILED = (
-    "data_plane/accesslog.py",
     "data_plane/auth.py",
     "data_plane/balancer.py",
-    "data_plane/canonical.py",
     "data_plane/compiler.py",
-    "data_plane/errors.py",
-    "data_plane/exchange.py",
     "data_plane/health.py",
-    "data_plane/limits_memory.py",
-    "data_plane/limits_redis.py",
-    "data_plane/metering.py",
-    "data_plane/observe.py",
-    "data_plane/periods.py",
-    "data_plane/protocol.py",
-    "data_plane/ratelimit.py",
-    "data_plane/ratelimit_headers.py",
-    "data_plane/realip.py",
+    "data_plane/http/canonical.py",
+    "data_plane/http/exchange.py",
+    "data_plane/http/protocol.py",
+    "data_plane/http/realip.py",
+    "data_plane/http/responses.py",
+    "data_plane/http/upstream.py",
+    "data_plane/limits/headers.py",
+    "data_plane/limits/memory.py",
+    "data_plane/limits/periods.py",
+    "data_plane/limits/policy.py",
+    "data_plane/limits/redis.py",
+    "data_plane/metering/meter.py",
+    "data_plane/observe/accesslog.py",
+    "data_plane/observe/observer.py",
+    "data_plane/observe/stats.py",
     "data_plane/router.py",
-    "data_plane/settings.py",
     "data_plane/server.py",
-    "data_plane/stats.py",
-    "data_plane/upstream.py",
+    "data_plane/settings.py",
 )
 
 _HERE = Path(__file__).resolve().parent
+_ROOT = _HERE.parent  # the directory holding the data_plane package
 
 
 def _module(path: str) -> str:
@@ -83,7 +84,7 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in _NAMES:
             return None
-        return importlib.util.spec_from_file_location(fullname, _HERE / (fullname.rsplit(".", 1)[1] + ".py"))
+        return importlib.util.spec_from_file_location(fullname, _ROOT / (fullname.replace(".", "/") + ".py"))
 
 
 def prefer_source() -> None:
@@ -122,11 +123,11 @@ def stale() -> list[str]:
 
     Only in a source checkout (an editable install, where ``.py`` files get edited): an installed
     wheel's files all carry the time pip wrote them, in no useful order, and are never edited."""
-    if not (_HERE.parent / "setup.py").exists():
+    if not (_ROOT / "setup.py").exists():
         return []
     out = []
     for path in COMPILED:
-        source = _HERE / Path(path).name
+        source = _ROOT / path
         ext = _extension(source)
         if ext is not None and source.exists() and source.stat().st_mtime > _built_at(ext):
             out.append(_module(path))

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from data_plane.canonical import canonical_template
+from data_plane.http.canonical import canonical_template
 
 R = TypeVar("R")
 
@@ -182,7 +182,7 @@ class Router(Generic[R]):
     def match(self, host: str, method: str, path: str) -> tuple[R, str] | NotFound:
         """Return ``(value, path relative to the API base path)`` or a :class:`NotFound`.
 
-        ``host`` and ``path`` are in canonical form (``data_plane/canonical.py``: lower-case host
+        ``host`` and ``path`` are in canonical form (``data_plane/http/canonical.py``: lower-case host
         without port; canonical path), as the templates and base paths were made at compile time."""
         if self._exact or self._wildcard:
             entries = self._exact.get(host)

@@ -18,20 +18,20 @@ from typing import Any
 import uvloop
 
 from data_plane import __version__, native
-from data_plane.accesslog import open_access_log
 from data_plane.compiler import CompiledConfig, compile_snapshot, retired_pools
 from data_plane.health import Prober
-from data_plane.limits import open_metering, open_store
-from data_plane.metrics import make_registry
-from data_plane.observe import Observer
-from data_plane.protocol import ClientConnection
-from data_plane.realip import TrustedProxies, parse_trusted
+from data_plane.http.protocol import ClientConnection
+from data_plane.http.realip import TrustedProxies, parse_trusted
+from data_plane.http.shutdown import LISTEN_SETTLE, stop_handshakes
+from data_plane.http.status import StatusConnection
+from data_plane.http.upstream import ConnectionPool
+from data_plane.limits.stores import open_metering, open_store
+from data_plane.observe.accesslog import open_access_log
+from data_plane.observe.metrics import make_registry
+from data_plane.observe.observer import Observer
 from data_plane.settings import WorkerSettings
-from data_plane.shutdown import LISTEN_SETTLE, stop_handshakes
 from data_plane.snapshot import Snapshot
-from data_plane.status import StatusConnection
 from data_plane.sync import ConfigSync, read_cache
-from data_plane.upstream import ConnectionPool
 
 log = logging.getLogger("tollgate.worker")
 
@@ -56,7 +56,7 @@ class Worker:
         self.prober = Prober(lambda: self.config)
         # key id -> last use (epoch s), written by the request path, shipped and emptied by the heartbeat
         self.keys_used: dict[str, int] = {}
-        # request counters, latency, access log (data_plane/observe.py); the log opens in start()
+        # request counters, latency, access log (data_plane/observe/observer.py); the log opens in start()
         self.observer = Observer()
         # usage plans: the counter store (memory or Redis) and the usage meter (None: nothing to meter into)
         self.limiter = open_store(settings)

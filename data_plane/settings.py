@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from data_plane.realip import parse_trusted
+from data_plane.http.realip import parse_trusted
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class WorkerSettings:
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     reuse_port: bool = True
-    # usage plans (data_plane/limits.py): Redis shares counters across workers; None = in-process
+    # usage plans (data_plane/limits/stores.py): Redis shares counters across workers; None = in-process
     redis_url: str | None = None
     redis_prefix: str = "tg:"  # key prefix: several gateways (or tests) can share one Redis
     limit_fail_mode: str = "open"  # Redis unreachable: "open" (per-worker counters) or "closed" (503)
@@ -40,8 +40,8 @@ class WorkerSettings:
     shutdown_timeout: float = 30.0  # SIGTERM: in-flight requests get this long to finish
     # SIGTERM: an idle connection stays open this long (a request already on its way is answered)
     shutdown_idle_grace: float = 1.0
-    access_log: str = "-"  # JSON access log: "-" stdout, "off", or a file path (data_plane/accesslog.py)
-    # proxies whose X-Forwarded-For names the client (data_plane/realip.py): CIDRs/addresses, comma-separated
+    access_log: str = "-"  # JSON access log: "-" stdout, "off", or a file path (data_plane/observe/accesslog.py)
+    # proxies whose X-Forwarded-For names the client (data_plane/http/realip.py): CIDRs/addresses, comma-separated
     trusted_proxies: str = ""
 
     @classmethod

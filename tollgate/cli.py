@@ -115,7 +115,7 @@ def worker(
             raise typer.BadParameter(f"cannot write the access log {access_log}: {exc.strerror}") from None
     if limit_fail_mode not in ("open", "closed"):
         raise typer.BadParameter("--limit-fail-mode must be open or closed")
-    from data_plane.realip import parse_trusted  # the worker's own check, here once rather than in each child
+    from data_plane.http.realip import parse_trusted  # the worker's own check, here once rather than in each child
 
     try:
         parse_trusted(trusted_proxies)

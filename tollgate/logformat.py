@@ -1,7 +1,7 @@
 """Process logging for the control plane and the workers: plain text (default) or one JSON object per line.
 
 This is the operational log (start-up, config applied, targets going unhealthy), written to stderr;
-the worker's per-request access log is separate (``data_plane/accesslog.py``, stdout or a file).
+the worker's per-request access log is separate (``data_plane/observe/accesslog.py``, stdout or a file).
 """
 
 from __future__ import annotations

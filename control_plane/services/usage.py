@@ -40,7 +40,7 @@ from control_plane.schemas_plans import (
 from control_plane.services.customers import get_customer
 from control_plane.services.plans import get_plan, plan_of, quota_of
 from control_plane.services.revision import bump_revision
-from data_plane.periods import period_end, period_start
+from data_plane.limits.periods import period_end, period_start
 
 MAX_REPORT_DAYS = 366
 _CHUNK = 500  # rows per multi-row INSERT (SQLite caps bound parameters per statement)

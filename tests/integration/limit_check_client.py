@@ -13,9 +13,9 @@ import os
 import sys
 import time
 
-from data_plane.limits_redis import RedisStore
-from data_plane.periods import DAY
-from data_plane.ratelimit import Decision, LimitPolicy, Quota, Throttle
+from data_plane.limits.periods import DAY
+from data_plane.limits.policy import Decision, LimitPolicy, Quota, Throttle
+from data_plane.limits.redis import RedisStore
 
 QUOTA_POLICY = LimitPolicy(quota=Quota(limit=100, period=DAY))
 BURST_POLICY = LimitPolicy(throttle=Throttle(rate=0.001, burst=100))  # refills ~nothing during the test

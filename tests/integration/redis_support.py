@@ -9,7 +9,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from data_plane.ratelimit import Decision
+from data_plane.limits.policy import Decision
 from tests.integration.harness import free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"

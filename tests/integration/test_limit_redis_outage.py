@@ -11,9 +11,9 @@ import time
 
 import redis.asyncio as aioredis
 
-from data_plane.limits_redis import RedisStore
-from data_plane.periods import DAY
-from data_plane.ratelimit import UNAVAILABLE, Decision, LimitPolicy, Quota
+from data_plane.limits.periods import DAY
+from data_plane.limits.policy import UNAVAILABLE, Decision, LimitPolicy, Quota
+from data_plane.limits.redis import RedisStore
 from tests.integration.redis_support import OwnRedis, resolve
 
 POLICY = LimitPolicy(quota=Quota(limit=5, period=DAY))

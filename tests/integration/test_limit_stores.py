@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from data_plane import limits_redis
-from data_plane.limits_memory import MemoryStore
-from data_plane.limits_redis import RedisStore
-from data_plane.periods import DAY
-from data_plane.ratelimit import QUOTA, THROTTLE, Decision, LimitPolicy, Quota, Throttle
+from data_plane.limits import redis as limits_redis
+from data_plane.limits.memory import MemoryStore
+from data_plane.limits.periods import DAY
+from data_plane.limits.policy import QUOTA, THROTTLE, Decision, LimitPolicy, Quota, Throttle
+from data_plane.limits.redis import RedisStore
 from tests.helpers import port_open, require_service
 from tests.integration.redis_support import delete_prefix, resolve
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import uvloop
 
 from data_plane import snapshot as snap
-from data_plane.protocol import ClientConnection
+from data_plane.http.protocol import ClientConnection
 from data_plane.server import Worker
 from data_plane.settings import WorkerSettings
 

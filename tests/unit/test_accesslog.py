@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from data_plane.accesslog import AccessLog, Entry, open_access_log
+from data_plane.observe.accesslog import AccessLog, Entry, open_access_log
 
 
 @pytest.fixture

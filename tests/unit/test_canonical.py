@@ -1,10 +1,10 @@
-"""The canonical path and host forms (data_plane/canonical.py): one spelling per path, refusals."""
+"""The canonical path and host forms (data_plane/http/canonical.py): one spelling per path, refusals."""
 
 from __future__ import annotations
 
 import pytest
 
-from data_plane.canonical import (
+from data_plane.http.canonical import (
     canonical_host,
     canonical_path,
     canonical_template,

@@ -15,7 +15,7 @@ from typing import Any
 import uvloop
 
 from data_plane import snapshot as snap
-from data_plane.protocol import ClientConnection
+from data_plane.http.protocol import ClientConnection
 from data_plane.server import Worker
 from data_plane.settings import WorkerSettings
 

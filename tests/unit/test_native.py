@@ -13,14 +13,20 @@ from data_plane import native
 
 
 def _tree(tmp_path: Path, *, checkout: bool) -> Path:
-    pkg = tmp_path / "data_plane"
-    pkg.mkdir()
+    pkg = tmp_path / "data_plane" / "http"
+    pkg.mkdir(parents=True)
     if checkout:
         (tmp_path / "setup.py").write_text("")
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    for name in ("exchange.py", f"exchange{suffix}", f"_native__mypyc{suffix}"):
+    for name in ("exchange.py", f"exchange{suffix}", f"../_native__mypyc{suffix}"):
         (pkg / name).write_text("")
     return pkg
+
+
+def _point_at(monkeypatch: pytest.MonkeyPatch, pkg: Path) -> None:
+    monkeypatch.setattr(native, "_HERE", pkg.parent)
+    monkeypatch.setattr(native, "_ROOT", pkg.parent.parent)
+    monkeypatch.setattr(native, "COMPILED", ("data_plane/http/exchange.py",))
 
 
 def _age(path: Path, seconds: float) -> None:
@@ -32,27 +38,25 @@ def test_an_extension_older_than_its_source_is_stale_in_a_checkout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pkg = _tree(tmp_path, checkout=True)
-    monkeypatch.setattr(native, "_HERE", pkg)
-    monkeypatch.setattr(native, "COMPILED", ("data_plane/exchange.py",))
+    _point_at(monkeypatch, pkg)
     _age(pkg / "exchange.py", 10)
     assert native.stale() == []  # built after the last edit
     (pkg / "exchange.py").touch()
-    assert native.stale() == ["data_plane.exchange"]
+    assert native.stale() == ["data_plane.http.exchange"]
     # the module's shim is new but the group library holding its code is not: still stale
     (pkg / "exchange.py").touch()
     for ext in pkg.glob("exchange.*"):
         if ext.suffix != ".py":
             ext.touch()
     _age(pkg / "exchange.py", 1)
-    _age(next(pkg.glob("_native__mypyc*")), 10)
-    assert native.stale() == ["data_plane.exchange"]
+    _age(next(pkg.parent.glob("_native__mypyc*")), 10)
+    assert native.stale() == ["data_plane.http.exchange"]
 
 
 def test_an_installed_wheel_is_never_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # pip writes a wheel's files in no useful time order; nothing there gets edited
     pkg = _tree(tmp_path, checkout=False)
-    monkeypatch.setattr(native, "_HERE", pkg)
-    monkeypatch.setattr(native, "COMPILED", ("data_plane/exchange.py",))
+    _point_at(monkeypatch, pkg)
     for ext in pkg.glob("*"):
         if ext.suffix != ".py":
             _age(ext, 10)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from data_plane.periods import (
+from data_plane.limits.periods import (
     DAY,
     MONTH,
     WEEK,

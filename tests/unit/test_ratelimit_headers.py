@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from data_plane.periods import DAY
-from data_plane.ratelimit import QUOTA, THROTTLE, UNAVAILABLE, Decision, LimitPolicy, Quota, Throttle
-from data_plane.ratelimit_headers import limit_response, rate_limit_headers
+from data_plane.limits.headers import limit_response, rate_limit_headers
+from data_plane.limits.periods import DAY
+from data_plane.limits.policy import QUOTA, THROTTLE, UNAVAILABLE, Decision, LimitPolicy, Quota, Throttle
 
 POLICY = LimitPolicy(throttle=Throttle(rate=10.0, burst=20), quota=Quota(limit=1000, period=DAY))
 

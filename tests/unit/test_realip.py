@@ -1,4 +1,4 @@
-"""The client IP derivation behind trusted proxies (data_plane/realip.py): nginx real_ip with
+"""The client IP derivation behind trusted proxies (data_plane/http/realip.py): nginx real_ip with
 ``real_ip_recursive on``."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from data_plane.realip import TrustedProxies, _ipv4, parse_address, parse_trusted
+from data_plane.http.realip import TrustedProxies, _ipv4, parse_address, parse_trusted
 from data_plane.settings import WorkerSettings
 
 TRUSTED = TrustedProxies(parse_trusted("127.0.0.1/32, 10.0.0.0/8, 2001:db8:aa::/48, 192.0.2.1"))
@@ -120,7 +120,7 @@ def test_fast_ipv4_parser_accepts_exactly_what_ipaddress_writes(text: str) -> No
 
 
 def test_entries_parsed_the_slow_way_are_remembered_and_the_memory_is_bounded(monkeypatch) -> None:
-    from data_plane import realip
+    from data_plane.http import realip
 
     t = TrustedProxies(parse_trusted("127.0.0.1, 2001:db8:aa::/48"))
     for _ in range(2):  # the second time from the cache, same answers

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_plane.canonical import canonical_host
+from data_plane.http.canonical import canonical_host
 from data_plane.router import NotFound, Router
 from data_plane.snapshot import Api, Route
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from data_plane.limits_memory import MemoryStore
-from data_plane.periods import DAY
-from data_plane.ratelimit import QUOTA, THROTTLE, LimitPolicy, Quota, Throttle, take_token
+from data_plane.limits.memory import MemoryStore
+from data_plane.limits.periods import DAY
+from data_plane.limits.policy import QUOTA, THROTTLE, LimitPolicy, Quota, Throttle, take_token
 
 
 class Clock:
@@ -109,8 +109,8 @@ def test_invalid_limits_are_refused_naming_the_field() -> None:
 def test_store_choice_follows_settings(tmp_path: Path) -> None:
     import asyncio
 
-    from data_plane.limits import open_metering, open_store
-    from data_plane.limits_redis import RedisStore
+    from data_plane.limits.redis import RedisStore
+    from data_plane.limits.stores import open_metering, open_store
     from data_plane.settings import WorkerSettings
 
     assert isinstance(open_store(WorkerSettings.from_env({})), MemoryStore)

@@ -1,4 +1,4 @@
-"""data_plane/upstream.py's ConnectionPool: idle connections past keepalive_timeout are never reused.
+"""data_plane/http/upstream.py's ConnectionPool: idle connections past keepalive_timeout are never reused.
 
 The pool's clock is injected; connections get a fake transport that records whether it was closed.
 The compiler part: upstreams sharing a host:port share one pool, whose timeout is the smallest.
@@ -10,8 +10,8 @@ import asyncio
 from typing import Any
 
 from data_plane.compiler import compile_snapshot
+from data_plane.http.upstream import ConnectionPool, UpstreamConnection
 from data_plane.snapshot import DEFAULT_KEEPALIVE_TIMEOUT, Snapshot, Target, Upstream
-from data_plane.upstream import ConnectionPool, UpstreamConnection
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 Flow (DESIGN.md, "Request path"): httptools parses the request head; at ``on_headers_complete``
 the head is checked for what llhttp lets through (see below) and an
-:class:`data_plane.exchange.Exchange` is created; if no other exchange is active on the
+:class:`data_plane.http.exchange.Exchange` is created; if no other exchange is active on the
 connection it starts at once.  Body chunks stream to the upstream as they arrive; response
 head and body stream back the same way.  Writes in either direction are collected while
 httptools runs and flushed in one ``writelines`` afterwards.
@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from data_plane import errors
-from data_plane.canonical import canonical_host
-from data_plane.exchange import Exchange, new_request_id
-from data_plane.shutdown import linger_close, unread_bytes
+from data_plane.http import responses as errors
+from data_plane.http.canonical import canonical_host
+from data_plane.http.exchange import Exchange, new_request_id
+from data_plane.http.shutdown import linger_close, unread_bytes
 
 if TYPE_CHECKING:
-    from data_plane.realip import TrustedProxies
+    from data_plane.http.realip import TrustedProxies
     from data_plane.server import Worker
 
 MAX_HEADER_BYTES = 32 * 1024
@@ -105,7 +105,7 @@ class ClientConnection(asyncio.Protocol):
         self._refusal: tuple[int, str] | None = None  # what a parser callback refused the request with
         self._pending_reject: tuple[int, str] | None = None  # a refusal waiting for earlier requests
         self._host_raw: bytes | None = None  # the last Host value seen on this connection ...
-        self._host: str | None = None  # ... and its routing form (data_plane/canonical.py)
+        self._host: str | None = None  # ... and its routing form (data_plane/http/canonical.py)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
@@ -401,7 +401,7 @@ class ClientConnection(asyncio.Protocol):
 
     def close_gracefully(self) -> None:
         """FIN after what was written, then read and discard until the client's FIN
-        (:func:`data_plane.shutdown.linger_close`): a request racing this close is dropped
+        (:func:`data_plane.http.shutdown.linger_close`): a request racing this close is dropped
         quietly, never answered by the kernel with a reset."""
         transport = self.transport
         if self._closed or transport is None:

@@ -34,8 +34,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from data_plane.periods import period_end, period_start, utc_day
-from data_plane.usage_spool import Spool
+from data_plane.limits.periods import period_end, period_start, utc_day
+from data_plane.metering.spool import Spool
 
 log = logging.getLogger("tollgate.usage")
 

@@ -18,7 +18,7 @@ client IP is derived as nginx's ``set_real_ip_from`` + ``real_ip_header X-Forwar
   writes them) counts as its address; an IPv4-mapped IPv6 address (``::ffff:203.0.113.7``, a
   dual-stack listener's peers) is matched and reported as its IPv4 address.
 
-Cost (a per-connection and a per-request part, :class:`data_plane.protocol.ClientConnection`):
+Cost (a per-connection and a per-request part, :class:`data_plane.http.protocol.ClientConnection`):
 with no trusted proxies nothing runs at all (the client IP is the peer, taken once per connection);
 otherwise the peer is checked once per connection, and only a trusted peer's requests walk their
 ``X-Forwarded-For``.  Networks are parsed once at start (:func:`parse_trusted`) into integer

@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from data_plane.periods import PeriodCache
-from data_plane.ratelimit import QUOTA, THROTTLE, Decision, LimitPolicy, take_token
+from data_plane.limits.periods import PeriodCache
+from data_plane.limits.policy import QUOTA, THROTTLE, Decision, LimitPolicy, take_token
 
 
 class _Period:

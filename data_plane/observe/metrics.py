@@ -1,7 +1,7 @@
 """The worker's ``/metrics`` (Prometheus text format), built at scrape time.
 
 Nothing here runs on the request path: :class:`WorkerCollector` reads the plain counters the
-request path keeps (:mod:`data_plane.stats`, :class:`data_plane.observe.Observer`) and the state
+request path keeps (:mod:`data_plane.observe.stats`, :class:`data_plane.observe.observer.Observer`) and the state
 other parts keep anyway (target health, config revision, the limiter store's outage counters) and
 turns them into metric families when Prometheus asks.  Each worker gets its own registry.
 
@@ -32,10 +32,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from data_plane.stats import LATENCY_BUCKETS, ApiStats, RouteStats
+from data_plane.observe.stats import LATENCY_BUCKETS, ApiStats, RouteStats
 
 if TYPE_CHECKING:
-    from data_plane.metering import Metering
+    from data_plane.metering.meter import Metering
     from data_plane.server import Worker
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"

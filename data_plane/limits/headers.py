@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 
-from data_plane.errors import SERVER_HEADER, error_response, status_line
-from data_plane.ratelimit import QUOTA, THROTTLE, UNAVAILABLE, Decision
+from data_plane.http.responses import SERVER_HEADER, error_response, status_line
+from data_plane.limits.policy import QUOTA, THROTTLE, UNAVAILABLE, Decision
 
 RATE_LIMITED = "rate limit exceeded"
 QUOTA_EXHAUSTED = "quota exhausted"

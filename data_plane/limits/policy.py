@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from data_plane.periods import PERIODS
+from data_plane.limits.periods import PERIODS
 
 THROTTLE = "throttle"
 QUOTA = "quota"

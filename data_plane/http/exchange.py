@@ -1,7 +1,7 @@
 """One request/response through the gateway: route, pick a target, forward, stream, retry.
 
-An :class:`Exchange` is created by :class:`data_plane.protocol.ClientConnection` when a request
-head is parsed.  It is the upstream connection's :class:`data_plane.upstream.ResponseSink`.
+An :class:`Exchange` is created by :class:`data_plane.http.protocol.ClientConnection` when a request
+head is parsed.  It is the upstream connection's :class:`data_plane.http.upstream.ResponseSink`.
 
 Retries (``Upstream.retries``) go to a target not tried yet (``balancer.pick(exclude=...)``) and
 happen only (a) when connecting failed (nothing was sent), (b) when the connection was lost
@@ -31,18 +31,18 @@ import time
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from data_plane import errors
 from data_plane.auth import CustomerEntry, Denied
-from data_plane.canonical import canonical_path, plain_path, same_authority, split_authority
 from data_plane.compiler import HASH_COOKIE, HASH_CUSTOMER, HASH_HEADER, HASH_IP
-from data_plane.ratelimit import UNAVAILABLE, Decision, LimitPolicy
-from data_plane.ratelimit_headers import limit_response, rate_limit_headers
+from data_plane.http import responses as errors
+from data_plane.http.canonical import canonical_path, plain_path, same_authority, split_authority
+from data_plane.http.upstream import UpstreamConnection
+from data_plane.limits.headers import limit_response, rate_limit_headers
+from data_plane.limits.policy import UNAVAILABLE, Decision, LimitPolicy
 from data_plane.router import NotFound
-from data_plane.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from data_plane.compiler import CompiledConfig, CompiledRoute, CompiledTarget, CompiledUpstream
-    from data_plane.protocol import ClientConnection
+    from data_plane.http.protocol import ClientConnection
 
 # Hop-by-hop fields (RFC 9110 7.6.1) and the ones the gateway sets itself; never forwarded.
 _HOP_BY_HOP = frozenset(
@@ -164,7 +164,7 @@ class Exchange:
         self.expect_continue = False  # the client waits for 100 Continue before its body
         self.request_id = b""
         # The client's address: the socket peer, or behind trusted proxies the one X-Forwarded-For
-        # names (data_plane/realip.py). What hash_on: ip, the access log and IP rules use.
+        # names (data_plane/http/realip.py). What hash_on: ip, the access log and IP rules use.
         trusted = client.trusted
         self.client_ip = client.peer_ip if trusted is None else trusted.client_ip(client.peer_ip, headers)
         self.customer_id = b""  # set by the auth stage when it knows the caller (hash_on: customer)
@@ -197,7 +197,7 @@ class Exchange:
         self.stale_retries = 0
         self.seen_body = 0  # body bytes at the body timeout's last look, and when that was
         self.body_seen_at = 0.0
-        # for metrics and the access log (data_plane/observe.py)
+        # for metrics and the access log (data_plane/observe/observer.py)
         self.started = perf_counter()
         self.status = 0  # what the client gets: set with the response head or the gateway error
         self.bytes_out = 0  # response body bytes from the upstream
@@ -273,7 +273,7 @@ class Exchange:
         else:
             made = canonical_path(raw_path)
             if made is None:
-                self._bad_request()  # no safe canonical form (data_plane/canonical.py)
+                self._bad_request()  # no safe canonical form (data_plane/http/canonical.py)
                 return
             # Routing, authentication and the upstream all see the canonical path.
             canon = made

@@ -7,15 +7,15 @@ memory store; ``open_metering`` the usage meter with its spool and HTTP sender â
 
 from __future__ import annotations
 
-from data_plane.limits_memory import MemoryStore
-from data_plane.metering import HttpUsageSender, Metering
-from data_plane.ratelimit import LimitStore
+from data_plane.limits.memory import MemoryStore
+from data_plane.limits.policy import LimitStore
+from data_plane.metering.meter import HttpUsageSender, Metering
 from data_plane.settings import WorkerSettings
 
 
 def open_store(settings: WorkerSettings) -> LimitStore:
     if settings.redis_url:
-        from data_plane.limits_redis import RedisStore
+        from data_plane.limits.redis import RedisStore
 
         return RedisStore(settings.redis_url, prefix=settings.redis_prefix, fail_mode=settings.limit_fail_mode)
     return MemoryStore()

@@ -7,7 +7,7 @@ HTTP), and the limiter step calls :meth:`Observer.limited` with the refusing lim
 
     self.client.worker.observer.limited(decision.limit)  # "throttle" | "quota" | "unavailable"
 
-Everything here is plain attribute and list work; see :mod:`data_plane.stats` for why.
+Everything here is plain attribute and list work; see :mod:`data_plane.observe.stats` for why.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from __future__ import annotations
 from time import perf_counter, time
 from typing import TYPE_CHECKING
 
-from data_plane.accesslog import AccessLog
-from data_plane.ratelimit import QUOTA, THROTTLE, UNAVAILABLE
-from data_plane.stats import unrouted_stats
+from data_plane.limits.policy import QUOTA, THROTTLE, UNAVAILABLE
+from data_plane.observe.accesslog import AccessLog
+from data_plane.observe.stats import unrouted_stats
 
 if TYPE_CHECKING:
-    from data_plane.exchange import Exchange
+    from data_plane.http.exchange import Exchange
 
 LIMIT_REASONS = (THROTTLE, QUOTA, UNAVAILABLE)
 

@@ -45,10 +45,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from data_plane.limits_memory import MemoryStore
-from data_plane.periods import PeriodCache
-from data_plane.ratelimit import QUOTA, THROTTLE, UNAVAILABLE, Decision, LimitPolicy, bucket_key, quota_key
-from data_plane.resp import RespConnection, RespConnectionError, RespError, encode, encode_args
+from data_plane.limits.memory import MemoryStore
+from data_plane.limits.periods import PeriodCache
+from data_plane.limits.policy import QUOTA, THROTTLE, UNAVAILABLE, Decision, LimitPolicy, bucket_key, quota_key
+from data_plane.limits.resp import RespConnection, RespConnectionError, RespError, encode, encode_args
 
 log = logging.getLogger("tollgate.limits")
 
@@ -196,7 +196,7 @@ class RedisStore:
     ) -> None:
         if fail_mode not in (FAIL_OPEN, FAIL_CLOSED):
             raise ValueError(f"fail_mode must be {FAIL_OPEN!r} or {FAIL_CLOSED!r}, got {fail_mode!r}")
-        # One lean pipelined connection (data_plane/resp.py); no client-side retries: a failure must
+        # One lean pipelined connection (data_plane/limits/resp.py); no client-side retries: a failure must
         # reach us at once so the fail mode decides, and our own reconnect loop is the only retry.
         self.host, self.port, self.db = _parse_url(url)
         self.timeout = timeout

@@ -5,7 +5,7 @@ every call; at tens of thousands of requests per second on one core that is a me
 the request path.  Instead each :class:`~data_plane.compiler.CompiledRoute` gets a
 :class:`RouteStats` when the snapshot is compiled, and recording a request is two list
 increments, one ``bisect`` (C) and one float addition, with no lock: a worker process runs its
-request path on one thread.  :mod:`data_plane.metrics` reads these numbers at scrape time.
+request path on one thread.  :mod:`data_plane.observe.metrics` reads these numbers at scrape time.
 
 Counters survive config swaps for routes (by route id) and APIs (by API id) that still exist with
 the same labels, as the connection pools do (:class:`StatsTable` takes the previous table); a

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from data_plane.errors import status_line
-from data_plane.metrics import CONTENT_TYPE, render
+from data_plane.http.responses import status_line
+from data_plane.observe.metrics import CONTENT_TYPE, render
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

@@ -1,4 +1,4 @@
-"""Usage plans -> :class:`~data_plane.ratelimit.LimitPolicy` objects per route, at compile time.
+"""Usage plans -> :class:`~data_plane.limits.policy.LimitPolicy` objects per route, at compile time.
 
 For each route the compiler stores ``policies`` (plan id -> the plan-wide policy of the route's API)
 and, only when some plan overrides a method of this route, ``method_policies`` ((plan id, method) ->
@@ -10,7 +10,7 @@ plan's APIs, as the quota is.  A plan with neither throttle nor quota (and no ov
 
 from __future__ import annotations
 
-from data_plane.ratelimit import LimitPolicy, Quota, Throttle
+from data_plane.limits.policy import LimitPolicy, Quota, Throttle
 from data_plane.snapshot import Api, Route, Snapshot
 
 # api id -> plan id -> (plan-wide policy or None, {(method, path template): override policy})

@@ -1,0 +1,1 @@
+"""What a worker reports: per-route counters and latency, Prometheus metrics, the access log."""
