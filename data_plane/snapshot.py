@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_plane.snapshot_plans import Plan, PlanError, parse_plan, plan_dict
+from data_plane.errors import PlanError, SnapshotError, UnsupportedSchemaVersion
+from data_plane.snapshot_plans import Plan, parse_plan, plan_dict
 
 # 1.1: balancing/health fields; 1.2: auth settings, customers, keys; 1.3: usage plans, customers' plan and
 # quota adjustment, apis' rate_limit_headers; 1.4: auth_settings.jwt_jwks_url and jwt_jwks (fetched public keys);
@@ -51,14 +52,6 @@ DEFAULT_KEEPALIVE_TIMEOUT = 4.0
 # A path template: literal segments, `{name}` parameters, and an optional last `{name+}` greedy one.
 _PARAM_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}$")
 _LITERAL_RE = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%]+$")
-
-
-class SnapshotError(ValueError):
-    """The snapshot document is invalid; the message names the offending field."""
-
-
-class UnsupportedSchemaVersion(SnapshotError):
-    """The snapshot's major schema version is newer than this worker understands."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from data_plane.errors import PlanError
+
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
-
-
-class PlanError(ValueError):
-    """A plan entry is invalid; :mod:`data_plane.snapshot` re-raises it as ``SnapshotError``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from data_plane.errors import RequestRefused
 from data_plane.http import responses as errors
 from data_plane.http.canonical import canonical_host
 from data_plane.http.exchange import Exchange, new_request_id
@@ -287,7 +288,7 @@ class ClientConnection(asyncio.Protocol):
         """Stop parsing this request: httptools turns the exception into an HttpParserError, so
         what to answer is kept here for data_received."""
         self._refusal = (status, message)
-        raise _Reject(status, message)
+        raise RequestRefused(status, message)
 
     def route_host(self, raw: bytes) -> str | None:
         """The routing form of a Host value (None: invalid), kept for the next request of this
@@ -450,9 +451,3 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self._closed:
             self.transport.write(errors.error_response(status, message, rid, keep_alive=False))
         self.close_gracefully()  # unread bytes may follow: FIN, never a reset
-
-
-class _Reject(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message

@@ -45,10 +45,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from data_plane.errors import RespConnectionError, RespError, UnexpectedReply
 from data_plane.limits.memory import MemoryStore
 from data_plane.limits.periods import PeriodCache
 from data_plane.limits.policy import QUOTA, THROTTLE, UNAVAILABLE, Decision, LimitPolicy, bucket_key, quota_key
-from data_plane.limits.resp import RespConnection, RespConnectionError, RespError, encode, encode_args
+from data_plane.limits.resp import RespConnection, encode, encode_args
 
 log = logging.getLogger("tollgate.limits")
 
@@ -115,10 +116,6 @@ _SCRIPT_LOAD = encode(b"SCRIPT", b"LOAD", LUA_CHECK)
 _PING = encode(b"PING")
 
 _UNREACHABLE = (RespConnectionError, OSError, TimeoutError)
-
-
-class StoreError(Exception):
-    """Redis answered, but not as the script promises (a bug or a foreign server): fail the batch."""
 
 
 def _parse_url(url: str) -> tuple[str, int, int]:
@@ -350,13 +347,13 @@ class RedisStore:
                     conn = await self._connection()
                     [loaded] = await conn.execute([_SCRIPT_LOAD], timeout=self.timeout)
                     if isinstance(loaded, RespError):
-                        raise StoreError(f"SCRIPT LOAD failed: {loaded}")
+                        raise UnexpectedReply(f"SCRIPT LOAD failed: {loaded}")
                 groups = retry
-            raise StoreError("script still missing after SCRIPT LOAD")
+            raise UnexpectedReply("script still missing after SCRIPT LOAD")
         except _UNREACHABLE as lost:
             self._outage(lost)
             self._resolve_degraded(batch)
-        except StoreError as exc:
+        except UnexpectedReply as exc:
             log.error("rate limit store error: %s", exc)
             self._resolve_degraded(batch)
         except BaseException:
@@ -374,7 +371,7 @@ class RedisStore:
         conn = await self._connection()
         [pong] = await conn.execute([_PING], timeout=self.timeout)
         if isinstance(pong, RespError):
-            raise StoreError(str(pong))
+            raise UnexpectedReply(str(pong))
 
     async def _pipeline(self, groups: list[list[_Check]]) -> list[Any]:
         conn = await self._connection()
@@ -459,7 +456,7 @@ class RedisStore:
             delay = min(delay * 2, self.backoff_max)
             try:
                 await self.ping()
-            except (*_UNREACHABLE, StoreError):
+            except (*_UNREACHABLE, UnexpectedReply):
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None

@@ -22,13 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import hiredis
 
-
-class RespConnectionError(ConnectionError):
-    """The connection failed or was closed; the batch's commands may or may not have run."""
-
-
-class RespError(Exception):
-    """An error reply (``-ERR ...``, ``-NOSCRIPT ...``) for one command of a batch."""
+from data_plane.errors import RespConnectionError, RespError
 
 
 def encode(*parts: bytes | str | int | float) -> bytes:

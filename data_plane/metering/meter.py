@@ -34,20 +34,13 @@ from typing import Any, Protocol
 
 import httpx
 
+from data_plane.errors import UsageRejected, UsageSendError
 from data_plane.limits.periods import period_end, period_start, utc_day
 from data_plane.metering.spool import Spool
 
 log = logging.getLogger("tollgate.usage")
 
 USAGE_PATH = "/cluster/v1/usage"
-
-
-class UsageSendError(Exception):
-    """The batch was not applied; send it again later."""
-
-
-class UsageRejected(UsageSendError):
-    """The control plane refused the batch as malformed; sending it again cannot succeed."""
 
 
 class UsageSender(Protocol):

@@ -20,11 +20,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from data_plane.errors import SpoolInUse
+
 log = logging.getLogger("tollgate.usage")
-
-
-class SpoolInUse(RuntimeError):
-    pass
 
 
 class Spool:

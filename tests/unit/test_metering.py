@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from data_plane.metering.meter import HttpUsageSender, Metering, UsageRejected, UsageSendError
-from data_plane.metering.spool import SpoolInUse
+from data_plane.errors import SpoolInUse, UsageRejected, UsageSendError
+from data_plane.metering.meter import HttpUsageSender, Metering
 
 T0 = datetime(2024, 3, 10, 23, 59, 0, tzinfo=UTC).timestamp()
 
