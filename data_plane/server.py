@@ -20,6 +20,7 @@ import uvloop
 from data_plane import __version__, native
 from data_plane.compiler import CompiledConfig, compile_snapshot, retired_pools
 from data_plane.health import Prober
+from data_plane.http.env import ExchangeEnv
 from data_plane.http.protocol import ClientConnection
 from data_plane.http.realip import TrustedProxies, parse_trusted
 from data_plane.http.shutdown import LISTEN_SETTLE, stop_handshakes
@@ -44,12 +45,10 @@ class Worker:
     def __init__(self, settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.loop = loop
-        self.config: CompiledConfig | None = None
         self.applied_at: float | None = None
         self.connections: set[ClientConnection] = set()
         self.sync: ConfigSync | None = None
         self.last_error: str | None = None
-        self.draining = False  # SIGTERM received: finish what is in flight, accept nothing new
         # proxies whose X-Forwarded-For names the client (parsed once); None: the socket peer is the client
         trusted = parse_trusted(settings.trusted_proxies)
         self.trusted_proxies: TrustedProxies | None = TrustedProxies(trusted) if trusted else None
@@ -61,6 +60,8 @@ class Worker:
         # usage plans: the counter store (memory or Redis) and the usage meter (None: nothing to meter into)
         self.limiter = open_store(settings)
         self.metering = open_metering(settings)
+        # what exchanges use of the worker, kept current here: the config (swapped in apply) and draining
+        self.env = ExchangeEnv(loop, self.observer, self.limiter, self.metering, body_timeout=settings.body_timeout)
         # pools of targets that left the config while requests were in flight on them: their
         # connections come back after the swap and are closed by the sweep
         self.retired_pools: list[ConnectionPool] = []
@@ -71,6 +72,24 @@ class Worker:
         self._status_servers: list[asyncio.Server] = []
 
     # ------------------------------------------------------------------ config
+
+    @property
+    def config(self) -> CompiledConfig | None:
+        """The config requests start with now (held by ``env``, where exchanges read it)."""
+        return self.env.config
+
+    @config.setter
+    def config(self, value: CompiledConfig | None) -> None:
+        self.env.config = value
+
+    @property
+    def draining(self) -> bool:
+        """SIGTERM received: finish what is in flight, accept nothing new."""
+        return self.env.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.env.draining = value
 
     def apply(self, snapshot: Snapshot) -> None:
         """Validate, compile and swap in a snapshot; raises SnapshotError/ValueError and keeps the old one."""

@@ -1,101 +1,78 @@
-"""One request/response through the gateway: route, pick a target, forward, stream, retry.
+"""The exchange state machine: one admitted request against an upstream, to its end.
 
-An :class:`Exchange` is created by :class:`data_plane.http.protocol.ClientConnection` when a request
-head is parsed.  It is the upstream connection's :class:`data_plane.http.upstream.ResponseSink`.
+Created by :class:`data_plane.http.protocol.ClientConnection` when a request head is parsed;
+:meth:`Exchange.start` asks the admission pipeline (:mod:`data_plane.http.admission`) for a
+verdict, answers a refusal, checks the plan policy with the limiter, then forwards.  From there it
+is the upstream connection's :class:`data_plane.http.upstream.ResponseSink`::
 
-Retries (``Upstream.retries``) go to a target not tried yet (``balancer.pick(exclude=...)``) and
-happen only (a) when connecting failed (nothing was sent), (b) when the connection was lost
-before any response byte for an idempotent request, (c) on a 502/503/504 response to an
-idempotent request — and never once any byte of the request body went upstream (bodies are
-streamed, not kept for a replay).  A pooled keep-alive connection the upstream closed just as it
-was reused is retried on a fresh connection outside that budget (it says nothing about the target),
-again only for an idempotent request: its head was written, so the upstream may have acted on it.
-Idempotent = the method is (RFC 9110 9.2.2) or the request carries an ``Idempotency-Key`` header
-(the client says a repeat is safe; draft-ietf-httpapi-idempotency-key-header), decided once in
-:meth:`Exchange.start`.
+    start -> (limiter) -> forward -> connect | attach -> stream body / response -> finish
+                             ^                  |
+                             +---- retry -------+        (and: fail, abort, timed out, upgraded)
+
+It is handed what it uses and reaches no further: the worker's :class:`~data_plane.http.env.ExchangeEnv`
+(loop, observer, limiter, metering, current config, body timeout) and the client connection's
+small surface (``write``, ``watch``, ``pause_reading`` / ``resume_reading`` with a
+:mod:`data_plane.http.flow` reason, ``done``, ``abort``, ``open_tunnel``); the connection owns its
+own state.  Heads are rewritten by the pure functions of :mod:`data_plane.http.headers`.
+
+Retries (``Upstream.retries``) go to a target not tried yet (``balancer.pick(exclude=...)``).
+One rule decides them all (:meth:`Exchange.may_retry`): never once any byte of the request body
+went upstream (bodies are streamed, not kept for a replay); once the head may have reached the
+target (lost connection, 502/503/504 response) only for an idempotent request; within the budget
+and before the total deadline.  So a retry happens (a) when connecting failed (nothing was sent),
+(b) when the connection was lost before any response byte, (c) on a 502/503/504 response once the
+request body is complete.  A pooled keep-alive connection the upstream closed just as it was
+reused is sent again on a fresh connection outside that budget (it says nothing about the
+target), again only for an idempotent request.  Idempotent = the method is (RFC 9110 9.2.2) or the
+request carries an ``Idempotency-Key`` header (the client says a repeat is safe;
+draft-ietf-httpapi-idempotency-key-header), decided once by admission.
 
 Timeouts: connect (``asyncio.timeout`` around the dial), read (idle upstream) and total (deadline
-from the start of the request).  No timer per exchange: the client connection's one timer calls
-:meth:`Exchange.check_timeout` while the exchange is active, and the exchange asks the connection
-for an earlier wake-up (``ClientConnection.watch``) only when it needs one.  Upstream activity only
-bumps a counter, so the idle limit is enforced within [read, 2 x read].  After a 101 the same timer
-closes the tunnel once no byte moved in either direction for the read timeout
-(:meth:`Exchange.check_tunnel`; each side's ``data_received`` bumps a counter).
+from the start of the request); while the client still owes body bytes only the body timeout runs.
+No timer per exchange: the client connection's one timer calls :meth:`Exchange.check_timeout`
+while the exchange is active, and the exchange asks the connection for an earlier wake-up
+(``ClientConnection.watch``) only when it needs one.  Upstream activity only bumps a counter, so
+the idle limit is enforced within [read, 2 x read].  After a 101 the same timer closes the tunnel
+once no byte moved in either direction for the read timeout (:meth:`Exchange.check_tunnel`; each
+side's ``data_received`` bumps a counter).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from data_plane.auth import CustomerEntry, Denied
+from data_plane.auth import CustomerEntry
 from data_plane.compiler import HASH_COOKIE, HASH_CUSTOMER, HASH_HEADER, HASH_IP
+from data_plane.http import flow
 from data_plane.http import responses as errors
-from data_plane.http.canonical import canonical_path, plain_path, same_authority, split_authority
+from data_plane.http.admission import IDEMPOTENT_METHODS, Admitted, Refused, admit
+from data_plane.http.flow import BODY_BUFFER_HIGH_WATER
+from data_plane.http.headers import BODY_CHUNKED, BODY_TO_CLOSE, CRLF, new_request_id, response_head
 from data_plane.http.upstream import UpstreamConnection
 from data_plane.limits.headers import limit_response, rate_limit_headers
 from data_plane.limits.policy import UNAVAILABLE, Decision, LimitPolicy
-from data_plane.router import NotFound
 
 if TYPE_CHECKING:
-    from data_plane.compiler import CompiledConfig, CompiledRoute, CompiledTarget, CompiledUpstream
+    from data_plane.compiler import CompiledRoute, CompiledTarget, CompiledUpstream
+    from data_plane.http.env import ExchangeEnv
     from data_plane.http.protocol import ClientConnection
 
-# Hop-by-hop fields (RFC 9110 7.6.1) and the ones the gateway sets itself; never forwarded.
-_HOP_BY_HOP = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade", b"trailer")
-)
-# x-customer-id / x-key-prefix are set by authentication only: a client-supplied one is spoofing.
-_SET_BY_GATEWAY_REQUEST = _HOP_BY_HOP | {
-    b"host",
-    b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-    b"x-customer-id",
-    b"x-key-prefix",
-}
-_SET_BY_GATEWAY_RESPONSE = _HOP_BY_HOP | {b"x-request-id"}
-
-_VIA = b"via: 1.1 tollgate\r\n"
-_CHUNKED = b"transfer-encoding: chunked\r\n"
-_TE_TRAILERS = b"te: trailers\r\n"
-_CONNECTION_UPGRADE = b"connection: upgrade\r\nupgrade: "
 _LAST_CHUNK = b"0\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_CRLF = b"\r\n"
-_REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-_IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 _RETRY_STATUSES = frozenset((502, 503, 504))
-
-# Buffered request body waiting for an upstream connection (or behind a pipelined request)
-# above which the client is paused.
-BODY_BUFFER_HIGH_WATER = 256 * 1024
-
-_rid_prefix = os.urandom(6).hex().encode()
-_rid_counter = 0
-
-
-def new_request_id() -> bytes:
-    global _rid_counter
-    _rid_counter += 1
-    return b"%s-%x" % (_rid_prefix, _rid_counter)
-
-
-def _valid_request_id(value: bytes) -> bool:
-    return 0 < len(value) <= 128 and all(c in _REQUEST_ID_CHARS for c in value)
-
-
-def _tokens(value: bytes) -> set[bytes]:
-    return {t.strip().lower() for t in value.split(b",")}
+# A pooled connection the upstream closed as it was reused is sent again at most this often (outside
+# the retry budget: it says nothing about the target).
+_STALE_RESENDS = 2
 
 
 class Exchange:
     """One request/response through the gateway."""
 
     __slots__ = (
+        "env",
         "client",
         "method",
         "url",
@@ -110,7 +87,6 @@ class Exchange:
         "customer_id",
         "customer",
         "limit_headers",
-        "config",
         "route",
         "target",
         "tried",
@@ -145,6 +121,7 @@ class Exchange:
 
     def __init__(
         self,
+        env: ExchangeEnv,
         client: ClientConnection,
         method: str,
         url: bytes,
@@ -153,6 +130,7 @@ class Exchange:
         keep_alive: bool,
         upgrade: bool,
     ) -> None:
+        self.env = env
         self.client = client
         self.method = method
         self.url = url
@@ -160,7 +138,7 @@ class Exchange:
         self.http_version = http_version
         self.keep_alive = keep_alive and not upgrade  # after a refused upgrade the parser cannot go on
         self.upgrade = upgrade
-        self.idempotent = method in _IDEMPOTENT
+        self.idempotent = method in IDEMPOTENT_METHODS  # until admission reads Idempotency-Key
         self.expect_continue = False  # the client waits for 100 Continue before its body
         self.request_id = b""
         # The client's address: the socket peer, or behind trusted proxies the one X-Forwarded-For
@@ -170,7 +148,6 @@ class Exchange:
         self.customer_id = b""  # set by the auth stage when it knows the caller (hash_on: customer)
         self.customer: CustomerEntry | None = None
         self.limit_headers = b""  # RateLimit-* lines for the response (usage plans)
-        self.config: CompiledConfig | None = None
         self.route: CompiledRoute | None = None
         self.target: CompiledTarget | None = None  # the target this exchange counts as in flight on
         self.tried: tuple[CompiledTarget, ...] | None = None
@@ -206,162 +183,49 @@ class Exchange:
     # ------------------------------------------------------------------ request side
 
     def start(self) -> None:
-        client = self.client
-        host = b""
-        hosts = 0
-        rid = b""
-        content_length = None
-        expect: bytes | None = None
-        for name, value in self.headers:
-            if name == b"host":
-                host = value
-                hosts += 1
-            elif name == b"x-request-id":
-                rid = value
-            elif name == b"content-length":
-                content_length = value
-            elif name == b"transfer-encoding":
-                self.body_chunked = True
-            elif name == b"expect":
-                expect = value
-            elif name == b"idempotency-key" and value:
-                self.idempotent = True  # the client made a non-idempotent method safe to repeat
-        self.request_id = rid if rid and _valid_request_id(rid) else new_request_id()
-        if self.body_chunked or content_length is not None and content_length != b"0":
+        v = admit(
+            self.env.config,
+            self.method,
+            self.url,
+            self.headers,
+            self.http_version,
+            upgrade=self.upgrade,
+            body_bytes=self.body_bytes,
+            hosts=self.client.hosts,
+            peer_ip=self.client.peer_ip,
+        )
+        self.request_id = v.request_id
+        if v.body_expected:
             # A body is coming: the body timeout counts from now (TOLLGATE_BODY_TIMEOUT).
-            now = self.body_seen_at = client.loop.time()
-            client.watch(now + client.worker.settings.body_timeout)
-        if hosts != 1 and (hosts or self.http_version == "1.1"):
-            # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host and to
-            # any request with more than one Host field.
-            self._bad_request()
-            return
-        if hosts:
-            host = host.strip(b" \t")  # (llhttp keeps trailing whitespace in a value)
-            if not host:
-                self._bad_request()  # an http(s) URI always has a host (nginx refuses it too)
-                return
-        if content_length is not None and len(content_length) > 1 and content_length[0] == 0x30:
-            # "010" is 10 (1*DIGIT), but a backend that reads it as octal frames 8: send it plain.
-            fixed = b"%d" % int(content_length)
-            self.headers = [(n, fixed if n == b"content-length" else v) for n, v in self.headers]
-        url = self.url
-        if url[:1] != b"/":
-            # Absolute form (RFC 9112 3.2.2: a server MUST accept it): routed by its authority,
-            # which must agree with Host. The asterisk form and anything else are not ours.
-            parts = split_authority(url)
-            if parts is None or (hosts and not same_authority(host, parts[1], parts[0])):
-                self._bad_request()
-                return
-            host = parts[1]
-            url = parts[2]
-        route_host = client.route_host(host)
-        if route_host is None:
-            self._bad_request()  # an invalid Host
-            return
-        q = url.find(b"?")
-        if q >= 0 and "#" in url[q:].decode("latin-1"):
-            # A fragment is never part of a request target (in the path, canonical_path refuses it;
-            # the test runs on str: compiled bytes "in" costs ~2,000 instructions).
-            self._bad_request()
-            return
-        raw_path = url if q < 0 else url[:q]
-        canon = raw_path
-        plain = plain_path(raw_path)
-        if plain is not None:
-            path = plain
-        else:
-            made = canonical_path(raw_path)
-            if made is None:
-                self._bad_request()  # no safe canonical form (data_plane/http/canonical.py)
-                return
-            # Routing, authentication and the upstream all see the canonical path.
-            canon = made
-            url = canon + url[q:] if q >= 0 else canon
-            q = len(canon) if q >= 0 else -1
-            path = canon.decode("ascii")
-        if expect is not None and self.http_version == "1.1":  # (HTTP/1.0 expectations are ignored)
-            if expect.strip().lower() != b"100-continue":
-                self.keep_alive = False
-                self.fail(417, errors.EXPECTATION_FAILED)  # RFC 9110 10.1.1
-                return
-            # Answered by the gateway once the request is admitted (nginx, Envoy): a refusal comes
-            # before the client sends its body, and the upstream is not asked again.
-            self.expect_continue = True
-            self.headers = [h for h in self.headers if h[0] != b"expect"]
-
-        config = self.config = client.worker.config
-        if config is None:
-            self.fail(503, errors.NOT_CONFIGURED)
-            return
-        found = config.router.match(route_host, self.method, path)
-        if canon is not raw_path and b"%2F" in canon and not self._slash_agrees(config, route_host, canon, found):
-            self._bad_request()  # an encoded slash that would route elsewhere once decoded
-            return
-        if isinstance(found, NotFound):
-            if found.allow:
-                allow = b"allow: " + ", ".join(found.allow).encode() + b"\r\n"
-                self.fail(405, errors.METHOD_NOT_ALLOWED, allow)
-            else:
-                self.fail(404, errors.NO_ROUTE)
-            return
-        route, rel_path = found
-        self.route = route
-        inject = b""
-        policy: LimitPolicy | None = None
-        if route.auth is not None:
-            res = route.auth.authenticate(self.headers, url, q)
-            if isinstance(res, Denied):
-                self.fail(res.status, res.message, res.extra)
-                return
-            # credential stripped; identity header lines to add; who is calling
-            self.headers, url, inject, customer = res
+            now = self.body_seen_at = self.env.loop.time()
+            self.client.watch(now + self.env.body_timeout)
+        self.route = v.route
+        customer = v.customer
+        if customer is not None:
             self.customer = customer
             self.customer_id = customer.id_bytes
-            plan_id = customer.plan_id
-            if plan_id is not None:
-                # One or two dict lookups: a per-route override for this method, else the plan's policy.
-                by_method = route.method_policies
-                policy = by_method.get((plan_id, self.method)) if by_method else None
-                if policy is None:
-                    policy = route.policies.get(plan_id)
-        limit = route.max_body_bytes
-        if limit is not None and (
-            content_length is not None and int(content_length) > limit or self.body_bytes > limit
-        ):
-            self.keep_alive = False
-            self.fail(413, errors.BODY_TOO_LARGE)
+        if isinstance(v, Refused):
+            if v.close:
+                self.keep_alive = False
+            self.fail(v.status, v.message, v.extra)
             return
+        assert isinstance(v, Admitted)
+        self.headers = v.headers
+        self.head = v.head
+        self.idempotent = v.idempotent
+        self.expect_continue = v.expect_continue
+        self.body_chunked = v.chunked
+        route = v.route
+        assert route is not None
         if route.total_timeout is not None:
-            now = client.loop.time()
+            now = self.env.loop.time()
             self.deadline = now + route.total_timeout
-            client.watch(now + min(route.total_timeout, route.read_timeout))
-
-        if route.strip_base_path:
-            upstream_path = rel_path.encode("ascii") + url[q:] if q >= 0 else rel_path.encode("ascii")
-        else:
-            upstream_path = url  # the canonical path and the query auth left
-        self.head = self._build_head(upstream_path, host, inject)
-        if policy is not None:
-            self._check_limits(policy)
+            self.client.watch(now + min(route.total_timeout, route.read_timeout))
+        if v.policy is not None:
+            self._check_limits(v.policy)
             return
         self._admitted()
         self.forward()
-
-    def _slash_agrees(
-        self, config: CompiledConfig, host: str, canon: bytes, found: tuple[CompiledRoute, str] | NotFound
-    ) -> bool:
-        """An encoded slash stays encoded (SDKs escape ``/`` in greedy path parameters), but only
-        when the path routes to the same route with it decoded: a backend that decodes ``%2F``
-        before routing must not be handed a path another route (or API) owns (``/zec%2Fr`` is
-        the catch-all's as written and the keyed API's decoded: 400)."""
-        decoded = canonical_path(canon.replace(b"%2F", b"/"))
-        if decoded is None:
-            return False
-        other = config.router.match(host, self.method, decoded.decode("ascii"))
-        if isinstance(found, NotFound) or isinstance(other, NotFound):
-            return isinstance(found, NotFound) and isinstance(other, NotFound)
-        return found[0] is other[0]
 
     # ------------------------------------------------------------------ usage plans
 
@@ -370,7 +234,7 @@ class Exchange:
         customer = self.customer
         assert customer is not None
         adjustment = customer.adjustment(time.time()) if customer.extra else 0
-        d = self.client.worker.limiter.check(customer.id, policy, adjustment)
+        d = self.env.limiter.check(customer.id, policy, adjustment)
         if isinstance(d, Decision):
             self._limited(d)
         else:
@@ -383,7 +247,7 @@ class Exchange:
         self.flush_upstream()  # body bytes that arrived while waiting
 
     def _limited(self, d: Decision) -> None:
-        observer = self.client.worker.observer
+        observer = self.env.observer
         if not d.allowed:
             observer.limited(d.limit)
             self._refuse(d)
@@ -400,7 +264,7 @@ class Exchange:
             self.client_out.append(_CONTINUE)
             self.flush_client()
         customer = self.customer
-        metering = self.client.worker.metering
+        metering = self.env.metering
         if customer is not None and metering is not None:
             metering.record(customer.id, self.route.api_id)  # type: ignore[union-attr]
 
@@ -410,51 +274,6 @@ class Exchange:
             return
         self.error = limit_response(d, self.request_id, keep_alive=self.keep_alive)
         self._error_ready()
-
-    def _build_head(self, upstream_path: bytes, host: bytes, inject: bytes = b"") -> bytes:
-        """The request head minus the Host line and the blank line ending the head: the target's
-        precompiled ``head_end`` completes it."""
-        skip = _SET_BY_GATEWAY_REQUEST
-        connection_named: set[bytes] | None = None
-        xff = b""
-        te_trailers = False
-        upgrade = b""
-        parts = [self.method.encode(), b" ", upstream_path, b" HTTP/1.1\r\n"]
-        for name, value in self.headers:
-            if name == b"connection":
-                connection_named = _tokens(value)
-        for name, value in self.headers:
-            if name in skip or (connection_named is not None and name in connection_named):
-                if name == b"x-forwarded-for":
-                    if value:
-                        xff += value + b", "  # every field line, in order: one list (RFC 9110 5.3)
-                elif name == b"te":
-                    te_trailers = b"trailers" in _tokens(value)
-                elif name == b"upgrade":
-                    upgrade = value
-                continue
-            if name == b"x-request-id":
-                continue
-            parts += (name, b": ", value, _CRLF)
-        parts += (
-            b"x-forwarded-for: ",
-            xff,
-            self.client.peer_ip,
-            b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ",
-            host,
-            b"\r\nx-request-id: ",
-            self.request_id,
-            b"\r\n",
-            inject,
-            _VIA,
-        )
-        if te_trailers:
-            parts.append(_TE_TRAILERS)  # the one TE value that is end-to-end in meaning
-        if self.upgrade:
-            parts += (_CONNECTION_UPGRADE, upgrade, _CRLF)
-        if self.body_chunked:
-            parts.append(_CHUNKED)
-        return b"".join(parts)
 
     def _hash_key(self, upstream: CompiledUpstream) -> bytes:
         mode = upstream.hash_on
@@ -525,11 +344,10 @@ class Exchange:
         self.conn = conn
         conn.attach(self, self.method == "HEAD")
         self.seen_activity = self.activity  # the read timeout counts from here
-        client = self.client
-        now = self.seen_at = client.loop.time()
-        client.watch(now + self.route.read_timeout)  # type: ignore[union-attr]
+        now = self.seen_at = self.env.loop.time()
+        self.client.watch(now + self.route.read_timeout)  # type: ignore[union-attr]
         if self.up_buffered > BODY_BUFFER_HIGH_WATER:
-            self.client.resume_reading(4)
+            self.client.resume_reading(flow.BODY_BUFFER)
         self.up_buffered = 0
 
     def request_body(self, chunk: bytes) -> None:
@@ -544,18 +362,18 @@ class Exchange:
             return
         self.activity += 1
         if self.body_chunked:
-            self.up_out += (b"%x\r\n" % len(chunk), chunk, _CRLF)
+            self.up_out += (b"%x\r\n" % len(chunk), chunk, CRLF)
         else:
             self.up_out.append(chunk)
         if self.conn is None:
             self.up_buffered += len(chunk)
             if self.up_buffered > BODY_BUFFER_HIGH_WATER:
-                self.client.pause_reading(4)
+                self.client.pause_reading(flow.BODY_BUFFER)
 
     def request_complete(self) -> None:
         self.body_done = True
         if self.error is not None:
-            if self.client.active is self:
+            if self.client.is_active(self):
                 self._send_error()
             return
         if self.body_chunked and not self.finished:
@@ -583,15 +401,20 @@ class Exchange:
             # (A connection lost while the client still owes body bytes may be the upstream giving
             # up on a stalled client: not held against the target.)
             target.state.report_failure(upstream.passive, upstream.states)
-        if (
-            self.attempts <= upstream.retries
-            and not self.body_started
-            and (not request_sent or self.idempotent)
-            and not self._expired()
-        ):
+        if self.may_retry(sent=request_sent):
             self._retry(exclude=True)
             return
         self.fail(status, message)
+
+    def may_retry(self, *, sent: bool, stale: bool = False) -> bool:
+        """The one retry rule (module docstring).  ``sent``: the request head may have reached the
+        target (it may have acted on it); ``stale``: a pooled connection the upstream closed as it
+        was reused (a resend outside the retry budget, which says nothing about the target)."""
+        if self.body_started or (sent and not self.idempotent):
+            return False  # body bytes are streamed, not kept for a replay; a repeat must be safe
+        if stale:
+            return self.stale_retries < _STALE_RESENDS
+        return self.attempts <= self.route.upstream.retries and not self._expired()  # type: ignore[union-attr]
 
     def _retry(self, *, exclude: bool) -> None:
         target = self.target
@@ -605,7 +428,7 @@ class Exchange:
         self.flush_upstream()
 
     def _expired(self) -> bool:
-        return self.deadline != 0.0 and self.client.loop.time() >= self.deadline
+        return self.deadline != 0.0 and self.env.loop.time() >= self.deadline
 
     def _leave(self) -> None:
         """Stop counting this exchange as in flight on its target."""
@@ -622,7 +445,7 @@ class Exchange:
             # 100 Continue is the gateway's own (it strips Expect); 103 goes to HTTP/1.1 clients
             # only (RFC 9110 15.2: never a 1xx to an HTTP/1.0 client).
             if status == 103 and self.http_version == "1.1":
-                self.client_out.append(errors.status_line(status) + _CRLF)
+                self.client_out.append(errors.status_line(status) + CRLF)
             return
         upstream = self.route.upstream  # type: ignore[union-attr]
         if upstream.passive is not None and self.target is not None:
@@ -631,14 +454,8 @@ class Exchange:
                 state.report_failure(upstream.passive, upstream.states)
             else:
                 state.failures = 0
-        if (
-            status in _RETRY_STATUSES
-            and self.idempotent
-            and self.attempts <= upstream.retries
-            and self.body_done
-            and not self.body_started
-            and not self._expired()
-        ):
+        if status in _RETRY_STATUSES and self.body_done and self.may_retry(sent=True):
+            # (a response that came while the client still sends its body is the answer)
             conn = self.conn
             self.conn = None
             if conn is not None:
@@ -650,46 +467,28 @@ class Exchange:
             return
         self.response_started = True
         self.status = status
-        parts = [errors.status_line(status)]
-        has_length = False
-        connection_named: set[bytes] | None = None
-        upgrade = b""
-        for name, value in headers:
-            if name == b"connection":
-                connection_named = _tokens(value)
-        skip = _SET_BY_GATEWAY_RESPONSE
-        for name, value in headers:
-            if name in skip or (connection_named is not None and name in connection_named):
-                if name == b"upgrade":
-                    upgrade = value
-                continue
-            if name == b"content-length":
-                has_length = True
-            parts += (name, b": ", value, _CRLF)
-        parts += (b"x-request-id: ", self.request_id, _CRLF, _VIA, self.limit_headers)
-        if status == 101:
-            parts += (_CONNECTION_UPGRADE, upgrade, _CRLF, _CRLF)
-            self.client_out.append(b"".join(parts))
-            return
-        no_body = self.method == "HEAD" or status == 204 or status == 304
-        if not has_length and not no_body:
-            if self.http_version == "1.1":
-                self.response_chunked = True
-                parts.append(_CHUNKED)
-            else:
-                self.keep_alive = False  # HTTP/1.0 client: the body ends when we close
-        if self.client.last_response():
+        if status != 101 and self.client.last_response():
             self.keep_alive = False  # draining: the last request begun on this connection
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(_CRLF)
-        self.client_out.append(b"".join(parts))
+        head, framing = response_head(
+            status,
+            headers,
+            request_id=self.request_id,
+            extra=self.limit_headers,
+            no_body=self.method == "HEAD" or status == 204 or status == 304,
+            http11=self.http_version == "1.1",
+            keep_alive=self.keep_alive,
+        )
+        if framing == BODY_CHUNKED:
+            self.response_chunked = True
+        elif framing == BODY_TO_CLOSE:
+            self.keep_alive = False  # HTTP/1.0 client: the body ends when we close
+        self.client_out.append(head)
 
     def on_response_body(self, chunk: bytes) -> None:
         self.activity += 1
         self.bytes_out += len(chunk)
         if self.response_chunked:
-            self.client_out += (b"%x\r\n" % len(chunk), chunk, _CRLF)
+            self.client_out += (b"%x\r\n" % len(chunk), chunk, CRLF)
         else:
             self.client_out.append(chunk)
 
@@ -718,25 +517,20 @@ class Exchange:
         self.flush_client()
         self.finished = True
         self._leave()
-        client.worker.observer.done(self)  # the request ends here; the tunnel's lifetime is not timed
-        client_transport = client.transport
-        if client_transport is None or conn.transport is None or client_transport.is_closing():
+        self.env.observer.done(self)  # the request ends here; the tunnel's lifetime is not timed
+        up = conn.transport
+        client_transport = client.open_tunnel(up) if up is not None else None
+        if client_transport is None:
             conn.close()
             return
         conn.tunnel = client_transport
-        client.tunnel = conn.transport
         # Idle tunnel: closed after the route's read timeout without a byte either way (nginx's
         # proxy_read_timeout). The data_received of each side only bumps its own counter.
         self.seen_activity = client.tunnel_moves + conn.tunnel_moves
-        now = self.seen_at = client.loop.time()
+        now = self.seen_at = self.env.loop.time()
         client.watch(now + self.route.read_timeout)  # type: ignore[union-attr]
         if rest:
             client_transport.write(rest)
-        pending = client.upgrade_rest
-        client.upgrade_rest = b""
-        if pending:
-            conn.transport.write(pending)
-        client.resume_reading(8)
 
     def after_upstream_data(self) -> None:
         self.flush_client()
@@ -750,13 +544,7 @@ class Exchange:
             self.flush_client()
             self._abort()
             return
-        if (
-            not got_response_bytes
-            and conn.reused
-            and not self.body_started
-            and self.idempotent
-            and self.stale_retries < 2
-        ):
+        if not got_response_bytes and conn.reused and self.may_retry(sent=True, stale=True):
             # A pooled keep-alive connection closed by the upstream just as we reused it. The head
             # (and a Content-Length: 0 body) was written, so a POST may have been processed: only an
             # idempotent request is sent again (the pool's keepalive_timeout makes this race rare).
@@ -775,10 +563,10 @@ class Exchange:
             self.fail(502, errors.BAD_UPSTREAM_RESPONSE)
 
     def upstream_pause_writing(self) -> None:
-        self.client.pause_reading(1)
+        self.client.pause_reading(flow.UPSTREAM_FULL)
 
     def upstream_resume_writing(self) -> None:
-        self.client.resume_reading(1)
+        self.client.resume_reading(flow.UPSTREAM_FULL)
 
     def client_pause_writing(self) -> None:
         conn = self.conn
@@ -795,9 +583,7 @@ class Exchange:
     def flush_client(self) -> None:
         out = self.client_out
         if out:
-            transport = self.client.transport
-            if transport is not None and not transport.is_closing():
-                transport.writelines(out)
+            self.client.write(out)
             self.client_out = []
 
     def check_timeout(self, now: float) -> None:
@@ -831,7 +617,7 @@ class Exchange:
         if self.body_bytes != self.seen_body:
             self.seen_body = self.body_bytes
             self.body_seen_at = now
-        timeout = self.client.worker.settings.body_timeout
+        timeout = self.env.body_timeout
         if now - self.body_seen_at >= timeout or (deadline and now >= deadline):
             self.client_fault(408, errors.BODY_TIMEOUT)
             return
@@ -936,7 +722,7 @@ class Exchange:
 
     def _error_ready(self) -> None:
         if self.up_buffered > BODY_BUFFER_HIGH_WATER:
-            self.client.resume_reading(4)
+            self.client.resume_reading(flow.BODY_BUFFER)
         if self.body_done or not self.keep_alive:
             self._send_error()
         # else: ClientConnection.data_received calls answer_now() after the read being parsed
@@ -953,18 +739,15 @@ class Exchange:
         self.finished = True
         self._leave()
         self.flush_client()
-        self.client.worker.observer.done(self)
-        self.client.exchange_done(self, self.keep_alive)
+        self.env.observer.done(self)
+        self.client.done(self, self.keep_alive)
 
     def _abort(self) -> None:
         if not self.finished:
-            self.client.worker.observer.done(self)  # truncated response: logged with the status it started with
+            self.env.observer.done(self)  # truncated response: logged with the status it started with
         self.finished = True
         self._leave()
-        self.client.active = None
-        transport = self.client.transport
-        if transport is not None:
-            transport.abort()
+        self.client.abort(self)
 
     def abandon(self) -> None:
         """The client connection is being torn down; release what this exchange holds."""
@@ -978,5 +761,5 @@ class Exchange:
     def client_gone(self) -> None:
         if not self.finished:
             self.status = 499  # nginx's "client closed request": the client left before the end
-            self.client.worker.observer.done(self)
+            self.env.observer.done(self)
         self.abandon()

@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING
 import httptools
 
 from data_plane.errors import RequestRefused
+from data_plane.http import flow
 from data_plane.http import responses as errors
-from data_plane.http.canonical import canonical_host
-from data_plane.http.exchange import Exchange, new_request_id
+from data_plane.http.admission import HostCache
+from data_plane.http.exchange import Exchange
+from data_plane.http.headers import new_request_id
 from data_plane.http.shutdown import linger_close, unread_bytes
 
 if TYPE_CHECKING:
@@ -59,7 +61,9 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "worker",
+        "env",
         "loop",
+        "hosts",
         "transport",
         "parser",
         "peer_ip",
@@ -73,8 +77,6 @@ class ClientConnection(asyncio.Protocol):
         "feeding",
         "_refusal",
         "_pending_reject",
-        "_host_raw",
-        "_host",
         "_url",
         "_headers",
         "_header_bytes",
@@ -90,7 +92,9 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        self.env = worker.env
         self.loop = worker.loop
+        self.hosts = HostCache()  # the routing form of this connection's last Host value
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = b""
@@ -105,13 +109,11 @@ class ClientConnection(asyncio.Protocol):
         self.feeding = False  # inside parser.feed_data: an error may wait for the rest of this read
         self._refusal: tuple[int, str] | None = None  # what a parser callback refused the request with
         self._pending_reject: tuple[int, str] | None = None  # a refusal waiting for earlier requests
-        self._host_raw: bytes | None = None  # the last Host value seen on this connection ...
-        self._host: str | None = None  # ... and its routing form (data_plane/http/canonical.py)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._te: list[bytes] | None = None
-        self._paused_by = 0  # bit set of reasons reading is paused: 1 upstream full, 2 queue, 4 body buffer, 8 upgrade
+        self._paused_by = 0  # bit set of the reasons reading is paused (data_plane/http/flow.py)
         self._closed = False
         self._deadline = 0.0  # when the connection times out; 0 while an exchange runs
         self._timer: asyncio.TimerHandle | None = None
@@ -131,7 +133,7 @@ class ClientConnection(asyncio.Protocol):
         self.worker.connections.add(self)
         settings = self.worker.settings
         wait = settings.header_timeout
-        if self.worker.draining:
+        if self.env.draining:
             wait = min(wait, settings.shutdown_idle_grace)  # accepted while the listener closes: serve one request
         self._deadline = self.loop.time() + wait
         self.watch(self._deadline)
@@ -149,7 +151,7 @@ class ClientConnection(asyncio.Protocol):
             # The upgrade request was parsed; what follows belongs to the new protocol and waits
             # for the upstream's 101 (or is dropped with the connection if it does not come).
             self.upgrade_rest = data[exc.args[0] :] if exc.args else b""
-            self.pause_reading(8)
+            self.pause_reading(flow.UPGRADE)
         except httptools.HttpParserError:
             # httptools wraps what a callback raises (HttpParserCallbackError is an
             # HttpParserError): a refusal of ours (414, 431) was recorded before raising.
@@ -260,7 +262,14 @@ class ClientConnection(asyncio.Protocol):
             # in this syntax (nginx: 505).
             self._refuse(505 if version[:1] > "1" else 400, errors.VERSION_NOT_SUPPORTED)
         ex = Exchange(
-            self, method, self._url, self._headers, version, parser.should_keep_alive(), parser.should_upgrade()
+            self.env,
+            self,
+            method,
+            self._url,
+            self._headers,
+            version,
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
         )
         self.parsing = ex
         self._deadline = 0.0
@@ -269,7 +278,7 @@ class ClientConnection(asyncio.Protocol):
             ex.start()
         else:
             self.queue.append(ex)
-            self.pause_reading(2)
+            self.pause_reading(flow.QUEUED)
 
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
@@ -290,15 +299,40 @@ class ClientConnection(asyncio.Protocol):
         self._refusal = (status, message)
         raise RequestRefused(status, message)
 
-    def route_host(self, raw: bytes) -> str | None:
-        """The routing form of a Host value (None: invalid), kept for the next request of this
-        connection, which nearly always names the same host."""
-        if raw == self._host_raw:
-            return self._host
-        host = canonical_host(raw)
-        self._host_raw = raw
-        self._host = host
-        return host
+    # ---------------------------------------------------------------- what the exchange may use
+
+    def write(self, chunks: list[bytes]) -> None:
+        """Send response bytes to the client (dropped once the connection is closing)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.writelines(chunks)
+
+    def is_active(self, ex: Exchange) -> bool:
+        return self.active is ex
+
+    def abort(self, ex: Exchange) -> None:
+        """The exchange cannot finish its response (truncated upstream, a too-late error): reset
+        the connection so the client never mistakes what it got for a whole response."""
+        if self.active is ex:
+            self.active = None
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+
+    def open_tunnel(self, upstream: asyncio.Transport) -> asyncio.Transport | None:
+        """After a 101: from now on client bytes go straight to ``upstream`` (the bytes that came
+        after the upgrade request first). Returns the client transport the upstream side writes
+        to, or None when the client is gone."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return None
+        self.tunnel = upstream
+        pending = self.upgrade_rest
+        self.upgrade_rest = b""
+        if pending:
+            upstream.write(pending)
+        self.resume_reading(flow.UPGRADE)
+        return transport
 
     def pause_reading(self, reason: int) -> None:
         if not self._paused_by and self.transport is not None:
@@ -312,13 +346,14 @@ class ClientConnection(asyncio.Protocol):
         if not self._paused_by and self.transport is not None and not self._closed:
             self.transport.resume_reading()
 
-    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+    def done(self, ex: Exchange, keep_alive: bool) -> None:
+        """The exchange answered; ``keep_alive``: the connection may carry the next request."""
         if self.active is not ex:
             return
         self.active = None
         self._open -= 1
         if not keep_alive or self._closed:
-            if not ex.body_done or self.worker.draining:
+            if not ex.body_done or self.env.draining:
                 # Answered before the whole request was read, or the response said connection:
                 # close while draining: FIN, drop what still comes (never a reset).
                 self.close_gracefully()
@@ -328,7 +363,7 @@ class ClientConnection(asyncio.Protocol):
         if self.queue:
             nxt = self.queue.popleft()
             if not self.queue:
-                self.resume_reading(2)
+                self.resume_reading(flow.QUEUED)
             self.active = nxt
             nxt.start()
             nxt.flush_upstream()
@@ -336,7 +371,7 @@ class ClientConnection(asyncio.Protocol):
             self._answer_reject(*self._pending_reject)
         elif self.parsing is None:
             self._deadline = self.loop.time() + self.worker.settings.keepalive_timeout
-            if self.worker.draining:
+            if self.env.draining:
                 # A response that went out saying keep-alive while the worker began to drain: the
                 # client may be sending its next request now; answer it (with connection: close).
                 self.drain(self.loop.time() + self.worker.settings.shutdown_idle_grace)
@@ -358,7 +393,7 @@ class ClientConnection(asyncio.Protocol):
         deadline = self._deadline
         if deadline != 0.0 and self.tunnel is None:
             if now >= deadline:
-                if self.worker.draining:
+                if self.env.draining:
                     self._drained(now)
                 else:
                     self.close()  # slow head (slowloris) or idle keep-alive: nothing owed to the client
@@ -380,7 +415,7 @@ class ClientConnection(asyncio.Protocol):
         """Draining: the response starting now is this connection's last, so it says
         ``connection: close``; while other requests have begun on it (pipelined, already read),
         they are answered first and the last of them says it."""
-        return self.worker.draining and self._open <= 1
+        return self.env.draining and self._open <= 1
 
     def drain(self, idle_until: float) -> None:
         """The worker began draining: an idle connection stays open until ``idle_until`` (a
@@ -434,7 +469,7 @@ class ClientConnection(asyncio.Protocol):
                 self.queue.pop()  # a queued request cut by the error: never started
             self.parsing = None
             self._pending_reject = (status, message)
-            self.pause_reading(16)
+            self.pause_reading(flow.REFUSAL_PENDING)
             return
         self._answer_reject(status, message)
 
