@@ -105,7 +105,7 @@ class Admitted(Verdict):
     (credential stripped: consistent hashing on a header or cookie reads them); ``policy`` the
     plan policy still to check (None: no limits)."""
 
-    __slots__ = ("head", "headers", "policy", "idempotent", "expect_continue", "chunked")
+    __slots__ = ("head", "headers", "policy", "idempotent", "expect_continue")
 
     def __init__(
         self,
@@ -118,7 +118,6 @@ class Admitted(Verdict):
         policy: LimitPolicy | None,
         idempotent: bool,
         expect_continue: bool,
-        chunked: bool,
     ) -> None:
         super().__init__(request_id, body_expected, route, customer)
         self.head = head
@@ -126,7 +125,6 @@ class Admitted(Verdict):
         self.policy = policy
         self.idempotent = idempotent
         self.expect_continue = expect_continue
-        self.chunked = chunked
 
 
 def admit(
@@ -277,9 +275,7 @@ def admit(
         upgrade=upgrade,
         chunked=chunked,
     )
-    return Admitted(
-        request_id, body_expected, route, customer, head, headers, policy, idempotent, expect_continue, chunked
-    )
+    return Admitted(request_id, body_expected, route, customer, head, headers, policy, idempotent, expect_continue)
 
 
 def _malformed(request_id: bytes, body_expected: bool) -> Refused:

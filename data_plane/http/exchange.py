@@ -129,6 +129,7 @@ class Exchange:
         http_version: str,
         keep_alive: bool,
         upgrade: bool,
+        chunked: bool,
     ) -> None:
         self.env = env
         self.client = client
@@ -156,7 +157,9 @@ class Exchange:
         self.up_buffered = 0
         self.head = b""
         self.head_pending = False  # up_out[0] is the request head, not sent yet
-        self.body_chunked = False
+        # Framing is the parser's to know: body chunks of a pipelined request arrive (and are
+        # re-framed for the upstream) before the exchange starts.
+        self.body_chunked = chunked
         self.body_bytes = 0
         self.body_done = False
         self.body_started = False  # some body bytes went to an upstream (no retry after that)
@@ -214,7 +217,6 @@ class Exchange:
         self.head = v.head
         self.idempotent = v.idempotent
         self.expect_continue = v.expect_continue
-        self.body_chunked = v.chunked
         route = v.route
         assert route is not None
         if route.total_timeout is not None:

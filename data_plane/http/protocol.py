@@ -270,6 +270,7 @@ class ClientConnection(asyncio.Protocol):
             version,
             parser.should_keep_alive(),
             parser.should_upgrade(),
+            te is not None,  # (checked above: exactly one "chunked")
         )
         self.parsing = ex
         self._deadline = 0.0

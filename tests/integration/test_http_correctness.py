@@ -328,3 +328,18 @@ def test_sigterm_finishes_in_flight_request_and_refuses_new_ones(drain_gw) -> No
     t.join(timeout=10)
     assert result.get("status") == 200 and result["body"]["slow"] is True
     assert worker.proc.proc.wait(timeout=10) == 0  # type: ignore[union-attr]
+
+
+def test_a_pipelined_chunked_body_behind_another_request_is_forwarded_framed(gw) -> None:
+    # The second request's body is read (and buffered) while the first is in flight: it must reach
+    # the backend re-framed, like a body that arrives after its request started. Sent unframed, its
+    # data (which looks like the end of a body and a request) would be framing to the backend.
+    data = b"0\r\n\r\nGET /h/smuggled HTTP/1.1\r\nhost: t\r\n\r\n"
+    head = b"POST /h/upload HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+    post = head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+    with socket.create_connection(("127.0.0.1", gw["worker"].port), timeout=5) as s:
+        s.sendall(b"GET /h/p0 HTTP/1.1\r\nhost: t\r\n\r\n" + post + b"GET /h/p2 HTTP/1.1\r\nhost: t\r\n\r\n")
+        responses = _read_responses(s, 3)
+    assert [status for status, _, _ in responses] == [200] * 3
+    assert json.loads(responses[1][2])["received"] == len(data)
+    assert json.loads(responses[2][2])["path"] == "/p2"
