@@ -1,10 +1,11 @@
 """The Python cost of one proxied request, without sockets: µs per request on the request path.
 
-Drives a real :class:`ClientConnection` and pooled :class:`UpstreamConnection` objects with fake
-transports: feed a request, hand the upstream connection a canned response, repeat.  What is left
-is exactly the worker's own Python work (parse callbacks, route, head building, balancing,
-pooling, timers) — the part an optimisation in data_plane can change — with no syscalls and no
-other process in the way, so before/after comparisons are steady even on a busy machine.
+Drives a real :class:`ClientConnection` and pooled :class:`UpstreamConnection` objects with the
+fake transports of ``tests/fakes.py`` (shared with the unit tests): feed a request, hand the
+upstream connection a canned response, repeat.  What is left is exactly the worker's own Python
+work (parse callbacks, route, head building, balancing, pooling, timers) — the part an
+optimisation in data_plane can change — with no syscalls and no other process in the way, so
+before/after comparisons are steady even on a busy machine.
 
 Cases mirror bench/proxy.py: ``c`` routing, ``d`` + API-key auth, ``e`` + usage plan (memory
 store; also meters usage into a spool in a temporary directory), ``g`` = (e) + access log (to a
@@ -23,7 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import uvloop
 
@@ -33,6 +33,9 @@ from data_plane.observe.accesslog import open_access_log
 from data_plane.server import Worker
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot_plans import Plan, PlanApi, PlanQuota, PlanThrottle
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.fakes
+from tests.fakes import FakeTransport  # noqa: E402  (shared with the unit tests)
 
 KEY = "tg_benchkey_0123456789abcdefghijklmnopqrstuvwxyz"
 REQUEST = (
@@ -46,34 +49,6 @@ RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 28 Nov 2026 09:00:00 GMT\r\n"
     b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (len(BODY), BODY)
 )
-
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = 0
-
-    def write(self, data: Any) -> None:
-        self.written += len(data)
-
-    def writelines(self, chunks: Any) -> None:
-        for c in chunks:
-            self.written += len(c)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        raise AssertionError("the bench connection must stay open")
 
 
 def snapshot(case: str) -> snap.Snapshot:
@@ -109,7 +84,7 @@ def build_worker(loop: asyncio.AbstractEventLoop, case: str, tmp: Path) -> Worke
     assert worker.config is not None
     for pool in worker.config.pools.values():
         conn = UpstreamConnection(pool)
-        conn.connection_made(FakeTransport())
+        conn.connection_made(FakeTransport(keep=False))
         pool.put(conn)
     return worker
 
@@ -123,7 +98,7 @@ def run(n: int, case: str) -> float:
     worker = build_worker(loop, case, Path(tmp.name))
     try:
         client = ClientConnection(worker)
-        client_transport = FakeTransport()
+        client_transport = FakeTransport(keep=False)
         client.connection_made(client_transport)
         feed_client = client.data_received
         tick = loop.run_until_complete
@@ -136,6 +111,7 @@ def run(n: int, case: str) -> float:
                 tick(asyncio.sleep(0))  # let the loop reap cancelled timers, as a running worker does
         elapsed = time.process_time() - start
         assert client.active is None and client_transport.written > n * len(BODY), "responses did not complete"
+        assert not client_transport.closed, "the bench connection must stay open"
         if case in ("e", "g"):
             assert worker.observer.admitted == n, "the limiter did not admit every request"
         return elapsed / n * 1e6
