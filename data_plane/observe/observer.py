@@ -5,7 +5,7 @@ endings that bypass it: truncated response, client gone, protocol upgrade), the 
 calls :meth:`Observer.rejected` for a request it refused before an exchange existed (malformed
 HTTP), and the limiter step calls :meth:`Observer.limited` with the refusing limit's name::
 
-    self.client.worker.observer.limited(decision.limit)  # "throttle" | "quota" | "unavailable"
+    self.env.observer.limited(decision.limit)  # "throttle" | "quota" | "unavailable"
 
 Everything here is plain attribute and list work; see :mod:`data_plane.observe.stats` for why.
 """
