@@ -24,7 +24,7 @@ pipeline is unit-tested with plain values (``tests/unit/data_plane/http/test_adm
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from data_plane.auth import CustomerEntry, Denied
 from data_plane.http import responses
@@ -36,7 +36,7 @@ from data_plane.router import NotFound
 if TYPE_CHECKING:
     from data_plane.compiler import CompiledConfig, CompiledRoute
 
-IDEMPOTENT_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
+IDEMPOTENT_METHODS: Final = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 
 
 class HostCache:

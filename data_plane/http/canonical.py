@@ -38,16 +38,18 @@ canonical form for routing is lower case, without the port and without a trailin
 
 from __future__ import annotations
 
-_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+from typing import Final
+
+_UNRESERVED: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 # Raw bytes a canonical path may hold: unreserved, sub-delims except ";", ":", "@" and "/".
-_PLAIN = _UNRESERVED + b"!$&'()*+,=:@/"
-_PLAIN_SET = frozenset(_PLAIN)
-_UNRESERVED_SET = frozenset(_UNRESERVED)
-_HEX_SET = frozenset(b"0123456789abcdefABCDEF")
+_PLAIN: Final = _UNRESERVED + b"!$&'()*+,=:@/"
+_PLAIN_SET: Final = frozenset(_PLAIN)
+_UNRESERVED_SET: Final = frozenset(_UNRESERVED)
+_HEX_SET: Final = frozenset(b"0123456789abcdefABCDEF")
 # Printable ASCII that is not allowed raw in a path: encoded in the canonical form.
-_ENCODE_SET = frozenset(b' "<>[]^`{|}')
-_HOST_PLAIN = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:"
-_IPV6_PLAIN = b"0123456789abcdefABCDEF:."
+_ENCODE_SET: Final = frozenset(b' "<>[]^`{|}')
+_HOST_PLAIN: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:"
+_IPV6_PLAIN: Final = b"0123456789abcdefABCDEF:."
 
 
 def plain_path(raw: bytes) -> str | None:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import time
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from data_plane.auth import CustomerEntry
 from data_plane.compiler import HASH_COOKIE, HASH_CUSTOMER, HASH_HEADER, HASH_IP
@@ -60,12 +60,12 @@ if TYPE_CHECKING:
     from data_plane.http.env import ExchangeEnv
     from data_plane.http.protocol import ClientConnection
 
-_LAST_CHUNK = b"0\r\n\r\n"
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_RETRY_STATUSES = frozenset((502, 503, 504))
+_LAST_CHUNK: Final = b"0\r\n\r\n"
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_RETRY_STATUSES: Final = frozenset((502, 503, 504))
 # A pooled connection the upstream closed as it was reused is sent again at most this often (outside
 # the retry budget: it says nothing about the target).
-_STALE_RESENDS = 2
+_STALE_RESENDS: Final = 2
 
 
 class Exchange:

@@ -9,16 +9,18 @@ without its ``Host`` line and final blank line: each target's precompiled ``head
 
 from __future__ import annotations
 
+import itertools
 import os
+from typing import Final
 
 from data_plane.http.responses import status_line
 
 # Hop-by-hop fields (RFC 9110 7.6.1) and the ones the gateway sets itself; never forwarded.
-_HOP_BY_HOP = frozenset(
+_HOP_BY_HOP: Final = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade", b"trailer")
 )
 # x-customer-id / x-key-prefix are set by authentication only: a client-supplied one is spoofing.
-_SET_BY_GATEWAY_REQUEST = _HOP_BY_HOP | {
+_SET_BY_GATEWAY_REQUEST: Final = _HOP_BY_HOP | {
     b"host",
     b"x-forwarded-for",
     b"x-forwarded-proto",
@@ -26,29 +28,27 @@ _SET_BY_GATEWAY_REQUEST = _HOP_BY_HOP | {
     b"x-customer-id",
     b"x-key-prefix",
 }
-_SET_BY_GATEWAY_RESPONSE = _HOP_BY_HOP | {b"x-request-id"}
+_SET_BY_GATEWAY_RESPONSE: Final = _HOP_BY_HOP | {b"x-request-id"}
 
-_VIA = b"via: 1.1 tollgate\r\n"
-CHUNKED = b"transfer-encoding: chunked\r\n"
-_TE_TRAILERS = b"te: trailers\r\n"
-_CONNECTION_UPGRADE = b"connection: upgrade\r\nupgrade: "
-_CONNECTION_CLOSE = b"connection: close\r\n"
-CRLF = b"\r\n"
-_REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+_VIA: Final = b"via: 1.1 tollgate\r\n"
+CHUNKED: Final = b"transfer-encoding: chunked\r\n"
+_TE_TRAILERS: Final = b"te: trailers\r\n"
+_CONNECTION_UPGRADE: Final = b"connection: upgrade\r\nupgrade: "
+_CONNECTION_CLOSE: Final = b"connection: close\r\n"
+CRLF: Final = b"\r\n"
+_REQUEST_ID_CHARS: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 # How the response body the client gets is framed (response_head's second result).
-BODY_AS_IS = 0  # Content-Length from the upstream, or no body: bytes pass through
-BODY_CHUNKED = 1  # no length, HTTP/1.1 client: the gateway chunks it
-BODY_TO_CLOSE = 2  # no length, HTTP/1.0 client: the body ends when the connection closes
+BODY_AS_IS: Final = 0  # Content-Length from the upstream, or no body: bytes pass through
+BODY_CHUNKED: Final = 1  # no length, HTTP/1.1 client: the gateway chunks it
+BODY_TO_CLOSE: Final = 2  # no length, HTTP/1.0 client: the body ends when the connection closes
 
-_rid_prefix = os.urandom(6).hex().encode()
-_rid_counter = 0
+_rid_prefix: Final = os.urandom(6).hex().encode()
+_rid_numbers: Final = itertools.count(1)  # (a Final object: no module-dict lookup and store per id)
 
 
 def new_request_id() -> bytes:
-    global _rid_counter
-    _rid_counter += 1
-    return b"%s-%x" % (_rid_prefix, _rid_counter)
+    return b"%s-%x" % (_rid_prefix, next(_rid_numbers))
 
 
 def valid_request_id(value: bytes) -> bool:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
@@ -47,11 +47,11 @@ if TYPE_CHECKING:
     from data_plane.http.realip import TrustedProxies
     from data_plane.server import Worker
 
-MAX_HEADER_BYTES = 32 * 1024
-_NEVER = float("inf")
-MAX_HEADERS = 100
-_FRAMING = (b"content-length", b"transfer-encoding")
-LINGER_BYTES = 1024 * 1024
+MAX_HEADER_BYTES: Final = 32 * 1024
+_NEVER: Final = float("inf")
+MAX_HEADERS: Final = 100
+_FRAMING: Final = (b"content-length", b"transfer-encoding")
+LINGER_BYTES: Final = 1024 * 1024
 
 
 class ClientConnection(asyncio.Protocol):
