@@ -32,7 +32,7 @@ from data_plane.http.upstream import UpstreamConnection
 from data_plane.observe.accesslog import open_access_log
 from data_plane.server import Worker
 from data_plane.settings import WorkerSettings
-from data_plane.snapshot_plans import Plan, PlanApi, PlanQuota, PlanThrottle
+from data_plane.snapshot import Plan, PlanApi, PlanQuota, PlanThrottle
 
 KEY = "tg_benchkey_0123456789abcdefghijklmnopqrstuvwxyz"
 REQUEST = (

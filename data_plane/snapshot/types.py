@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_plane.errors import PlanError, SnapshotError, UnsupportedSchemaVersion
-from data_plane.snapshot_plans import Plan, parse_plan, plan_dict
+from data_plane.snapshot.plans import Plan, parse_plan, plan_dict
 
 # 1.1: balancing/health fields; 1.2: auth settings, customers, keys; 1.3: usage plans, customers' plan and
 # quota adjustment, apis' rate_limit_headers; 1.4: auth_settings.jwt_jwks_url and jwt_jwks (fetched public keys);
