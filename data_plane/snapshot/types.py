@@ -231,6 +231,8 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """The whole configuration at one config revision (wire form and hash: :mod:`data_plane.snapshot.wire`)."""
+
     revision: int
     upstreams: tuple[Upstream, ...] = ()
     apis: tuple[Api, ...] = ()
