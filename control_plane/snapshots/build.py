@@ -26,12 +26,16 @@ from data_plane.snapshot import (
     HealthCheck,
     Jwk,
     Passive,
+    Plan,
+    PlanApi,
+    PlanOverride,
+    PlanQuota,
+    PlanThrottle,
     Route,
     Snapshot,
     Target,
     Upstream,
 )
-from data_plane.snapshot_plans import Plan, PlanApi, PlanOverride, PlanQuota, PlanThrottle
 
 
 def build_snapshot(session: Session) -> Snapshot:
