@@ -27,8 +27,7 @@ from control_plane.config_document import (
     UpstreamSpec,
     UsagePlanSpec,
 )
-from control_plane.models import Api, Customer, Route, Target, Upstream
-from control_plane.models_plans import UsagePlan
+from control_plane.models import Api, Customer, Route, Target, Upstream, UsagePlan
 from control_plane.schemas import (
     ApiCreate,
     ApiUpdate,

@@ -15,8 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.models import Api, Customer, Route
-from control_plane.models_plans import UsagePlan, UsagePlanApi
+from control_plane.models import Api, Customer, Route, UsagePlan, UsagePlanApi
 from control_plane.schemas_plans import PlanApiIn, PlanCreate, PlanPublic, PlanUpdate, QuotaIn, ThrottleIn
 from control_plane.services.common import integrity_as_conflict, paginate
 from control_plane.services.customers import get_customer
