@@ -9,11 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from control_plane.api.deps import Paging, ReadSession, Write
-from control_plane.schemas import Page
-from control_plane.schemas_plans import (
+from control_plane.schemas import (
     AdjustIn,
     AdjustPublic,
     CustomerUsage,
+    Page,
     PlanCreate,
     PlanPublic,
     PlanUpdate,

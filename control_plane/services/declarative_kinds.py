@@ -33,6 +33,8 @@ from control_plane.schemas import (
     ApiUpdate,
     CustomerCreate,
     CustomerUpdate,
+    PlanCreate,
+    PlanUpdate,
     RouteCreate,
     RouteUpdate,
     TargetCreate,
@@ -40,7 +42,6 @@ from control_plane.schemas import (
     UpstreamCreate,
     UpstreamUpdate,
 )
-from control_plane.schemas_plans import PlanCreate, PlanUpdate
 from control_plane.services import apis as api_svc
 from control_plane.services import customers as customer_svc
 from control_plane.services import plans as plan_svc

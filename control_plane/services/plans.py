@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.models import Api, Customer, Route, UsagePlan, UsagePlanApi
-from control_plane.schemas_plans import PlanApiIn, PlanCreate, PlanPublic, PlanUpdate, QuotaIn, ThrottleIn
+from control_plane.schemas import PlanApiIn, PlanCreate, PlanPublic, PlanUpdate, QuotaIn, ThrottleIn
 from control_plane.services.common import integrity_as_conflict, paginate
 from control_plane.services.customers import get_customer
 from control_plane.services.revision import bump_revision

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.errors import Conflict, Invalid
 from control_plane.models import Customer, QuotaAdjustment, UsageBatch, UsageCount, UsagePlan
-from control_plane.schemas_plans import (
+from control_plane.schemas import (
     AdjustPublic,
     CustomerUsage,
     PlanUsage,
