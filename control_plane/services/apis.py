@@ -41,7 +41,7 @@ def get_api(*, session: Session, api_id: str) -> Api:
 def create_api(*, session: Session, data: ApiCreate) -> Api:
     bump_revision(session)
     _check_api_name_free(session, data.name)
-    _check_api_overlap(session, data.base_path, data.hosts, exclude_id=None)
+    check_api_overlap(session=session, base_path=data.base_path, hosts=data.hosts, exclude_id=None)
     api = Api(**data.model_dump())
     check_auth_settings(api)
     session.add(api)
@@ -58,7 +58,7 @@ def update_api(*, session: Session, api_id: str, data: ApiUpdate) -> Api:
         _check_api_name_free(session, changes["name"])
     base_path = changes.get("base_path") or api.base_path
     hosts = changes["hosts"] if changes.get("hosts") is not None else api.hosts
-    _check_api_overlap(session, base_path, hosts, exclude_id=api.id)
+    check_api_overlap(session=session, base_path=base_path, hosts=hosts, exclude_id=api.id)
     apply_patch(api, changes, nullable=_API_NULLABLE)
     check_auth_settings(api)
     with integrity_as_conflict("api name is already used"):
@@ -110,7 +110,9 @@ def _check_api_name_free(session: Session, name: str) -> None:
         raise Conflict(f"api name {name!r} is already used")
 
 
-def _check_api_overlap(session: Session, base_path: str, hosts: Iterable[str], *, exclude_id: str | None) -> None:
+def check_api_overlap(*, session: Session, base_path: str, hosts: Iterable[str], exclude_id: str | None) -> None:
+    """Conflict when another API (not ``exclude_id``) serves ``base_path`` on a shared host (or both on
+    any host); the OpenAPI import checks with it too."""
     wanted = set(hosts)
     stmt = select(Api).where(Api.base_path == base_path)
     if exclude_id is not None:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from control_plane import models
-from control_plane.models_plans import UsagePlan
+from control_plane.models import UsagePlan
 from control_plane.services.jwks import effective_keys
 from control_plane.services.revision import current_revision
 from control_plane.services.usage import current_extras
