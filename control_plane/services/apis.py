@@ -20,7 +20,7 @@ from control_plane.models import Api, Route, Upstream
 from control_plane.schemas import ApiCreate, ApiUpdate, RouteCreate, RouteUpdate
 from control_plane.services.common import apply_patch, integrity_as_conflict, paginate
 from control_plane.services.revision import bump_revision
-from data_plane.snapshot import split_template
+from data_plane.snapshot.paths import template_shape
 
 _API_NULLABLE = frozenset(
     {"max_body_bytes", "key_query", "jwt_secret", "jwt_public_key", "jwt_issuer", "jwt_audience", "jwt_jwks_url"}
@@ -179,26 +179,15 @@ def _check_upstream_exists(session: Session, upstream_id: str) -> None:
         raise Invalid("upstream_id", f"upstream {upstream_id!r} does not exist")
 
 
-def path_shape(template: str) -> tuple[str, ...]:
-    """The template with parameter names erased: what decides which request paths it matches."""
-    shape = []
-    for seg in split_template(template):
-        if seg.startswith("{") and seg.endswith("}"):
-            shape.append("{+}" if seg.endswith("+}") else "{}")
-        else:
-            shape.append(seg)
-    return tuple(shape)
-
-
 def _check_route_overlap(
     session: Session, api_id: str, path: str, methods: Iterable[str], *, exclude_id: str | None
 ) -> None:
-    shape, wanted = path_shape(path), set(methods)
+    shape, wanted = template_shape(path), set(methods)
     stmt = select(Route).where(Route.api_id == api_id)
     if exclude_id is not None:
         stmt = stmt.where(Route.id != exclude_id)
     for other in session.execute(stmt).scalars():
-        if path_shape(other.path) != shape:
+        if template_shape(other.path) != shape:
             continue
         theirs = set(other.methods)
         if not wanted or not theirs or wanted & theirs:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # tests/unit/control_plane/ -> the repository
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:
