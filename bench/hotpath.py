@@ -32,7 +32,7 @@ from data_plane.http.upstream import UpstreamConnection
 from data_plane.observe.accesslog import open_access_log
 from data_plane.server import Worker
 from data_plane.settings import WorkerSettings
-from data_plane.snapshot_plans import Plan, PlanApi, PlanQuota, PlanThrottle
+from data_plane.snapshot import Plan, PlanApi, PlanQuota, PlanThrottle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.fakes
 from tests.fakes import FakeTransport  # noqa: E402  (shared with the unit tests)

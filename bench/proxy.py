@@ -57,7 +57,7 @@ from benchlib import (
 
 from data_plane import snapshot as snap
 from data_plane.settings import WorkerSettings
-from data_plane.snapshot_plans import Plan, PlanApi, PlanQuota, PlanThrottle
+from data_plane.snapshot import Plan, PlanApi, PlanQuota, PlanThrottle
 
 # ------------------------------------------------------------------------------ feature probes
 # Each returns None when the feature is in the code, else why the case is skipped.  They look at

@@ -22,14 +22,15 @@ from pydantic.json_schema import SkipJsonSchema
 from control_plane.schemas import (
     ApiCreate,
     CustomerCreate,
+    InModel,
     Name,
+    PlanCreate,
+    RouteOverrideIn,
     TargetCreate,
     UpstreamCreate,
-    _In,
-    _methods,
-    _template,
+    method_list,
+    path_template,
 )
-from control_plane.schemas_plans import PlanCreate, RouteOverrideIn
 
 SCHEMA_ID = "https://tollgate.dev/schemas/gateway.schema.json"
 
@@ -51,8 +52,8 @@ class RouteSpec(BaseModel):
     methods: list[str] = Field(default_factory=list, description="empty: any method")
     upstream: Name = Field(description="name of the upstream (in this file or already on the control plane)")
 
-    _check_path = field_validator("path")(_template)
-    _check_methods = field_validator("methods")(_methods)
+    _check_path = field_validator("path")(path_template)
+    _check_methods = field_validator("methods")(method_list)
 
 
 class ApiSpec(ApiCreate):
@@ -69,7 +70,7 @@ class ApiSpec(ApiCreate):
         return None
 
 
-class PlanApiSpec(_In):
+class PlanApiSpec(InModel):
     """An API granted by a usage plan, named by name (an id in the admin API)."""
 
     api: Name = Field(description="name of the API (in this file or already on the control plane)")

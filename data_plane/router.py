@@ -16,6 +16,8 @@ Matching rules (documented in docs/architecture.md):
    -> 405 with ``Allow``.  Nothing matches -> 404.
 
 The hot path does one dict lookup for literal-only templates and walks a small trie otherwise.
+Template syntax is :mod:`data_plane.snapshot.paths`'s (``parse_template``, at compile time); this
+module only builds the tables and walks them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from data_plane.http.canonical import canonical_template
+from data_plane.snapshot.paths import GREEDY, PARAM, parse_template
 
 R = TypeVar("R")
 
@@ -69,22 +72,23 @@ class PathTable(Generic[R]):
         self._exact: dict[str, dict[str, R]] = {}
 
     def add(self, template: str, methods: Iterable[str], value: R) -> None:
-        segments = template[1:].split("/")
+        """Add a route (at snapshot compile time); the template's grammar is :mod:`data_plane.snapshot.paths`'s."""
+        segments = parse_template(template)
         node = self._root
         literal_only = True
         for i, seg in enumerate(segments):
-            if seg.startswith("{") and seg.endswith("+}"):
+            if seg.kind == GREEDY:
                 if node.greedy is None:
                     node.greedy = {}
                 _add_methods(node.greedy, methods, value, template)
                 return
-            literal_only = literal_only and not seg.startswith("{")
-            if seg.startswith("{"):
+            if seg.kind == PARAM:
+                literal_only = False
                 if node.param is None:
                     node.param = _Node()
                 node = node.param
             else:
-                node = node.literals.setdefault(seg, _Node())
+                node = node.literals.setdefault(seg.text, _Node())
             if i == len(segments) - 1:
                 if node.methods is None:
                     node.methods = {}

@@ -1,6 +1,7 @@
 """A small synchronous client for the admin API (``/v1``), shared by every CLI command that talks to it.
 
-It knows the base URL, the bearer token and how errors look; nothing about resources.  Every failure
+It knows the base URL (``TOLLGATE_ADMIN_URL``, default http://127.0.0.1:8001), the bearer token
+(``TOLLGATE_ADMIN_TOKEN``) and how errors look; nothing about resources.  Every failure
 becomes an :class:`AdminError` (connection problems included) whose ``str`` is what a person should
 read: ``404: upstream 'x' not found`` or, for validation errors, one ``field.path: message`` per line.
 The token is sent, never printed.
@@ -9,7 +10,7 @@ The token is sent, never printed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -76,10 +77,20 @@ class AdminClient:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
-        """Send one request; the decoded JSON body (None for 204), or :class:`AdminError`."""
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one request; the response when its status is below 400, else :class:`AdminError`.
+        For bodies that are not JSON (an OpenAPI document in, an SDK zip out); :meth:`request` otherwise."""
         try:
-            response = self._http.request(method, path, json=json, params=params)
+            response = self._http.request(method, path, json=json, params=params, content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise AdminError(f"cannot reach the control plane at {self.url}: {exc}") from None
         if response.status_code >= 400:
@@ -89,6 +100,11 @@ class AdminClient:
                 detail = response.text.strip() or response.reason_phrase
             status = response.status_code
             raise AdminError(_message(status, response.reason_phrase, detail), status=status, detail=detail)
+        return response
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """Send one request; the decoded JSON body (None for 204), or :class:`AdminError`."""
+        response = self.send(method, path, json=json, params=params)
         if response.status_code == 204 or not response.content:
             return None
         try:

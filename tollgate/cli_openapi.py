@@ -6,9 +6,15 @@ import io
 import json
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from tollgate.adminclient import AdminClient, AdminError
+
+# Importing a large document and generating an SDK take seconds on the control plane.
+TIMEOUT = 180.0
 
 
 def register(app: typer.Typer) -> None:
@@ -24,14 +30,23 @@ def import_openapi(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would change")] = False,
 ) -> None:
     """Create or update an API from an OpenAPI document (idempotent; routes not in the document are removed)."""
-    from tollgate.apiclient import AdminClient, AdminError
+    from tollgate.adminclient import AdminClient, AdminError
 
     content_type = "application/json" if document.suffix.lower() == ".json" else "application/yaml"
+    params = {**({"upstream_id": upstream} if upstream else {}), "dry_run": "true" if dry_run else "false"}
     try:
-        with AdminClient() as admin:
-            result = admin.import_openapi(document.read_bytes(), content_type, upstream=upstream, dry_run=dry_run)
+        with AdminClient(timeout=TIMEOUT) as admin:
+            response = admin.send(
+                "POST",
+                "/v1/apis/import",
+                params=params,
+                content=document.read_bytes(),
+                headers={"content-type": content_type},
+            )
+            result: dict[str, Any] = response.json()
     except AdminError as exc:
-        typer.echo(f"import failed ({exc.status}): {json.dumps(exc.detail, indent=2)}", err=True)
+        status, detail = _status_detail(exc)
+        typer.echo(f"import failed ({status}): {json.dumps(detail, indent=2)}", err=True)
         raise typer.Exit(1) from None
     diff = result["diff"]
     name = result["api"]["name"] if result["api"] else "(new api)"
@@ -53,16 +68,35 @@ def sdk(
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to unpack the package into")] = Path("."),
 ) -> None:
     """Download a generated client SDK for an API and unpack it (then: pip install DIR/<name>-client)."""
-    from tollgate.apiclient import AdminClient, AdminError
+    from tollgate.adminclient import AdminClient, AdminError
 
     try:
-        with AdminClient() as admin:
-            data = admin.sdk(admin.find_api(api)["id"], lang)
+        with AdminClient(timeout=TIMEOUT) as admin:
+            api_id = _find_api(admin, api)["id"]
+            data = admin.send("GET", f"/v1/apis/{api_id}/sdk", params={"lang": lang}, headers={"accept": "*/*"}).content
     except AdminError as exc:
-        typer.echo(f"sdk failed ({exc.status}): {exc.detail}", err=True)
+        status, detail = _status_detail(exc)
+        typer.echo(f"sdk failed ({status}): {detail}", err=True)
         raise typer.Exit(1) from None
     top = extract(data, output)
     typer.echo(f"wrote {output / top}  (install: pip install {output / top})")
+
+
+def _find_api(admin: AdminClient, name_or_id: str) -> dict[str, Any]:
+    from tollgate.adminclient import AdminError
+
+    for item in admin.iterate("/v1/apis"):
+        if name_or_id in (item["name"], item["id"]):
+            return dict(item)
+    message = f"no api named {name_or_id!r}"
+    raise AdminError(message, status=404, detail=message)
+
+
+def _status_detail(exc: AdminError) -> tuple[int, Any]:
+    """What these commands print: the status (0: the control plane could not be reached) and detail."""
+    if exc.status is None:
+        return 0, str(exc)
+    return exc.status, exc.detail
 
 
 def extract(data: bytes, output: Path) -> str:

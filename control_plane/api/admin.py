@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response, status
 from control_plane.api.deps import Paging, ReadSession, Write
 from control_plane.schemas import AdminTokenCreate, AdminTokenIssued, AdminTokenPublic, AuditPublic, Page
 from control_plane.services import admin as svc
+from control_plane.services import convert
 
 router = APIRouter(tags=["admin"])
 
@@ -15,13 +16,13 @@ router = APIRouter(tags=["admin"])
 def create_admin_token(body: AdminTokenCreate, w: Write) -> AdminTokenIssued:
     row, token = svc.create_token(session=w.session, data=body)
     w.commit(row.id)
-    return AdminTokenIssued(**AdminTokenPublic.model_validate(row).model_dump(), token=token)
+    return convert.admin_token_issued(row, token)
 
 
 @router.get("/admin-tokens")
 def list_admin_tokens(session: ReadSession, page: Paging) -> Page[AdminTokenPublic]:
     rows, total = svc.list_tokens(session=session, limit=page.limit, offset=page.offset)
-    items = [AdminTokenPublic.model_validate(r) for r in rows]
+    items = [convert.admin_token_public(r) for r in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
@@ -35,5 +36,5 @@ def revoke_admin_token(token_id: str, w: Write) -> Response:
 @router.get("/audit")
 def list_audit(session: ReadSession, page: Paging) -> Page[AuditPublic]:
     rows, total = svc.list_audit(session=session, limit=page.limit, offset=page.offset)
-    items = [AuditPublic.model_validate(r) for r in rows]
+    items = [convert.audit_public(r) for r in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)

@@ -24,8 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import Publisher, Sessions
-from control_plane.schemas import NodeStatusIn
-from control_plane.schemas_plans import UsageBatchIn, UsageBatchResult
+from control_plane.schemas import NodeStatusIn, UsageBatchIn, UsageBatchResult
 from control_plane.services import nodes as svc
 from control_plane.services import usage as usage_svc
 

@@ -8,11 +8,10 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import Paging, Publisher, Sessions
 from control_plane.schemas import ConfigPublic, NodePublic, Page
+from control_plane.services import convert
 from control_plane.services import nodes as svc
 
 router = APIRouter(tags=["config"])
-
-_NODE_FIELDS = ("id", "hostname", "version", "pid", "revision", "hash", "last_error", "first_seen", "last_seen")
 
 
 @router.get("/config")
@@ -30,10 +29,5 @@ async def list_nodes(publisher: Publisher, sessions: Sessions, page: Paging) -> 
 def _list_nodes(sessions: sessionmaker[Session], current_hash: str, limit: int, offset: int) -> Page[NodePublic]:
     with sessions() as session:
         views, total = svc.list_nodes(session=session, current_hash=current_hash, limit=limit, offset=offset)
-        items = [
-            NodePublic.model_validate(
-                {**{k: getattr(v.node, k) for k in _NODE_FIELDS}, "in_sync": v.in_sync, "stale": v.stale}
-            )
-            for v in views
-        ]
+        items = [convert.node_public(v) for v in views]
     return Page(items=items, total=total, limit=limit, offset=offset)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from control_plane.api.deps import Paging, ReadSession, Write
-from control_plane.models import ApiKey, Customer
 from control_plane.schemas import (
     CustomerCreate,
     CustomerPublic,
@@ -16,65 +15,35 @@ from control_plane.schemas import (
     KeyRotate,
     Page,
 )
+from control_plane.services import convert
 from control_plane.services import customers as svc
 
 router = APIRouter(prefix="/customers", tags=["customers"])
-
-
-def customer_public(row: Customer) -> CustomerPublic:
-    return CustomerPublic(
-        id=row.id,
-        name=row.name,
-        email=row.email,
-        metadata=row.meta,
-        status=row.status,
-        api_ids=svc.granted_api_ids(row),
-        plan_id=row.plan_id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-def key_public(row: ApiKey) -> KeyPublic:
-    return KeyPublic(
-        id=row.id,
-        customer_id=row.customer_id,
-        prefix=row.prefix,
-        name=row.name,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
-        status=svc.key_status(row),  # type: ignore[arg-type]
-    )
-
-
-def key_issued(row: ApiKey, plaintext: str) -> KeyIssued:
-    return KeyIssued(**key_public(row).model_dump(), key=plaintext)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_customer(body: CustomerCreate, w: Write) -> CustomerPublic:
     row = svc.create_customer(session=w.session, data=body)
     w.commit(row.id)
-    return customer_public(row)
+    return convert.customer_public(row)
 
 
 @router.get("")
 def list_customers(session: ReadSession, page: Paging) -> Page[CustomerPublic]:
     rows, total = svc.list_customers(session=session, limit=page.limit, offset=page.offset)
-    return Page(items=[customer_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
+    return Page(items=[convert.customer_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{customer_id}")
 def get_customer(customer_id: str, session: ReadSession) -> CustomerPublic:
-    return customer_public(svc.get_customer(session=session, customer_id=customer_id))
+    return convert.customer_public(svc.get_customer(session=session, customer_id=customer_id))
 
 
 @router.patch("/{customer_id}")
 def update_customer(customer_id: str, body: CustomerUpdate, w: Write) -> CustomerPublic:
     row = svc.update_customer(session=w.session, customer_id=customer_id, data=body)
     w.commit()
-    return customer_public(row)
+    return convert.customer_public(row)
 
 
 @router.delete("/{customer_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -89,18 +58,18 @@ def issue_key(customer_id: str, body: KeyCreate, w: Write) -> KeyIssued:
     """Issue a key (or import ``key``).  The plaintext is in this response only."""
     row, plaintext = svc.issue_key(session=w.session, customer_id=customer_id, data=body)
     w.commit(row.id)
-    return key_issued(row, plaintext)
+    return convert.key_issued(row, plaintext)
 
 
 @router.get("/{customer_id}/keys")
 def list_keys(customer_id: str, session: ReadSession, page: Paging) -> Page[KeyPublic]:
     rows, total = svc.list_keys(session=session, customer_id=customer_id, limit=page.limit, offset=page.offset)
-    return Page(items=[key_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
+    return Page(items=[convert.key_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{customer_id}/keys/{key_id}")
 def get_key(customer_id: str, key_id: str, session: ReadSession) -> KeyPublic:
-    return key_public(svc.get_key(session=session, customer_id=customer_id, key_id=key_id))
+    return convert.key_public(svc.get_key(session=session, customer_id=customer_id, key_id=key_id))
 
 
 @router.delete("/{customer_id}/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -117,4 +86,4 @@ def rotate_key(customer_id: str, key_id: str, body: KeyRotate, w: Write) -> KeyI
         session=w.session, customer_id=customer_id, key_id=key_id, grace_seconds=body.grace_seconds
     )
     w.commit(row.id)
-    return key_issued(row, plaintext)
+    return convert.key_issued(row, plaintext)

@@ -19,7 +19,8 @@ from control_plane.api.deps import Publisher, ReadSession, Sessions, Writer
 from control_plane.errors import Invalid
 from control_plane.openapi import document as docs
 from control_plane.openapi.sdk import generate_python_sdk, package_names
-from control_plane.schemas import ApiPublic, ImportDiff, ImportResult
+from control_plane.schemas import ImportResult
+from control_plane.services import convert
 from control_plane.services import openapi as svc
 from control_plane.services.apis import get_api
 
@@ -89,18 +90,7 @@ async def import_api(
             outcome = svc.import_document(session=session, document=validated, upstream=upstream, dry_run=dry)
             if outcome.changed and not dry:
                 w.commit(outcome.api.id if outcome.api is not None else None)
-            result = ImportResult(
-                api=ApiPublic.model_validate(outcome.api) if outcome.api is not None else None,
-                created=outcome.created and not dry,
-                changed=outcome.changed,
-                dry_run=dry,
-                diff=ImportDiff(
-                    api=outcome.api_changes,
-                    added=outcome.added,
-                    changed=outcome.changed_routes,
-                    removed=outcome.removed,
-                ),
-            )
+            result = convert.import_result(outcome, dry_run=dry)
         return result, 201 if result.created else 200
 
     result, status = await run_in_threadpool(run)

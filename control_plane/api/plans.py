@@ -9,11 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from control_plane.api.deps import Paging, ReadSession, Write
-from control_plane.schemas import Page
-from control_plane.schemas_plans import (
+from control_plane.schemas import (
     AdjustIn,
     AdjustPublic,
     CustomerUsage,
+    Page,
     PlanCreate,
     PlanPublic,
     PlanUpdate,
@@ -21,6 +21,7 @@ from control_plane.schemas_plans import (
     SubscriptionIn,
     SubscriptionPublic,
 )
+from control_plane.services import convert
 from control_plane.services import customers as customer_svc
 from control_plane.services import plans as svc
 from control_plane.services import usage as usage_svc
@@ -35,25 +36,25 @@ Day = Annotated[date, Query(description="UTC day, YYYY-MM-DD (inclusive)")]
 def create_plan(body: PlanCreate, w: Write) -> PlanPublic:
     row = svc.create_plan(session=w.session, data=body)
     w.commit(row.id)
-    return svc.plan_public(row)
+    return convert.plan_public(row)
 
 
 @router.get("")
 def list_plans(session: ReadSession, page: Paging) -> Page[PlanPublic]:
     rows, total = svc.list_plans(session=session, limit=page.limit, offset=page.offset)
-    return Page(items=[svc.plan_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
+    return Page(items=[convert.plan_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{plan_id}")
 def get_plan(plan_id: str, session: ReadSession) -> PlanPublic:
-    return svc.plan_public(svc.get_plan(session=session, plan_id=plan_id))
+    return convert.plan_public(svc.get_plan(session=session, plan_id=plan_id))
 
 
 @router.patch("/{plan_id}")
 def update_plan(plan_id: str, body: PlanUpdate, w: Write) -> PlanPublic:
     row = svc.update_plan(session=w.session, plan_id=plan_id, data=body)
     w.commit()
-    return svc.plan_public(row)
+    return convert.plan_public(row)
 
 
 @router.delete("/{plan_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -73,15 +74,11 @@ def plan_usage(plan_id: str, start: Day, end: Day, session: ReadSession) -> Plan
 # ---------------------------------------------------------------------------- a customer's plan and usage
 
 
-def _subscription(customer_id: str, plan_id: str | None, plan_name: str | None) -> SubscriptionPublic:
-    return SubscriptionPublic(customer_id=customer_id, plan_id=plan_id, plan_name=plan_name)
-
-
 @customer_router.get("/plan")
 def get_subscription(customer_id: str, session: ReadSession) -> SubscriptionPublic:
     customer = customer_svc.get_customer(session=session, customer_id=customer_id)
     plan = svc.plan_of(session=session, customer=customer)
-    return _subscription(customer.id, plan.id if plan else None, plan.name if plan else None)
+    return convert.subscription_public(customer.id, plan)
 
 
 @customer_router.put("/plan")
@@ -89,7 +86,7 @@ def subscribe(customer_id: str, body: SubscriptionIn, w: Write) -> SubscriptionP
     """Subscribe or move to a plan; the usage counted in the current period carries over."""
     customer, plan = svc.subscribe(session=w.session, customer_id=customer_id, plan_id=body.plan_id)
     w.commit()
-    return _subscription(customer.id, plan.id, plan.name)
+    return convert.subscription_public(customer.id, plan)
 
 
 @customer_router.delete("/plan", status_code=status.HTTP_204_NO_CONTENT)

@@ -8,8 +8,6 @@ from control_plane.api.deps import Paging, ReadSession, Write
 from control_plane.schemas import (
     Page,
     TargetCreate,
-    TargetHealth,
-    TargetHealthPublic,
     TargetPublic,
     TargetUpdate,
     UpstreamCreate,
@@ -17,6 +15,7 @@ from control_plane.schemas import (
     UpstreamPublic,
     UpstreamUpdate,
 )
+from control_plane.services import convert
 from control_plane.services import nodes as nodes_svc
 from control_plane.services import upstreams as svc
 
@@ -27,43 +26,33 @@ router = APIRouter(prefix="/upstreams", tags=["upstreams"])
 def create_upstream(body: UpstreamCreate, w: Write) -> UpstreamPublic:
     row = svc.create_upstream(session=w.session, data=body)
     w.commit(row.id)
-    return UpstreamPublic.model_validate(row)
+    return convert.upstream_public(row)
 
 
 @router.get("")
 def list_upstreams(session: ReadSession, page: Paging) -> Page[UpstreamPublic]:
     rows, total = svc.list_upstreams(session=session, limit=page.limit, offset=page.offset)
-    items = [UpstreamPublic.model_validate(r) for r in rows]
+    items = [convert.upstream_public(r) for r in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{upstream_id}")
 def get_upstream(upstream_id: str, session: ReadSession) -> UpstreamPublic:
-    return UpstreamPublic.model_validate(svc.get_upstream(session=session, upstream_id=upstream_id))
+    return convert.upstream_public(svc.get_upstream(session=session, upstream_id=upstream_id))
 
 
 @router.get("/{upstream_id}/health")
 def get_upstream_health(upstream_id: str, session: ReadSession) -> UpstreamHealthPublic:
     """Each target's health as each live worker last reported it (active checks, ejections, in flight)."""
     rows = nodes_svc.upstream_health(session=session, upstream_id=upstream_id)
-    targets = [
-        TargetHealthPublic(
-            id=t.id,
-            host=t.host,
-            port=t.port,
-            weight=t.weight,
-            nodes={node: TargetHealth.model_validate(view) for node, view in views.items()},
-        )
-        for t, views in rows
-    ]
-    return UpstreamHealthPublic(upstream_id=upstream_id, targets=targets)
+    return convert.upstream_health(upstream_id, rows)
 
 
 @router.patch("/{upstream_id}")
 def update_upstream(upstream_id: str, body: UpstreamUpdate, w: Write) -> UpstreamPublic:
     row = svc.update_upstream(session=w.session, upstream_id=upstream_id, data=body)
     w.commit()
-    return UpstreamPublic.model_validate(row)
+    return convert.upstream_public(row)
 
 
 @router.delete("/{upstream_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -77,26 +66,26 @@ def delete_upstream(upstream_id: str, w: Write) -> Response:
 def create_target(upstream_id: str, body: TargetCreate, w: Write) -> TargetPublic:
     row = svc.create_target(session=w.session, upstream_id=upstream_id, data=body)
     w.commit(row.id)
-    return TargetPublic.model_validate(row)
+    return convert.target_public(row)
 
 
 @router.get("/{upstream_id}/targets")
 def list_targets(upstream_id: str, session: ReadSession, page: Paging) -> Page[TargetPublic]:
     rows, total = svc.list_targets(session=session, upstream_id=upstream_id, limit=page.limit, offset=page.offset)
-    items = [TargetPublic.model_validate(r) for r in rows]
+    items = [convert.target_public(r) for r in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{upstream_id}/targets/{target_id}")
 def get_target(upstream_id: str, target_id: str, session: ReadSession) -> TargetPublic:
-    return TargetPublic.model_validate(svc.get_target(session=session, upstream_id=upstream_id, target_id=target_id))
+    return convert.target_public(svc.get_target(session=session, upstream_id=upstream_id, target_id=target_id))
 
 
 @router.patch("/{upstream_id}/targets/{target_id}")
 def update_target(upstream_id: str, target_id: str, body: TargetUpdate, w: Write) -> TargetPublic:
     row = svc.update_target(session=w.session, upstream_id=upstream_id, target_id=target_id, data=body)
     w.commit()
-    return TargetPublic.model_validate(row)
+    return convert.target_public(row)
 
 
 @router.delete("/{upstream_id}/targets/{target_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -24,13 +24,13 @@ from urllib.parse import urlsplit, urlunsplit
 from control_plane.models import Api, Route
 from control_plane.openapi.plan import GATEWAY_MARK, OPENAPI_METHODS, unique_operation_id
 from control_plane.openapi.security import GatewayAuth, gateway_auth
+from data_plane.snapshot.paths import param_names
 
 DEFAULT_VERSION = "3.0.3"
 ERROR_SCHEMA = "TollgateError"
 # Routes that accept any method are exported with the methods an SDK user would call.
 ANY_METHOD_EXPORT = ("get", "post", "put", "patch", "delete")
 _GREEDY = re.compile(r"\{([^{}+]+)\+\}")
-_PARAM = re.compile(r"\{([^{}+]+)\+?\}")
 
 
 def server_url(public_url: str, api: Api) -> str:
@@ -100,7 +100,7 @@ def _fit_path_parameters(op: dict[str, Any], template: str, components: dict[str
 
     An operation that already matches is left untouched, so an imported one exports byte-for-byte.
     """
-    names = _PARAM.findall(template)
+    names = param_names(template)
     params = op.get("parameters") or []
     resolved = [_resolve(p, components) for p in params]
     declared = [str(r.get("name")) for r in resolved if r.get("in") == "path"]

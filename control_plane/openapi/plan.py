@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from control_plane.errors import InvalidDocument
 from control_plane.openapi.document import pointer
 from data_plane.snapshot import SnapshotError, split_template
+from data_plane.snapshot.paths import template_shape
 
 OPENAPI_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 RESERVED_PREFIX = "Tollgate"  # component names the exporter owns
@@ -175,7 +176,7 @@ def _routes(doc: dict[str, Any], root_upstream: str | None, problems: list[tuple
             template = _template(oa_path, greedy is True, op_at, problems)
             if template is None:
                 continue
-            shape = (_shape(template), method)
+            shape = (template_shape(template), method)
             if shape in seen:
                 problems.append((op_at, f"matches the same requests as {seen[shape]} (parameter names do not count)"))
                 continue
@@ -200,13 +201,6 @@ def _template(oa_path: str, greedy: bool, at: str, problems: list[tuple[str, str
         problems.append((pointer("paths", oa_path), f"not a Tollgate path template: {exc}"))
         return None
     return template
-
-
-def _shape(template: str) -> tuple[str, ...]:
-    out = []
-    for seg in split_template(template):
-        out.append(("{+}" if seg.endswith("+}") else "{}") if seg.startswith("{") else seg)
-    return tuple(out)
 
 
 def _normalise_operation(op: dict[str, Any], item_params: Any, method: str, oa_path: str, op_ids: set[str]) -> None:

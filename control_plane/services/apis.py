@@ -20,7 +20,7 @@ from control_plane.models import Api, Route, Upstream
 from control_plane.schemas import ApiCreate, ApiUpdate, RouteCreate, RouteUpdate
 from control_plane.services.common import apply_patch, integrity_as_conflict, paginate
 from control_plane.services.revision import bump_revision
-from data_plane.snapshot import split_template
+from data_plane.snapshot.paths import template_shape
 
 _API_NULLABLE = frozenset(
     {"max_body_bytes", "key_query", "jwt_secret", "jwt_public_key", "jwt_issuer", "jwt_audience", "jwt_jwks_url"}
@@ -41,7 +41,7 @@ def get_api(*, session: Session, api_id: str) -> Api:
 def create_api(*, session: Session, data: ApiCreate) -> Api:
     bump_revision(session)
     _check_api_name_free(session, data.name)
-    _check_api_overlap(session, data.base_path, data.hosts, exclude_id=None)
+    check_api_overlap(session=session, base_path=data.base_path, hosts=data.hosts, exclude_id=None)
     api = Api(**data.model_dump())
     check_auth_settings(api)
     session.add(api)
@@ -58,7 +58,7 @@ def update_api(*, session: Session, api_id: str, data: ApiUpdate) -> Api:
         _check_api_name_free(session, changes["name"])
     base_path = changes.get("base_path") or api.base_path
     hosts = changes["hosts"] if changes.get("hosts") is not None else api.hosts
-    _check_api_overlap(session, base_path, hosts, exclude_id=api.id)
+    check_api_overlap(session=session, base_path=base_path, hosts=hosts, exclude_id=api.id)
     apply_patch(api, changes, nullable=_API_NULLABLE)
     check_auth_settings(api)
     with integrity_as_conflict("api name is already used"):
@@ -110,7 +110,9 @@ def _check_api_name_free(session: Session, name: str) -> None:
         raise Conflict(f"api name {name!r} is already used")
 
 
-def _check_api_overlap(session: Session, base_path: str, hosts: Iterable[str], *, exclude_id: str | None) -> None:
+def check_api_overlap(*, session: Session, base_path: str, hosts: Iterable[str], exclude_id: str | None) -> None:
+    """Conflict when another API (not ``exclude_id``) serves ``base_path`` on a shared host (or both on
+    any host); the OpenAPI import checks with it too."""
     wanted = set(hosts)
     stmt = select(Api).where(Api.base_path == base_path)
     if exclude_id is not None:
@@ -177,26 +179,15 @@ def _check_upstream_exists(session: Session, upstream_id: str) -> None:
         raise Invalid("upstream_id", f"upstream {upstream_id!r} does not exist")
 
 
-def path_shape(template: str) -> tuple[str, ...]:
-    """The template with parameter names erased: what decides which request paths it matches."""
-    shape = []
-    for seg in split_template(template):
-        if seg.startswith("{") and seg.endswith("}"):
-            shape.append("{+}" if seg.endswith("+}") else "{}")
-        else:
-            shape.append(seg)
-    return tuple(shape)
-
-
 def _check_route_overlap(
     session: Session, api_id: str, path: str, methods: Iterable[str], *, exclude_id: str | None
 ) -> None:
-    shape, wanted = path_shape(path), set(methods)
+    shape, wanted = template_shape(path), set(methods)
     stmt = select(Route).where(Route.api_id == api_id)
     if exclude_id is not None:
         stmt = stmt.where(Route.id != exclude_id)
     for other in session.execute(stmt).scalars():
-        if path_shape(other.path) != shape:
+        if template_shape(other.path) != shape:
             continue
         theirs = set(other.methods)
         if not wanted or not theirs or wanted & theirs:

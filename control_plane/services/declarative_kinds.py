@@ -27,13 +27,14 @@ from control_plane.config_document import (
     UpstreamSpec,
     UsagePlanSpec,
 )
-from control_plane.models import Api, Customer, Route, Target, Upstream
-from control_plane.models_plans import UsagePlan
+from control_plane.models import Api, Customer, Route, Target, Upstream, UsagePlan
 from control_plane.schemas import (
     ApiCreate,
     ApiUpdate,
     CustomerCreate,
     CustomerUpdate,
+    PlanCreate,
+    PlanUpdate,
     RouteCreate,
     RouteUpdate,
     TargetCreate,
@@ -41,7 +42,6 @@ from control_plane.schemas import (
     UpstreamCreate,
     UpstreamUpdate,
 )
-from control_plane.schemas_plans import PlanCreate, PlanUpdate
 from control_plane.services import apis as api_svc
 from control_plane.services import customers as customer_svc
 from control_plane.services import plans as plan_svc

@@ -19,7 +19,7 @@ from control_plane.models import Api, Route, Upstream
 from control_plane.openapi.export import build_document
 from control_plane.openapi.plan import ApiPlan, plan_import
 from control_plane.schemas import ApiCreate
-from control_plane.services.apis import _check_api_overlap, get_api
+from control_plane.services.apis import check_api_overlap, get_api
 from control_plane.services.common import integrity_as_conflict
 from control_plane.services.revision import bump_revision
 
@@ -82,13 +82,17 @@ def import_document(
 
     bump_revision(session)
     if api is None:
-        _check_api_overlap(session, fields["base_path"], fields.get("hosts", []), exclude_id=None)
+        check_api_overlap(
+            session=session, base_path=fields["base_path"], hosts=fields.get("hosts", []), exclude_id=None
+        )
         api = Api(**fields)
         session.add(api)
         with integrity_as_conflict(f"api name {fields['name']!r} is already used"):
             session.flush()
     else:
-        _check_api_overlap(session, fields["base_path"], fields.get("hosts", api.hosts), exclude_id=api.id)
+        check_api_overlap(
+            session=session, base_path=fields["base_path"], hosts=fields.get("hosts", api.hosts), exclude_id=api.id
+        )
         for name, value in fields.items():
             setattr(api, name, value)
     for key, rt in existing.items():

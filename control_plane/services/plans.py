@@ -15,25 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.models import Api, Customer, Route
-from control_plane.models_plans import UsagePlan, UsagePlanApi
-from control_plane.schemas_plans import PlanApiIn, PlanCreate, PlanPublic, PlanUpdate, QuotaIn, ThrottleIn
+from control_plane.models import Api, Customer, Route, UsagePlan, UsagePlanApi
+from control_plane.schemas import PlanApiIn, PlanCreate, PlanUpdate, QuotaIn, ThrottleIn
 from control_plane.services.common import integrity_as_conflict, paginate
 from control_plane.services.customers import get_customer
 from control_plane.services.revision import bump_revision
-
-
-def plan_public(row: UsagePlan) -> PlanPublic:
-    return PlanPublic(
-        id=row.id,
-        name=row.name,
-        description=row.description,
-        throttle=throttle_of(row),
-        quota=quota_of(row),
-        apis=[PlanApiIn(api_id=a.api_id, overrides=a.overrides) for a in row.apis],  # type: ignore[arg-type]
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
 
 
 def throttle_of(row: UsagePlan) -> ThrottleIn | None:

@@ -28,9 +28,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from control_plane.errors import Conflict, Invalid
-from control_plane.models import Customer
-from control_plane.models_plans import QuotaAdjustment, UsageBatch, UsageCount, UsagePlan
-from control_plane.schemas_plans import (
+from control_plane.models import Customer, QuotaAdjustment, UsageBatch, UsageCount, UsagePlan
+from control_plane.schemas import (
     AdjustPublic,
     CustomerUsage,
     PlanUsage,

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from control_plane import models
-from control_plane.models_plans import UsagePlan
+from control_plane.models import UsagePlan
 from control_plane.services.jwks import effective_keys
 from control_plane.services.revision import current_revision
 from control_plane.services.usage import current_extras
@@ -26,12 +26,16 @@ from data_plane.snapshot import (
     HealthCheck,
     Jwk,
     Passive,
+    Plan,
+    PlanApi,
+    PlanOverride,
+    PlanQuota,
+    PlanThrottle,
     Route,
     Snapshot,
     Target,
     Upstream,
 )
-from data_plane.snapshot_plans import Plan, PlanApi, PlanOverride, PlanQuota, PlanThrottle
 
 
 def build_snapshot(session: Session) -> Snapshot:

@@ -6,7 +6,7 @@ Create Date: 2026-11-29 09:00:00
 
 Existing upstreams get 4 s, the default: below the 5 s idle timeout of Node.js, uvicorn and Apache,
 so a worker closes a pooled connection before the server does and never sends a request on one the
-server is closing (data_plane/snapshot.py, DEFAULT_KEEPALIVE_TIMEOUT).
+server is closing (data_plane/snapshot/types.py, DEFAULT_KEEPALIVE_TIMEOUT).
 """
 
 from __future__ import annotations

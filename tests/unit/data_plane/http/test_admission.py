@@ -11,7 +11,7 @@ from data_plane import snapshot as snap
 from data_plane.compiler import CompiledConfig, compile_snapshot
 from data_plane.http import responses
 from data_plane.http.admission import Admitted, HostCache, Refused, admit
-from data_plane.snapshot_plans import Plan, PlanApi, PlanOverride, PlanThrottle
+from data_plane.snapshot import Plan, PlanApi, PlanOverride, PlanThrottle
 
 KEY = "tg_admission_0123456789abcdefghijklmnopqrstuvwxyz"
 UPSTREAM = snap.Upstream(id="u", name="u", targets=(snap.Target(id="t", host="127.0.0.1", port=9001),))

@@ -62,3 +62,20 @@ def test_list_all_follows_pages() -> None:
         return httpx.Response(200, content=json.dumps(page))
 
     assert AdminClient("http://cp", transport=httpx.MockTransport(handler)).list_all("/v1/upstreams") == items
+
+
+def test_send_passes_raw_bodies_both_ways_and_translates_errors() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/apis/import":
+            assert request.headers["content-type"] == "application/yaml"
+            assert request.content == b"openapi: 3.1.0\n"
+            return httpx.Response(422, json={"detail": "/info: required"})
+        return httpx.Response(200, content=b"PK\x03\x04zip", headers={"content-type": "application/zip"})
+
+    client = AdminClient("http://cp", transport=httpx.MockTransport(handler))
+    assert client.send("GET", "/v1/apis/a1/sdk", params={"lang": "python"}).content == b"PK\x03\x04zip"
+    with pytest.raises(AdminError) as invalid:
+        client.send(
+            "POST", "/v1/apis/import", content=b"openapi: 3.1.0\n", headers={"content-type": "application/yaml"}
+        )
+    assert (invalid.value.status, invalid.value.detail) == (422, "/info: required")

@@ -1,4 +1,4 @@
-"""DTOs for usage plans, subscriptions, usage reports and quota adjustments (see schemas.py for the conventions)."""
+"""DTOs for usage plans, subscriptions, usage reports and quota adjustments."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from control_plane.schemas import Name, _In, _template
+from control_plane.schemas.common import InModel, Name, path_template
 
 Period = Literal["DAY", "WEEK", "MONTH"]
 Rate = Annotated[float, Field(gt=0, le=1_000_000, description="requests per second (fractional allowed)")]
@@ -15,17 +15,17 @@ Burst = Annotated[int, Field(ge=1, le=1_000_000)]
 ApiId = Annotated[str, Field(min_length=1, max_length=36)]
 
 
-class ThrottleIn(_In):
+class ThrottleIn(InModel):
     rate: Rate
     burst: Burst
 
 
-class QuotaIn(_In):
+class QuotaIn(InModel):
     limit: Annotated[int, Field(ge=1, le=10**12)]
     period: Period
 
 
-class RouteOverrideIn(_In):
+class RouteOverrideIn(InModel):
     """A throttle for one route (method + path template, as in the API's routes): its own bucket."""
 
     method: str = Field(min_length=1, max_length=10)
@@ -33,7 +33,7 @@ class RouteOverrideIn(_In):
     rate: Rate
     burst: Burst
 
-    _check_path = field_validator("path")(_template)
+    _check_path = field_validator("path")(path_template)
 
     @field_validator("method")
     @classmethod
@@ -45,7 +45,7 @@ class RouteOverrideIn(_In):
         return value.upper()
 
 
-class PlanApiIn(_In):
+class PlanApiIn(InModel):
     api_id: ApiId
     overrides: list[RouteOverrideIn] = Field(default_factory=list, max_length=50)
 
@@ -68,7 +68,7 @@ def _unique_apis(apis: list[PlanApiIn] | None) -> list[PlanApiIn] | None:
     return apis
 
 
-class PlanCreate(_In):
+class PlanCreate(InModel):
     name: Name
     description: str = Field(default="", max_length=1000)
     throttle: ThrottleIn | None = None
@@ -78,7 +78,7 @@ class PlanCreate(_In):
     _check_apis = field_validator("apis")(_unique_apis)
 
 
-class PlanUpdate(_In):
+class PlanUpdate(InModel):
     name: Name | None = None
     description: str | None = Field(default=None, max_length=1000)
     throttle: ThrottleIn | None = None  # explicit null: no plan-wide throttle
@@ -99,7 +99,7 @@ class PlanPublic(BaseModel):
     updated_at: datetime
 
 
-class SubscriptionIn(_In):
+class SubscriptionIn(InModel):
     plan_id: str = Field(min_length=1, max_length=36)
 
 
@@ -154,7 +154,7 @@ class PlanUsage(BaseModel):
     customers: list[CustomerUsage]
 
 
-class AdjustIn(_In):
+class AdjustIn(InModel):
     extra: Annotated[int, Field(ge=-(10**12), le=10**12, description="added to this period's extra quota")]
 
 

@@ -1,7 +1,6 @@
 """ORM rows for usage plans, subscriptions, quota adjustments and metered usage (migration ``0005_plans``).
 
-Imported at the end of :mod:`control_plane.models` so ``Base.metadata`` (Alembic, the test fixtures)
-always knows these tables.  Usage rows are not config: writing them never bumps the revision.
+Usage rows are not config: writing them never bumps the revision.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, CheckConstraint, Date, Double, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from control_plane.models import Base, Timestamped, new_id, utcnow
+from control_plane.models.base import Base, Timestamped, new_id, utcnow
 
 
 class UsagePlan(Timestamped, Base):

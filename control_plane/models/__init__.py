@@ -1,0 +1,54 @@
+"""ORM rows (SQLAlchemy 2.0 ``Mapped``), one module per resource family.  The schema only changes
+through ``migrations/``.
+
+Ids are UUID4 strings; rows have ``created_at``/``updated_at`` (UTC).  Importing this package
+imports every module, so ``Base.metadata`` (Alembic's env, the test fixtures) knows every table.
+
+    base        Base, Timestamped, new_id, utcnow, UTCDateTime (a leaf)
+    upstreams   Upstream, Target
+    apis        Api, ApiJwks, Route
+    customers   Customer, CustomerApiGrant, ApiKey
+    plans       UsagePlan, UsagePlanApi, QuotaAdjustment, UsageCount, UsageBatch
+    admin       AdminToken, AuditEntry
+    cluster     ConfigState, Node
+
+Resource modules import only ``base``; rows of other modules are named by table (foreign keys) or by
+class name (relationships), never imported.
+"""
+
+from __future__ import annotations
+
+from control_plane.models.admin import AdminToken, AuditEntry
+from control_plane.models.apis import Api, ApiJwks, Route
+from control_plane.models.base import NAMING_CONVENTION, Base, Timestamped, UTCDateTime, new_id, utcnow
+from control_plane.models.cluster import CONFIG_STATE_ID, ConfigState, Node
+from control_plane.models.customers import ApiKey, Customer, CustomerApiGrant
+from control_plane.models.plans import QuotaAdjustment, UsageBatch, UsageCount, UsagePlan, UsagePlanApi
+from control_plane.models.upstreams import Target, Upstream
+
+__all__ = [
+    "CONFIG_STATE_ID",
+    "NAMING_CONVENTION",
+    "AdminToken",
+    "Api",
+    "ApiJwks",
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "ConfigState",
+    "Customer",
+    "CustomerApiGrant",
+    "Node",
+    "QuotaAdjustment",
+    "Route",
+    "Target",
+    "Timestamped",
+    "UTCDateTime",
+    "Upstream",
+    "UsageBatch",
+    "UsageCount",
+    "UsagePlan",
+    "UsagePlanApi",
+    "new_id",
+    "utcnow",
+]

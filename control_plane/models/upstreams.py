@@ -1,0 +1,61 @@
+"""ORM rows for upstreams and their targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, CheckConstraint, Double, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import false as sa_false
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from control_plane.models.base import Base, Timestamped, new_id
+from data_plane.snapshot import DEFAULT_KEEPALIVE_TIMEOUT
+
+
+class Upstream(Timestamped, Base):
+    __tablename__ = "upstreams"
+    __table_args__ = (
+        CheckConstraint("connect_timeout > 0", name="connect_timeout_positive"),
+        CheckConstraint("read_timeout > 0", name="read_timeout_positive"),
+        CheckConstraint("retries >= 0 AND retries <= 10", name="retries_range"),
+        CheckConstraint("keepalive_timeout > 0", name="keepalive_timeout_positive"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    algorithm: Mapped[str] = mapped_column(String(32), default="round_robin")
+    connect_timeout: Mapped[float] = mapped_column(Double, default=5.0)
+    read_timeout: Mapped[float] = mapped_column(Double, default=60.0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    total_timeout: Mapped[float | None] = mapped_column(Double, nullable=True)
+    hash_on: Mapped[str] = mapped_column(String(16), default="ip", server_default="ip")
+    hash_key: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # Validated objects (schemas.HealthCheckIn / PassiveIn); JSON because they are read whole.
+    health_check: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    passive: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    panic: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    max_connections: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # idle seconds after which a worker stops reusing a pooled connection (default below Node's 5 s;
+    # data_plane/snapshot.py DEFAULT_KEEPALIVE_TIMEOUT says why)
+    keepalive_timeout: Mapped[float] = mapped_column(Double, default=DEFAULT_KEEPALIVE_TIMEOUT, server_default="4")
+
+    targets: Mapped[list[Target]] = relationship(
+        back_populates="upstream", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Target(Timestamped, Base):
+    __tablename__ = "targets"
+    __table_args__ = (
+        UniqueConstraint("upstream_id", "host", "port"),
+        CheckConstraint("port >= 1 AND port <= 65535", name="port_range"),
+        CheckConstraint("weight >= 0 AND weight <= 1000", name="weight_range"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    upstream_id: Mapped[str] = mapped_column(String(36), ForeignKey("upstreams.id", ondelete="CASCADE"), index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[int] = mapped_column(Integer, default=100)
+
+    upstream: Mapped[Upstream] = relationship(back_populates="targets")

@@ -1,0 +1,222 @@
+"""The wire form of a snapshot and its hashing rules: encoding only (decoding is :mod:`.parse`).
+
+The wire form is a JSON object: :func:`content` plus ``revision``, ``hash`` and ``generated_at``.
+``hash`` is the SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII) of :func:`content`
+alone, so identical content always gives the same hash and a worker that already runs that hash
+needs nothing.  The rule that keeps old hashes valid: a field added by a later schema minor is left
+out of the content while it holds its default (``_non_default``, the ``*_extras`` helpers, the
+defaults checks below), so a worker's cache file sealed by an older control plane keeps its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from data_plane.snapshot.types import (
+    DEFAULT_AUTH,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    ApiAuth,
+    Customer,
+    HealthCheck,
+    Passive,
+    Plan,
+    Snapshot,
+    Upstream,
+)
+
+
+def content(snap: Snapshot) -> dict[str, Any]:
+    """The hashed part of the wire form: everything that changes what a worker does.
+
+    Fields added in 1.1 (auth settings, customers, keys) are left out while they hold their
+    defaults, so a 1.0 snapshot (a worker's cache file) keeps the hash it was sealed with.
+    """
+    doc: dict[str, Any] = {
+        "schema_version": snap.schema_version,
+        "upstreams": [
+            {
+                "id": u.id,
+                "name": u.name,
+                "algorithm": u.algorithm,
+                "connect_timeout": u.connect_timeout,
+                "read_timeout": u.read_timeout,
+                "retries": u.retries,
+                "targets": [{"id": t.id, "host": t.host, "port": t.port, "weight": t.weight} for t in u.targets],
+                **_upstream_extras(u),
+            }
+            for u in snap.upstreams
+        ],
+        "apis": [
+            {
+                "id": a.id,
+                "name": a.name,
+                "base_path": a.base_path,
+                "hosts": list(a.hosts),
+                "auth": a.auth,
+                "strip_base_path": a.strip_base_path,
+                "max_body_bytes": a.max_body_bytes,
+                "routes": [
+                    {
+                        "id": r.id,
+                        "path": r.path,
+                        "upstream_id": r.upstream_id,
+                        "methods": list(r.methods),
+                        **_non_default(
+                            connect_timeout=r.connect_timeout,
+                            read_timeout=r.read_timeout,
+                            total_timeout=r.total_timeout,
+                        ),
+                    }
+                    for r in a.routes
+                ],
+                **({} if a.auth_settings == DEFAULT_AUTH else {"auth_settings": _auth_dict(a.auth_settings)}),
+                **({} if a.rate_limit_headers else {"rate_limit_headers": False}),
+            }
+            for a in snap.apis
+        ],
+    }
+    if snap.customers:
+        doc["customers"] = [
+            {"id": c.id, "name": c.name, "status": c.status, "api_ids": list(c.api_ids), **_customer_extras(c)}
+            for c in snap.customers
+        ]
+    if snap.keys:
+        doc["keys"] = [
+            {
+                "id": k.id,
+                "customer_id": k.customer_id,
+                "key_hash": k.key_hash,
+                "prefix": k.prefix,
+                "expires_at": k.expires_at,
+            }
+            for k in snap.keys
+        ]
+    if snap.plans:
+        doc["plans"] = [_plan_dict(p) for p in snap.plans]
+    return doc
+
+
+def compute_hash(snap: Snapshot) -> str:
+    canonical = json.dumps(content(snap), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def sealed(snap: Snapshot) -> Snapshot:
+    """This snapshot with its content hash filled in (what the control plane publishes)."""
+    return Snapshot(
+        revision=snap.revision,
+        upstreams=snap.upstreams,
+        apis=snap.apis,
+        customers=snap.customers,
+        keys=snap.keys,
+        plans=snap.plans,
+        schema_version=snap.schema_version,
+        generated_at=snap.generated_at,
+        hash=compute_hash(snap),
+    )
+
+
+def to_dict(snap: Snapshot) -> dict[str, Any]:
+    doc = content(snap)
+    doc["revision"] = snap.revision
+    doc["hash"] = snap.hash or compute_hash(snap)
+    doc["generated_at"] = snap.generated_at
+    return doc
+
+
+def to_json(snap: Snapshot) -> bytes:
+    return json.dumps(to_dict(snap), sort_keys=True, separators=(",", ":")).encode()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _non_default(**fields: Any) -> dict[str, Any]:
+    """Optional fields whose value is None/False are left out (they hash as in schema 1.0)."""
+    return {k: v for k, v in fields.items() if v is not None and v is not False}
+
+
+def _upstream_extras(u: Upstream) -> dict[str, Any]:
+    out = _non_default(
+        panic=u.panic,
+        total_timeout=u.total_timeout,
+        health_check=_health_dict(u.health_check) if u.health_check else None,
+        passive=_passive_dict(u.passive) if u.passive else None,
+    )
+    if u.hash_on != "ip" or u.hash_key:
+        out["hash_on"] = u.hash_on
+        out["hash_key"] = u.hash_key
+    if u.max_connections:
+        out["max_connections"] = u.max_connections
+    if u.keepalive_timeout != DEFAULT_KEEPALIVE_TIMEOUT:
+        out["keepalive_timeout"] = u.keepalive_timeout
+    return out
+
+
+def _health_dict(h: HealthCheck) -> dict[str, Any]:
+    return {
+        "path": h.path,
+        "method": h.method,
+        "interval": h.interval,
+        "timeout": h.timeout,
+        "expected_statuses": list(h.expected_statuses),
+        "healthy_threshold": h.healthy_threshold,
+        "unhealthy_threshold": h.unhealthy_threshold,
+    }
+
+
+def _passive_dict(p: Passive) -> dict[str, Any]:
+    return {
+        "consecutive_failures": p.consecutive_failures,
+        "statuses": list(p.statuses),
+        "base_ejection_time": p.base_ejection_time,
+        "max_ejection_time": p.max_ejection_time,
+        "max_ejection_percent": p.max_ejection_percent,
+    }
+
+
+def _auth_dict(a: ApiAuth) -> dict[str, Any]:
+    return {
+        "key_header": a.key_header,
+        "key_query": a.key_query,
+        "strip_credential": a.strip_credential,
+        "jwt_algorithms": list(a.jwt_algorithms),
+        "jwt_secret": a.jwt_secret,
+        "jwt_public_key": a.jwt_public_key,
+        "jwt_issuer": a.jwt_issuer,
+        "jwt_audience": a.jwt_audience,
+        "jwt_customer_claim": a.jwt_customer_claim,
+        # 1.4 fields only when set, so a 1.2 / 1.3 snapshot keeps its hash
+        **({"jwt_jwks_url": a.jwt_jwks_url} if a.jwt_jwks_url is not None else {}),
+        **({"jwt_jwks": [k.to_dict() for k in a.jwt_jwks]} if a.jwt_jwks else {}),
+    }
+
+
+def _customer_extras(c: Customer) -> dict[str, Any]:
+    """1.3 fields, left out of the hashed content while they hold their defaults."""
+    out: dict[str, Any] = {}
+    if c.plan_id is not None:
+        out["plan_id"] = c.plan_id
+    if c.quota_extra:
+        out.update(quota_extra=c.quota_extra, quota_extra_start=c.quota_extra_start, quota_extra_end=c.quota_extra_end)
+    return out
+
+
+def _plan_dict(p: Plan) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "throttle": {"rate": p.throttle.rate, "burst": p.throttle.burst} if p.throttle else None,
+        "quota": {"limit": p.quota.limit, "period": p.quota.period} if p.quota else None,
+        "apis": [
+            {
+                "api_id": a.api_id,
+                "overrides": [
+                    {"method": o.method, "path": o.path, "rate": o.rate, "burst": o.burst} for o in a.overrides
+                ],
+            }
+            for a in p.apis
+        ],
+    }
