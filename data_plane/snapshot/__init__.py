@@ -5,7 +5,7 @@ APIs with their routes, customers, keys and usage plans.  The control plane buil
 database (``control_plane`` imports this package); a worker validates it, compiles it into lookup
 tables and serves from it.  This package is a leaf: it imports nothing of ours but
 :mod:`data_plane.errors` (itself a leaf) and no third-party package, so a worker can run from a
-snapshot file with no control plane at all (``tests/unit/test_layering.py`` checks it).
+snapshot file with no control plane at all (``tests/unit/data_plane/test_layering.py`` checks it).
 
 =========  ===============================================================================
 module     job
