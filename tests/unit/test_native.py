@@ -11,22 +11,30 @@ import pytest
 
 from data_plane import native
 
+SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+# The two places a module's code can live (data_plane/native.py GROUPS): a shared library of its own
+# next to it, or its group's library at the package root.
+LAYOUTS = {
+    "own library": ({}, "http/exchange__mypyc"),
+    "group library": ({"data_plane._hot": ("data_plane/http/exchange.py",)}, "_hot__mypyc"),
+}
 
-def _tree(tmp_path: Path, *, checkout: bool) -> Path:
+
+def _tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, *, checkout: bool) -> tuple[Path, Path]:
+    """A checkout holding exchange.py, its shim extension and the library with its code."""
+    groups, library = LAYOUTS[layout]
     pkg = tmp_path / "data_plane" / "http"
     pkg.mkdir(parents=True)
     if checkout:
         (tmp_path / "setup.py").write_text("")
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    for name in ("exchange.py", f"exchange{suffix}", f"../_native__mypyc{suffix}"):
-        (pkg / name).write_text("")
-    return pkg
-
-
-def _point_at(monkeypatch: pytest.MonkeyPatch, pkg: Path) -> None:
+    lib = tmp_path / "data_plane" / f"{library}{SUFFIX}"
+    for path in (pkg / "exchange.py", pkg / f"exchange{SUFFIX}", lib):
+        path.write_text("")
     monkeypatch.setattr(native, "_HERE", pkg.parent)
     monkeypatch.setattr(native, "_ROOT", pkg.parent.parent)
     monkeypatch.setattr(native, "COMPILED", ("data_plane/http/exchange.py",))
+    monkeypatch.setattr(native, "GROUPS", groups)
+    return pkg, lib
 
 
 def _age(path: Path, seconds: float) -> None:
@@ -34,33 +42,39 @@ def _age(path: Path, seconds: float) -> None:
     os.utime(path, (t, t))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_an_extension_older_than_its_source_is_stale_in_a_checkout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
 ) -> None:
-    pkg = _tree(tmp_path, checkout=True)
-    _point_at(monkeypatch, pkg)
-    _age(pkg / "exchange.py", 10)
+    pkg, lib = _tree(tmp_path, monkeypatch, layout, checkout=True)
+    source, shim = pkg / "exchange.py", pkg / f"exchange{SUFFIX}"
+    _age(source, 10)
     assert native.stale() == []  # built after the last edit
-    (pkg / "exchange.py").touch()
+    source.touch()
     assert native.stale() == ["data_plane.http.exchange"]
-    # the module's shim is new but the group library holding its code is not: still stale
-    (pkg / "exchange.py").touch()
-    for ext in pkg.glob("exchange.*"):
-        if ext.suffix != ".py":
-            ext.touch()
-    _age(pkg / "exchange.py", 1)
-    _age(next(pkg.parent.glob("_native__mypyc*")), 10)
+    # the module's shim is new but the library holding its code is not: still stale
+    shim.touch()
+    _age(source, 1)
+    _age(lib, 10)
+    assert native.stale() == ["data_plane.http.exchange"]
+    # a shim whose library is gone (a partly cleaned tree) cannot run current code either
+    lib.unlink()
     assert native.stale() == ["data_plane.http.exchange"]
 
 
-def test_an_installed_wheel_is_never_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_an_installed_wheel_is_never_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
     # pip writes a wheel's files in no useful time order; nothing there gets edited
-    pkg = _tree(tmp_path, checkout=False)
-    _point_at(monkeypatch, pkg)
-    for ext in pkg.glob("*"):
-        if ext.suffix != ".py":
-            _age(ext, 10)
+    pkg, lib = _tree(tmp_path, monkeypatch, layout, checkout=False)
+    for path in (pkg / f"exchange{SUFFIX}", lib):
+        _age(path, 10)
     assert native.stale() == []
+
+
+def test_every_group_holds_compiled_modules_only_once() -> None:
+    grouped = [path for members in native.GROUPS.values() for path in members]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) <= set(native.COMPILED)
 
 
 def _except_names_reused_with_other_types(source: str) -> list[str]:
