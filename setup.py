@@ -21,7 +21,7 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 NATIVE = runpy.run_path(str(ROOT / "data_plane" / "native.py"))
-CACHE = "/dev/null"  # no mypy cache: mypyc 2.4 loses bitmap_attrs of classes loaded from it (ValueError)
+CACHE = "/dev/null"  # no mypy cache: mypyc (mypy 2.4.1) loses bitmap_attrs of classes loaded from it (ValueError)
 READ_AT = time.time()  # before mypyc reads the sources: an edit after this is not in the build
 
 
