@@ -53,13 +53,6 @@ COMPILED = (
     "data_plane/settings.py",
 )
 
-# How setup.py groups them into shared libraries (mypycify's ``separate``): library name -> its
-# modules.  A listed module not in a group gets a library of its own, next to it
-# (``exchange__mypyc.*.so``).  Within a library mypyc calls functions directly and can inline;
-# across libraries a call goes through an exported table, and a module's C is rebuilt only when
-# its library's sources or the headers it includes change.
-GROUPS: dict[str, tuple[str, ...]] = {}
-
 _HERE = Path(__file__).resolve().parent
 _ROOT = _HERE.parent  # the directory holding the data_plane package
 
@@ -114,22 +107,15 @@ def mode() -> str:
     return "pure-python" if not any(loaded) else "mixed"
 
 
-def library(path: str) -> str:
-    """The shared library holding a compiled module's code (its extension is a shim that loads it),
-    as a path without the extension suffix: ``data_plane/http/exchange__mypyc``."""
-    for name, members in GROUPS.items():
-        if path in members:
-            return name.replace(".", "/") + "__mypyc"
-    return path.removesuffix(".py") + "__mypyc"
-
-
-def _built_at(path: str, ext: Path) -> float:
-    """When the code behind a module's extension was built: the older of its shim and its library.
-    setup.py renews both for every extension a build confirms current (built, or skipped because
-    its C did not change), and neither when the build failed or a source changed under it."""
+def _built_at(ext: Path) -> float:
+    """When the code behind a module's extension was built.  The module's extension is a small shim
+    that loads the one library holding every compiled module's code (``_native__mypyc.*.so``): both
+    must be newer than the source.  setup.py renews both for every extension a build confirms
+    current (built, or skipped because its C did not change), and neither when the build failed or
+    a source changed under it."""
     built = ext.stat().st_mtime
-    lib = _extension(_ROOT / (library(path) + ".py"))
-    return min(built, lib.stat().st_mtime) if lib is not None else 0.0
+    libraries = list(_HERE.glob("_native__mypyc*"))
+    return min([built, *(lib.stat().st_mtime for lib in libraries)]) if libraries else 0.0
 
 
 def stale() -> list[str]:
@@ -143,6 +129,6 @@ def stale() -> list[str]:
     for path in COMPILED:
         source = _ROOT / path
         ext = _extension(source)
-        if ext is not None and source.exists() and source.stat().st_mtime > _built_at(path, ext):
+        if ext is not None and source.exists() and source.stat().st_mtime > _built_at(ext):
             out.append(_module(path))
     return out

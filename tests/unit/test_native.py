@@ -12,28 +12,20 @@ import pytest
 from data_plane import native
 
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
-# The two places a module's code can live (data_plane/native.py GROUPS): a shared library of its own
-# next to it, or its group's library at the package root.
-LAYOUTS = {
-    "own library": ({}, "http/exchange__mypyc"),
-    "group library": ({"data_plane._hot": ("data_plane/http/exchange.py",)}, "_hot__mypyc"),
-}
 
 
-def _tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, *, checkout: bool) -> tuple[Path, Path]:
-    """A checkout holding exchange.py, its shim extension and the library with its code."""
-    groups, library = LAYOUTS[layout]
+def _tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, checkout: bool) -> tuple[Path, Path]:
+    """A checkout holding exchange.py, its shim extension and the one library with every module's code."""
     pkg = tmp_path / "data_plane" / "http"
     pkg.mkdir(parents=True)
     if checkout:
         (tmp_path / "setup.py").write_text("")
-    lib = tmp_path / "data_plane" / f"{library}{SUFFIX}"
+    lib = tmp_path / "data_plane" / f"_native__mypyc{SUFFIX}"
     for path in (pkg / "exchange.py", pkg / f"exchange{SUFFIX}", lib):
         path.write_text("")
     monkeypatch.setattr(native, "_HERE", pkg.parent)
     monkeypatch.setattr(native, "_ROOT", pkg.parent.parent)
     monkeypatch.setattr(native, "COMPILED", ("data_plane/http/exchange.py",))
-    monkeypatch.setattr(native, "GROUPS", groups)
     return pkg, lib
 
 
@@ -42,17 +34,16 @@ def _age(path: Path, seconds: float) -> None:
     os.utime(path, (t, t))
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
 def test_an_extension_older_than_its_source_is_stale_in_a_checkout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pkg, lib = _tree(tmp_path, monkeypatch, layout, checkout=True)
+    pkg, lib = _tree(tmp_path, monkeypatch, checkout=True)
     source, shim = pkg / "exchange.py", pkg / f"exchange{SUFFIX}"
     _age(source, 10)
     assert native.stale() == []  # built after the last edit
     source.touch()
     assert native.stale() == ["data_plane.http.exchange"]
-    # the module's shim is new but the library holding its code is not: still stale
+    # the module's shim is new but the group library holding its code is not: still stale
     shim.touch()
     _age(source, 1)
     _age(lib, 10)
@@ -62,19 +53,12 @@ def test_an_extension_older_than_its_source_is_stale_in_a_checkout(
     assert native.stale() == ["data_plane.http.exchange"]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_an_installed_wheel_is_never_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+def test_an_installed_wheel_is_never_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # pip writes a wheel's files in no useful time order; nothing there gets edited
-    pkg, lib = _tree(tmp_path, monkeypatch, layout, checkout=False)
+    pkg, lib = _tree(tmp_path, monkeypatch, checkout=False)
     for path in (pkg / f"exchange{SUFFIX}", lib):
         _age(path, 10)
     assert native.stale() == []
-
-
-def test_every_group_holds_compiled_modules_only_once() -> None:
-    grouped = [path for members in native.GROUPS.values() for path in members]
-    assert len(grouped) == len(set(grouped))
-    assert set(grouped) <= set(native.COMPILED)
 
 
 def _except_names_reused_with_other_types(source: str) -> list[str]:
