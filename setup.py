@@ -122,8 +122,8 @@ class ObjectCache:
             self.hits += 1
             shutil.copyfile(entry, obj)
             return
-        self.misses += 1
         run()
+        self.misses += 1
         self.root.mkdir(parents=True, exist_ok=True)
         partial = entry.with_suffix(f".{os.getpid()}.tmp")
         shutil.copyfile(obj, partial)
