@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The request-path modules compiled with mypyc (data_plane/native.py); setup.py is run whenever a
 # data_plane source changes (an extension older than its .py would run the old code) and recompiles
-# only the libraries whose generated C changed.
+# only the generated C files that changed (setup.py's object cache, build/objects).
 NATIVE := $(VENV)/.native-built
 
 .PHONY: install up test lint unit integration bench clean
