@@ -15,6 +15,7 @@ recompiles the C of the modules it changed and relinks the library.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import runpy
 import shutil
@@ -23,6 +24,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,8 @@ def native_extensions() -> list:
         from mypyc.build import mypycify
     except ImportError:  # building without mypy installed: pure Python
         return []
+    if "group_name" not in inspect.signature(mypycify).parameters:  # an older mypyc: a top-level
+        return []  # library named by a hash, which native.stale() could not find: pure Python
     extensions = mypycify(
         ["--cache-dir", CACHE, *NATIVE["COMPILED"]],
         opt_level="3",
@@ -66,7 +70,7 @@ class ObjectCache:
 
     The key is a sha256 of the C file's bytes and path, the compiler's command line (flags, include
     and macro options), the compiler's ``--version``, the environment variables the compiler reads,
-    Python's version and include directory, and every header under the source's directory and each
+    Python's version and include directory, mypy's version, and every header under the source's directory and each
     ``-I`` directory: mypyc's generated ``__native*.h`` (which change with any class layout in the
     group), its runtime headers (lib-rt) and Python's.  Only system headers outside those directories
     are left to the compiler version.  A hit copies the stored object instead of compiling; a miss
@@ -107,6 +111,7 @@ class ObjectCache:
             self._version(command[0]),
             "\0".join(f"{name}={os.environ.get(name, '')}" for name in self.ENVIRONMENT).encode(),
             sys.version.encode(),
+            metadata.version("mypy").encode(),  # lib-rt's .c files (only its headers are hashed)
             sysconfig.get_path("include").encode(),
         ):
             digest.update(hashlib.sha256(part).digest())
