@@ -112,14 +112,14 @@ def mode() -> str:
 
 
 def _built_at(ext: Path) -> float:
-    """When the code behind a module's extension was built.  With a mypyc group the module's
-    extension is a small shim that loads the shared library holding the code
-    (``_native__mypyc.*.so``): both must be newer than the source (``make install`` builds with
-    ``--force`` so that a successful build renews both; a failed, optional one renews neither)."""
+    """When the code behind a module's extension was built.  The module's extension is a small shim
+    that loads the one library holding every compiled module's code (``_native__mypyc.*.so``): both
+    must be newer than the source.  setup.py renews both for every extension a build confirms
+    current (built, or skipped because its C did not change), and neither when the build failed or
+    a source changed under it."""
     built = ext.stat().st_mtime
-    for lib in _HERE.glob("_native__mypyc*"):
-        built = min(built, lib.stat().st_mtime)
-    return built
+    libraries = list(_HERE.glob("_native__mypyc*"))
+    return min([built, *(lib.stat().st_mtime for lib in libraries)]) if libraries else 0.0
 
 
 def stale() -> list[str]:

@@ -11,22 +11,22 @@ import pytest
 
 from data_plane import native
 
+SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
-def _tree(tmp_path: Path, *, checkout: bool) -> Path:
+
+def _tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, checkout: bool) -> tuple[Path, Path]:
+    """A checkout holding exchange.py, its shim extension and the one library with every module's code."""
     pkg = tmp_path / "data_plane" / "http"
     pkg.mkdir(parents=True)
     if checkout:
         (tmp_path / "setup.py").write_text("")
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    for name in ("exchange.py", f"exchange{suffix}", f"../_native__mypyc{suffix}"):
-        (pkg / name).write_text("")
-    return pkg
-
-
-def _point_at(monkeypatch: pytest.MonkeyPatch, pkg: Path) -> None:
+    lib = tmp_path / "data_plane" / f"_native__mypyc{SUFFIX}"
+    for path in (pkg / "exchange.py", pkg / f"exchange{SUFFIX}", lib):
+        path.write_text("")
     monkeypatch.setattr(native, "_HERE", pkg.parent)
     monkeypatch.setattr(native, "_ROOT", pkg.parent.parent)
     monkeypatch.setattr(native, "COMPILED", ("data_plane/http/exchange.py",))
+    return pkg, lib
 
 
 def _age(path: Path, seconds: float) -> None:
@@ -37,29 +37,27 @@ def _age(path: Path, seconds: float) -> None:
 def test_an_extension_older_than_its_source_is_stale_in_a_checkout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pkg = _tree(tmp_path, checkout=True)
-    _point_at(monkeypatch, pkg)
-    _age(pkg / "exchange.py", 10)
+    pkg, lib = _tree(tmp_path, monkeypatch, checkout=True)
+    source, shim = pkg / "exchange.py", pkg / f"exchange{SUFFIX}"
+    _age(source, 10)
     assert native.stale() == []  # built after the last edit
-    (pkg / "exchange.py").touch()
+    source.touch()
     assert native.stale() == ["data_plane.http.exchange"]
     # the module's shim is new but the group library holding its code is not: still stale
-    (pkg / "exchange.py").touch()
-    for ext in pkg.glob("exchange.*"):
-        if ext.suffix != ".py":
-            ext.touch()
-    _age(pkg / "exchange.py", 1)
-    _age(next(pkg.parent.glob("_native__mypyc*")), 10)
+    shim.touch()
+    _age(source, 1)
+    _age(lib, 10)
+    assert native.stale() == ["data_plane.http.exchange"]
+    # a shim whose library is gone (a partly cleaned tree) cannot run current code either
+    lib.unlink()
     assert native.stale() == ["data_plane.http.exchange"]
 
 
 def test_an_installed_wheel_is_never_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # pip writes a wheel's files in no useful time order; nothing there gets edited
-    pkg = _tree(tmp_path, checkout=False)
-    _point_at(monkeypatch, pkg)
-    for ext in pkg.glob("*"):
-        if ext.suffix != ".py":
-            _age(ext, 10)
+    pkg, lib = _tree(tmp_path, monkeypatch, checkout=False)
+    for path in (pkg / f"exchange{SUFFIX}", lib):
+        _age(path, 10)
     assert native.stale() == []
 
 
