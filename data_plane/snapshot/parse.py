@@ -32,9 +32,11 @@ from data_plane.snapshot.types import (
     PROBE_METHODS,
     QUOTA_PERIODS,
     SUPPORTED_MAJOR,
+    TARGET_SCHEMES,
     Api,
     ApiAuth,
     ApiKey,
+    Certificate,
     Customer,
     HealthCheck,
     Jwk,
@@ -80,6 +82,9 @@ def from_dict(doc: Any) -> Snapshot:
         plans = tuple(_plan(p, f"plans[{i}]") for i, p in enumerate(_get(doc, "plans", list, "snapshot", [])))
     except PlanError as exc:
         raise SnapshotError(str(exc)) from None
+    certificates = tuple(
+        _certificate(c, f"certificates[{i}]") for i, c in enumerate(_get(doc, "certificates", list, "snapshot", []))
+    )
     snap = Snapshot(
         revision=revision,
         upstreams=upstreams,
@@ -87,6 +92,7 @@ def from_dict(doc: Any) -> Snapshot:
         customers=customers,
         keys=keys,
         plans=plans,
+        certificates=certificates,
         schema_version=version,
         generated_at=str(doc.get("generated_at", "")),
         hash=str(doc.get("hash", "")),
@@ -99,6 +105,20 @@ def from_dict(doc: Any) -> Snapshot:
 
 def validate(snap: Snapshot) -> None:
     """Cross-reference checks: unique ids, routes point at known upstreams."""
+    certificate_ids = set()
+    defaults = 0
+    for i, cert in enumerate(snap.certificates):
+        if cert.id in certificate_ids:
+            raise SnapshotError(f"certificates[{i}].id {cert.id!r} is duplicated")
+        certificate_ids.add(cert.id)
+        defaults += cert.default
+    if defaults > 1:
+        raise SnapshotError("certificates: more than one is the default")
+    for i, u in enumerate(snap.upstreams):
+        if u.client_certificate_id is not None and u.client_certificate_id not in certificate_ids:
+            raise SnapshotError(
+                f"upstreams[{i}].client_certificate_id {u.client_certificate_id!r} names no certificate"
+            )
     upstream_ids = set()
     for i, u in enumerate(snap.upstreams):
         if u.id in upstream_ids:
@@ -118,12 +138,17 @@ def validate(snap: Snapshot) -> None:
             if pa.api_id not in api_ids:
                 raise SnapshotError(f"plans[{i}].apis[{j}].api_id {pa.api_id!r} names no api")
     customer_ids = set()
+    identities: set[str] = set()
     for i, c in enumerate(snap.customers):
         if c.id in customer_ids:
             raise SnapshotError(f"customers[{i}].id {c.id!r} is duplicated")
         customer_ids.add(c.id)
         if c.plan_id is not None and c.plan_id not in plan_ids:
             raise SnapshotError(f"customers[{i}].plan_id {c.plan_id!r} names no plan")
+        for identity in (*c.mtls_fingerprints, *c.mtls_subjects):
+            if identity in identities:
+                raise SnapshotError(f"customers[{i}]: client certificate identity {identity!r} is another customer's")
+            identities.add(identity)
     hashes = set()
     for i, k in enumerate(snap.keys):
         if k.customer_id not in customer_ids:
@@ -177,7 +202,10 @@ def _target(doc: Any, where: str) -> Target:
     host = _get(doc, "host", str, where)
     if not host:
         raise SnapshotError(f"{where}.host is empty")
-    return Target(id=_get(doc, "id", str, where), host=host, port=port, weight=weight)
+    scheme = _get(doc, "scheme", str, where, "http")
+    if scheme not in TARGET_SCHEMES:
+        raise SnapshotError(f"{where}.scheme {scheme!r} is not one of {', '.join(TARGET_SCHEMES)}")
+    return Target(id=_get(doc, "id", str, where), host=host, port=port, weight=weight, scheme=scheme)
 
 
 def _upstream(doc: Any, where: str) -> Upstream:
@@ -224,6 +252,10 @@ def _upstream(doc: Any, where: str) -> Upstream:
         total_timeout=_positive(doc, "total_timeout", where),
         max_connections=max_connections,
         keepalive_timeout=keepalive_timeout,
+        tls_verify=_get(doc, "tls_verify", bool, where, True),
+        ca_certificates=_pem(doc, "ca_certificates", where, "CERTIFICATE"),
+        sni=_get(doc, "sni", str, where, None) or None,
+        client_certificate_id=_get(doc, "client_certificate_id", str, where, None),
     )
 
 
@@ -324,6 +356,8 @@ def _api(doc: Any, where: str) -> Api:
     auth_settings = DEFAULT_AUTH if auth_doc is None else _api_auth(auth_doc, f"{where}.auth_settings")
     if auth == "jwt" and not auth_settings.jwt_algorithms:
         raise SnapshotError(f"{where}.auth_settings.jwt_algorithms is empty for a jwt api")
+    if auth == "mtls" and not auth_settings.mtls_ca_certificates:
+        raise SnapshotError(f"{where}.auth_settings.mtls_ca_certificates is empty for an mtls api")
     routes = tuple(_route(r, f"{where}.routes[{i}]") for i, r in enumerate(_get(doc, "routes", list, where, [])))
     return Api(
         id=_get(doc, "id", str, where),
@@ -336,6 +370,7 @@ def _api(doc: Any, where: str) -> Api:
         routes=routes,
         auth_settings=auth_settings,
         rate_limit_headers=_get(doc, "rate_limit_headers", bool, where, True),
+        https_only=_get(doc, "https_only", bool, where, False),
     )
 
 
@@ -359,6 +394,7 @@ def _api_auth(doc: dict[str, Any], where: str) -> ApiAuth:
         jwt_customer_claim=_get(doc, "jwt_customer_claim", str, where, "sub") or "sub",
         jwt_jwks_url=_get(doc, "jwt_jwks_url", str, where, None) or None,
         jwt_jwks=tuple(_jwk(k, f"{where}.jwt_jwks[{i}]") for i, k in enumerate(_get(doc, "jwt_jwks", list, where, []))),
+        mtls_ca_certificates=_pem(doc, "mtls_ca_certificates", where, "CERTIFICATE"),
     )
 
 
@@ -396,10 +432,61 @@ def _customer(doc: Any, where: str) -> Customer:
         quota_extra=_get(doc, "quota_extra", int, where, 0),
         quota_extra_start=_get(doc, "quota_extra_start", int, where, 0),
         quota_extra_end=_get(doc, "quota_extra_end", int, where, 0),
+        mtls_fingerprints=tuple(_strings(doc, "mtls_fingerprints", where, _HASH_RE, _HASH_WHAT)),
+        mtls_subjects=tuple(_strings(doc, "mtls_subjects", where)),
     )
 
 
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+_SNI_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+_HASH_WHAT = "64 lower-case hex digits (sha256)"
+
+
+def _strings(
+    doc: dict[str, Any], key: str, where: str, pattern: re.Pattern[str] | None = None, what: str = ""
+) -> list[str]:
+    values = _get(doc, key, list, where, [])
+    for i, v in enumerate(values):
+        if not isinstance(v, str) or not v:
+            raise SnapshotError(f"{where}.{key}[{i}] must be a non-empty string")
+        if pattern is not None and not pattern.match(v):
+            raise SnapshotError(f"{where}.{key}[{i}] must be {what}")
+    return values
+
+
+def _pem(doc: dict[str, Any], key: str, where: str, label: str) -> str | None:
+    """A PEM text holding at least one ``label`` block, or None (checked for shape only: the worker
+    loads it when it compiles the snapshot, and refuses the snapshot if it does not load)."""
+    value: str | None = _get(doc, key, str, where, None)
+    if value is not None and f"-----BEGIN {label}-----" not in value:
+        raise SnapshotError(f"{where}.{key} must be PEM text with a {label} block")
+    return value
+
+
+def _required_pem(doc: dict[str, Any], key: str, where: str, label: str) -> str:
+    _get(doc, key, str, where)  # present, a string
+    return _pem(doc, key, where, label) or ""
+
+
+def _certificate(doc: Any, where: str) -> Certificate:
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"{where} must be an object")
+    snis = [s.lower() for s in _strings(doc, "snis", where)]
+    for i, name in enumerate(snis):
+        if not _SNI_RE.match(name):
+            raise SnapshotError(f"{where}.snis[{i}] {name!r} is not a host name or a *.wildcard")
+    key = _get(doc, "key", str, where)
+    if not key:
+        raise SnapshotError(f"{where}.key is empty")
+    return Certificate(
+        id=_get(doc, "id", str, where),
+        cert=_required_pem(doc, "cert", where, "CERTIFICATE"),
+        key=key,
+        snis=tuple(snis),
+        default=_get(doc, "default", bool, where, False),
+    )
 
 
 def _key(doc: Any, where: str) -> ApiKey:

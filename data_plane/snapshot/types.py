@@ -14,12 +14,15 @@ from typing import Any
 
 # 1.1: balancing/health fields; 1.2: auth settings, customers, keys; 1.3: usage plans, customers' plan and
 # quota adjustment, apis' rate_limit_headers; 1.4: auth_settings.jwt_jwks_url and jwt_jwks (fetched public keys);
-# 1.5: upstreams' keepalive_timeout
-SCHEMA_VERSION = "1.5"
+# 1.5: upstreams' keepalive_timeout; 1.6: TLS (certificates, apis' https_only, auth "mtls" with its trusted CAs,
+# customers' client-certificate identities, targets' scheme, upstreams' tls_verify / ca_certificates / sni /
+# client_certificate_id)
+SCHEMA_VERSION = "1.6"
 SUPPORTED_MAJOR = 1
 
 ALGORITHMS = ("round_robin", "least_request", "consistent_hash", "random")
-AUTH_MODES = ("none", "api_key", "jwt")
+AUTH_MODES = ("none", "api_key", "jwt", "mtls")
+TARGET_SCHEMES = ("http", "https")
 HASH_ON = ("ip", "header", "cookie", "customer")
 PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
@@ -42,6 +45,7 @@ class Target:
     host: str
     port: int
     weight: int = 100
+    scheme: str = "http"  # 1.6: "https": the worker speaks TLS to this target (the upstream's tls_* fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,11 @@ class Upstream:
     max_connections: int = 0  # per target per worker; 0 = unlimited
     # 1.5, left out of the hashed content while it has its default (older cache files keep their hash)
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    # 1.6, for targets with scheme "https" (each left out of the hashed content while it has its default):
+    tls_verify: bool = True  # verify the target's certificate chain and name; False only for tests and labs
+    ca_certificates: str | None = None  # PEM bundle trusted for the targets; None: the system's trust store
+    sni: str | None = None  # server name sent and verified; None: the target's host
+    client_certificate_id: str | None = None  # a Certificate shown to the targets (mTLS to the backend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,9 @@ class ApiAuth:
     # RS256 / ES256 token is refused until a fetch succeeds.
     jwt_jwks_url: str | None = None
     jwt_jwks: tuple[Jwk, ...] = ()
+    # 1.6: auth "mtls": PEM bundle of the CA certificates a client certificate must be issued by
+    # (directly); the certificate maps to a customer by its fingerprint or subject (Customer.mtls_*)
+    mtls_ca_certificates: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +173,7 @@ class Api:
     routes: tuple[Route, ...] = ()
     auth_settings: ApiAuth = ApiAuth()
     rate_limit_headers: bool = True  # 1.3: RateLimit-* / X-RateLimit-* on responses of plan-limited calls
+    https_only: bool = False  # 1.6: plain-HTTP requests get 308 to https (GET/HEAD) or 426 (other methods)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +188,11 @@ class Customer:
     quota_extra: int = 0
     quota_extra_start: int = 0
     quota_extra_end: int = 0
+    # 1.6: client certificates that authenticate as this customer on "mtls" APIs: SHA-256 fingerprints of
+    # the DER certificate (64 lower-case hex digits) and subjects (RFC 4514, as cryptography's
+    # Name.rfc4514_string() writes them); the fingerprint is looked up first
+    mtls_fingerprints: tuple[str, ...] = ()
+    mtls_subjects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +248,24 @@ class Plan:
 
 
 @dataclass(frozen=True, slots=True)
+class Certificate:
+    """A TLS certificate with its private key (1.6): served to clients whose SNI matches ``snis``
+    (exact names and ``*.example.com`` wildcards), or when ``default``, to clients whose name matches no
+    certificate; also what an upstream may show its targets (``Upstream.client_certificate_id``).
+
+    ``key`` is never the private key in clear: it is sealed for the workers with a key derived from
+    the cluster token (:mod:`data_plane.tls.seal`), so neither the snapshot nor a worker's cache
+    file holds it readable.
+    """
+
+    id: str
+    cert: str  # PEM: the leaf first, then its intermediates
+    key: str  # the sealed private key (data_plane.tls.seal.seal)
+    snis: tuple[str, ...] = ()  # lower case
+    default: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The whole configuration at one config revision (wire form and hash: :mod:`data_plane.snapshot.wire`)."""
 
@@ -239,6 +275,7 @@ class Snapshot:
     customers: tuple[Customer, ...] = ()
     keys: tuple[ApiKey, ...] = ()
     plans: tuple[Plan, ...] = ()
+    certificates: tuple[Certificate, ...] = ()  # 1.6
     schema_version: str = SCHEMA_VERSION
     generated_at: str = ""
     hash: str = field(default="")

@@ -23,6 +23,7 @@ from data_plane.snapshot.types import (
     Passive,
     Plan,
     Snapshot,
+    Target,
     Upstream,
 )
 
@@ -43,7 +44,7 @@ def content(snap: Snapshot) -> dict[str, Any]:
                 "connect_timeout": u.connect_timeout,
                 "read_timeout": u.read_timeout,
                 "retries": u.retries,
-                "targets": [{"id": t.id, "host": t.host, "port": t.port, "weight": t.weight} for t in u.targets],
+                "targets": [_target_dict(t) for t in u.targets],
                 **_upstream_extras(u),
             }
             for u in snap.upstreams
@@ -73,6 +74,7 @@ def content(snap: Snapshot) -> dict[str, Any]:
                 ],
                 **({} if a.auth_settings == DEFAULT_AUTH else {"auth_settings": _auth_dict(a.auth_settings)}),
                 **({} if a.rate_limit_headers else {"rate_limit_headers": False}),
+                **({"https_only": True} if a.https_only else {}),
             }
             for a in snap.apis
         ],
@@ -95,6 +97,11 @@ def content(snap: Snapshot) -> dict[str, Any]:
         ]
     if snap.plans:
         doc["plans"] = [_plan_dict(p) for p in snap.plans]
+    if snap.certificates:
+        doc["certificates"] = [
+            {"id": c.id, "cert": c.cert, "key": c.key, "snis": list(c.snis), **({"default": True} if c.default else {})}
+            for c in snap.certificates
+        ]
     return doc
 
 
@@ -112,6 +119,7 @@ def sealed(snap: Snapshot) -> Snapshot:
         customers=snap.customers,
         keys=snap.keys,
         plans=snap.plans,
+        certificates=snap.certificates,
         schema_version=snap.schema_version,
         generated_at=snap.generated_at,
         hash=compute_hash(snap),
@@ -138,6 +146,13 @@ def _non_default(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None and v is not False}
 
 
+def _target_dict(t: Target) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": t.id, "host": t.host, "port": t.port, "weight": t.weight}
+    if t.scheme != "http":
+        doc["scheme"] = t.scheme
+    return doc
+
+
 def _upstream_extras(u: Upstream) -> dict[str, Any]:
     out = _non_default(
         panic=u.panic,
@@ -152,6 +167,10 @@ def _upstream_extras(u: Upstream) -> dict[str, Any]:
         out["max_connections"] = u.max_connections
     if u.keepalive_timeout != DEFAULT_KEEPALIVE_TIMEOUT:
         out["keepalive_timeout"] = u.keepalive_timeout
+    if not u.tls_verify:
+        out["tls_verify"] = False
+    out.update(_non_default(ca_certificates=u.ca_certificates, sni=u.sni))
+    out.update(_non_default(client_certificate_id=u.client_certificate_id))
     return out
 
 
@@ -191,6 +210,8 @@ def _auth_dict(a: ApiAuth) -> dict[str, Any]:
         # 1.4 fields only when set, so a 1.2 / 1.3 snapshot keeps its hash
         **({"jwt_jwks_url": a.jwt_jwks_url} if a.jwt_jwks_url is not None else {}),
         **({"jwt_jwks": [k.to_dict() for k in a.jwt_jwks]} if a.jwt_jwks else {}),
+        # 1.6
+        **({"mtls_ca_certificates": a.mtls_ca_certificates} if a.mtls_ca_certificates is not None else {}),
     }
 
 
@@ -201,6 +222,10 @@ def _customer_extras(c: Customer) -> dict[str, Any]:
         out["plan_id"] = c.plan_id
     if c.quota_extra:
         out.update(quota_extra=c.quota_extra, quota_extra_start=c.quota_extra_start, quota_extra_end=c.quota_extra_end)
+    if c.mtls_fingerprints:
+        out["mtls_fingerprints"] = list(c.mtls_fingerprints)
+    if c.mtls_subjects:
+        out["mtls_subjects"] = list(c.mtls_subjects)
     return out
 
 
