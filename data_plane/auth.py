@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from data_plane.snapshot import Api, ApiAuth, Snapshot
+from data_plane.tls.clientcert import TlsPeer, load_cas
 
 log = logging.getLogger("tollgate.auth")
 
@@ -52,6 +53,12 @@ KEY_EXPIRED = Denied(403, "API key has expired")
 CUSTOMER_SUSPENDED = Denied(403, "customer is suspended")
 NOT_GRANTED = Denied(403, "customer is not granted this API")
 UNKNOWN_CUSTOMER = Denied(403, "token names no known customer")
+# auth: mtls (the certificate the client showed in the TLS handshake)
+TLS_REQUIRED = Denied(401, "client certificate required: this API is served over HTTPS only")
+CERT_REQUIRED = Denied(401, "client certificate required")
+CERT_EXPIRED = Denied(403, "client certificate has expired or is not yet valid")
+CERT_NOT_TRUSTED = Denied(403, "client certificate is not issued by a CA this API trusts")
+CERT_UNKNOWN = Denied(403, "client certificate names no known customer")
 
 
 class CustomerEntry:
@@ -103,7 +110,7 @@ class AuthTables:
     heartbeat ships and empties it.
     """
 
-    __slots__ = ("customers", "keys", "keys_used", "clock")
+    __slots__ = ("customers", "keys", "keys_used", "clock", "cert_fingerprints", "cert_subjects")
 
     def __init__(
         self,
@@ -111,11 +118,16 @@ class AuthTables:
         keys: dict[str, KeyEntry],
         keys_used: dict[str, int],
         clock: Clock,
+        cert_fingerprints: dict[str, CustomerEntry] | None = None,
+        cert_subjects: dict[str, CustomerEntry] | None = None,
     ) -> None:
         self.customers = customers
         self.keys = keys
         self.keys_used = keys_used
         self.clock = clock
+        # auth: mtls: client certificates by sha256 fingerprint (hex) and by subject (RFC 4514)
+        self.cert_fingerprints = cert_fingerprints if cert_fingerprints is not None else {}
+        self.cert_subjects = cert_subjects if cert_subjects is not None else {}
 
 
 def compile_auth(snapshot: Snapshot, keys_used: dict[str, int] | None = None, clock: Clock = time.time) -> AuthTables:
@@ -136,7 +148,16 @@ def compile_auth(snapshot: Snapshot, keys_used: dict[str, int] | None = None, cl
             continue
         prefix = k.prefix if _SAFE_HEADER_VALUE.match(k.prefix) else "-"
         keys[k.key_hash] = KeyEntry(k.id, customer, prefix, k.expires_at)
-    return AuthTables(customers, keys, keys_used if keys_used is not None else {}, clock)
+    fingerprints: dict[str, CustomerEntry] = {}
+    subjects: dict[str, CustomerEntry] = {}
+    for c in snapshot.customers:
+        entry = customers.get(c.id)
+        if entry is not None:
+            for fp in c.mtls_fingerprints:
+                fingerprints[fp] = entry
+            for subject in c.mtls_subjects:
+                subjects[subject] = entry
+    return AuthTables(customers, keys, keys_used if keys_used is not None else {}, clock, fingerprints, subjects)
 
 
 class ApiKeyAuth:
@@ -154,7 +175,7 @@ class ApiKeyAuth:
         where = f'query="{s.key_query}"' if s.key_query else f'header="{s.key_header}"'
         self.missing = Denied(401, "API key required", f"www-authenticate: ApiKey {where}\r\n".encode("latin-1"))
 
-    def authenticate(self, headers: Headers, url: bytes, q: int) -> Denied | Authenticated:
+    def authenticate(self, headers: Headers, url: bytes, q: int, tls: TlsPeer | None = None) -> Denied | Authenticated:
         value: bytes | None = None
         if self.query is None:
             name = self.header
@@ -247,7 +268,7 @@ class JwtAuth:
             elif alg in ("RS256", "ES256") and s.jwt_public_key:
                 self.keys[alg] = _load_public_key(s.jwt_public_key)
 
-    def authenticate(self, headers: Headers, url: bytes, q: int) -> Denied | Authenticated:
+    def authenticate(self, headers: Headers, url: bytes, q: int, tls: TlsPeer | None = None) -> Denied | Authenticated:
         token = b""
         for n, v in headers:
             if n == b"authorization":
@@ -339,7 +360,44 @@ def _reason(exc: Exception) -> str:
     return "malformed"
 
 
-Authenticator = ApiKeyAuth | JwtAuth
+class MtlsAuth:
+    """``auth: mtls``: the client certificate of the TLS connection, issued directly by one of the
+    API's CAs and valid now, maps to a customer by its SHA-256 fingerprint, else by its subject.
+    The certificate is parsed once per connection (:class:`~data_plane.tls.clientcert.TlsPeer`)
+    and its issuer checked once per connection and CA; per request that leaves two dict lookups."""
+
+    __slots__ = ("api_id", "tables", "cas")
+
+    def __init__(self, api: Api, tables: AuthTables) -> None:
+        self.api_id = api.id
+        self.tables = tables
+        self.cas = load_cas(api.auth_settings.mtls_ca_certificates or "")
+
+    def authenticate(self, headers: Headers, url: bytes, q: int, tls: TlsPeer | None = None) -> Denied | Authenticated:
+        if tls is None:
+            return TLS_REQUIRED
+        cert = tls.cert()
+        if cert is None:
+            return CERT_REQUIRED
+        tables = self.tables
+        now = tables.clock()
+        if now < cert.not_before or now >= cert.not_after:
+            return CERT_EXPIRED
+        if not cert.issued_by(self.cas):
+            return CERT_NOT_TRUSTED
+        customer = tables.cert_fingerprints.get(cert.fingerprint)
+        if customer is None:
+            customer = tables.cert_subjects.get(cert.subject)
+            if customer is None:
+                return CERT_UNKNOWN
+        if not customer.active:
+            return CUSTOMER_SUSPENDED
+        if self.api_id not in customer.api_ids:
+            return NOT_GRANTED
+        return headers, url, customer.inject, customer
+
+
+Authenticator = ApiKeyAuth | JwtAuth | MtlsAuth
 
 
 def make_authenticator(api: Api, tables: AuthTables) -> Authenticator | None:
@@ -347,4 +405,6 @@ def make_authenticator(api: Api, tables: AuthTables) -> Authenticator | None:
         return ApiKeyAuth(api, tables)
     if api.auth == "jwt":
         return JwtAuth(api, tables)
+    if api.auth == "mtls":
+        return MtlsAuth(api, tables)
     return None

@@ -89,6 +89,7 @@ class CompiledRoute:
         "api_name",
         "upstream",
         "strip_base_path",
+        "https_only",
         "base_path",
         "max_body_bytes",
         "connect_timeout",
@@ -114,6 +115,7 @@ class CompiledRoute:
         self.api_name = api.name
         self.upstream = upstream
         self.strip_base_path = api.strip_base_path
+        self.https_only = api.https_only  # plain-HTTP requests are redirected (GET/HEAD) or refused
         self.base_path = "" if api.base_path == "/" else api.base_path
         self.max_body_bytes = api.max_body_bytes
         # Route overrides resolved here so the request path reads one attribute.

@@ -33,6 +33,7 @@ from data_plane.observe.observer import Observer
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot
 from data_plane.sync import ConfigSync, read_cache
+from data_plane.tls.server import TlsServer
 
 log = logging.getLogger("tollgate.worker")
 
@@ -61,7 +62,14 @@ class Worker:
         self.limiter = open_store(settings)
         self.metering = open_metering(settings)
         # what exchanges use of the worker, kept current here: the config (swapped in apply) and draining
-        self.env = ExchangeEnv(loop, self.observer, self.limiter, self.metering, body_timeout=settings.body_timeout)
+        https_port = settings.https_redirect_port or settings.tls_port or 443
+        self.env = ExchangeEnv(
+            loop, self.observer, self.limiter, self.metering, body_timeout=settings.body_timeout, https_port=https_port
+        )
+        # the certificates served on the TLS listener, by SNI (None: no TLS listener)
+        self.tls: TlsServer | None = None
+        if settings.tls_port:
+            self.tls = TlsServer(settings.tls_cert_file, settings.tls_key_file)
         # pools of targets that left the config while requests were in flight on them: their
         # connections come back after the swap and are closed by the sweep
         self.retired_pools: list[ConnectionPool] = []
@@ -96,6 +104,8 @@ class Worker:
         snapshot.validate()
         old = self.config
         compiled = compile_snapshot(snapshot, old, self.keys_used)
+        if self.tls is not None:
+            self.tls.update(snapshot, self.settings.cluster_token)  # the new certificates, for new handshakes
         self.config = compiled  # the swap: one reference assignment
         self.applied_at = time.time()
         self.last_error = None
@@ -207,6 +217,22 @@ class Worker:
             lambda: ClientConnection(self), s.host, s.port, reuse_port=s.reuse_port, backlog=2048
         )
         self._listeners.append(listener)
+        tls = self.tls
+        if tls is not None:
+            if not tls.has_certificates:
+                log.warning(
+                    "TLS port %s has no certificate yet: handshakes fail until the config brings one", s.tls_port
+                )
+            secure = await self.loop.create_server(
+                lambda: ClientConnection(self, True),
+                s.tls_host or s.host,
+                s.tls_port,
+                ssl=tls.base,
+                ssl_handshake_timeout=s.header_timeout,
+                reuse_port=s.reuse_port,
+                backlog=2048,
+            )
+            self._listeners.append(secure)
         if s.status_port:
             registry = make_registry(self)
             status = await self.loop.create_server(
@@ -220,10 +246,11 @@ class Worker:
             if self.config is not None:
                 self.sync.known_hash = self.config.hash
         log.info(
-            "worker %s listening on %s:%s (status %s:%s; request path %s)",
+            "worker %s listening on %s:%s%s (status %s:%s; request path %s)",
             s.node_id,
             s.host,
             s.port,
+            f", https {s.tls_host or s.host}:{s.tls_port}" if s.tls_port else "",
             s.status_host,
             s.status_port,
             native.mode(),

@@ -43,6 +43,14 @@ class WorkerSettings:
     access_log: str = "-"  # JSON access log: "-" stdout, "off", or a file path (data_plane/observe/accesslog.py)
     # proxies whose X-Forwarded-For names the client (data_plane/http/realip.py): CIDRs/addresses, comma-separated
     trusted_proxies: str = ""
+    # TLS (data_plane/tls/server.py): the HTTPS listener (0: none); the worker's own certificate, served
+    # to clients whose SNI matches no certificate of the snapshot; the port https_only APIs redirect
+    # plain-HTTP requests to (0: the TLS port, or 443 without one)
+    tls_host: str = ""  # "": the traffic host
+    tls_port: int = 0
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    https_redirect_port: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -69,6 +77,10 @@ class WorkerSettings:
             heartbeat_interval=float(env.get("TOLLGATE_HEARTBEAT_INTERVAL", "5")),
             access_log=env.get("TOLLGATE_ACCESS_LOG") or "-",
             trusted_proxies=env.get("TOLLGATE_TRUSTED_PROXIES", ""),
+            tls_port=int(env.get("TOLLGATE_TLS_PORT", "0")),
+            tls_cert_file=env.get("TOLLGATE_TLS_CERT") or None,
+            tls_key_file=env.get("TOLLGATE_TLS_KEY") or None,
+            https_redirect_port=int(env.get("TOLLGATE_HTTPS_REDIRECT_PORT", "0")),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         if settings.limit_fail_mode not in ("open", "closed"):
@@ -76,6 +88,10 @@ class WorkerSettings:
                 f"limit fail_mode (TOLLGATE_LIMIT_FAIL_MODE) must be open or closed, not {settings.limit_fail_mode!r}"
             )
         parse_trusted(settings.trusted_proxies)  # ValueError naming the bad item, at start
+        if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+            raise ValueError(
+                "the worker's TLS certificate needs both a certificate and a key file (--tls-cert, --tls-key)"
+            )
         if not settings.hostname:
             settings = replace(settings, hostname=socket.gethostname())
         if not settings.node_id:

@@ -101,6 +101,16 @@ def worker(
             help="Proxies/load balancers whose X-Forwarded-For names the client: CIDRs or addresses, comma-separated",
         ),
     ] = "",
+    tls_port: Annotated[
+        int, typer.Option(envvar="TOLLGATE_TLS_PORT", help="HTTPS port (0: none); certificates come from the config")
+    ] = 0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(envvar="TOLLGATE_TLS_CERT", help="PEM certificate chain served when no certificate matches SNI"),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(envvar="TOLLGATE_TLS_KEY", help="PEM private key of --tls-cert")
+    ] = None,
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
 ) -> None:
@@ -123,6 +133,11 @@ def worker(
         raise typer.BadParameter(f"--trusted-proxies: {exc}") from None
     if not control_plane_url and snapshot is None:
         raise typer.BadParameter("give --control-plane URL (or TOLLGATE_CONTROL_PLANE_URL) or --snapshot FILE")
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{path}: no such file")
     if control_plane_url and not os.environ.get("TOLLGATE_CLUSTER_TOKEN") and snapshot is None:
         raise typer.BadParameter("TOLLGATE_CLUSTER_TOKEN must be set to talk to the control plane")
     if processes > 1:
@@ -144,6 +159,10 @@ def worker(
             args += ["--limit-fail-mode", limit_fail_mode]
             if trusted_proxies:
                 args += ["--trusted-proxies", trusted_proxies]
+            if tls_port:
+                args += ["--tls-port", str(tls_port)]
+            if tls_cert is not None and tls_key is not None:
+                args += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
             sup.start(Child(f"worker {i}", python_module("tollgate", *args), hup=True))
         sys.exit(sup.wait())
 
@@ -163,6 +182,9 @@ def worker(
         redis_url=redis_url,
         limit_fail_mode=limit_fail_mode,
         trusted_proxies=trusted_proxies,
+        tls_port=tls_port or None,
+        tls_cert_file=str(tls_cert) if tls_cert is not None else None,
+        tls_key_file=str(tls_key) if tls_key is not None else None,
     )
     run_worker(settings)
 

@@ -129,9 +129,12 @@ def _build(session: Session) -> Snapshot:
             status=c.status,
             api_ids=tuple(sorted(g.api_id for g in c.grants)),
             plan_id=c.plan_id,
-            **_extra_fields(extras.get(c.id)),
+            quota_extra=extra[0],
+            quota_extra_start=extra[1],
+            quota_extra_end=extra[2],
         )
         for c in customer_rows
+        for extra in (extras.get(c.id) or (0, 0, 0),)
     )
     # Only keys that can still work: revoked ones leave the snapshot, expiry is enforced by the worker.
     key_rows = session.execute(
@@ -161,12 +164,6 @@ def _build(session: Session) -> Snapshot:
         plans=plans,
         generated_at=generated_at,
     ).sealed()
-
-
-def _extra_fields(extra: tuple[int, int, int] | None) -> dict[str, int]:
-    if extra is None:
-        return {}
-    return {"quota_extra": extra[0], "quota_extra_start": extra[1], "quota_extra_end": extra[2]}
 
 
 def _plan(p: UsagePlan) -> Plan:

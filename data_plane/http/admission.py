@@ -8,9 +8,10 @@
    (:mod:`data_plane.http.canonical`) that routing, authentication and the upstream all see;
 4. **expectations**: ``100-continue`` is the gateway's to answer, anything else is 417;
 5. **route**: host + method + path (404, 405 with ``Allow``; an encoded slash only when it routes
-   the same decoded);
-6. **authenticate** (the route's API key or JWT authenticator): the credential stripped, the
-   identity lines to add, the customer;
+   the same decoded); an ``https_only`` API's route on a plain connection: 308 to https for
+   GET/HEAD, 426 for the rest;
+6. **authenticate** (the route's API key, JWT or client-certificate authenticator): the credential
+   stripped, the identity lines to add, the customer;
 7. **body limits**: a declared length over the route's ``max_body_bytes`` is 413 before any byte;
 8. **plan policy**: the customer's plan's :class:`~data_plane.limits.policy.LimitPolicy` for this
    route and method (one or two dict lookups).
@@ -32,6 +33,7 @@ from data_plane.http.canonical import canonical_host, canonical_path, plain_path
 from data_plane.http.headers import new_request_id, request_head, valid_request_id
 from data_plane.limits.policy import LimitPolicy
 from data_plane.router import NotFound
+from data_plane.tls.clientcert import TlsPeer
 
 if TYPE_CHECKING:
     from data_plane.compiler import CompiledConfig, CompiledRoute
@@ -138,9 +140,12 @@ def admit(
     body_bytes: int,
     hosts: HostCache,
     peer_ip: bytes,
+    tls: TlsPeer | None = None,
+    https_port: int = 443,
 ) -> Admitted | Refused:
     """The verdict on one request (``body_bytes``: body already received, for a pipelined request
-    admitted after its body arrived)."""
+    admitted after its body arrived; ``tls``: the connection's TLS side, None on plain HTTP;
+    ``https_port``: where a redirect to https points)."""
     # 1. the head, in one pass
     host = b""
     n_hosts = 0
@@ -233,13 +238,15 @@ def admit(
             return Refused(request_id, body_expected, 405, responses.METHOD_NOT_ALLOWED, extra=allow)
         return Refused(request_id, body_expected, 404, responses.NO_ROUTE)
     route, rel_path = found
+    if route.https_only and tls is None:
+        return _https_only(request_id, body_expected, method, route_host, url, https_port, route)
 
     # 6. authenticate
     inject = b""
     customer: CustomerEntry | None = None
     policy: LimitPolicy | None = None
     if route.auth is not None:
-        res = route.auth.authenticate(headers, url, q)
+        res = route.auth.authenticate(headers, url, q, tls)
         if isinstance(res, Denied):
             return Refused(request_id, body_expected, res.status, res.message, extra=res.extra, route=route)
         headers, url, inject, customer = res  # credential stripped; identity lines to add; who is calling
@@ -274,8 +281,24 @@ def admit(
         inject=inject,
         upgrade=upgrade,
         chunked=chunked,
+        https=tls is not None,
     )
     return Admitted(request_id, body_expected, route, customer, head, headers, policy, idempotent, expect_continue)
+
+
+def _https_only(
+    request_id: bytes, body_expected: bool, method: str, host: str, url: bytes, port: int, route: CompiledRoute
+) -> Refused:
+    """A plain-HTTP request to an ``https_only`` API: GET and HEAD are sent to the same URL over
+    https (308 keeps the method); anything else may carry a body already sent in clear, so it is
+    refused (426, RFC 9110 15.5.22) rather than redirected and repeated."""
+    if method == "GET" or method == "HEAD":
+        name = "[" + host + "]" if ":" in host else host  # an IPv6 literal (the routing form has no brackets)
+        authority = name if port == 443 else name + ":" + str(port)
+        location = b"location: https://" + authority.encode("ascii") + url + b"\r\n"
+        return Refused(request_id, body_expected, 308, responses.HTTPS_REDIRECT, extra=location, route=route)
+    upgrade = b"upgrade: TLS/1.2, HTTP/1.1\r\n"
+    return Refused(request_id, body_expected, 426, responses.HTTPS_REQUIRED, extra=upgrade, route=route, close=True)
 
 
 def _malformed(request_id: bytes, body_expected: bool) -> Refused:

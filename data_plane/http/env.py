@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class ExchangeEnv:
-    __slots__ = ("loop", "observer", "limiter", "metering", "body_timeout", "config", "draining")
+    __slots__ = ("loop", "observer", "limiter", "metering", "body_timeout", "https_port", "config", "draining")
 
     def __init__(
         self,
@@ -29,11 +29,13 @@ class ExchangeEnv:
         metering: Metering | None,
         *,
         body_timeout: float,
+        https_port: int = 443,
     ) -> None:
         self.loop = loop
         self.observer = observer  # counters, latency, access log: told once per request
         self.limiter = limiter  # usage-plan counters (memory or Redis)
         self.metering = metering  # admitted requests per customer and API (None: nothing meters)
         self.body_timeout = body_timeout  # TOLLGATE_BODY_TIMEOUT: a body stalled this long is 408
+        self.https_port = https_port  # where https_only APIs redirect plain-HTTP GET/HEAD to
         self.config: CompiledConfig | None = None  # the tables requests start with; swapped by the worker
         self.draining = False  # the worker is shutting down: last responses say connection: close

@@ -196,6 +196,8 @@ class Exchange:
             body_bytes=self.body_bytes,
             hosts=self.client.hosts,
             peer_ip=self.client.peer_ip,
+            tls=self.client.tls,
+            https_port=self.env.https_port,
         )
         self.request_id = v.request_id
         if v.body_expected:

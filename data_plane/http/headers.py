@@ -31,6 +31,8 @@ _SET_BY_GATEWAY_REQUEST: Final = _HOP_BY_HOP | {
 _SET_BY_GATEWAY_RESPONSE: Final = _HOP_BY_HOP | {b"x-request-id"}
 
 _VIA: Final = b"via: 1.1 tollgate\r\n"
+_PROTO_HTTP: Final = b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: "
+_PROTO_HTTPS: Final = b"\r\nx-forwarded-proto: https\r\nx-forwarded-host: "
 CHUNKED: Final = b"transfer-encoding: chunked\r\n"
 _TE_TRAILERS: Final = b"te: trailers\r\n"
 _CONNECTION_UPGRADE: Final = b"connection: upgrade\r\nupgrade: "
@@ -71,6 +73,7 @@ def request_head(
     inject: bytes,
     upgrade: bool,
     chunked: bool,
+    https: bool = False,
 ) -> bytes:
     """The request head for the upstream minus the Host line and the blank line ending the head.
 
@@ -102,7 +105,7 @@ def request_head(
         b"x-forwarded-for: ",
         xff,
         peer_ip,
-        b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ",
+        _PROTO_HTTPS if https else _PROTO_HTTP,
         host,
         b"\r\nx-request-id: ",
         request_id,

@@ -42,6 +42,7 @@ from data_plane.http.admission import HostCache
 from data_plane.http.exchange import Exchange
 from data_plane.http.headers import new_request_id
 from data_plane.http.shutdown import linger_close, unread_bytes
+from data_plane.tls.clientcert import TlsPeer
 
 if TYPE_CHECKING:
     from data_plane.http.realip import TrustedProxies
@@ -67,6 +68,8 @@ class ClientConnection(asyncio.Protocol):
         "transport",
         "parser",
         "peer_ip",
+        "secure",
+        "tls",
         "trusted",
         "active",
         "queue",
@@ -90,14 +93,16 @@ class ClientConnection(asyncio.Protocol):
         "_linger",
     )
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, secure: bool = False) -> None:
         self.worker = worker
+        self.secure = secure  # accepted on the TLS listener
         self.env = worker.env
         self.loop = worker.loop
         self.hosts = HostCache()  # the routing form of this connection's last Host value
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = b""
+        self.tls: TlsPeer | None = None  # a TLS connection's handshake results (None: plain HTTP)
         # the trusted proxies when the peer is one of them (its requests' X-Forwarded-For is believed)
         self.trusted: TrustedProxies | None = None
         self.active: Exchange | None = None
@@ -127,6 +132,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0].encode() if peer else b""
+        if self.secure:
+            self.tls = TlsPeer(transport.get_extra_info("ssl_object"))
         trusted = self.worker.trusted_proxies
         if trusted is not None and trusted.trusts(self.peer_ip):  # once per connection: its peer is fixed
             self.trusted = trusted

@@ -40,6 +40,8 @@ INCOMPLETE_REQUEST = "incomplete request body"
 URI_TOO_LONG = "request URI too long"
 EXPECTATION_FAILED = "unsupported expectation"
 VERSION_NOT_SUPPORTED = "HTTP version not supported"
+HTTPS_REDIRECT = "this API is served over HTTPS only"
+HTTPS_REQUIRED = "this API is served over HTTPS only: send the request with https"
 
 _PREFIX: dict[str, bytes] = {}
 
