@@ -195,12 +195,18 @@ def up(
     port: Annotated[int, typer.Option(help="Traffic port")] = 8000,
     admin_port: Annotated[int, typer.Option(help="Admin API port")] = 8001,
     demo_port: Annotated[int, typer.Option(help="Port of the demo echo backend")] = 9001,
+    tls_port: Annotated[
+        int, typer.Option(help="HTTPS port, with a self-signed certificate for localhost (0: no HTTPS)")
+    ] = 8443,
     data_dir: Annotated[Path, typer.Option(envvar="TOLLGATE_DATA_DIR")] = Path(".tollgate"),
 ) -> None:
     """Everything embedded: control plane on SQLite, worker(s), a demo backend. Ctrl-C stops all."""
     from tollgate.embedded import run_embedded
 
-    sys.exit(run_embedded(workers=workers, port=port, admin_port=admin_port, demo_port=demo_port, data_dir=data_dir))
+    code = run_embedded(
+        workers=workers, port=port, admin_port=admin_port, demo_port=demo_port, data_dir=data_dir, tls_port=tls_port
+    )
+    sys.exit(code)
 
 
 @app.command()

@@ -54,7 +54,9 @@ def register_demo(admin_url: str, demo_port: int, headers: dict[str, str] | None
             ).raise_for_status()
 
 
-def run_embedded(*, workers: int, port: int, admin_port: int, demo_port: int, data_dir: Path) -> int:
+def run_embedded(
+    *, workers: int, port: int, admin_port: int, demo_port: int, data_dir: Path, tls_port: int = 8443
+) -> int:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     from control_plane.settings import ADMIN_TOKEN_FILE, Settings, ensure_cluster_token, ensure_secret_file
@@ -96,6 +98,11 @@ def run_embedded(*, workers: int, port: int, admin_port: int, demo_port: int, da
         argv = ["worker", "--control-plane", admin_url, "--port", str(port), "--processes", str(workers)]
         # An interactive terminal is for the banner and errors: the access log goes to a file.
         argv += ["--access-log", str(data_dir / "access.log")]
+        if tls_port:
+            from tollgate.selfsigned import ensure_localhost_certificate
+
+            cert_file, key_file = ensure_localhost_certificate(data_dir / "tls")
+            argv += ["--tls-port", str(tls_port), "--tls-cert", str(cert_file), "--tls-key", str(key_file)]
         worker_argv = python_module("tollgate", *argv, "--log-level", "warning")
         sup.start(Child("worker", worker_argv, worker_env, hup=True))  # SIGHUP: reopen .tollgate/access.log
         _wait_http(f"http://127.0.0.1:{port}/demo/", "the worker", sup)
@@ -104,6 +111,14 @@ def run_embedded(*, workers: int, port: int, admin_port: int, demo_port: int, da
         sup.stop()
         return 1
 
+    https_line = ""
+    if tls_port:
+        https_line = (
+            f"\n  https       https://localhost:{tls_port}   (self-signed: {data_dir / 'tls' / 'localhost.crt'})"
+        )
+    https_try = ""
+    if tls_port:
+        https_try = f"  curl --cacert {data_dir / 'tls' / 'localhost.crt'} https://localhost:{tls_port}/demo/hello\n"
     token_source = "$TOLLGATE_ADMIN_TOKEN" if settings.admin_token else f"$(cat {admin_token_file})"
     if settings.admin_token:
         token_note = "admin token: the value of TOLLGATE_ADMIN_TOKEN\n"
@@ -116,13 +131,13 @@ def run_embedded(*, workers: int, port: int, admin_port: int, demo_port: int, da
 Tollgate is up (data in {data_dir}).
 {token_note}
   admin API   {admin_url}   (docs: {admin_url}/docs)
-  traffic     http://127.0.0.1:{port}   ({workers} worker process{"es" if workers > 1 else ""})
+  traffic     http://127.0.0.1:{port}   ({workers} worker process{"es" if workers > 1 else ""}){https_line}
   demo        http://127.0.0.1:{demo_port}   (echo backend)
   access log  {data_dir / "access.log"}   (one JSON line per request)
 
 Try:
   curl localhost:{port}/demo/hello
-  TOKEN={token_source}
+{https_try}  TOKEN={token_source}
   curl -H "authorization: Bearer $TOKEN" {admin_url}/v1/apis
   curl -H "authorization: Bearer $TOKEN" {admin_url}/v1/nodes
 
