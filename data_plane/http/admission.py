@@ -293,8 +293,7 @@ def _https_only(
     https (308 keeps the method); anything else may carry a body already sent in clear, so it is
     refused (426, RFC 9110 15.5.22) rather than redirected and repeated."""
     if method == "GET" or method == "HEAD":
-        name = "[" + host + "]" if ":" in host else host  # an IPv6 literal (the routing form has no brackets)
-        authority = name if port == 443 else name + ":" + str(port)
+        authority = host if port == 443 else host + ":" + str(port)  # (an IPv6 literal keeps its brackets)
         location = b"location: https://" + authority.encode("ascii") + url + b"\r\n"
         return Refused(request_id, body_expected, 308, responses.HTTPS_REDIRECT, extra=location, route=route)
     upgrade = b"upgrade: TLS/1.2, HTTP/1.1\r\n"

@@ -200,3 +200,60 @@ def test_the_host_cache_remembers_the_last_host_only() -> None:
     assert hosts.route_host(b"API.Example.") == hosts.route_host(b"API.Example.")
     assert hosts.raw == b"API.Example."
     assert hosts.route_host(b"bad host") is None and hosts.raw == b"bad host"
+
+
+HTTPS_ONLY = _config(https_only=True)
+
+
+class _Tls:
+    """A TLS connection as admission sees it (the peer certificate is not read for these APIs)."""
+
+    def cert(self) -> None:
+        raise AssertionError("not an mtls API: the certificate is never looked at")
+
+
+def test_https_only_redirects_plain_get_and_head_to_the_same_url_over_https() -> None:
+    for method in (b"GET", b"HEAD"):
+        v = admit(
+            HTTPS_ONLY,
+            method.decode(),
+            b"/v1/items/7?x=1",
+            [(b"host", b"API.example:8000")],
+            "1.1",
+            upgrade=False,
+            body_bytes=0,
+            hosts=HostCache(),
+            peer_ip=b"10.0.0.7",
+            https_port=8443,
+        )
+        refused = _refused(v, 308)
+        assert refused.extra == b"location: https://api.example:8443/v1/items/7?x=1\r\n"
+        assert not refused.close
+    v = _admit(b"GET /v1/items/7 HTTP/1.1\r\nhost: [::1]:8000", HTTPS_ONLY)
+    assert _refused(v, 308).extra == b"location: https://[::1]/v1/items/7\r\n"  # port 443 is left out
+
+
+def test_https_only_refuses_other_methods_on_plain_http_and_closes() -> None:
+    v = _refused(_admit(b"POST /v1/items/7 HTTP/1.1\r\nhost: a\r\ncontent-length: 3", HTTPS_ONLY), 426)
+    assert v.message == responses.HTTPS_REQUIRED
+    assert v.extra == b"upgrade: TLS/1.2, HTTP/1.1\r\n"
+    assert v.close  # the body sent in clear is not read into another request
+
+
+def test_over_tls_an_https_only_api_is_admitted_and_told_it_was_https() -> None:
+    v = admit(
+        HTTPS_ONLY,
+        "PUT",
+        b"/v1/items/7",
+        [(b"host", b"a")],
+        "1.1",
+        upgrade=False,
+        body_bytes=0,
+        hosts=HostCache(),
+        peer_ip=b"10.0.0.7",
+        tls=_Tls(),  # type: ignore[arg-type]
+    )
+    assert isinstance(v, Admitted)
+    assert b"\r\nx-forwarded-proto: https\r\n" in v.head
+    plain = _admit(b"GET /v1/items/7 HTTP/1.1\r\nhost: a")
+    assert isinstance(plain, Admitted) and b"\r\nx-forwarded-proto: http\r\n" in plain.head
