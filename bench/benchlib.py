@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -140,10 +141,19 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: floa
     raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
 
 
-def http_get(port: int, path: str = "/", host: str = "127.0.0.1", headers: tuple[str, ...] = ()) -> tuple[int, bytes]:
-    """One tiny HTTP/1.1 request (no client library needed), for readiness and sanity checks."""
+def http_get(
+    port: int, path: str = "/", host: str = "127.0.0.1", headers: tuple[str, ...] = (), tls: bool = False
+) -> tuple[int, bytes]:
+    """One tiny HTTP/1.1 request (no client library needed), for readiness and sanity checks;
+    ``tls``: over HTTPS, the certificate not checked (the bench's own self-signed one)."""
     extra = "".join(f"{h}\r\n" for h in headers if not h.lower().startswith("connection:"))
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        s = raw
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
         s.sendall(f"GET {path} HTTP/1.1\r\nhost: {host}\r\n{extra}connection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
@@ -247,10 +257,27 @@ def backend_conf(workdir: Path, ports: Sequence[int]) -> Path:
     return path
 
 
-def proxy_conf(workdir: Path, listen: int, targets: Sequence[int], processes: int = 1) -> Path:
+def proxy_conf(
+    workdir: Path,
+    listen: int,
+    targets: Sequence[int],
+    processes: int = 1,
+    tls: tuple[int, Path, Path] | None = None,
+) -> Path:
     """nginx as a reverse proxy, configured like a careful production gateway: upstream keep-alive,
-    round-robin over the same targets, the same forwarded headers Tollgate adds."""
+    round-robin over the same targets, the same forwarded headers Tollgate adds.  ``tls``: also
+    terminate HTTPS on (port, certificate, key), TLS 1.2+ with session tickets and a session cache
+    (what a production nginx sets; the Tollgate worker resumes sessions with tickets)."""
     upstream = "\n".join(f"        server 127.0.0.1:{p};" for p in targets)
+    ssl_lines = ""
+    if tls is not None:
+        tls_port, cert, key = tls
+        ssl_lines = f"""        listen 127.0.0.1:{tls_port} ssl reuseport;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+"""
     body = f"""    upstream backends {{
 {upstream}
         keepalive 128;
@@ -258,7 +285,7 @@ def proxy_conf(workdir: Path, listen: int, targets: Sequence[int], processes: in
     }}
     server {{
         listen 127.0.0.1:{listen} reuseport;
-        location / {{
+{ssl_lines}        location / {{
             proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

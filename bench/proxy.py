@@ -93,6 +93,10 @@ def needs_redis() -> str | None:
     return None if any("redis" in f for f in _fields(WorkerSettings)) else "feature not built (Redis limit store)"
 
 
+def needs_tls() -> str | None:
+    return None if "tls_port" in _fields(WorkerSettings) else "feature not built (worker TLS listener)"
+
+
 def needs_observability() -> str | None:
     f = _fields(WorkerSettings)
     return None if any("access_log" in x for x in f) else "feature not built (metrics + access log)"
@@ -112,6 +116,9 @@ class Env:
     workdir: Path
     status_ports: dict[str, int] = dataclasses.field(default_factory=dict)  # case key -> worker status port
     redis_url: str = MACHINE_REDIS_URL  # the bench's own redis-server on the load core, when it could start one
+    # the certificate both TLS-terminating proxies serve (ECDSA P-256, self-signed for localhost)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 def routing_snapshot(env: Env) -> snap.Snapshot:
@@ -174,6 +181,7 @@ class Case:
     requires: Callable[[], str | None] = needs_nothing
     env: tuple[tuple[str, str], ...] = ()  # extra environment for the worker
     scrape_metrics: bool = False  # GET the status port's /metrics once, between warm-up and measurement
+    tls: bool = False  # the client speaks HTTPS to the proxy (same certificate for nginx and Tollgate)
 
 
 KEY = (f"x-api-key: {BENCH_KEY}",)
@@ -250,6 +258,30 @@ CASES: tuple[Case, ...] = (
     # nginx under the same conditions as (h) and (i), so those two have a fair reference too.
     Case("hn", "nginx proxy, Connection: close", "nginx", headers=("Connection: close",)),
     Case("in", "nginx proxy, 1 connection", "nginx", connections=1),
+    # TLS termination (issue 15): the same certificate (ECDSA P-256) and the ciphers each side negotiates
+    # by default with wrk (TLS 1.3, AES-256-GCM); compare t with tn and th with thn.
+    Case("tn", "nginx proxy over HTTPS, keep-alive", "nginx", tls=True),
+    Case(
+        "t",
+        "tollgate: (e) over HTTPS, keep-alive [log off]",
+        "tollgate",
+        plan_snapshot,
+        NO_ACCESS_LOG,
+        KEY,
+        requires=needs_tls,
+        tls=True,
+    ),
+    Case("thn", "nginx proxy over HTTPS, Connection: close", "nginx", headers=("Connection: close",), tls=True),
+    Case(
+        "th",
+        "tollgate: (e) over HTTPS, Connection: close [log off]",
+        "tollgate",
+        plan_snapshot,
+        NO_ACCESS_LOG,
+        (*KEY, "Connection: close"),
+        requires=needs_tls,
+        tls=True,
+    ),
 )
 
 
@@ -272,7 +304,7 @@ def start_redis(procs: Procs) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int]:
+def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int, int]:
     assert case.snapshot is not None
     snapshot_file = env.workdir / f"snapshot-{case.key}.json"
     snapshot_file.write_bytes(case.snapshot(env).to_json())
@@ -283,15 +315,21 @@ def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int]:
     argv = [PYTHON, "-m", "tollgate", "worker", "--snapshot", str(snapshot_file), "--port", str(port)]
     argv += ["--status-port", str(status_port), "--cache-dir", str(env.workdir / "cache"), "--log-level", "warning"]
     argv += [a.replace("{workdir}", str(env.workdir)).replace("{redis}", env.redis_url) for a in case.worker_args]
+    tls_port = 0
+    if case.tls:
+        tls_port = free_port()
+        argv += ["--tls-port", str(tls_port), "--tls-cert", str(env.tls_cert), "--tls-key", str(env.tls_key)]
     proc = procs.start(f"worker-{case.key}", argv, core=PROXY_CORE, env=dict(case.env))
     try:
         # Ready = every child process answers on its status port, not just the first on the shared port.
         for i in range(children):
             wait_port(status_port + i, proc, f"tollgate worker (status port {status_port + i})")
         wait_port(port, proc, "tollgate worker")
+        if tls_port:
+            wait_port(tls_port, proc, "tollgate worker (TLS)")
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n{procs.log_tail(f'worker-{case.key}')}") from None
-    return proc, port
+    return proc, port, tls_port
 
 
 @dataclass
@@ -306,19 +344,25 @@ class Round:
 def run_case(case: Case, args: argparse.Namespace, procs: Procs, env: Env, tools: dict[str, str]) -> Round:
     """Start the case's proxy, warm up, measure once, stop it."""
     proc = None
+    tls_port = 0
     if case.kind == "backend":
         port = env.backend_ports[0]
     elif case.kind == "nginx":
         port = free_port()
-        conf = proxy_conf(env.workdir, port, env.backend_ports)
-        proc = start_nginx(procs, tools["nginx"], "proxy", conf, port, core=PROXY_CORE)
+        tls = None
+        if case.tls:
+            assert env.tls_cert is not None and env.tls_key is not None
+            tls_port = free_port()
+            tls = (tls_port, env.tls_cert, env.tls_key)
+        conf = proxy_conf(env.workdir, port, env.backend_ports, tls=tls)
+        proc = start_nginx(procs, tools["nginx"], "proxy", conf, tls_port or port, core=PROXY_CORE)
     else:
-        proc, port = start_worker(procs, env, case)
+        proc, port, tls_port = start_worker(procs, env, case)
     try:
-        status, body = http_get(port, case.path, headers=case.headers)
+        status, body = http_get(tls_port or port, case.path, headers=case.headers, tls=case.tls)
         if status != 200:
             raise RuntimeError(f"case {case.key}: sanity request answered {status}: {body[:200]!r}")
-        url = f"http://127.0.0.1:{port}{case.path}"
+        url = f"https://localhost:{tls_port}{case.path}" if case.tls else f"http://127.0.0.1:{port}{case.path}"
         conns = case.connections or args.connections
         if args.warmup > 0:
             run_wrk(tools["wrk"], env.workdir, url, seconds=args.warmup, connections=conns, headers=case.headers)
@@ -418,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
             start_nginx(procs, tools["nginx"], "backend", backend_conf(env.workdir, ports), ports[1], core=LOAD_CORE)
             if any(c.key in wanted and "{redis}" in c.worker_args for c in CASES):
                 env = dataclasses.replace(env, redis_url=start_redis(procs))
+            if any(c.key in wanted and c.tls for c in CASES):
+                from tollgate.selfsigned import ensure_localhost_certificate
+
+                cert, key = ensure_localhost_certificate(env.workdir / "tls")
+                env = dataclasses.replace(env, tls_cert=cert, tls_key=key)
             cases: list[Case] = []
             for case in CASES:
                 if case.key not in wanted:
