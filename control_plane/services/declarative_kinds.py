@@ -247,6 +247,8 @@ def _customer_doc(row: Customer, ctx: Ctx) -> Fields:
         "status": row.status,
         "plan": ctx.keys[("usage_plan", row.plan_id)] if row.plan_id else None,
         "apis": sorted(ctx.keys[("api", g.api_id)] for g in row.grants),
+        "mtls_fingerprints": row.mtls_fingerprints,
+        "mtls_subjects": row.mtls_subjects,
     }
 
 
@@ -288,7 +290,7 @@ CUSTOMER = Kind(
     rows=_all(Customer),
     to_doc=_customer_doc,
     refs={"plan": "usage_plan", "apis.*": "api"},
-    unordered=frozenset({"apis"}),
+    unordered=frozenset({"apis", "mtls_fingerprints", "mtls_subjects"}),
     delete_first=True,  # deleting a customer (and its keys) frees its plan for deletion
     create=lambda s, ctx, _p, f: _create_customer(s, ctx, f),
     update=lambda s, ctx, id_, _p, ch: _update_customer(s, ctx, id_, ch),
