@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from tollgate import cli_config, cli_resources, cli_usage
+from tollgate import cli_certificates, cli_config, cli_resources, cli_usage
 from tollgate.cli_openapi import register as register_openapi_commands
 
 app = typer.Typer(help="Tollgate: an API gateway and load balancer.", no_args_is_help=True, add_completion=False)
@@ -24,6 +24,7 @@ app.add_typer(snapshot_app, name="snapshot")
 
 # Admin commands over the admin API (their own modules; each registers its sub-commands here).
 cli_resources.register(app)
+cli_certificates.register(app)
 cli_config.register(app)
 cli_usage.register(app)
 

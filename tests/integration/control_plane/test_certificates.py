@@ -18,7 +18,7 @@ from sqlalchemy import select
 from control_plane.models import Certificate
 from control_plane.settings import Settings
 from data_plane.tls.seal import open_sealed
-from tests.integration.control_plane.certificates_support import (
+from tests.integration.certificates_support import (
     Pem,
     encrypted_key,
     expired,

@@ -12,7 +12,7 @@ from cryptography import x509
 from fastapi.testclient import TestClient
 
 from data_plane.snapshot import Snapshot
-from tests.integration.control_plane.certificates_support import issue
+from tests.integration.certificates_support import issue
 from tests.integration.control_plane.factories import created, make_api
 
 FP = "ab" * 32

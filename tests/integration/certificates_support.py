@@ -10,8 +10,6 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.integration.control_plane.factories import created
-
 
 @dataclass(frozen=True)
 class Pem:
@@ -56,4 +54,8 @@ def not_yet_valid(ca: trustme.CA, name: str = "soon.example.com") -> Pem:
 
 
 def make_certificate(client: Any, pem: Pem, snis: list[str], **fields: Any) -> dict[str, Any]:
-    return created(client.post("/v1/certificates", json={"cert": pem.cert, "key": pem.key, "snis": snis, **fields}))
+    """POST /v1/certificates through a TestClient (or any client with the same ``post``); the 201 body."""
+    response = client.post("/v1/certificates", json={"cert": pem.cert, "key": pem.key, "snis": snis, **fields})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
