@@ -139,7 +139,9 @@ class CertificateSpec(CertificateCreate):
     """
 
     name: Name
-    key: str | None = Field(default=None, max_length=16384, exclude=True, description="PEM private key (write-only)")
+    key: str | None = Field(  # type: ignore[assignment]  # optional here: only a new or renewed chain needs it
+        default=None, max_length=16384, exclude=True, description="PEM private key (write-only)"
+    )
     cert_file: str | None = Field(default=None, description="PEM chain file, relative to this file (read by the CLI)")
     key_file: str | None = Field(default=None, description="PEM private key file, relative to this file (CLI)")
 

@@ -83,7 +83,7 @@ def read_certificate_files(source: Source, base: Path) -> None:
         if not isinstance(entry, dict):
             continue  # the control plane reports the shape
         if entry.get("key") is not None:
-            loc = ["certificates", i, "key"]
+            loc: list[str | int] = ["certificates", i, "key"]
             raise SourceError(
                 f"{source.where(loc)}: certificates.{i}.key: a private key is not written in the file; "
                 "name its PEM file in key_file"
