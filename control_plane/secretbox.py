@@ -23,13 +23,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from control_plane.errors import SecretUnreadable
+
 PREFIX = "tgenc1:"
 _INFO = b"tollgate secrets at rest v1"
 _NONCE = 12
-
-
-class SecretBoxError(Exception):
-    """A stored value does not open with this data key (another secret key, or damaged); never holds the value."""
 
 
 class SecretBox:
@@ -46,13 +44,13 @@ class SecretBox:
 
     def decrypt(self, stored: str, *, aad: str) -> bytes:
         if not stored.startswith(PREFIX):
-            raise SecretBoxError(f"{aad}: the stored value is not encrypted ({PREFIX}...)")
+            raise SecretUnreadable(f"{aad}: the stored value is not encrypted ({PREFIX}...)")
         body = stored[len(PREFIX) :]
         try:
             data = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             return self._aead.decrypt(data[:_NONCE], data[_NONCE:], aad.encode())
         except (binascii.Error, ValueError, InvalidTag):
-            raise SecretBoxError(
+            raise SecretUnreadable(
                 f"{aad}: the stored value does not open with this secret key (is TOLLGATE_SECRET_KEY the one it was "
                 "written with?)"
             ) from None

@@ -15,8 +15,11 @@ from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from control_plane.errors import SecretUnreadable
 from control_plane.models import Certificate
+from control_plane.secretbox import SecretBox
 from control_plane.settings import Settings
+from control_plane.snapshots.build import build_snapshot
 from data_plane.tls.seal import open_sealed
 from tests.integration.certificates_support import (
     Pem,
@@ -282,3 +285,16 @@ def test_metrics_gauge_counts_seconds_to_expiry(client: TestClient, ca: trustme.
     assert abs(value - (not_after.timestamp() - time.time())) < 60
     client.delete(f"/v1/certificates/{row['id']}")
     assert "tollgate_certificate_expiry_seconds{" not in client.get("/metrics").text
+
+
+def test_a_replica_with_another_secret_key_cannot_build_the_snapshot(client: TestClient, pem: Pem) -> None:
+    row = make_certificate(client, pem, ["api.example.com"])
+    sessions = client.app.state.sessions  # type: ignore[attr-defined]
+    with sessions() as session:
+        snap = build_snapshot(session, box=client.app.state.secret_box, cluster_token=CLUSTER_TOKEN)  # type: ignore[attr-defined]
+        assert [c.id for c in snap.certificates] == [row["id"]]
+    with sessions() as session, pytest.raises(SecretUnreadable) as info:
+        build_snapshot(session, box=SecretBox("another secret"), cluster_token=CLUSTER_TOKEN)
+    assert row["id"] in str(info.value) and "TOLLGATE_SECRET_KEY" in str(info.value)
+    with sessions() as session, pytest.raises(ValueError, match="needs the secret box and the cluster token"):
+        build_snapshot(session)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from control_plane.secretbox import PREFIX, SecretBox, SecretBoxError
+from control_plane.errors import SecretUnreadable
+from control_plane.secretbox import PREFIX, SecretBox
 
 SECRET = b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n"
 
@@ -29,6 +30,6 @@ def test_round_trip_with_a_fresh_nonce_each_time() -> None:
 )
 def test_what_does_not_open_is_refused_without_the_value(secret: str, aad: str, mangle: object) -> None:
     stored = SecretBox("the secret").encrypt(SECRET, aad="certificate 1")
-    with pytest.raises(SecretBoxError) as info:
+    with pytest.raises(SecretUnreadable) as info:
         SecretBox(secret).decrypt(mangle(stored), aad=aad)  # type: ignore[operator]
     assert "MIGHAgEA" not in str(info.value) and stored not in str(info.value)
