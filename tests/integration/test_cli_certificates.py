@@ -213,3 +213,29 @@ def test_declarative_round_trip_with_certificate_files(cp: ControlPlane, ca: tru
         for line in pem.key_lines:
             assert line.encode() not in data
     _assert_no_key(cp, _log(cp), main, other, renewed)
+
+
+def test_tls_fields_of_apis_and_customers_through_their_commands(cp: ControlPlane, ca: trustme.CA) -> None:
+    bundle = ca.cert_pem.bytes().decode()
+    api = ok_json(
+        cp,
+        "apis",
+        "create",
+        "name=cli-mtls",
+        "base_path=/cli-mtls",
+        "https_only=true",
+        "auth=mtls",
+        f"mtls_ca_certificates={bundle}",
+    )
+    assert api["https_only"] is True and api["auth"] == "mtls" and api["mtls_ca_certificates"] == bundle
+    assert "https_only" in ok(cp, "apis", "list")
+    fp1, fp2 = "EF:" * 31 + "EF", "cd" * 32  # not the ones of the declarative test (same control plane)
+    customer = ok_json(
+        cp, "customers", "create", "name=cli-svc", f"mtls_fingerprints={fp1},{fp2}", 'mtls_subjects=["CN=cli,O=Acme"]'
+    )
+    assert customer["mtls_fingerprints"] == ["cd" * 32, "ef" * 32]
+    assert customer["mtls_subjects"] == ["CN=cli,O=Acme"]
+    updated = ok_json(cp, "customers", "update", "cli-svc", "mtls_subjects=[]")
+    assert updated["mtls_subjects"] == [] and updated["mtls_fingerprints"] == customer["mtls_fingerprints"]
+    taken = tg(cp, "customers", "create", "name=cli-other", f"mtls_fingerprints={fp2}")
+    assert taken.exit_code == 1 and "409" in taken.output and "already identifies customer 'cli-svc'" in taken.output
