@@ -20,6 +20,7 @@ from control_plane.models import Certificate
 from control_plane.secretbox import SecretBox
 from control_plane.settings import Settings
 from control_plane.snapshots.build import build_snapshot
+from data_plane.snapshot import Snapshot
 from data_plane.tls.seal import open_sealed
 from tests.integration.certificates_support import (
     Pem,
@@ -250,6 +251,8 @@ def test_snapshot_carries_the_key_sealed_for_the_workers(client: TestClient, pem
     assert _same_key(open_sealed(cert["key"], row["id"], CLUSTER_TOKEN), pem.key)
     # the hash is stable: an identical rebuild (another replica, a restart) seals to the same bytes
     assert _snapshot(client)["hash"] == r.json()["hash"]
+    parsed = Snapshot.from_json(r.content)  # what a worker's parser accepts (types, references, hash)
+    assert parsed.certificates[0].key == cert["key"] and parsed.hash == r.json()["hash"]
 
 
 def test_key_is_encrypted_at_rest(client: TestClient, settings: Settings, pem: Pem) -> None:
