@@ -2,8 +2,8 @@
 
 Start-up (lifespan): migrate the schema (unless ``settings.migrate_on_start`` is false), then start
 the snapshot publisher; shutdown stops the publisher and disposes of the engine.  Creating the app
-connects to nothing; the cluster token is resolved here (read or generated, see
-:func:`~control_plane.settings.ensure_cluster_token`).
+connects to nothing; the cluster token and the secret key for encryption at rest are resolved here
+(read or generated, see :func:`~control_plane.settings.ensure_cluster_token` and ``ensure_secret_key``).
 """
 
 from __future__ import annotations
@@ -18,14 +18,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from control_plane import migrate
-from control_plane.api import admin, apis, cluster, config, customers, declarative, health, openapi, plans, upstreams
+from control_plane.api import (
+    admin,
+    apis,
+    certificates,
+    cluster,
+    config,
+    customers,
+    declarative,
+    health,
+    openapi,
+    plans,
+    upstreams,
+)
 from control_plane.api.errors import ERROR_RESPONSES, install_error_handlers
 from control_plane.api.security import AUTH_RESPONSES, require_admin
 from control_plane.db import make_engine, make_session_factory
 from control_plane.jwks_refresh import JwksRefresher
 from control_plane.metrics import install_metrics, remember_route
+from control_plane.secretbox import SecretBox
 from control_plane.services import admin as admin_svc
-from control_plane.settings import Settings, ensure_cluster_token
+from control_plane.settings import Settings, ensure_cluster_token, ensure_secret_key
 from control_plane.snapshots.publish import SnapshotPublisher
 
 API_VERSION = "0.1.0"
@@ -35,7 +48,11 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
-    publisher = SnapshotPublisher(sessions, poll_interval=settings.revision_poll_interval)
+    cluster_token = ensure_cluster_token(settings)
+    secret_box = SecretBox(ensure_secret_key(settings))
+    publisher = SnapshotPublisher(
+        sessions, poll_interval=settings.revision_poll_interval, box=secret_box, cluster_token=cluster_token
+    )
     jwks = JwksRefresher(
         sessions,
         interval=settings.jwks_refresh_interval,
@@ -70,7 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessions = sessions
     app.state.publisher = publisher
     app.state.jwks = jwks
-    app.state.cluster_token = ensure_cluster_token(settings)
+    app.state.cluster_token = cluster_token
+    app.state.secret_box = secret_box
 
     v1 = APIRouter(
         prefix="/v1",
@@ -81,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(openapi.router)  # before apis: /apis/import is not an api id
     v1.include_router(apis.router)
     v1.include_router(customers.router)
+    v1.include_router(certificates.router)
     v1.include_router(plans.customer_router)
     v1.include_router(plans.router)
     v1.include_router(config.router)
@@ -90,7 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(cluster.router)
     app.include_router(health.router)
     install_error_handlers(app)
-    install_metrics(app, publisher)
+    install_metrics(app, publisher, sessions)
     return app
 
 

@@ -4,7 +4,8 @@ Each resource model extends the admin API's ``XCreate`` DTO, so a field added to
 validation) is part of the document at once.  Identity is by name; children are nested (targets in
 their upstream, routes in their API) and references are by name: a route names its upstream, a usage
 plan its APIs, a customer its plan and directly granted APIs.  Customers' API keys are secrets and are
-never part of the document (issue them with ``tollgate keys create``).
+never part of the document (issue them with ``tollgate keys create``); certificates' private keys go in
+(from ``key_file``) but never come out.
 
 The published JSON Schema (``GET /v1/config/schema``, ``docs/gateway.schema.json``) is generated
 from :class:`GatewayConfig`; ``python -m control_plane.config_document`` prints it.
@@ -16,11 +17,12 @@ import json
 import sys
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from control_plane.schemas import (
     ApiCreate,
+    CertificateCreate,
     CustomerCreate,
     InModel,
     Name,
@@ -127,6 +129,38 @@ class CustomerSpec(CustomerCreate):
         return value
 
 
+class CertificateSpec(CertificateCreate):
+    """A TLS certificate; identity: its name.  Compared by the leaf's fingerprint, ``snis`` and ``default``.
+
+    The file names PEM files (``cert_file``, ``key_file``, relative to the file); ``tollgate apply`` /
+    ``diff`` read them and send their contents as ``cert`` and ``key``.  The private key is write-only:
+    never exported (``tollgate dump`` writes the chain to ``<name>.crt`` and no key), and only needed to
+    create a certificate or to replace its chain.
+    """
+
+    name: Name
+    key: str | None = Field(  # type: ignore[assignment]  # optional here: only a new or renewed chain needs it
+        default=None, max_length=16384, exclude=True, description="PEM private key (write-only)"
+    )
+    cert_file: str | None = Field(default=None, description="PEM chain file, relative to this file (read by the CLI)")
+    key_file: str | None = Field(default=None, description="PEM private key file, relative to this file (CLI)")
+
+    @field_validator("cert_file", "key_file")
+    @classmethod
+    def _files_are_read_by_the_cli(cls, value: str | None, info: ValidationInfo) -> None:
+        if value is not None:
+            what = "cert" if info.field_name == "cert_file" else "key"
+            raise ValueError(f"{info.field_name} is read by `tollgate apply`; the admin API takes the PEM in {what}")
+        return None
+
+
+def _one_default(certificates: list[CertificateSpec]) -> list[CertificateSpec]:
+    defaults = [c.name for c in certificates if c.default]
+    if len(defaults) > 1:
+        raise ValueError(f"at most one certificate is the default ({', '.join(defaults)} are)")
+    return certificates
+
+
 class GatewayConfig(BaseModel):
     """Desired state of the control plane.  Resources named here are described completely (fields left
     out take their defaults; children not listed are removed); resources not named are left alone unless
@@ -135,10 +169,13 @@ class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", title="Tollgate gateway config")
 
     version: Literal[1] = Field(default=1, description="document format version")
+    certificates: list[CertificateSpec] = Field(default_factory=list)
     upstreams: list[UpstreamSpec] = Field(default_factory=list)
     apis: list[ApiSpec] = Field(default_factory=list)
     usage_plans: list[UsagePlanSpec] = Field(default_factory=list)
     customers: list[CustomerSpec] = Field(default_factory=list)
+
+    _check_certificates = field_validator("certificates")(_one_default)
 
 
 # ---------------------------------------------------------------------------- apply request / answer

@@ -6,7 +6,8 @@
      ├── Invalid    a value is acceptable to the schema but not to the business rules (names a field,
      │    │         or a full location such as ``("config", "apis", 1, "routes", 0, "upstream")``)
      │    └── InvalidDocument  an imported OpenAPI document is unusable (names JSON pointers into it)
-     └── Unavailable  an optional capability (the SDK generator) is missing or failed to run
+     ├── Unavailable  an optional capability (the SDK generator) is missing or failed to run
+     └── SecretUnreadable  a secret stored encrypted does not open with this replica's secret key
 
 Services raise these; only ``control_plane.api`` maps them to HTTP status codes.
 """
@@ -50,3 +51,7 @@ class InvalidDocument(Invalid):
 
 class Unavailable(ControlPlaneError):
     pass
+
+
+class SecretUnreadable(ControlPlaneError):
+    """Raised by :mod:`control_plane.secretbox`; the message names the row, never the value."""

@@ -1,7 +1,7 @@
 """Control-plane settings: one frozen object, read from ``TOLLGATE_*`` at the edge and passed down.
 
-Nothing here connects to anything; :func:`ensure_cluster_token` is the only function that touches
-the filesystem, and only when called.
+Nothing here connects to anything; :func:`ensure_cluster_token` and :func:`ensure_secret_key` are the
+only functions that touch the filesystem, and only when called.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ DEFAULT_ADMIN_PORT = 8001
 DEFAULT_POLL_INTERVAL = 0.25
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 CLUSTER_TOKEN_FILE = "cluster-token"
+SECRET_KEY_FILE = "secret-key"
 ADMIN_TOKEN_FILE = "admin-token"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -38,6 +39,8 @@ class Settings:
     admin_host: str = DEFAULT_ADMIN_HOST
     admin_port: int = DEFAULT_ADMIN_PORT
     cluster_token: str | None = None
+    # encrypts secrets at rest (certificates' private keys); None: generated into <data_dir>/secret-key
+    secret_key: str | None = None
     admin_token: str | None = None  # bootstrap: ensured to exist as an admin token at start-up
     revision_poll_interval: float = DEFAULT_POLL_INTERVAL
     migrate_on_start: bool = True
@@ -58,6 +61,7 @@ class Settings:
             admin_host=environ.get("TOLLGATE_ADMIN_HOST") or DEFAULT_ADMIN_HOST,
             admin_port=_int(environ, "TOLLGATE_ADMIN_PORT", DEFAULT_ADMIN_PORT, 1, 65535),
             cluster_token=environ.get("TOLLGATE_CLUSTER_TOKEN") or None,
+            secret_key=environ.get("TOLLGATE_SECRET_KEY") or None,
             admin_token=environ.get("TOLLGATE_ADMIN_TOKEN") or None,
             revision_poll_interval=_positive_float(environ, "TOLLGATE_REVISION_POLL_INTERVAL", DEFAULT_POLL_INTERVAL),
             migrate_on_start=_bool(environ, "TOLLGATE_MIGRATE_ON_START", True),
@@ -93,6 +97,18 @@ def ensure_cluster_token(settings: Settings) -> str:
     if settings.cluster_token:
         return settings.cluster_token
     return ensure_secret_file(settings.data_dir / CLUSTER_TOKEN_FILE, "cluster token")[0]
+
+
+def ensure_secret_key(settings: Settings) -> str:
+    """The secret the data key for encryption at rest is derived from: ``TOLLGATE_SECRET_KEY``, else the
+    one kept in ``<data_dir>/secret-key`` (generated once, mode 0600, like the cluster token).
+
+    Replicas sharing one database must share it (set ``TOLLGATE_SECRET_KEY``): a replica with another
+    one cannot open the private keys the others stored.
+    """
+    if settings.secret_key:
+        return settings.secret_key
+    return ensure_secret_file(settings.data_dir / SECRET_KEY_FILE, "secret key for encryption at rest")[0]
 
 
 def ensure_secret_file(path: Path, what: str, prefix: str = "") -> tuple[str, bool]:

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from tollgate import cli_config, cli_resources, cli_usage
+from tollgate import cli_certificates, cli_config, cli_resources, cli_usage
 from tollgate.cli_openapi import register as register_openapi_commands
 
 app = typer.Typer(help="Tollgate: an API gateway and load balancer.", no_args_is_help=True, add_completion=False)
@@ -24,6 +24,7 @@ app.add_typer(snapshot_app, name="snapshot")
 
 # Admin commands over the admin API (their own modules; each registers its sub-commands here).
 cli_resources.register(app)
+cli_certificates.register(app)
 cli_config.register(app)
 cli_usage.register(app)
 
@@ -226,13 +227,17 @@ def snapshot_export(
 ) -> None:
     """Write the current config snapshot (from TOLLGATE_DATABASE_URL) for `tollgate worker --snapshot`."""
     from control_plane.db import make_engine, make_session_factory
-    from control_plane.settings import Settings
+    from control_plane.secretbox import SecretBox
+    from control_plane.settings import Settings, ensure_cluster_token, ensure_secret_key
     from control_plane.snapshots.build import build_snapshot
 
-    engine = make_engine(Settings.from_env().database_url)
+    settings = Settings.from_env()
+    # Certificates' keys are opened with the secret key and sealed with the cluster token the worker holds.
+    box, token = SecretBox(ensure_secret_key(settings)), ensure_cluster_token(settings)
+    engine = make_engine(settings.database_url)
     try:
         with make_session_factory(engine)() as session:
-            snap = build_snapshot(session)
+            snap = build_snapshot(session, box=box, cluster_token=token)
     finally:
         engine.dispose()
     data = snap.to_json()

@@ -1,8 +1,10 @@
 """``tollgate diff|apply -f gateway.yaml`` and ``tollgate dump``: the declarative config.
 
 The control plane computes the changes (``POST /v1/config/apply``, ``dry_run`` for diff) and applies
-them in one transaction; this module reads the file, shows the answer and turns error locations into
-``gateway.yaml:LINE:COL: field.path: message``.
+them in one transaction; this module reads the file (and the certificates' ``cert_file`` / ``key_file``
+it names), shows the answer and turns error locations into ``gateway.yaml:LINE:COL: field.path: message``.
+``dump -f FILE`` writes each certificate's chain to ``<name>.crt`` beside FILE and never a key (the
+export has none), so ``dump`` then ``diff`` shows no change.
 """
 
 from __future__ import annotations
@@ -73,9 +75,37 @@ def _report_invalid(source: Source, exc: AdminError) -> bool:
     return True
 
 
+def read_certificate_files(source: Source, base: Path) -> None:
+    """Replace each certificate's ``cert_file`` / ``key_file`` (relative to ``base``, the file's directory)
+    by the PEM they hold, as the admin API takes it.  A private key written into the file itself is
+    refused: the file is meant for git."""
+    for i, entry in enumerate(source.data.get("certificates") or []):
+        if not isinstance(entry, dict):
+            continue  # the control plane reports the shape
+        if entry.get("key") is not None:
+            loc: list[str | int] = ["certificates", i, "key"]
+            raise SourceError(
+                f"{source.where(loc)}: certificates.{i}.key: a private key is not written in the file; "
+                "name its PEM file in key_file"
+            )
+        for field, target in (("cert_file", "cert"), ("key_file", "key")):
+            ref = entry.pop(field, None)
+            if ref is None:
+                continue
+            path = Path(str(ref)).expanduser()
+            path = path if path.is_absolute() else base / path
+            try:
+                entry[target] = path.read_text(encoding="ascii")
+            except (OSError, UnicodeDecodeError) as exc:
+                where = source.where(["certificates", i, field])
+                reason = getattr(exc, "strerror", None) or "not a PEM (ASCII) file"
+                raise SourceError(f"{where}: certificates.{i}.{field}: cannot read {path}: {reason}") from None
+
+
 def _apply(file: Path, *, prune: bool, dry_run: bool, url: str | None, token: str | None) -> dict[str, Any]:
     try:
         source = load(file)
+        read_certificate_files(source, file.parent)
     except SourceError as exc:
         render.stderr().print(escape(str(exc)))
         raise typer.Exit(1) from None
@@ -140,18 +170,55 @@ def dump(
     except AdminError as exc:
         render.error(exc)
         raise typer.Exit(1) from None
+    to_stdout = str(file) == "-"
+    crt_files = _certificate_references(doc, None if to_stdout else file.parent)
     if output is DumpFormat.json:
         text = json.dumps(doc, indent=2) + "\n"
     else:
         header = f"# Tollgate gateway config (revision {revision}). Apply with: tollgate apply -f FILE\n"
-        text = header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
-    if str(file) == "-":
+        if doc.get("certificates"):
+            header += (
+                "# Private keys are never exported: to create these certificates on another control plane,\n"
+                "# add key_file: NAME.key (a PEM file next to this one) to each.\n"
+            )
+        text = header + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True)
+    if to_stdout:
         sys.stdout.write(text)
         return
+    for path, pem in crt_files.items():
+        path.write_text(pem, encoding="ascii")
     tmp = file.with_name(f".{file.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, file)
     render.stderr().print(f"wrote revision {revision} to {escape(str(file))}")
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (PEM written inline) as YAML literal blocks instead of escaped one-liners."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None),
+)
+
+
+def _certificate_references(doc: dict[str, Any], directory: Path | None) -> dict[Path, str]:
+    """The dump's certificates as the file names them: written to a file, each chain goes to
+    ``<name>.crt`` beside it (``cert_file``), to stdout it stays inline (``cert``).  No key: the export
+    has none.  Returns the files to write."""
+    files: dict[Path, str] = {}
+    for i, entry in enumerate(doc.get("certificates") or []):
+        pem = entry.pop("cert")
+        entry.pop("cert_file", None)
+        entry.pop("key_file", None)
+        if directory is None:
+            doc["certificates"][i] = {"name": entry["name"], "cert": pem, **entry}
+            continue
+        name = f"{entry['name']}.crt"
+        files[directory / name] = pem
+        doc["certificates"][i] = {"name": entry["name"], "cert_file": name, **entry}
+    return files
 
 
 def register(root: typer.Typer) -> None:

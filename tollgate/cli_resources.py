@@ -59,7 +59,7 @@ RESOURCES: dict[str, Resource] = {
             "apis",
             "api",
             "/v1/apis",
-            ("id", "name", "hosts", "base_path", "auth", "strip_base_path", "max_body_bytes"),
+            ("id", "name", "hosts", "base_path", "auth", "strip_base_path", "max_body_bytes", "https_only"),
             list_fields=frozenset({"hosts"}),
             children=("routes",),
         ),
@@ -83,8 +83,9 @@ RESOURCES: dict[str, Resource] = {
             "customers",
             "customer",
             "/v1/customers",
-            ("id", "name", "status", "email", "plan_id", "api_ids"),
-            list_fields=frozenset({"api_ids"}),
+            ("id", "name", "status", "email", "plan_id", "api_ids", "mtls_fingerprints", "mtls_subjects"),
+            # subjects hold commas (CN=a,O=b): give them as a JSON list, mtls_subjects='["CN=a,O=b"]'
+            list_fields=frozenset({"api_ids", "mtls_fingerprints"}),
             children=("keys",),
         ),
         Resource(

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from control_plane.api.deps import ReadSession, Write
+from control_plane.api.deps import Box, ReadSession, Write
 from control_plane.config_document import ApplyRequest, ApplyResult, GatewayConfig, json_schema
 from control_plane.services import declarative as svc
 
@@ -19,8 +19,8 @@ router = APIRouter(prefix="/config", tags=["config"])
 
 
 @router.post("/apply")
-def apply_config(body: ApplyRequest, w: Write) -> ApplyResult:
-    result = svc.apply_config(session=w.session, doc=body.config, prune=body.prune, dry_run=body.dry_run)
+def apply_config(body: ApplyRequest, w: Write, box: Box) -> ApplyResult:
+    result = svc.apply_config(session=w.session, doc=body.config, prune=body.prune, dry_run=body.dry_run, box=box)
     if result.changed:
         w.commit()
     else:

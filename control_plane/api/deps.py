@@ -1,4 +1,4 @@
-"""Request-scoped dependencies: sessions, the write unit of work, pagination, the publisher."""
+"""Request-scoped dependencies: sessions, the write unit of work, pagination, the publisher, the secret box."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane.secretbox import SecretBox
 from control_plane.services import admin as admin_svc
 from control_plane.snapshots.publish import SnapshotPublisher
 
@@ -16,6 +17,11 @@ from control_plane.snapshots.publish import SnapshotPublisher
 def get_publisher(request: Request) -> SnapshotPublisher:
     publisher: SnapshotPublisher = request.app.state.publisher
     return publisher
+
+
+def get_secret_box(request: Request) -> SecretBox:
+    box: SecretBox = request.app.state.secret_box
+    return box
 
 
 def get_sessions(request: Request) -> sessionmaker[Session]:
@@ -79,3 +85,4 @@ Write = Annotated[Writer, Depends(writer)]
 Paging = Annotated[PageParams, Depends(page_params)]
 Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
 Publisher = Annotated[SnapshotPublisher, Depends(get_publisher)]
+Box = Annotated[SecretBox, Depends(get_secret_box)]

@@ -7,7 +7,8 @@ imports every module, so ``Base.metadata`` (Alembic's env, the test fixtures) kn
     base        Base, Timestamped, new_id, utcnow, UTCDateTime (a leaf)
     upstreams   Upstream, Target
     apis        Api, ApiJwks, Route
-    customers   Customer, CustomerApiGrant, ApiKey
+    customers   Customer, CustomerApiGrant, CustomerMtlsIdentity, ApiKey
+    certificates  Certificate, CertificateSni
     plans       UsagePlan, UsagePlanApi, QuotaAdjustment, UsageCount, UsageBatch
     admin       AdminToken, AuditEntry
     cluster     ConfigState, Node
@@ -21,8 +22,9 @@ from __future__ import annotations
 from control_plane.models.admin import AdminToken, AuditEntry
 from control_plane.models.apis import Api, ApiJwks, Route
 from control_plane.models.base import NAMING_CONVENTION, Base, Timestamped, UTCDateTime, new_id, utcnow
+from control_plane.models.certificates import Certificate, CertificateSni
 from control_plane.models.cluster import CONFIG_STATE_ID, ConfigState, Node
-from control_plane.models.customers import ApiKey, Customer, CustomerApiGrant
+from control_plane.models.customers import ApiKey, Customer, CustomerApiGrant, CustomerMtlsIdentity
 from control_plane.models.plans import QuotaAdjustment, UsageBatch, UsageCount, UsagePlan, UsagePlanApi
 from control_plane.models.upstreams import Target, Upstream
 
@@ -35,9 +37,12 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "Certificate",
+    "CertificateSni",
     "ConfigState",
     "Customer",
     "CustomerApiGrant",
+    "CustomerMtlsIdentity",
     "Node",
     "QuotaAdjustment",
     "Route",

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Double, ForeignKey, String, Text
+from sqlalchemy import false as sa_false
 from sqlalchemy import true as sa_true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -39,6 +40,9 @@ class Api(Timestamped, Base):
     jwt_jwks_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     # usage plans: send RateLimit-* / X-RateLimit-* headers on plan-limited responses
     rate_limit_headers: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    # TLS: plain-HTTP requests are redirected (GET/HEAD) or refused; auth "mtls" trusts these CAs (PEM bundle)
+    https_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    mtls_ca_certificates: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     routes: Mapped[list[Route]] = relationship(back_populates="api", cascade="all, delete-orphan", passive_deletes=True)
     jwks: Mapped[ApiJwks | None] = relationship(cascade="all, delete-orphan", passive_deletes=True)

@@ -27,6 +27,17 @@ class Customer(Timestamped, Base):
 
     grants: Mapped[list[CustomerApiGrant]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
     keys: Mapped[list[ApiKey]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    mtls_identities: Mapped[list[CustomerMtlsIdentity]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def mtls_fingerprints(self) -> list[str]:
+        return sorted(i.value for i in self.mtls_identities if i.kind == "fingerprint")
+
+    @property
+    def mtls_subjects(self) -> list[str]:
+        return sorted(i.value for i in self.mtls_identities if i.kind == "subject")
 
 
 class CustomerApiGrant(Base):
@@ -41,6 +52,18 @@ class CustomerApiGrant(Base):
         String(36), ForeignKey("apis.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomerMtlsIdentity(Base):
+    """A client certificate that authenticates as the customer on ``mtls`` APIs: its SHA-256 fingerprint
+    (``kind`` "fingerprint", 64 lower-case hex) or its subject (``kind`` "subject", RFC 4514).  The
+    primary key makes each identity belong to one customer."""
+
+    __tablename__ = "customer_mtls_identities"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(36), ForeignKey("customers.id", ondelete="CASCADE"), index=True)
 
 
 class ApiKey(Base):

@@ -6,6 +6,7 @@ optional), ``XPublic`` (responses).
     upstreams   upstreams, targets, their health
     apis        APIs (auth settings, JWKS status) and routes
     customers   customers and API keys
+    certificates  TLS certificates (the private key write-only)
     plans       usage plans, subscriptions, usage reports, quota adjustments, workers' usage batches
     admin       admin tokens, the audit log
     cluster     the config in force, node status reports and views
@@ -34,6 +35,7 @@ from control_plane.schemas.apis import (
     RoutePublic,
     RouteUpdate,
 )
+from control_plane.schemas.certificates import CertificateCreate, CertificatePublic, CertificateUpdate
 from control_plane.schemas.cluster import ConfigPublic, NodePublic, NodeStatusIn
 from control_plane.schemas.common import ErrorDetail, InModel, Name, OutModel, Page, Timeout, method_list, path_template
 from control_plane.schemas.customers import (
@@ -108,6 +110,9 @@ __all__ = [
     "AuthMode",
     "BodyLimit",
     "Burst",
+    "CertificateCreate",
+    "CertificatePublic",
+    "CertificateUpdate",
     "ClaimName",
     "ConfigPublic",
     "CustomerCreate",

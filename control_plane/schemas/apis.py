@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from control_plane.schemas.common import InModel, Name, OutModel, Timeout, method_list, path_template
 from data_plane.snapshot import SnapshotError, normalize_base_path
 
-AuthMode = Literal["none", "api_key", "jwt"]
+AuthMode = Literal["none", "api_key", "jwt", "mtls"]
 
 
 JwtAlgorithm = Literal["HS256", "RS256", "ES256"]
@@ -28,6 +28,9 @@ ClaimName = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 BodyLimit = Annotated[int, Field(ge=0, le=2**53)]
+
+
+_CA_MAX = 262144  # a bundle of ~100 CA certificates
 
 
 # A hostname or IP literal, optionally with a leading "*." wildcard label.  Lower-cased before checking.
@@ -83,6 +86,9 @@ class ApiCreate(InModel):
     # RS256 / ES256 keys picked by kid from this JWKS (fetched by the control plane), instead of jwt_public_key
     jwt_jwks_url: str | None = Field(default=None, max_length=2048)
     rate_limit_headers: bool = True  # usage plans: RateLimit-* / X-RateLimit-* on limited responses
+    https_only: bool = False  # plain-HTTP requests: 308 to https (GET/HEAD), 426 otherwise
+    # auth mtls: PEM bundle of the CA certificates that issue the clients' certificates
+    mtls_ca_certificates: str | None = Field(default=None, max_length=_CA_MAX)
 
     _check_hosts = field_validator("hosts")(_hosts)
     _check_jwks_url = field_validator("jwt_jwks_url")(_jwks_url)
@@ -107,6 +113,8 @@ class ApiUpdate(InModel):
     jwt_customer_claim: ClaimName | None = None
     jwt_jwks_url: str | None = Field(default=None, max_length=2048)  # explicit null: back to jwt_public_key
     rate_limit_headers: bool | None = None
+    https_only: bool | None = None
+    mtls_ca_certificates: str | None = Field(default=None, max_length=_CA_MAX)  # explicit null clears it
 
     _check_hosts = field_validator("hosts")(_hosts)
     _check_jwks_url = field_validator("jwt_jwks_url")(_jwks_url)
@@ -143,6 +151,8 @@ class ApiPublic(OutModel):
     jwt_jwks_url: str | None = None
     jwks: JwksStatus | None = None  # the last fetch of a JWKS URL (None: never fetched)
     rate_limit_headers: bool = True
+    https_only: bool = False
+    mtls_ca_certificates: str | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from control_plane.certs import CertificateProblem, client_fingerprint, client_subject
 from control_plane.schemas.common import InModel, Name
 
 CustomerStatus = Literal["active", "suspended"]
@@ -19,12 +20,40 @@ ImportedKey = Annotated[str, Field(min_length=20, max_length=128, pattern=r"^[A-
 Email = Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
 
 
+def _fingerprints(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    try:
+        return sorted({client_fingerprint(v) for v in value})
+    except CertificateProblem as exc:
+        raise ValueError(exc.message) from None
+
+
+def _subjects(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    try:
+        return sorted({client_subject(v) for v in value})
+    except CertificateProblem as exc:
+        raise ValueError(exc.message) from None
+
+
+# Client certificates that authenticate as the customer on mtls APIs (each identity belongs to one customer)
+Fingerprints = Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=100)]
+Subjects = Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=100)]
+
+
 class CustomerCreate(InModel):
     name: Name
     email: Email | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     status: CustomerStatus = "active"
     api_ids: list[Annotated[str, Field(min_length=1, max_length=36)]] = Field(default_factory=list, max_length=1000)
+    mtls_fingerprints: Fingerprints = Field(default_factory=list, description="SHA-256 of the DER certificate")
+    mtls_subjects: Subjects = Field(default_factory=list, description="RFC 4514 subjects")
+
+    _check_fingerprints = field_validator("mtls_fingerprints")(_fingerprints)
+    _check_subjects = field_validator("mtls_subjects")(_subjects)
 
 
 class CustomerUpdate(InModel):
@@ -33,6 +62,11 @@ class CustomerUpdate(InModel):
     metadata: dict[str, Any] | None = None
     status: CustomerStatus | None = None
     api_ids: list[Annotated[str, Field(min_length=1, max_length=36)]] | None = Field(default=None, max_length=1000)
+    mtls_fingerprints: Fingerprints | None = None
+    mtls_subjects: Subjects | None = None
+
+    _check_fingerprints = field_validator("mtls_fingerprints")(_fingerprints)
+    _check_subjects = field_validator("mtls_subjects")(_subjects)
 
 
 class CustomerPublic(BaseModel):
@@ -43,6 +77,8 @@ class CustomerPublic(BaseModel):
     status: str
     api_ids: list[str]
     plan_id: str | None = None  # set with PUT /v1/customers/{id}/plan
+    mtls_fingerprints: list[str] = Field(default_factory=list)
+    mtls_subjects: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 

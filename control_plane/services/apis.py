@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from control_plane.certs import CertificateProblem, ca_bundle
 from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.models import Api, Route, Upstream
 from control_plane.schemas import ApiCreate, ApiUpdate, RouteCreate, RouteUpdate
@@ -23,7 +24,16 @@ from control_plane.services.revision import bump_revision
 from data_plane.snapshot.paths import template_shape
 
 _API_NULLABLE = frozenset(
-    {"max_body_bytes", "key_query", "jwt_secret", "jwt_public_key", "jwt_issuer", "jwt_audience", "jwt_jwks_url"}
+    {
+        "max_body_bytes",
+        "key_query",
+        "jwt_secret",
+        "jwt_public_key",
+        "jwt_issuer",
+        "jwt_audience",
+        "jwt_jwks_url",
+        "mtls_ca_certificates",
+    }
 )
 
 
@@ -74,6 +84,13 @@ def delete_api(*, session: Session, api_id: str) -> None:
 
 def check_auth_settings(api: Api) -> None:
     """The settings the API's auth mode needs are present and usable (checked on the merged row)."""
+    if api.mtls_ca_certificates is not None:
+        try:
+            api.mtls_ca_certificates = ca_bundle(api.mtls_ca_certificates, "mtls_ca_certificates")
+        except CertificateProblem as exc:
+            raise Invalid(exc.field, exc.message) from None
+    if api.auth == "mtls" and not api.mtls_ca_certificates:
+        raise Invalid("mtls_ca_certificates", "auth mtls needs mtls_ca_certificates (PEM CA certificates)")
     if api.auth != "jwt":
         return
     algorithms = list(api.jwt_algorithms or [])

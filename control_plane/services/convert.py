@@ -17,6 +17,7 @@ from control_plane.models import (
     ApiJwks,
     ApiKey,
     AuditEntry,
+    Certificate,
     Customer,
     Route,
     Target,
@@ -28,6 +29,7 @@ from control_plane.schemas import (
     AdminTokenPublic,
     ApiPublic,
     AuditPublic,
+    CertificatePublic,
     CustomerPublic,
     ImportDiff,
     ImportResult,
@@ -122,6 +124,8 @@ def customer_public(row: Customer) -> CustomerPublic:
         status=row.status,
         api_ids=granted_api_ids(row),
         plan_id=row.plan_id,
+        mtls_fingerprints=row.mtls_fingerprints,
+        mtls_subjects=row.mtls_subjects,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -142,6 +146,13 @@ def key_public(row: ApiKey) -> KeyPublic:
 
 def key_issued(row: ApiKey, plaintext: str) -> KeyIssued:
     return KeyIssued(**key_public(row).model_dump(), key=plaintext)
+
+
+# ---------------------------------------------------------------------------- certificates
+
+
+def certificate_public(row: Certificate) -> CertificatePublic:
+    return CertificatePublic.model_validate(row)  # no key field: the private key never leaves the service
 
 
 # ---------------------------------------------------------------------------- usage plans

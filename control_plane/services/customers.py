@@ -19,7 +19,7 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
 
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.models import Api, ApiKey, Customer, CustomerApiGrant, utcnow
+from control_plane.models import Api, ApiKey, Customer, CustomerApiGrant, CustomerMtlsIdentity, utcnow
 from control_plane.schemas import CustomerCreate, CustomerUpdate, KeyCreate
 from control_plane.services.common import apply_patch, integrity_as_conflict, paginate
 from control_plane.services.revision import bump_revision
@@ -71,6 +71,7 @@ def create_customer(*, session: Session, data: CustomerCreate) -> Customer:
     with integrity_as_conflict(f"customer name {data.name!r} is already used"):
         session.flush()
     _set_grants(session, customer, data.api_ids)
+    _set_identities(session, customer, data.mtls_fingerprints, data.mtls_subjects)
     return customer
 
 
@@ -81,6 +82,7 @@ def update_customer(*, session: Session, customer_id: str, data: CustomerUpdate)
     if changes.get("name") not in (None, customer.name):
         _check_name_free(session, changes["name"])
     api_ids = changes.pop("api_ids", None)
+    fingerprints, subjects = changes.pop("mtls_fingerprints", None), changes.pop("mtls_subjects", None)
     if "metadata" in changes:
         changes["meta"] = changes.pop("metadata")
     apply_patch(customer, changes, nullable=frozenset({"email"}))
@@ -88,6 +90,13 @@ def update_customer(*, session: Session, customer_id: str, data: CustomerUpdate)
         session.flush()
     if api_ids is not None:
         _set_grants(session, customer, api_ids)
+    if fingerprints is not None or subjects is not None:
+        _set_identities(
+            session,
+            customer,
+            customer.mtls_fingerprints if fingerprints is None else fingerprints,
+            customer.mtls_subjects if subjects is None else subjects,
+        )
     return customer
 
 
@@ -113,6 +122,33 @@ def _set_grants(session: Session, customer: Customer, api_ids: list[str]) -> Non
     with integrity_as_conflict("a granted api was deleted concurrently"):
         session.flush()
     session.expire(customer, ["grants"])
+
+
+def _set_identities(session: Session, customer: Customer, fingerprints: list[str], subjects: list[str]) -> None:
+    """The client certificates that authenticate as ``customer`` (values normalised by the schema); an
+    identity of another customer is a conflict naming that customer."""
+    wanted = {("fingerprint", v) for v in fingerprints} | {("subject", v) for v in subjects}
+    if wanted == {(i.kind, i.value) for i in customer.mtls_identities}:
+        return
+    for kind, value in sorted(wanted):
+        other = session.execute(
+            select(Customer.name)
+            .join(CustomerMtlsIdentity, CustomerMtlsIdentity.customer_id == Customer.id)
+            .where(
+                CustomerMtlsIdentity.kind == kind,
+                CustomerMtlsIdentity.value == value,
+                Customer.id != customer.id,
+            )
+        ).scalar()
+        if other is not None:
+            raise Conflict(f"client certificate {kind} {value!r} already identifies customer {other!r}")
+    customer.mtls_identities = []  # delete-orphan: old rows go first, so a kept identity is not inserted twice
+    session.flush()
+    customer.mtls_identities = [
+        CustomerMtlsIdentity(kind=k, value=v, customer_id=customer.id) for k, v in sorted(wanted)
+    ]
+    with integrity_as_conflict("a client certificate identity was given to another customer concurrently"):
+        session.flush()
 
 
 # ---------------------------------------------------------------------------- keys

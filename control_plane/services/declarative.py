@@ -10,7 +10,11 @@ functions, so every business rule (overlaps, references) holds exactly as for si
 :func:`~control_plane.services.revision.one_revision` their bumps collapse into one.
 
 Adding a resource type is one more :class:`Kind` in :data:`KINDS` and its section in the document
-model (upstreams, APIs, usage plans and customers are there today; never customers' key secrets).
+model (certificates, upstreams, APIs, usage plans and customers are there today; never customers' key
+secrets).  A kind may compare another form of its entries than the one written (``Kind.view``: a
+certificate by its leaf's fingerprint, not its PEM text) and take write-only fields
+(``Kind.secret_fields``: a certificate's private key) that are used to create or update but never
+compared, shown in a change or exported.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.config_document import ApplyResult, Change, GatewayConfig
 from control_plane.errors import Conflict, ControlPlaneError, Invalid
+from control_plane.secretbox import SecretBox
 from control_plane.services.declarative_kinds import KINDS, Address, Ctx, Kind
 from control_plane.services.revision import bump_revision, current_revision, one_revision
 
@@ -35,6 +40,9 @@ class Item:
     loc: tuple[str | int, ...] | None = None  # where in the document (desired items)
     row_id: str | None = None  # current items
     children: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # the entry as written (desired) or exported (current) when the kind compares another form of it
+    # (Kind.view: a certificate's chain by its fingerprint); the desired one holds the write-only secrets
+    source: dict[str, Any] = field(default_factory=dict)
 
 
 def _walk(kinds: Iterable[Kind]) -> Iterator[Kind]:
@@ -67,9 +75,13 @@ def desired_items(doc: GatewayConfig) -> dict[Address, Item]:
     def visit(kinds: tuple[Kind, ...], data: dict[str, Any], parent: Address, loc: tuple[str | int, ...]) -> None:
         for kind in kinds:
             for i, entry in enumerate(data.get(kind.section) or []):
-                fields = {k: v for k, v in entry.items() if k not in kind.child_sections}
-                address = (*parent, (kind.name, kind.key(fields)))
+                source = {k: v for k, v in entry.items() if k not in kind.child_sections}
                 item_loc = (*loc, kind.section, i)
+                try:
+                    fields = kind.compared(source)
+                except ValueError as exc:
+                    raise Invalid(_dotted(item_loc), str(exc), loc=_config_loc(item_loc)) from None
+                address = (*parent, (kind.name, kind.key(fields)))
                 if address in out:
                     other = _dotted(out[address].loc or ())
                     raise Invalid(
@@ -77,10 +89,14 @@ def desired_items(doc: GatewayConfig) -> dict[Address, Item]:
                         f"duplicate {describe(address)} (also at {other})",
                         loc=_config_loc(item_loc),
                     )
-                out[address] = Item(kind, address, fields, loc=item_loc)
+                out[address] = Item(kind, address, fields, loc=item_loc, source=source)
                 visit(kind.children, entry, address, item_loc)
 
-    visit(KINDS, doc.model_dump(mode="json"), (), ())
+    data = doc.model_dump(mode="json")
+    for kind in KINDS:  # write-only fields are excluded from every dump: take them from the models
+        for entry, model in zip(data.get(kind.section) or [], getattr(doc, kind.section), strict=True):
+            entry.update({name: getattr(model, name) for name in kind.secret_fields})
+    visit(KINDS, data, (), ())
     return out
 
 
@@ -95,9 +111,10 @@ def current_items(session: Session, ctx: Ctx) -> tuple[dict[Address, Item], list
         items: list[tuple[Item, Item | None]] = []
         for row in rows:
             parent = by_id[(kind.parent, kind.parent_of(row))] if kind.parent and kind.parent_of else None
-            fields = kind.doc_fields(row, ctx)
+            source = kind.doc_fields(row, ctx)
+            fields = kind.compared(source)
             address = (*(parent.address if parent else ()), (kind.name, kind.key(fields)))
-            item = Item(kind, address, fields, row_id=row.id)
+            item = Item(kind, address, fields, row_id=row.id, source=source)
             items.append((item, parent))
             flat[address] = item
             by_id[(kind.name, row.id)] = item
@@ -113,7 +130,7 @@ def current_items(session: Session, ctx: Ctx) -> tuple[dict[Address, Item], list
 
 
 def _doc_entry(item: Item) -> dict[str, Any]:
-    entry = dict(item.fields)
+    entry = dict(item.source)
     for child in item.kind.children:
         entry[child.section] = item.children.get(child.section, [])
     return entry
@@ -217,9 +234,10 @@ def _execute(session: Session, ctx: Ctx, step: Planned) -> None:
     parent_id = ctx.ids.get(item.address[:-1]) if len(item.address) > 1 else None
     try:
         if step.action == "create":
-            ctx.ids[item.address] = kind.create(session, ctx, parent_id, item.fields)
+            ctx.ids[item.address] = kind.create(session, ctx, parent_id, item.source)
         elif step.action == "update":
-            changes = {f: item.fields[f] for f in step.fields}
+            # a compared field stands for the source fields it is made of (a fingerprint: cert and key)
+            changes = {s: item.source.get(s) for f in step.fields for s in kind.expand.get(f, (f,))}
             kind.update(session, ctx, ctx.ids[item.address], parent_id, changes)
         else:
             assert item.row_id is not None
@@ -235,7 +253,9 @@ def _execute(session: Session, ctx: Ctx, step: Planned) -> None:
         ) from None
 
 
-def apply_config(*, session: Session, doc: GatewayConfig, prune: bool, dry_run: bool) -> ApplyResult:
+def apply_config(
+    *, session: Session, doc: GatewayConfig, prune: bool, dry_run: bool, box: SecretBox | None = None
+) -> ApplyResult:
     """Make the database match ``doc``.  Never commits: the caller commits when ``result.changed``
     and rolls back otherwise (the revision row was locked and bumped up front, see below)."""
     desired = desired_items(doc)
@@ -249,7 +269,7 @@ def apply_config(*, session: Session, doc: GatewayConfig, prune: bool, dry_run: 
         # Bump first: the row lock serialises this apply against every other writer, so the diff
         # below cannot go stale before it is executed.  No change → the caller rolls the bump back.
         revision = bump_revision(session)
-        ctx = Ctx()
+        ctx = Ctx(box=box)
         current, _top = current_items(session, ctx)
         steps = _ordered(plan(desired, current, prune=prune))
         for step in steps:

@@ -5,7 +5,7 @@ to create / update / delete one through the ordinary service functions.  The eng
 (:mod:`control_plane.services.declarative`) knows nothing else about resources.
 
 A new resource type is a section in ``GatewayConfig`` and one ``Kind`` here, in dependency order (what
-is referred to before what refers to it: upstreams, APIs, usage plans, customers).  ``refs`` name the
+is referred to before what refers to it: certificates, upstreams, APIs, usage plans, customers).  ``refs`` name the
 fields that hold names of other resources (``"apis.*.api"``: the ``api`` of every entry of ``apis``).
 """
 
@@ -19,18 +19,23 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from control_plane.certs import CertificateProblem, leaf_fingerprint
 from control_plane.config_document import (
     ApiSpec,
+    CertificateSpec,
     CustomerSpec,
     RouteSpec,
     TargetSpec,
     UpstreamSpec,
     UsagePlanSpec,
 )
-from control_plane.models import Api, Customer, Route, Target, Upstream, UsagePlan
+from control_plane.errors import Invalid
+from control_plane.models import Api, Certificate, Customer, Route, Target, Upstream, UsagePlan
 from control_plane.schemas import (
     ApiCreate,
     ApiUpdate,
+    CertificateCreate,
+    CertificateUpdate,
     CustomerCreate,
     CustomerUpdate,
     PlanCreate,
@@ -42,7 +47,9 @@ from control_plane.schemas import (
     UpstreamCreate,
     UpstreamUpdate,
 )
+from control_plane.secretbox import SecretBox
 from control_plane.services import apis as api_svc
+from control_plane.services import certificates as certificate_svc
 from control_plane.services import customers as customer_svc
 from control_plane.services import plans as plan_svc
 from control_plane.services import upstreams as upstream_svc
@@ -58,6 +65,7 @@ class Ctx:
 
     ids: dict[Address, str] = field(default_factory=dict)
     keys: dict[tuple[str, str], str] = field(default_factory=dict)
+    box: SecretBox | None = None  # encrypts certificates' keys at rest (an apply that writes one)
 
     def id_of(self, kind: str, key: str) -> str:
         return self.ids[((kind, key),)]
@@ -81,6 +89,13 @@ class Kind:
     children: tuple[Kind, ...] = ()
     delete_first: bool = False  # referrers: deleted before creates/updates; others after
     unordered: frozenset[str] = frozenset()  # list fields that are sets: order is not a change
+    # the form compared and shown in changes (default: the entry itself); raises ValueError on a bad entry
+    view: Callable[[Fields], Fields] | None = None
+    expand: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # view field -> entry fields it stands for
+    secret_fields: tuple[str, ...] = ()  # write-only (excluded from dumps): read from the document's models
+
+    def compared(self, entry: Fields) -> Fields:
+        return self.view(entry) if self.view is not None else dict(entry)
 
     def differs(self, name: str, want: Any, have: Any) -> bool:
         if name in self.unordered and isinstance(want, list) and isinstance(have, list):
@@ -103,6 +118,60 @@ class Kind:
 
 def _all(model: type[Any]) -> Callable[[Session], Iterable[Any]]:
     return lambda session: session.execute(select(model)).scalars()
+
+
+# ---------------------------------------------------------------------------- certificates
+
+
+def _certificate_doc(row: Certificate, ctx: Ctx) -> Fields:
+    return {"name": row.name, "cert": row.cert, "snis": row.snis, "default": row.is_default}
+
+
+def _certificate_view(f: Fields) -> Fields:
+    """Compared and shown: the leaf's fingerprint stands for the chain; the key is never part of it."""
+    try:
+        fingerprint = leaf_fingerprint(f["cert"])
+    except CertificateProblem as exc:
+        raise ValueError(f"cert: {exc.message}") from None
+    return {"name": f["name"], "fingerprint": fingerprint, "snis": sorted(f["snis"]), "default": f["default"]}
+
+
+def _box(ctx: Ctx) -> SecretBox:
+    if ctx.box is None:
+        raise RuntimeError("an apply that writes certificates needs the secret box")
+    return ctx.box
+
+
+def _create_certificate(s: Session, ctx: Ctx, f: Fields) -> str:
+    if f.get("key") is None:
+        raise Invalid("key", "a new certificate needs its private key (key_file)")
+    body = {k: f[k] for k in ("name", "cert", "key", "snis", "default")}
+    return certificate_svc.create_certificate(session=s, box=_box(ctx), data=CertificateCreate.model_validate(body)).id
+
+
+def _update_certificate(s: Session, ctx: Ctx, id_: str, ch: Fields) -> None:
+    if "cert" in ch and ch.get("key") is None:
+        raise Invalid("key", "replacing the certificate (its fingerprint changes) needs its private key (key_file)")
+    certificate_svc.update_certificate(
+        session=s, box=_box(ctx), certificate_id=id_, data=CertificateUpdate.model_validate(ch)
+    )
+
+
+CERTIFICATE = Kind(
+    name="certificate",
+    section="certificates",
+    spec=CertificateSpec,
+    key=lambda f: str(f["name"]),
+    rows=_all(Certificate),
+    to_doc=_certificate_doc,
+    view=_certificate_view,
+    expand={"fingerprint": ("cert", "key")},
+    secret_fields=("key",),
+    unordered=frozenset({"snis"}),
+    create=lambda s, ctx, _p, f: _create_certificate(s, ctx, f),
+    update=lambda s, ctx, id_, _p, ch: _update_certificate(s, ctx, id_, ch),
+    delete=lambda s, id_, _p: certificate_svc.delete_certificate(session=s, certificate_id=id_),
+)
 
 
 # ---------------------------------------------------------------------------- upstreams and targets
@@ -247,6 +316,8 @@ def _customer_doc(row: Customer, ctx: Ctx) -> Fields:
         "status": row.status,
         "plan": ctx.keys[("usage_plan", row.plan_id)] if row.plan_id else None,
         "apis": sorted(ctx.keys[("api", g.api_id)] for g in row.grants),
+        "mtls_fingerprints": row.mtls_fingerprints,
+        "mtls_subjects": row.mtls_subjects,
     }
 
 
@@ -288,7 +359,7 @@ CUSTOMER = Kind(
     rows=_all(Customer),
     to_doc=_customer_doc,
     refs={"plan": "usage_plan", "apis.*": "api"},
-    unordered=frozenset({"apis"}),
+    unordered=frozenset({"apis", "mtls_fingerprints", "mtls_subjects"}),
     delete_first=True,  # deleting a customer (and its keys) frees its plan for deletion
     create=lambda s, ctx, _p, f: _create_customer(s, ctx, f),
     update=lambda s, ctx, id_, _p, ch: _update_customer(s, ctx, id_, ch),
@@ -296,4 +367,4 @@ CUSTOMER = Kind(
 )
 
 # Dependency order: what is referred to comes before what refers to it.
-KINDS: tuple[Kind, ...] = (UPSTREAM, API, USAGE_PLAN, CUSTOMER)
+KINDS: tuple[Kind, ...] = (CERTIFICATE, UPSTREAM, API, USAGE_PLAN, CUSTOMER)

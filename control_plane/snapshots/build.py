@@ -2,6 +2,11 @@
 
 This is the one place where ORM rows become snapshot types.  Ordering is total (by unique keys) so
 identical database content always yields the identical content hash.
+
+Certificates' private keys are stored encrypted at rest (:mod:`control_plane.secretbox`); the build
+opens each one and at once seals it for the workers with the cluster token
+(:func:`data_plane.tls.seal.seal`, deterministic, so the hash stays stable).  The clear key exists only
+between those two calls.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from control_plane import models
 from control_plane.models import UsagePlan
+from control_plane.secretbox import SecretBox
+from control_plane.services.certificates import private_key_pem
 from control_plane.services.jwks import effective_keys
 from control_plane.services.revision import current_revision
 from control_plane.services.usage import current_extras
@@ -22,6 +29,7 @@ from data_plane.snapshot import (
     Api,
     ApiAuth,
     ApiKey,
+    Certificate,
     Customer,
     HealthCheck,
     Jwk,
@@ -36,10 +44,14 @@ from data_plane.snapshot import (
     Target,
     Upstream,
 )
+from data_plane.tls.seal import seal
 
 
-def build_snapshot(session: Session) -> Snapshot:
+def build_snapshot(session: Session, *, box: SecretBox | None = None, cluster_token: str | None = None) -> Snapshot:
     """Read revision and content in one transaction and return the sealed snapshot.
+
+    ``box`` (the data key at rest) and ``cluster_token`` (what the workers open keys with) are needed
+    once there is a certificate; without them a build with certificates raises ``ValueError``.
 
     On PostgreSQL the caller's transaction is switched to REPEATABLE READ (when nothing ran in it
     yet) so the revision and the rows come from one database snapshot.  pysqlite runs SELECTs
@@ -52,13 +64,13 @@ def build_snapshot(session: Session) -> Snapshot:
     if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     for _ in range(9):
-        snapshot = _build(session)
+        snapshot = _build(session, box, cluster_token)
         if current_revision(session) == snapshot.revision:
             return snapshot
-    return _build(session)  # writes keep landing: the next notification rebuilds anyway
+    return _build(session, box, cluster_token)  # writes keep landing: the next notification rebuilds anyway
 
 
-def _build(session: Session) -> Snapshot:
+def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -> Snapshot:
     revision = current_revision(session)
     upstream_rows = session.execute(
         select(models.Upstream).options(selectinload(models.Upstream.targets)).order_by(models.Upstream.name)
@@ -102,6 +114,7 @@ def _build(session: Session) -> Snapshot:
             max_body_bytes=a.max_body_bytes,
             auth_settings=_auth_settings(a),
             rate_limit_headers=a.rate_limit_headers,
+            https_only=a.https_only,
             routes=tuple(
                 Route(
                     id=r.id,
@@ -118,7 +131,9 @@ def _build(session: Session) -> Snapshot:
         for a in api_rows
     )
     customer_rows = session.execute(
-        select(models.Customer).options(selectinload(models.Customer.grants)).order_by(models.Customer.id)
+        select(models.Customer)
+        .options(selectinload(models.Customer.grants), selectinload(models.Customer.mtls_identities))
+        .order_by(models.Customer.id)
     ).scalars()
     now = datetime.now(UTC)
     extras = current_extras(session, now.timestamp())
@@ -132,6 +147,8 @@ def _build(session: Session) -> Snapshot:
             quota_extra=extra[0],
             quota_extra_start=extra[1],
             quota_extra_end=extra[2],
+            mtls_fingerprints=tuple(c.mtls_fingerprints),
+            mtls_subjects=tuple(c.mtls_subjects),
         )
         for c in customer_rows
         for extra in (extras.get(c.id) or (0, 0, 0),)
@@ -154,6 +171,10 @@ def _build(session: Session) -> Snapshot:
         select(UsagePlan).options(selectinload(UsagePlan.apis)).order_by(UsagePlan.id)
     ).scalars()
     plans = tuple(_plan(p) for p in plan_rows)
+    certificate_rows = session.execute(
+        select(models.Certificate).options(selectinload(models.Certificate.sni_rows)).order_by(models.Certificate.id)
+    ).scalars()
+    certificates = tuple(_certificate(c, box, cluster_token) for c in certificate_rows)
     generated_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return Snapshot(
         revision=revision,
@@ -162,8 +183,21 @@ def _build(session: Session) -> Snapshot:
         customers=customers,
         keys=keys,
         plans=plans,
+        certificates=certificates,
         generated_at=generated_at,
     ).sealed()
+
+
+def _certificate(c: models.Certificate, box: SecretBox | None, cluster_token: str | None) -> Certificate:
+    if box is None or not cluster_token:
+        raise ValueError("building a snapshot with certificates needs the secret box and the cluster token")
+    return Certificate(
+        id=c.id,
+        cert=c.cert,
+        key=seal(private_key_pem(box=box, row=c), c.id, cluster_token),
+        snis=tuple(c.snis),
+        default=c.is_default,
+    )
 
 
 def _plan(p: UsagePlan) -> Plan:
@@ -234,4 +268,5 @@ def _auth_settings(a: models.Api) -> ApiAuth:
         jwt_jwks_url=a.jwt_jwks_url,
         # sorted by kid when fetched (control_plane.jwks.parse_jwks)
         jwt_jwks=tuple(Jwk(**k) for k in effective_keys(a)),
+        mtls_ca_certificates=a.mtls_ca_certificates,
     )

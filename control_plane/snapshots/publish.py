@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane.secretbox import SecretBox
 from control_plane.services.revision import current_revision
 from control_plane.snapshots.build import build_snapshot
 from data_plane.snapshot import Snapshot
@@ -28,8 +29,17 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotPublisher:
-    def __init__(self, sessions: sessionmaker[Session], *, poll_interval: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        poll_interval: float,
+        box: SecretBox | None = None,
+        cluster_token: str | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._box = box  # opens certificates' keys, which the build seals for the workers with the token
+        self._cluster_token = cluster_token
         self._poll_interval = poll_interval
         self._snapshot: Snapshot | None = None
         self._revision = -1
@@ -165,4 +175,4 @@ class SnapshotPublisher:
 
     def _build(self) -> Snapshot:
         with self._sessions() as session:
-            return build_snapshot(session)
+            return build_snapshot(session, box=self._box, cluster_token=self._cluster_token)

@@ -175,7 +175,7 @@ def test_served_schema_is_the_committed_one(client: TestClient) -> None:
     served = client.get("/v1/config/schema").json()
     committed = json.loads((ROOT / "docs" / "gateway.schema.json").read_text())
     assert served == committed, "regenerate: python -m control_plane.config_document > docs/gateway.schema.json"
-    assert set(served["properties"]) == {"version", "upstreams", "apis", "usage_plans", "customers"}
+    assert set(served["properties"]) == {"version", "certificates", "upstreams", "apis", "usage_plans", "customers"}
 
 
 def test_secrets_never_enter_or_leave_the_file(client: TestClient) -> None:
