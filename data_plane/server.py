@@ -95,7 +95,7 @@ class Worker:
         """Validate, compile and swap in a snapshot; raises SnapshotError/ValueError and keeps the old one."""
         snapshot.validate()
         old = self.config
-        compiled = compile_snapshot(snapshot, old, self.keys_used)
+        compiled = compile_snapshot(snapshot, old, self.keys_used, cluster_token=self.settings.cluster_token)
         self.config = compiled  # the swap: one reference assignment
         self.applied_at = time.time()
         self.last_error = None
