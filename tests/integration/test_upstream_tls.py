@@ -38,6 +38,7 @@ def tls(module_cluster: Cluster) -> Iterator[dict[str, Any]]:
     main = TlsBackend(server_cert, port=free_port()).start()
     mtls = TlsBackend(server_cert, port=free_port(), client_ca=client_ca).start()
     health = TlsBackend(server_cert, port=free_port()).start()
+    rogue = TlsBackend(other_ca.issue_cert("localhost"), port=free_port()).start()  # a CA the gateway does not trust
     client_cert = client_ca.issue_cert("gateway-client", common_name="gateway-client")
     chain = "".join(p.bytes().decode() for p in client_cert.cert_chain_pems)
     ca_pem = ca.cert_pem.bytes().decode()
@@ -81,6 +82,14 @@ def tls(module_cluster: Cluster) -> Iterator[dict[str, Any]]:
             "targets": [_target(main)],
         },
         {
+            "id": "retry",
+            "name": "retry",
+            "ca_certificates": ca_pem,
+            "retries": 1,
+            "passive": {"consecutive_failures": 1, "base_ejection_time": 60},
+            "targets": [_target(rogue), _target(main)],
+        },
+        {
             "id": "health",
             "name": "health",
             "ca_certificates": ca_pem,
@@ -109,9 +118,9 @@ def tls(module_cluster: Cluster) -> Iterator[dict[str, Any]]:
     path.write_bytes(Snapshot.from_dict(doc).to_json())
     worker = module_cluster.worker(snapshot=path, name="tls-worker", env={"TOLLGATE_CLUSTER_TOKEN": TOKEN})
     try:
-        yield {"worker": worker, "main": main, "mtls": mtls, "health": health}
+        yield {"worker": worker, "main": main, "mtls": mtls, "health": health, "rogue": rogue}
     finally:
-        for b in (main, mtls, health):
+        for b in (main, mtls, health, rogue):
             b.stop()
 
 
@@ -186,6 +195,17 @@ def test_client_certificate_is_shown_to_a_backend_that_requires_one(tls) -> None
     r = _get(worker, "/nocert/x")
     assert r.status_code == 502, r.text
     assert len(backend.requests) == before
+
+
+def test_a_failed_handshake_is_a_connect_failure_for_retries_and_passive_health(tls) -> None:
+    worker, rogue = tls["worker"], tls["rogue"]
+    for i in range(4):  # round robin: the first request meets the rogue target and is retried
+        r = _get(worker, f"/retry/{i}")
+        assert r.status_code == 200, r.text
+        assert r.json()["sni"] == "localhost"
+    assert rogue.requests == []
+    state = worker.status()["targets"][f"t-{rogue.port}-localhost"]
+    assert state["healthy"] is False and state["ejected_until"] is not None  # ejected after one failure
 
 
 def test_keep_alive_over_tls_reuses_the_connection_until_its_idle_timeout(tls) -> None:

@@ -34,8 +34,8 @@ class TlsBackend:
         if client_ca is not None:
             client_ca.configure_trust(self.ctx)
             self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.snis: list[str | None] = []
         self.ctx.sni_callback = self._sni
+        self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0  # TLS connections that completed a handshake
         self.requests: list[dict[str, Any]] = []
         self.status = 200
@@ -48,7 +48,7 @@ class TlsBackend:
         return f"https://127.0.0.1:{self.port}"
 
     def _sni(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
-        self.snis.append(name)
+        sslobj.tollgate_sni = name  # type: ignore[attr-defined]  # read back per connection in _serve
 
     def start(self) -> TlsBackend:
         self._thread.start()
@@ -62,6 +62,11 @@ class TlsBackend:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for _ in range(5):
+                await asyncio.sleep(0)  # let the closed transports finish closing
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -69,6 +74,9 @@ class TlsBackend:
         self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         self.connections += 1
         conn_no = self.connections
         sslobj: ssl.SSLObject = writer.get_extra_info("ssl_object")
@@ -87,7 +95,7 @@ class TlsBackend:
                     "method": method,
                     "path": target,
                     "host": headers.get("host"),
-                    "sni": self.snis[-1] if self.snis else None,
+                    "sni": getattr(sslobj, "tollgate_sni", None),
                     "connection": conn_no,
                     "client_subject": subject,
                     "alpn": sslobj.selected_alpn_protocol() if sslobj is not None else None,
@@ -107,3 +115,4 @@ class TlsBackend:
             pass
         finally:
             writer.close()
+            self._tasks.discard(task)
