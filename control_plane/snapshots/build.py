@@ -132,7 +132,9 @@ def _build(session: Session) -> Snapshot:
             status=c.status,
             api_ids=tuple(sorted(g.api_id for g in c.grants)),
             plan_id=c.plan_id,
-            **_extra_fields(extras.get(c.id)),
+            quota_extra=(extra := extras.get(c.id) or (0, 0, 0))[0],  # (0, 0, 0): the defaults, no adjustment
+            quota_extra_start=extra[1],
+            quota_extra_end=extra[2],
         )
         for c in customer_rows
     )
@@ -164,12 +166,6 @@ def _build(session: Session) -> Snapshot:
         plans=plans,
         generated_at=generated_at,
     ).sealed()
-
-
-def _extra_fields(extra: tuple[int, int, int] | None) -> dict[str, int]:
-    if extra is None:
-        return {}
-    return {"quota_extra": extra[0], "quota_extra_start": extra[1], "quota_extra_end": extra[2]}
 
 
 def _plan(p: UsagePlan) -> Plan:
