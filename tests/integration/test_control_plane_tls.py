@@ -20,7 +20,8 @@ import pytest
 import trustme
 from typer.testing import CliRunner
 
-from tests.integration.harness import Cluster, ControlPlane, create, wait_until
+from tests.integration.harness import Cluster, ControlPlane, create, free_port, wait_until
+from tests.integration.tls_support import TlsBackend
 from tollgate.cli import app
 
 
@@ -63,11 +64,30 @@ def _upstream(cp: ControlPlane, name: str) -> dict[str, Any]:
 
 
 def test_worker_syncs_over_https_with_the_right_ca(module_cluster: Cluster, cp: ControlPlane, pki) -> None:
-    _upstream(cp, "synced")
-    revision = cp.revision()
-    worker = module_cluster.worker(cp, name="tls-good", extra=("--control-plane-ca", str(pki["ca"])))
-    status = worker.wait_revision(revision)
-    assert status["control_plane_connected"] is True
+    # An https target configured through the admin API: the fields travel to the worker and are used.
+    backend_ca = trustme.CA()
+    backend = TlsBackend(backend_ca.issue_cert("localhost"), port=free_port()).start()
+    try:
+        with cp.admin() as admin:
+            up = create(
+                admin, "/v1/upstreams", {"name": "synced", "ca_certificates": backend_ca.cert_pem.bytes().decode()}
+            )
+            create(
+                admin,
+                f"/v1/upstreams/{up['id']}/targets",
+                {"host": "localhost", "port": backend.port, "scheme": "https"},
+            )
+            api = create(admin, "/v1/apis", {"name": "synced-api", "base_path": "/synced"})
+            create(admin, f"/v1/apis/{api['id']}/routes", {"path": "/{p+}", "upstream_id": up["id"]})
+        revision = cp.revision()
+        worker = module_cluster.worker(cp, name="tls-good", extra=("--control-plane-ca", str(pki["ca"])))
+        status = worker.wait_revision(revision)
+        assert status["control_plane_connected"] is True
+        r = httpx.get(f"{worker.url}/synced/x", timeout=10.0)
+        assert r.status_code == 200, r.text
+        assert r.json()["sni"] == "localhost" and r.json()["path"] == "/x"
+    finally:
+        backend.stop()
 
     def reported() -> list[dict[str, Any]]:
         return [n for n in cp.get("/v1/nodes").json()["items"] if n["id"] == "tls-good" and n["revision"] == revision]
