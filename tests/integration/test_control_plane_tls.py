@@ -92,7 +92,7 @@ def test_worker_syncs_over_https_with_the_right_ca(module_cluster: Cluster, cp: 
     def reported() -> list[dict[str, Any]]:
         return [n for n in cp.get("/v1/nodes").json()["items"] if n["id"] == "tls-good" and n["revision"] == revision]
 
-    wait_until(reported, what="the worker's status to reach the control plane")
+    wait_until(reported, timeout=30, what="the worker's status to reach the control plane")
     assert "certificate verify failed" not in worker.proc.log()
 
 
@@ -103,10 +103,14 @@ def test_worker_with_the_wrong_ca_does_not_sync_and_says_why(module_cluster: Clu
         "control plane TLS certificate verify failed: unable to get local issuer certificate "
         f"(trusting TOLLGATE_CONTROL_PLANE_CA={pki['other']})"
     )
-    wait_until(lambda: expected in worker.proc.log(), what="the worker to log the failed verification")
-    status = worker.status()
-    assert status["revision"] is None and status["control_plane_connected"] is False  # nothing applied
-    assert "certificate verify failed" in status["last_error"]
+    wait_until(lambda: expected in worker.proc.log(), timeout=30, what="the worker to log the failed verification")
+    # /status says so too (a later attempt may fail otherwise for a moment, e.g. a timeout under load)
+    status = wait_until(
+        lambda: "certificate verify failed" in ((s := worker.status())["last_error"] or "") and s,
+        timeout=30,
+        what="the worker's last_error",
+    )
+    assert status["revision"] is None and status["control_plane_connected"] is False, status  # nothing applied
     assert not [n for n in cp.get("/v1/nodes").json()["items"] if n["id"] == "tls-bad"]
 
 

@@ -4,6 +4,7 @@ upstream's ``tls_verify``, ``ca_certificates`` (validated with ``cryptography``:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -24,9 +25,18 @@ def _errors(response: Any) -> list[tuple[str, str]]:
 
 
 def _snapshot(client: TestClient, cluster_headers: dict[str, str]) -> Snapshot:
-    r = client.get("/cluster/v1/snapshot", params={"wait": 0}, headers=cluster_headers)
-    assert r.status_code == 200, r.text
-    return Snapshot.from_json(r.content)
+    """The published snapshot of the current revision (the publisher rebuilds after a write: under
+    load the first answer can still be the previous one)."""
+    want = revision(client)
+    deadline = time.monotonic() + 10
+    while True:
+        r = client.get("/cluster/v1/snapshot", params={"wait": 0}, headers=cluster_headers)
+        assert r.status_code == 200, r.text
+        snap = Snapshot.from_json(r.content)
+        if snap.revision >= want or time.monotonic() > deadline:
+            assert snap.revision >= want, f"snapshot of revision {want} not published"
+            return snap
+        time.sleep(0.02)
 
 
 def test_defaults_patch_and_what_the_workers_get(client: TestClient, cluster_headers: dict[str, str]) -> None:
