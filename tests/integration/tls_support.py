@@ -36,6 +36,7 @@ class TlsBackend:
             self.ctx.verify_mode = ssl.CERT_REQUIRED
         self.ctx.sni_callback = self._sni
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self.connections = 0  # TLS connections that completed a handshake
         self.requests: list[dict[str, Any]] = []
         self.status = 200
@@ -62,11 +63,13 @@ class TlsBackend:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+            for writer in self._writers:
+                writer.transport.abort()  # no TLS close_notify exchange with a peer that may not answer
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             for _ in range(5):
-                await asyncio.sleep(0)  # let the closed transports finish closing
+                await asyncio.sleep(0)  # let the aborted transports finish closing
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -77,6 +80,7 @@ class TlsBackend:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         self.connections += 1
         conn_no = self.connections
         sslobj: ssl.SSLObject = writer.get_extra_info("ssl_object")
@@ -116,3 +120,4 @@ class TlsBackend:
         finally:
             writer.close()
             self._tasks.discard(task)
+            self._writers.discard(writer)
