@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import Iterator
 from types import FrameType
 
@@ -50,6 +51,7 @@ def serve(settings: Settings) -> None:
     Returns after SIGINT/SIGTERM once shut down (signal handlers are only installed when called
     from the main thread; elsewhere, stop it by ending the process).
     """
+    tls = settings.admin_tls_cert is not None
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -59,6 +61,16 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         lifespan="on",
+        # HTTPS (TOLLGATE_ADMIN_TLS_CERT / _KEY): uvicorn builds the server context from the files
+        ssl_certfile=str(settings.admin_tls_cert) if tls else None,
+        ssl_keyfile=str(settings.admin_tls_key) if tls else None,
     )
-    log.info("control plane listening on http://%s:%d", settings.admin_host, settings.admin_port)
+    if tls:
+        # uvicorn has no option for the protocol floor: load the config now (uvicorn skips loading a
+        # loaded one) and raise it on the context it made.  TLS 1.0/1.1 are deprecated (RFC 8996).
+        config.load()
+        assert config.ssl is not None
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    scheme = "https" if tls else "http"
+    log.info("control plane listening on %s://%s:%d", scheme, settings.admin_host, settings.admin_port)
     _Server(config, app.state.publisher).run()

@@ -50,6 +50,10 @@ class Settings:
     # jwt APIs with a jwt_jwks_url: how often the control plane fetches each key set, how long one fetch may take
     jwks_refresh_interval: float = 300.0
     jwks_fetch_timeout: float = 5.0
+    # HTTPS for the admin API and the worker channel: PEM certificate chain and private key files
+    # (both or neither; control_plane/server.py)
+    admin_tls_cert: Path | None = None
+    admin_tls_key: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -69,11 +73,19 @@ class Settings:
             public_url=_url(environ, "TOLLGATE_PUBLIC_URL", DEFAULT_PUBLIC_URL),
             jwks_refresh_interval=_positive_float(environ, "TOLLGATE_JWKS_REFRESH_INTERVAL", 300.0),
             jwks_fetch_timeout=_positive_float(environ, "TOLLGATE_JWKS_FETCH_TIMEOUT", 5.0),
+            **_admin_tls(environ),
         )
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _admin_tls(environ: Mapping[str, str]) -> dict[str, Path | None]:
+    cert, key = environ.get("TOLLGATE_ADMIN_TLS_CERT") or None, environ.get("TOLLGATE_ADMIN_TLS_KEY") or None
+    if (cert is None) != (key is None):
+        raise SettingsError("TOLLGATE_ADMIN_TLS_CERT and TOLLGATE_ADMIN_TLS_KEY must be set together")
+    return {"admin_tls_cert": Path(cert) if cert else None, "admin_tls_key": Path(key) if key else None}
 
 
 def default_database_url(data_dir: Path) -> str:

@@ -9,6 +9,7 @@ and requests in flight keep the :class:`CompiledConfig` they started with.
 
 from __future__ import annotations
 
+import ssl
 import time
 
 from data_plane.auth import Authenticator, AuthTables, Clock, compile_auth, make_authenticator
@@ -19,9 +20,13 @@ from data_plane.limits.plans import PlanTable, compile_plans, route_policies
 from data_plane.limits.policy import LimitPolicy
 from data_plane.observe.stats import RouteStats, StatsTable
 from data_plane.router import Router
-from data_plane.snapshot import Api, Route, Snapshot, Upstream
+from data_plane.snapshot import Api, Certificate, Route, Snapshot, Upstream
+from data_plane.tls.client import client_context, tls_identity
 
 StateKey = tuple[str, str, int]  # (upstream id, host, port)
+# (host, port, TLS identity): "" for plain HTTP; for https the digest of the upstream's TLS settings
+# (data_plane/tls/client.py), so a connection is reused only under the TLS setting it was made with.
+PoolKey = tuple[str, int, str]
 
 # Hash-on modes as small ints, so the request path compares ints.
 HASH_IP, HASH_HEADER, HASH_COOKIE, HASH_CUSTOMER = 0, 1, 2, 3
@@ -132,17 +137,29 @@ class CompiledRoute:
 
 
 class CompiledConfig:
-    __slots__ = ("revision", "hash", "schema_version", "router", "upstreams", "pools", "states", "auth", "stats")
+    __slots__ = (
+        "revision",
+        "hash",
+        "schema_version",
+        "router",
+        "upstreams",
+        "pools",
+        "states",
+        "auth",
+        "stats",
+        "tls_contexts",
+    )
 
     def __init__(
         self,
         snapshot: Snapshot,
         router: Router[CompiledRoute],
         upstreams: dict[str, CompiledUpstream],
-        pools: dict[tuple[str, int], ConnectionPool],
+        pools: dict[PoolKey, ConnectionPool],
         states: dict[StateKey, TargetState],
         auth: AuthTables | None = None,
         stats: StatsTable | None = None,
+        tls_contexts: dict[str, ssl.SSLContext] | None = None,
     ) -> None:
         self.revision = snapshot.revision
         self.hash = snapshot.hash
@@ -153,6 +170,25 @@ class CompiledConfig:
         self.states = states
         self.auth = auth
         self.stats = stats if stats is not None else StatsTable()
+        # TLS identity -> client context for https targets (data_plane/tls/client.py), reused by the next snapshot
+        self.tls_contexts = tls_contexts if tls_contexts is not None else {}
+
+
+def _upstream_tls(
+    u: Upstream,
+    certificates: dict[str, Certificate],
+    contexts: dict[str, ssl.SSLContext],
+    old_contexts: dict[str, ssl.SSLContext],
+    cluster_token: str | None,
+) -> tuple[str, ssl.SSLContext | None]:
+    """The TLS identity and context of an upstream's https targets (("", None) without any)."""
+    if not any(t.scheme == "https" for t in u.targets):
+        return "", None
+    certificate = certificates[u.client_certificate_id] if u.client_certificate_id is not None else None
+    ident = tls_identity(u, certificate)
+    ctx = contexts.get(ident) or old_contexts.get(ident) or client_context(u, certificate, cluster_token)
+    contexts[ident] = ctx
+    return ident, ctx
 
 
 def compile_snapshot(
@@ -160,22 +196,36 @@ def compile_snapshot(
     previous: CompiledConfig | None = None,
     keys_used: dict[str, int] | None = None,
     clock: Clock = time.time,
+    cluster_token: str | None = None,
 ) -> CompiledConfig:
-    """Compile a validated snapshot. The previous config's pools (by host, port) and target states
-    (by upstream id, host, port) are reused, so a config change drops neither warm upstream
-    connections nor in-flight counts and health verdicts (nor request counters, by route id);
-    ``keys_used`` (the worker's key last-use record) likewise outlives the swap."""
+    """Compile a validated snapshot. The previous config's pools (by host, port, TLS identity) and
+    target states (by upstream id, host, port) are reused, so a config change drops neither warm
+    upstream connections nor in-flight counts and health verdicts (nor request counters, by route
+    id); ``keys_used`` (the worker's key last-use record) likewise outlives the swap.  TLS client
+    contexts are built here, once per TLS setting, and reused while the setting is unchanged;
+    ``cluster_token`` opens the sealed keys of client certificates.  Raises ``SnapshotError``
+    (``UpstreamTlsError`` included) for what cannot be served."""
     old_pools = previous.pools if previous is not None else {}
     old_states = previous.states if previous is not None else {}
-    new_pools: dict[tuple[str, int], ConnectionPool] = {}
-    keepalive: dict[tuple[str, int], float] = {}  # per pool: the smallest keepalive_timeout naming it
+    old_contexts = previous.tls_contexts if previous is not None else {}
+    new_pools: dict[PoolKey, ConnectionPool] = {}
+    keepalive: dict[PoolKey, float] = {}  # per pool: the smallest keepalive_timeout naming it
     new_states: dict[StateKey, TargetState] = {}
     upstreams: dict[str, CompiledUpstream] = {}
+    certificates = {c.id: c for c in snapshot.certificates}
+    contexts: dict[str, ssl.SSLContext] = {}
     for u in snapshot.upstreams:
+        ident, ctx = _upstream_tls(u, certificates, contexts, old_contexts, cluster_token)
         targets = []
         for t in u.targets:
-            key = (t.host, t.port)
-            pool = new_pools.get(key) or old_pools.get(key) or ConnectionPool(t.host, t.port)
+            if t.scheme == "https":
+                key = (t.host, t.port, ident)
+                pool = new_pools.get(key) or old_pools.get(key)
+                if pool is None:
+                    pool = ConnectionPool(t.host, t.port, tls=ctx, server_hostname=u.sni or t.host, owner=u.name)
+            else:
+                key = (t.host, t.port, "")
+                pool = new_pools.get(key) or old_pools.get(key) or ConnectionPool(t.host, t.port)
             new_pools[key] = pool
             keepalive[key] = min(keepalive.get(key, u.keepalive_timeout), u.keepalive_timeout)
             skey = (u.id, t.host, t.port)
@@ -200,15 +250,13 @@ def compile_snapshot(
     router: Router[CompiledRoute] = Router(snapshot.apis, value_of)
     stats.seal()
     # Last, once nothing can fail: pools outlive configs, so this is the one change to shared state.
-    # Upstreams naming the same host:port share its pool (one server behind it): the smallest
+    # Upstreams naming the same host:port (and TLS setting) share its pool (one server behind it): the smallest
     # timeout of theirs applies, since one of them was set below that server's own.
     for key, pool in new_pools.items():
         pool.keepalive_timeout = keepalive[key]
-    return CompiledConfig(snapshot, router, upstreams, new_pools, new_states, tables, stats)
+    return CompiledConfig(snapshot, router, upstreams, new_pools, new_states, tables, stats, contexts)
 
 
-def retired_pools(
-    old: dict[tuple[str, int], ConnectionPool], new: dict[tuple[str, int], ConnectionPool]
-) -> list[ConnectionPool]:
+def retired_pools(old: dict[PoolKey, ConnectionPool], new: dict[PoolKey, ConnectionPool]) -> list[ConnectionPool]:
     """Pools of targets that left the config: their idle connections can be closed."""
     return [pool for key, pool in old.items() if new.get(key) is not pool]

@@ -5,7 +5,8 @@
     DataPlaneError                          anything the data plane raises on purpose
     ├── SnapshotError (ValueError)          a snapshot that cannot be served; the message names the field
     │   ├── UnsupportedSchemaVersion        its major schema version is newer than this worker
-    │   └── PlanError                       one usage-plan entry (re-raised as SnapshotError with its place)
+    │   ├── PlanError                       one usage-plan entry (re-raised as SnapshotError with its place)
+    │   └── UpstreamTlsError                an upstream's CA bundle or client certificate does not load
     ├── RequestRefused                      a client request refused while it is parsed (status + message)
     ├── LimitStoreError                     the limit store (Redis) cannot decide
     │   ├── RespConnectionError (ConnectionError)  connection failed or closed; a batch may or may not have run
@@ -45,6 +46,11 @@ class UnsupportedSchemaVersion(SnapshotError):
 
 class PlanError(SnapshotError):
     """A plan entry is invalid; :mod:`data_plane.snapshot` re-raises it as ``SnapshotError`` with its place."""
+
+
+class UpstreamTlsError(SnapshotError):
+    """An upstream's TLS settings cannot be loaded (``data_plane/tls/client.py``): its
+    ``ca_certificates`` or its client certificate.  The message never holds key material."""
 
 
 class RequestRefused(DataPlaneError):

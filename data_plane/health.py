@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -138,8 +139,16 @@ def probe_ok(status: int, check: HealthCheck) -> bool:
     return 200 <= status < 400
 
 
-async def probe(host: str, port: int, check: HealthCheck) -> bool:
-    """One HTTP probe on a fresh connection (so it says nothing about pooled ones)."""
+async def probe(
+    host: str,
+    port: int,
+    check: HealthCheck,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> bool:
+    """One HTTP probe on a fresh connection (so it says nothing about pooled ones); over TLS with the
+    target pool's context and server name for an https target (a certificate that does not verify
+    fails the probe, as a refused connection does)."""
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     request = (
         f"{check.method} {check.path} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: tollgate-health\r\n"
@@ -148,7 +157,10 @@ async def probe(host: str, port: int, check: HealthCheck) -> bool:
     writer = None
     try:
         async with asyncio.timeout(check.timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            if tls is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            else:
+                reader, writer = await asyncio.open_connection(host, port, ssl=tls, server_hostname=server_hostname)
             writer.write(request)
             line = await reader.readline()
         parts = line.split(None, 2)
@@ -189,7 +201,9 @@ class Prober:
             if upstream is None:
                 return
             targets: list[CompiledTarget] = list(upstream.targets)
-            results = await asyncio.gather(*(probe(t.host, t.port, check) for t in targets))
+            results = await asyncio.gather(
+                *(probe(t.host, t.port, check, t.pool.ssl, t.pool.server_hostname) for t in targets)
+            )
             for target, ok in zip(targets, results, strict=True):
                 if target.state.probe_result(ok, check):
                     log.warning(

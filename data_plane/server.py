@@ -103,7 +103,7 @@ class Worker:
         """Validate, compile and swap in a snapshot; raises SnapshotError/ValueError and keeps the old one."""
         snapshot.validate()
         old = self.config
-        compiled = compile_snapshot(snapshot, old, self.keys_used)
+        compiled = compile_snapshot(snapshot, old, self.keys_used, cluster_token=self.settings.cluster_token)
         if self.tls is not None:
             self.tls.update(snapshot, self.settings.cluster_token)  # the new certificates, for new handshakes
         self.config = compiled  # the swap: one reference assignment

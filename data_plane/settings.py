@@ -19,6 +19,8 @@ class WorkerSettings:
     status_host: str = "127.0.0.1"
     status_port: int = 8100
     control_plane_url: str | None = None
+    # PEM file of the CA(s) an https control plane's certificate must chain to; None: the system store
+    control_plane_ca: Path | None = None
     cluster_token: str | None = None
     snapshot_file: Path | None = None  # standalone mode: serve this file, no control plane
     cache_dir: Path = Path(".tollgate/worker")
@@ -61,6 +63,7 @@ class WorkerSettings:
             status_host=env.get("TOLLGATE_STATUS_HOST", "127.0.0.1"),
             status_port=int(env.get("TOLLGATE_STATUS_PORT", "8100")),
             control_plane_url=env.get("TOLLGATE_CONTROL_PLANE_URL") or None,
+            control_plane_ca=Path(env["TOLLGATE_CONTROL_PLANE_CA"]) if env.get("TOLLGATE_CONTROL_PLANE_CA") else None,
             cluster_token=env.get("TOLLGATE_CLUSTER_TOKEN") or None,
             snapshot_file=Path(env["TOLLGATE_SNAPSHOT_FILE"]) if env.get("TOLLGATE_SNAPSHOT_FILE") else None,
             cache_dir=Path(env.get("TOLLGATE_WORKER_CACHE_DIR", ".tollgate/worker")),

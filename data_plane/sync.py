@@ -9,7 +9,10 @@ last-known-good the worker starts from when the control plane is down.  Status (
 last error) is reported on every change and as a heartbeat.  Failures back off exponentially
 with full jitter so a fleet of workers does not stampede a control plane that comes back.
 
-httpx is fine here: this is not the request path.
+httpx is fine here: this is not the request path.  An ``https://`` control plane is verified
+against ``TOLLGATE_CONTROL_PLANE_CA`` (else the system store; :mod:`data_plane.tls.channel`); a
+certificate that does not verify is logged as such and retried with the same backoff — the worker
+keeps serving its last-known-good config and never falls back to plain HTTP.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import httpx
 from data_plane import __version__
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot, SnapshotError
+from data_plane.tls.channel import channel_context, verify_failure
 
 log = logging.getLogger("tollgate.sync")
 
@@ -102,7 +106,8 @@ class ConfigSync:
         s = self.settings
         base = s.control_plane_url.rstrip("/")  # type: ignore[union-attr]
         timeout = httpx.Timeout(5.0, read=s.long_poll_wait + 10.0)
-        async with httpx.AsyncClient(base_url=base, timeout=timeout, headers=self._headers()) as client:
+        verify = channel_context(s.control_plane_ca)
+        async with httpx.AsyncClient(base_url=base, timeout=timeout, headers=self._headers(), verify=verify) as client:
             self._client = client
             heartbeat = asyncio.ensure_future(self._heartbeat())
             try:
@@ -119,7 +124,13 @@ class ConfigSync:
                     "/cluster/v1/snapshot", params={"known_hash": self.known_hash, "wait": s.long_poll_wait}
                 )
             except httpx.HTTPError as exc:
-                self._lost(f"control plane unreachable: {exc.__class__.__name__}")
+                tls = verify_failure(exc)
+                if tls is not None:
+                    ca = self.settings.control_plane_ca
+                    trust = f"TOLLGATE_CONTROL_PLANE_CA={ca}" if ca else "the system trust store"
+                    self._lost(f"control plane TLS {tls} (trusting {trust})")
+                else:
+                    self._lost(f"control plane unreachable: {exc.__class__.__name__}")
             else:
                 if resp.status_code == 304:
                     self._reached()

@@ -4,16 +4,20 @@ It knows the base URL (``TOLLGATE_ADMIN_URL``, default http://127.0.0.1:8001), t
 (``TOLLGATE_ADMIN_TOKEN``) and how errors look; nothing about resources.  Every failure
 becomes an :class:`AdminError` (connection problems included) whose ``str`` is what a person should
 read: ``404: upstream 'x' not found`` or, for validation errors, one ``field.path: message`` per line.
-The token is sent, never printed.
+The token is sent, never printed.  An ``https://`` URL is verified against the PEM file
+``TOLLGATE_CONTROL_PLANE_CA`` names (the workers' setting), else the system trust store.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
+
+from data_plane.tls.channel import channel_context
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 PAGE_SIZE = 500  # the admin API's maximum
@@ -66,7 +70,14 @@ class AdminClient:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        ca = os.environ.get("TOLLGATE_CONTROL_PLANE_CA") or None
+        try:
+            verify = channel_context(ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise AdminError(f"TOLLGATE_CONTROL_PLANE_CA {ca}: cannot load it ({exc})") from None
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport, verify=verify
+        )
 
     def __enter__(self) -> AdminClient:
         return self

@@ -71,6 +71,14 @@ def worker(
     control_plane_url: Annotated[
         str | None, typer.Option("--control-plane", envvar="TOLLGATE_CONTROL_PLANE_URL", help="Control plane URL")
     ] = None,
+    control_plane_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--control-plane-ca",
+            envvar="TOLLGATE_CONTROL_PLANE_CA",
+            help="PEM file of the CA an https control plane's certificate must chain to (default: system store)",
+        ),
+    ] = None,
     snapshot: Annotated[
         Path | None, typer.Option("--snapshot", help="Serve this snapshot file; no control plane (DB-less mode)")
     ] = None,
@@ -139,6 +147,15 @@ def worker(
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             raise typer.BadParameter(f"{path}: no such file")
+    if control_plane_ca is not None:
+        import ssl
+
+        from data_plane.tls.channel import channel_context
+
+        try:
+            channel_context(control_plane_ca)  # here once, with a message, rather than in each child's sync
+        except (OSError, ssl.SSLError) as exc:
+            raise typer.BadParameter(f"--control-plane-ca {control_plane_ca}: cannot load it ({exc})") from None
     if control_plane_url and not os.environ.get("TOLLGATE_CLUSTER_TOKEN") and snapshot is None:
         raise typer.BadParameter("TOLLGATE_CLUSTER_TOKEN must be set to talk to the control plane")
     if processes > 1:
@@ -151,6 +168,8 @@ def worker(
             args += ["--access-log", access_log]
             if control_plane_url:
                 args += ["--control-plane", control_plane_url]
+            if control_plane_ca is not None:
+                args += ["--control-plane-ca", str(control_plane_ca)]
             if snapshot is not None:
                 args += ["--snapshot", str(snapshot)]
             if node_id:
@@ -176,6 +195,7 @@ def worker(
         port=port,
         status_port=status_port,
         control_plane_url=control_plane_url,
+        control_plane_ca=control_plane_ca,
         snapshot_file=snapshot,
         cache_dir=cache_dir,
         node_id=node_id or None,

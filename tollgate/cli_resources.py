@@ -4,7 +4,8 @@ Every command comes from one :class:`Resource` entry in :data:`RESOURCES`; addin
 usage plans is one more entry.  Resources are named by id or by their label (a name, ``host:port`` for
 targets, the path for routes).  Fields are given as ``KEY=VALUE``: the value is read as JSON when it
 parses (``port=8080``, ``strip_base_path=false``, ``hosts='["a.example"]'``) and as a string otherwise;
-list fields also take ``a,b``; a reference field takes a name (``upstream=orders-svc`` → ``upstream_id``).
+list fields also take ``a,b``; a reference field takes a name (``upstream=orders-svc`` → ``upstream_id``);
+a file field takes ``@path`` for the file's text (``ca_certificates=@ca.pem``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -33,6 +35,7 @@ class Resource:
     parent: str | None = None  # the parent resource's name: its label or id comes from --<parent singular>
     refs: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # input name -> (resource, id field)
     list_fields: frozenset[str] = frozenset()
+    file_fields: frozenset[str] = frozenset()  # "@path" reads the value from that file (PEM bundles)
     children: tuple[str, ...] = ()  # resources shown with `get`
     verbs: frozenset[str] = frozenset({"list", "get", "create", "update", "delete"})
 
@@ -46,12 +49,13 @@ RESOURCES: dict[str, Resource] = {
             "/v1/upstreams",
             ("id", "name", "algorithm", "connect_timeout", "read_timeout", "retries"),
             children=("targets",),
+            file_fields=frozenset({"ca_certificates"}),
         ),
         Resource(
             "targets",
             "target",
             "/v1/upstreams/{parent}/targets",
-            ("id", "host", "port", "weight"),
+            ("id", "scheme", "host", "port", "weight"),
             label=lambda t: f"{t['host']}:{t['port']}",
             parent="upstreams",
         ),
@@ -149,6 +153,12 @@ def parse_fields(client: AdminClient, res: Resource, pairs: Sequence[str]) -> It
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{pair!r} is not KEY=VALUE")
+        if key in res.file_fields and raw.startswith("@"):
+            try:
+                body[key] = Path(raw[1:]).read_text()
+            except OSError as exc:
+                raise typer.BadParameter(f"{key}: cannot read {raw[1:]}: {exc.strerror}") from None
+            continue
         try:
             value: Any = json.loads(raw)
         except ValueError:

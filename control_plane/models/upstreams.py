@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Double, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, CheckConstraint, Double, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy import false as sa_false
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from control_plane.models.base import Base, Timestamped, new_id
@@ -38,6 +39,12 @@ class Upstream(Timestamped, Base):
     # idle seconds after which a worker stops reusing a pooled connection (default below Node's 5 s;
     # data_plane/snapshot.py DEFAULT_KEEPALIVE_TIMEOUT says why)
     keepalive_timeout: Mapped[float] = mapped_column(Double, default=DEFAULT_KEEPALIVE_TIMEOUT, server_default="4")
+    # TLS to the targets whose scheme is https (data_plane/tls/client.py): verify their certificate
+    # (chain and name), against this PEM bundle (None: the system trust store), sending this server
+    # name (None: the target's host)
+    tls_verify: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    ca_certificates: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sni: Mapped[str | None] = mapped_column(String(253), nullable=True)
 
     targets: Mapped[list[Target]] = relationship(
         back_populates="upstream", cascade="all, delete-orphan", passive_deletes=True
@@ -50,6 +57,7 @@ class Target(Timestamped, Base):
         UniqueConstraint("upstream_id", "host", "port"),
         CheckConstraint("port >= 1 AND port <= 65535", name="port_range"),
         CheckConstraint("weight >= 0 AND weight <= 1000", name="weight_range"),
+        CheckConstraint("scheme IN ('http', 'https')", name="scheme_known"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -57,5 +65,6 @@ class Target(Timestamped, Base):
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
     weight: Mapped[int] = mapped_column(Integer, default=100)
+    scheme: Mapped[str] = mapped_column(String(8), default="http", server_default="http")  # https: TLS to it
 
     upstream: Mapped[Upstream] = relationship(back_populates="targets")

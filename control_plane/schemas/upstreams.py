@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
+from cryptography import x509
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from control_plane.schemas.common import InModel, Name, OutModel, Timeout
@@ -41,6 +42,63 @@ KeepaliveTimeout = Annotated[
 
 
 Retries = Annotated[int, Field(ge=0, le=10)]
+
+
+Scheme = Annotated[
+    Literal["http", "https"],
+    Field(description="https: the workers speak TLS to this target (the upstream's tls_verify, ca_certificates, sni)"),
+]
+
+
+CaCertificates = Annotated[
+    str,
+    Field(
+        max_length=1_000_000,
+        description="PEM bundle of the CA certificates trusted for the upstream's https targets "
+        "(default, or null: the system trust store)",
+    ),
+]
+
+
+Sni = Annotated[
+    str,
+    Field(
+        max_length=253,
+        description="server name sent in the TLS handshake to https targets and verified against their "
+        "certificate (default, or null: the target's host)",
+    ),
+]
+
+
+_SNI_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+
+
+def _ca_certificates(value: str | None) -> str | None:
+    """A PEM bundle of X.509 certificates, parsed with ``cryptography`` (and nothing else in it: a
+    private key pasted by mistake is refused, never stored)."""
+    if value is None:
+        return None
+    if "PRIVATE KEY-----" in value:
+        raise ValueError("ca_certificates must hold CA certificates only, not a private key")
+    try:
+        certificates = x509.load_pem_x509_certificates(value.encode())
+    except ValueError:
+        raise ValueError(
+            "ca_certificates is not a PEM bundle of X.509 certificates (-----BEGIN CERTIFICATE-----)"
+        ) from None
+    if value.count("-----BEGIN ") != len(certificates):
+        raise ValueError("ca_certificates must hold only CERTIFICATE blocks")
+    return value
+
+
+def _sni(value: str | None) -> str | None:
+    """A DNS host name (RFC 6066 3: SNI carries no IP address), lower case, no trailing dot."""
+    if value is None:
+        return None
+    name = value.lower()
+    if not _SNI_RE.match(name) or name.replace(".", "").isdigit() or ":" in name:
+        raise ValueError(f"sni {value!r} is not a DNS host name")
+    return name
 
 
 _TARGET_HOST_RE = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
@@ -96,6 +154,14 @@ class UpstreamCreate(InModel):
     panic: bool = False
     max_connections: Annotated[int, Field(ge=0, le=100000)] = 0
     keepalive_timeout: KeepaliveTimeout = DEFAULT_KEEPALIVE_TIMEOUT
+    tls_verify: bool = Field(
+        default=True, description="verify https targets' certificates (chain and name); false only for labs"
+    )
+    ca_certificates: CaCertificates | None = None
+    sni: Sni | None = None
+
+    _check_ca = field_validator("ca_certificates")(_ca_certificates)
+    _check_sni = field_validator("sni")(_sni)
 
 
 class UpstreamUpdate(InModel):
@@ -112,6 +178,12 @@ class UpstreamUpdate(InModel):
     panic: bool | None = None
     max_connections: Annotated[int, Field(ge=0, le=100000)] | None = None
     keepalive_timeout: KeepaliveTimeout | None = None
+    tls_verify: bool | None = None
+    ca_certificates: CaCertificates | None = None  # explicit null: the system trust store
+    sni: Sni | None = None  # explicit null: the target's host
+
+    _check_ca = field_validator("ca_certificates")(_ca_certificates)
+    _check_sni = field_validator("sni")(_sni)
 
 
 class UpstreamPublic(OutModel):
@@ -129,6 +201,9 @@ class UpstreamPublic(OutModel):
     panic: bool
     max_connections: int
     keepalive_timeout: float
+    tls_verify: bool
+    ca_certificates: str | None
+    sni: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -156,6 +231,7 @@ class TargetCreate(InModel):
     host: str
     port: Port
     weight: Weight = 100
+    scheme: Scheme = "http"
 
     _check_host = field_validator("host")(_target_host)
 
@@ -164,6 +240,7 @@ class TargetUpdate(InModel):
     host: str | None = None
     port: Port | None = None
     weight: Weight | None = None
+    scheme: Scheme | None = None
 
     _check_host = field_validator("host")(_target_host)
 
@@ -174,5 +251,6 @@ class TargetPublic(OutModel):
     host: str
     port: int
     weight: int
+    scheme: str
     created_at: datetime
     updated_at: datetime

@@ -57,7 +57,7 @@ def delete_upstream(*, session: Session, upstream_id: str) -> None:
         session.flush()
 
 
-_NULLABLE = frozenset({"total_timeout", "health_check", "passive"})
+_NULLABLE = frozenset({"total_timeout", "health_check", "passive", "ca_certificates", "sni"})
 
 
 def _check_hash_key(upstream: Upstream) -> None:

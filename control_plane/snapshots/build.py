@@ -89,7 +89,7 @@ def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -
             read_timeout=float(u.read_timeout),
             retries=u.retries,
             targets=tuple(
-                Target(id=t.id, host=t.host, port=t.port, weight=t.weight)
+                Target(id=t.id, host=t.host, port=t.port, weight=t.weight, scheme=t.scheme)
                 for t in sorted(u.targets, key=lambda t: (t.host, t.port))
             ),
             hash_on=u.hash_on,
@@ -100,6 +100,9 @@ def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -
             total_timeout=u.total_timeout,
             max_connections=u.max_connections,
             keepalive_timeout=float(u.keepalive_timeout),
+            tls_verify=u.tls_verify,
+            ca_certificates=u.ca_certificates,
+            sni=u.sni,
         )
         for u in upstream_rows
     )

@@ -13,19 +13,34 @@ request then meets a reset, and only an idempotent one may be sent again.  Closi
 server's timeout, takes the gateway out of that race.  No timer per connection: :meth:`put` records
 the clock once, :meth:`get_idle` closes what has been idle too long instead of handing it out, and
 the worker's periodic :meth:`expire_idle` sweep closes the sockets nobody asks for.
+
+TLS to a target (``scheme: https``) is the pool's business only: a pool built with an
+``ssl.SSLContext`` (:mod:`data_plane.tls.client`, made at snapshot-compile time) dials with it and
+the target's server name, so the handshake is part of :meth:`ConnectionPool.connect` (inside the
+connect timeout) and everything after it — parsing, keep-alive, the idle pool, tunnels — is the
+same code on an SSL transport.  A handshake that fails raises like a refused connection (502, a
+retry, passive health), after one log line that says why; the plain-HTTP path is not touched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 import httptools
 
 from data_plane.snapshot import DEFAULT_KEEPALIVE_TIMEOUT
+
+log = logging.getLogger("tollgate.upstream")
+
+# The same TLS failure of a pool (a target with a certificate that does not verify, under load) is
+# logged once per this many seconds; another reason is logged at once.
+TLS_LOG_INTERVAL: Final = 10.0
 
 
 class ResponseSink(Protocol):
@@ -224,7 +239,20 @@ class ConnectionPool:
     server is behind it, so a timeout set below that server's own must hold whichever upstream asks).
     """
 
-    __slots__ = ("host", "port", "idle", "max_idle", "count", "keepalive_timeout", "clock")
+    __slots__ = (
+        "host",
+        "port",
+        "idle",
+        "max_idle",
+        "count",
+        "keepalive_timeout",
+        "clock",
+        "ssl",
+        "server_hostname",
+        "owner",
+        "tls_error",
+        "tls_error_at",
+    )
 
     def __init__(
         self,
@@ -234,6 +262,9 @@ class ConnectionPool:
         max_idle: int = 256,
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        owner: str = "",
     ) -> None:
         self.host = host
         self.port = port
@@ -242,6 +273,12 @@ class ConnectionPool:
         self.count = 0  # open + opening connections (idle or busy, not closing), for the per-target limit
         self.keepalive_timeout = keepalive_timeout
         self.clock = clock  # injected by tests; one read per put and per get_idle with idle connections
+        # https targets (data_plane/tls/client.py): the context, and the name sent (SNI) and verified
+        self.ssl = tls
+        self.server_hostname = server_hostname if tls is not None else None
+        self.owner = owner  # the upstream that made a TLS pool (named in its log lines)
+        self.tls_error = ""  # the last handshake failure logged, and when (TLS_LOG_INTERVAL)
+        self.tls_error_at = 0.0
 
     def get_idle(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -286,7 +323,9 @@ class ConnectionPool:
             pass
 
     async def connect(self, timeout: float) -> UpstreamConnection:
-        """A new connection; raises OSError (refused/unreachable) or TimeoutError."""
+        """A new connection; raises OSError (refused/unreachable, TLS handshake failed) or TimeoutError."""
+        if self.ssl is not None:
+            return await self._connect_tls(self.ssl, timeout)
         loop = asyncio.get_running_loop()
         self.count += 1  # given back by UpstreamConnection.close / connection_lost, or below on failure
         try:
@@ -297,6 +336,52 @@ class ConnectionPool:
             raise
         return proto
 
+    async def _connect_tls(self, context: ssl.SSLContext, timeout: float) -> UpstreamConnection:
+        """TCP and the TLS handshake, both within ``timeout`` (a handshake that stalls is a connect timeout)."""
+        loop = asyncio.get_running_loop()
+        self.count += 1
+        try:
+            async with asyncio.timeout(timeout):
+                _, proto = await loop.create_connection(
+                    lambda: UpstreamConnection(self),
+                    self.host,
+                    self.port,
+                    ssl=context,
+                    server_hostname=self.server_hostname,
+                )
+        except ssl.SSLError as exc:
+            self.count -= 1
+            self._tls_failed(tls_failure(exc))
+            raise
+        except BaseException:
+            self.count -= 1
+            raise
+        return proto
+
+    def _tls_failed(self, reason: str) -> None:
+        now = self.clock()
+        if reason != self.tls_error or now - self.tls_error_at >= TLS_LOG_INTERVAL:
+            self.tls_error = reason
+            self.tls_error_at = now
+            log.error(
+                "TLS to target %s of upstream %s (server name %s) failed: %s",
+                self.label(),
+                self.owner,
+                self.server_hostname,
+                reason,
+            )
+
+    def label(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
     def close_idle(self) -> None:
         while self.idle:
             self.idle.pop().close()
+
+
+def tls_failure(exc: ssl.SSLError) -> str:
+    """What went wrong in a handshake, in OpenSSL's words: ``certificate verify failed: <reason>`` for
+    a certificate that does not verify (unknown issuer, expired, wrong name), else the SSL reason."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    return f"TLS handshake failed: {exc.reason or exc}"

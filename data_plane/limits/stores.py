@@ -11,6 +11,7 @@ from data_plane.limits.memory import MemoryStore
 from data_plane.limits.policy import LimitStore
 from data_plane.metering.meter import HttpUsageSender, Metering
 from data_plane.settings import WorkerSettings
+from data_plane.tls.channel import channel_context
 
 
 def open_store(settings: WorkerSettings) -> LimitStore:
@@ -24,5 +25,10 @@ def open_store(settings: WorkerSettings) -> LimitStore:
 def open_metering(settings: WorkerSettings) -> Metering:
     if not settings.control_plane_url or settings.snapshot_file is not None:
         return Metering(settings.node_id, settings.usage_spool_dir, None, interval=settings.usage_flush_interval)
-    sender = HttpUsageSender(settings.control_plane_url, settings.cluster_token, node_id=settings.node_id)
+    sender = HttpUsageSender(
+        settings.control_plane_url,
+        settings.cluster_token,
+        node_id=settings.node_id,
+        verify=channel_context(settings.control_plane_ca),  # the same trust as the config channel (sync.py)
+    )
     return Metering(settings.node_id, settings.usage_spool_dir, sender, interval=settings.usage_flush_interval)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -60,11 +61,13 @@ class HttpUsageSender:
         node_id: str = "",
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
             transport=transport,
+            verify=verify,
             headers={"authorization": f"Bearer {cluster_token or ''}", "x-tollgate-node-id": node_id},
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -141,11 +142,11 @@ class Cluster:
         self.procs.append(p)
         return p
 
-    def wait_http(self, proc: Proc, url: str, timeout: float = 20.0) -> None:
+    def wait_http(self, proc: Proc, url: str, timeout: float = 20.0, verify: ssl.SSLContext | bool = True) -> None:
         def ready() -> bool:
             if not proc.alive():
                 raise RuntimeError(f"{proc.name} exited early:\n{proc.log()}")
-            return httpx.get(url, timeout=1.0).status_code < 500
+            return httpx.get(url, timeout=1.0, verify=verify).status_code < 500
 
         try:
             wait_until(ready, timeout=timeout, what=f"{proc.name} at {url}")
@@ -175,7 +176,9 @@ class Cluster:
         cluster_token: str = "test-cluster-token",
         name: str = "cp",
         extra_env: dict[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> ControlPlane:
+        """``extra_env`` with ``TOLLGATE_ADMIN_TLS_CERT`` / ``_KEY``: it serves https, checked with ``verify``."""
         port = free_port()
         data_dir = self.tmp / f"{name}-data"
         env = {
@@ -189,15 +192,16 @@ class Cluster:
             **(extra_env or {}),
         }
         proc = self.spawn(name, tollgate_argv("control-plane", "--log-level", "warning"), env)
-        cp = ControlPlane(f"http://127.0.0.1:{port}", cluster_token, proc, env)
-        self.wait_http(proc, f"{cp.url}/openapi.json")
+        scheme = "https" if env.get("TOLLGATE_ADMIN_TLS_CERT") else "http"
+        cp = ControlPlane(f"{scheme}://127.0.0.1:{port}", cluster_token, proc, env, verify=verify)
+        self.wait_http(proc, f"{cp.url}/openapi.json", verify=verify)
         return cp
 
     def restart_control_plane(self, cp: ControlPlane) -> None:
         """Start ``cp`` again (same port, database and token) after it was stopped or killed."""
         cp.proc.stop()
         cp.proc = self.spawn(cp.proc.name, cp.proc.argv, cp.env)
-        self.wait_http(cp.proc, f"{cp.url}/openapi.json")
+        self.wait_http(cp.proc, f"{cp.url}/openapi.json", verify=cp.verify)
 
     def worker(
         self,
@@ -261,13 +265,16 @@ class ControlPlane:
     env: dict[str, str]
 
     admin_token: str = ADMIN_TOKEN
+    verify: ssl.SSLContext | bool = True  # how an https control plane's certificate is checked
 
     def admin(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10.0, headers={"authorization": f"Bearer {self.admin_token}"})
+        headers = {"authorization": f"Bearer {self.admin_token}"}
+        return httpx.Client(base_url=self.url, timeout=10.0, headers=headers, verify=self.verify)
 
     def get(self, path: str) -> httpx.Response:
         """One admin GET with the admin token (``path`` like ``/v1/nodes``)."""
-        return httpx.get(f"{self.url}{path}", timeout=10.0, headers={"authorization": f"Bearer {self.admin_token}"})
+        headers = {"authorization": f"Bearer {self.admin_token}"}
+        return httpx.get(f"{self.url}{path}", timeout=10.0, headers=headers, verify=self.verify)
 
     def revision(self) -> int:
         with self.admin() as admin:

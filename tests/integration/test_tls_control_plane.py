@@ -197,7 +197,9 @@ def test_mtls_customers_get_plans_and_quotas_like_key_customers(tls: Tls) -> Non
         )
         create(a, f"/v1/apis/{api['id']}/routes", {"path": "/{proxy+}", "upstream_id": tls.ids["upstream"]})
         plan = create(
-            a, "/v1/usage-plans", {"name": "tiny", "quota": {"limit": 3, "period": "DAY"}, "apis": [{"api_id": api["id"]}]}
+            a,
+            "/v1/usage-plans",
+            {"name": "tiny", "quota": {"limit": 3, "period": "DAY"}, "apis": [{"api_id": api["id"]}]},
         )
         customer = create(
             a, "/v1/customers", {"name": "acme-mtls", "mtls_fingerprints": [hashlib.sha256(der).hexdigest()]}

@@ -112,10 +112,10 @@ def test_shared_pools_take_the_smallest_keepalive_timeout_and_follow_config_chan
     a = Upstream(id="a", name="a", targets=(shared,), keepalive_timeout=1.5)
     b = Upstream(id="b", name="b", targets=(Target(id="t2", host="10.0.0.1", port=80), alone))
     cfg = compile_snapshot(_snapshot(a, b))
-    assert cfg.pools[("10.0.0.1", 80)].keepalive_timeout == 1.5  # a's, smaller than b's default
-    assert cfg.pools[("10.0.0.2", 80)].keepalive_timeout == DEFAULT_KEEPALIVE_TIMEOUT == 4.0
+    assert cfg.pools[("10.0.0.1", 80, "")].keepalive_timeout == 1.5  # a's, smaller than b's default
+    assert cfg.pools[("10.0.0.2", 80, "")].keepalive_timeout == DEFAULT_KEEPALIVE_TIMEOUT == 4.0
 
     # The pool survives the swap (warm connections kept) and takes the new timeout.
-    pool = cfg.pools[("10.0.0.1", 80)]
+    pool = cfg.pools[("10.0.0.1", 80, "")]
     again = compile_snapshot(_snapshot(Upstream(id="a", name="a", targets=(shared,), keepalive_timeout=9.0), b), cfg)
-    assert again.pools[("10.0.0.1", 80)] is pool and pool.keepalive_timeout == 4.0  # b's default is now smaller
+    assert again.pools[("10.0.0.1", 80, "")] is pool and pool.keepalive_timeout == 4.0  # b's default is now smaller
