@@ -43,6 +43,11 @@ class TargetSpec(TargetCreate):
 
 class UpstreamSpec(UpstreamCreate):
     targets: list[TargetSpec] = Field(default_factory=list, description="the complete set of targets")
+    client_certificate: Name | None = Field(
+        default=None, description="name of the certificate shown to https targets (in this file or already stored)"
+    )
+    # the file names the certificate, the admin API its id
+    client_certificate_id: SkipJsonSchema[None] = Field(default=None, exclude=True)
 
 
 class RouteSpec(BaseModel):

@@ -45,6 +45,11 @@ class Upstream(Timestamped, Base):
     tls_verify: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
     ca_certificates: Mapped[str | None] = mapped_column(Text, nullable=True)
     sni: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    # the certificate (of /v1/certificates) shown to https targets that ask for one (mTLS to the backend);
+    # a certificate in use cannot be deleted (409)
+    client_certificate_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("certificates.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
 
     targets: Mapped[list[Target]] = relationship(
         back_populates="upstream", cascade="all, delete-orphan", passive_deletes=True

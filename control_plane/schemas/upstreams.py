@@ -159,6 +159,9 @@ class UpstreamCreate(InModel):
     )
     ca_certificates: CaCertificates | None = None
     sni: Sni | None = None
+    client_certificate_id: str | None = Field(
+        default=None, max_length=36, description="a certificate of /v1/certificates shown to https targets (mTLS)"
+    )
 
     _check_ca = field_validator("ca_certificates")(_ca_certificates)
     _check_sni = field_validator("sni")(_sni)
@@ -181,6 +184,7 @@ class UpstreamUpdate(InModel):
     tls_verify: bool | None = None
     ca_certificates: CaCertificates | None = None  # explicit null: the system trust store
     sni: Sni | None = None  # explicit null: the target's host
+    client_certificate_id: str | None = Field(default=None, max_length=36)  # explicit null: none
 
     _check_ca = field_validator("ca_certificates")(_ca_certificates)
     _check_sni = field_validator("sni")(_sni)
@@ -204,6 +208,7 @@ class UpstreamPublic(OutModel):
     tls_verify: bool
     ca_certificates: str | None
     sni: str | None
+    client_certificate_id: str | None
     created_at: datetime
     updated_at: datetime
 

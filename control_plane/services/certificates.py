@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.certs import CertificateProblem, ServedCertificate, parse_served
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.models import Certificate, CertificateSni, new_id
+from control_plane.models import Certificate, CertificateSni, Upstream, new_id
 from control_plane.schemas import CertificateCreate, CertificateUpdate
 from control_plane.secretbox import SecretBox
 from control_plane.services.common import integrity_as_conflict, paginate
@@ -89,7 +89,14 @@ def update_certificate(
 
 def delete_certificate(*, session: Session, certificate_id: str) -> None:
     bump_revision(session)
-    session.delete(get_certificate(session=session, certificate_id=certificate_id))  # its names cascade
+    row = get_certificate(session=session, certificate_id=certificate_id)
+    users = session.execute(select(Upstream.name).where(Upstream.client_certificate_id == certificate_id)).scalars()
+    names = sorted(users)
+    if names:
+        raise Conflict(
+            f"certificate {row.name!r} is the client certificate of upstream(s) {', '.join(names)}; change them first"
+        )
+    session.delete(row)  # its names cascade
     session.flush()
 
 

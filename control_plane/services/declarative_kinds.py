@@ -199,6 +199,26 @@ TARGET = Kind(
     delete=lambda s, id_, up: upstream_svc.delete_target(session=s, upstream_id=str(up), target_id=id_),
 )
 
+def _upstream_doc(row: Upstream, ctx: Ctx) -> Fields:
+    fields = {
+        f: getattr(row, f)
+        for f in UpstreamSpec.model_fields
+        if f not in ("targets", "client_certificate", "client_certificate_id")
+    }
+    cert = row.client_certificate_id
+    fields["client_certificate"] = ctx.keys[("certificate", cert)] if cert is not None else None
+    return fields
+
+
+def _upstream_body(ctx: Ctx, f: Fields) -> Fields:
+    """Document fields → admin API fields: the client certificate is named in the file, an id in the API."""
+    body = {k: v for k, v in f.items() if k not in ("client_certificate", "client_certificate_id")}
+    if "client_certificate" in f:
+        name = f["client_certificate"]
+        body["client_certificate_id"] = ctx.id_of("certificate", name) if name is not None else None
+    return body
+
+
 UPSTREAM = Kind(
     name="upstream",
     section="upstreams",
@@ -206,9 +226,13 @@ UPSTREAM = Kind(
     key=lambda f: str(f["name"]),
     rows=_all(Upstream),
     children=(TARGET,),
-    create=lambda s, ctx, _p, f: upstream_svc.create_upstream(session=s, data=UpstreamCreate.model_validate(f)).id,
+    to_doc=_upstream_doc,
+    refs={"client_certificate": "certificate"},
+    create=lambda s, ctx, _p, f: upstream_svc.create_upstream(
+        session=s, data=UpstreamCreate.model_validate(_upstream_body(ctx, f))
+    ).id,
     update=lambda s, ctx, id_, _p, ch: upstream_svc.update_upstream(
-        session=s, upstream_id=id_, data=UpstreamUpdate.model_validate(ch)
+        session=s, upstream_id=id_, data=UpstreamUpdate.model_validate(_upstream_body(ctx, ch))
     ),
     delete=lambda s, id_, _p: upstream_svc.delete_upstream(session=s, upstream_id=id_),
 )

@@ -6,7 +6,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.models import Route, Target, Upstream
+from control_plane.models import Certificate, Route, Target, Upstream
 from control_plane.schemas import TargetCreate, TargetUpdate, UpstreamCreate, UpstreamUpdate
 from control_plane.services.common import apply_patch, integrity_as_conflict, paginate
 from control_plane.services.revision import bump_revision
@@ -28,6 +28,7 @@ def create_upstream(*, session: Session, data: UpstreamCreate) -> Upstream:
     _check_name_free(session, data.name)
     upstream = Upstream(**data.model_dump())
     _check_hash_key(upstream)
+    _check_certificate(session, upstream.client_certificate_id)
     session.add(upstream)
     with integrity_as_conflict(f"upstream name {data.name!r} is already used"):
         session.flush()
@@ -42,6 +43,8 @@ def update_upstream(*, session: Session, upstream_id: str, data: UpstreamUpdate)
         _check_name_free(session, changes["name"])
     apply_patch(upstream, changes, nullable=_NULLABLE)
     _check_hash_key(upstream)
+    if "client_certificate_id" in changes:
+        _check_certificate(session, upstream.client_certificate_id)
     with integrity_as_conflict("upstream name is already used"):
         session.flush()
     return upstream
@@ -57,7 +60,12 @@ def delete_upstream(*, session: Session, upstream_id: str) -> None:
         session.flush()
 
 
-_NULLABLE = frozenset({"total_timeout", "health_check", "passive", "ca_certificates", "sni"})
+_NULLABLE = frozenset({"total_timeout", "health_check", "passive", "ca_certificates", "sni", "client_certificate_id"})
+
+
+def _check_certificate(session: Session, certificate_id: str | None) -> None:
+    if certificate_id is not None and session.get(Certificate, certificate_id) is None:
+        raise Invalid("client_certificate_id", f"client_certificate_id {certificate_id!r} names no certificate")
 
 
 def _check_hash_key(upstream: Upstream) -> None:

@@ -103,6 +103,7 @@ def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -
             tls_verify=u.tls_verify,
             ca_certificates=u.ca_certificates,
             sni=u.sni,
+            client_certificate_id=u.client_certificate_id,
         )
         for u in upstream_rows
     )

@@ -238,3 +238,46 @@ def test_the_private_key_is_readable_nowhere(tls: Tls, module_cluster: Cluster) 
         assert "PRIVATE KEY" not in text, where
     with tls.connect(tls.context(), "other.example.com") as s:  # and yet the worker serves it
         assert request(s, "/open/x")[0] == 200
+
+
+def test_an_upstreams_client_certificate_from_the_admin_api_reaches_an_mtls_backend(tls: Tls) -> None:
+    from tests.integration.tls_support import TlsBackend
+
+    backend_ca, client_ca = trustme.CA(), trustme.CA()
+    backend = TlsBackend(backend_ca.issue_cert("localhost"), port=free_port(), client_ca=client_ca).start()
+    try:
+        shown = client_ca.issue_cert("gateway", common_name="gateway-to-backend")
+        with tls.cp.admin() as a:
+            crt = create(
+                a,
+                "/v1/certificates",
+                {
+                    "name": "to-backend",
+                    "cert": pem_chain(shown),
+                    "key": shown.private_key_pem.bytes().decode(),
+                    "snis": [],
+                },
+            )
+            body = {"name": "mtls-backend", "ca_certificates": backend_ca.cert_pem.bytes().decode()}
+            r = a.post("/v1/upstreams", json={**body, "client_certificate_id": "no-such-certificate"})
+            assert r.status_code == 422 and "names no certificate" in r.text
+            up = create(a, "/v1/upstreams", {**body, "client_certificate_id": crt["id"]})
+            assert up["client_certificate_id"] == crt["id"]
+            create(
+                a, f"/v1/upstreams/{up['id']}/targets", {"host": "localhost", "port": backend.port, "scheme": "https"}
+            )
+            api = create(a, "/v1/apis", {"name": "to-mtls-backend", "base_path": "/mb"})
+            create(a, f"/v1/apis/{api['id']}/routes", {"path": "/{proxy+}", "upstream_id": up["id"]})
+            r = a.delete(f"/v1/certificates/{crt['id']}")
+            assert r.status_code == 409 and "mtls-backend" in r.text  # in use
+            dumped = a.get("/v1/config/export").json()
+            assert [u.get("client_certificate") for u in dumped["upstreams"] if u["name"] == "mtls-backend"] == [
+                "to-backend"
+            ]
+        tls.sync()
+        with tls.connect(tls.context()) as s:
+            status, _ = request(s, "/mb/hello")
+        assert status == 200
+        assert backend.requests[-1]["client_subject"]["commonName"] == "gateway-to-backend"
+    finally:
+        backend.stop()
