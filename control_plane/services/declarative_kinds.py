@@ -199,6 +199,7 @@ TARGET = Kind(
     delete=lambda s, id_, up: upstream_svc.delete_target(session=s, upstream_id=str(up), target_id=id_),
 )
 
+
 def _upstream_doc(row: Upstream, ctx: Ctx) -> Fields:
     fields = {
         f: getattr(row, f)
@@ -228,9 +229,9 @@ UPSTREAM = Kind(
     children=(TARGET,),
     to_doc=_upstream_doc,
     refs={"client_certificate": "certificate"},
-    create=lambda s, ctx, _p, f: upstream_svc.create_upstream(
-        session=s, data=UpstreamCreate.model_validate(_upstream_body(ctx, f))
-    ).id,
+    create=lambda s, ctx, _p, f: (
+        upstream_svc.create_upstream(session=s, data=UpstreamCreate.model_validate(_upstream_body(ctx, f))).id
+    ),
     update=lambda s, ctx, id_, _p, ch: upstream_svc.update_upstream(
         session=s, upstream_id=id_, data=UpstreamUpdate.model_validate(_upstream_body(ctx, ch))
     ),

@@ -13,8 +13,8 @@ everything that can be decided before a connection exists is decided here, once:
   verification is a failed connection (502 to the client), never a fallback to plain HTTP.
 * The client certificate (``client_certificate_id``, mTLS to the backend): its key reaches the
   worker sealed (:mod:`data_plane.tls.seal`); ``ssl`` loads a key only from a file, so the chain
-  and the opened key go to a file of mode 0600 in a private directory (0700; in ``/dev/shm`` when
-  there is one, so the key never reaches a disk), which is removed as soon as it is loaded.
+  and the opened key go through :func:`data_plane.tls.pem.load_chain` (a 0600 file in a private
+  directory on ``/dev/shm`` when there is one, removed as soon as it is loaded).
 
 Building a context costs milliseconds (``load_default_certs`` reads the whole system store), so
 contexts are keyed by :func:`tls_identity` — a digest of every input — and reused by the next
@@ -27,22 +27,16 @@ Not compiled with mypyc: nothing here runs per request.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
 import ssl
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 from data_plane.errors import UpstreamTlsError
 from data_plane.snapshot import Certificate, Upstream
+from data_plane.tls.pem import load_chain
 from data_plane.tls.seal import open_sealed
 
 ALPN = ["http/1.1"]
-_SHM = Path("/dev/shm")
 
 
 def tls_identity(upstream: Upstream, certificate: Certificate | None) -> str:
@@ -81,8 +75,7 @@ def client_context(upstream: Upstream, certificate: Certificate | None, cluster_
     if certificate is not None:
         key = open_sealed(certificate.key, certificate.id, cluster_token)
         try:
-            with _private_file(certificate.cert.encode() + b"\n" + key) as path:
-                ctx.load_cert_chain(path)
+            load_chain(ctx, certificate.cert, key)
         except (ssl.SSLError, ValueError) as exc:
             raise UpstreamTlsError(
                 f"{where}: client certificate {certificate.id!r} does not load ({_reason(exc)})"
@@ -90,21 +83,6 @@ def client_context(upstream: Upstream, certificate: Certificate | None, cluster_
         finally:
             del key
     return ctx
-
-
-@contextlib.contextmanager
-def _private_file(data: bytes) -> Iterator[str]:
-    """``data`` in a file only this process's user can read, removed (with its directory) on exit."""
-    base = str(_SHM) if _SHM.is_dir() and os.access(_SHM, os.W_OK | os.X_OK) else None
-    directory = tempfile.mkdtemp(prefix="tollgate-tls-", dir=base)  # mode 0700
-    path = os.path.join(directory, "chain.pem")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        yield path
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _reason(exc: Exception) -> str:

@@ -16,7 +16,7 @@ import trustme
 from data_plane.compiler import compile_snapshot
 from data_plane.errors import SnapshotError, UpstreamTlsError
 from data_plane.snapshot import Certificate, Snapshot, Target, Upstream
-from data_plane.tls import client
+from data_plane.tls import pem
 from data_plane.tls.client import client_context, tls_identity
 from data_plane.tls.seal import seal
 
@@ -63,10 +63,10 @@ def test_bad_ca_bundle_is_a_snapshot_error() -> None:
 
 
 def test_client_certificate_loads_and_leaves_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(client, "_SHM", tmp_path / "no-shm")  # so the private dir goes under TMPDIR
+    monkeypatch.setattr(pem, "SHM", str(tmp_path / "no-shm"))  # so the private dir goes under TMPDIR
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     seen: list[tuple[str, int, int]] = []
-    real = client._private_file
+    real = pem.private_file
 
     @contextlib.contextmanager
     def spy(data: bytes) -> Iterator[str]:
@@ -74,7 +74,7 @@ def test_client_certificate_loads_and_leaves_no_file(monkeypatch: pytest.MonkeyP
             seen.append((path, os.stat(path).st_mode & 0o777, os.stat(os.path.dirname(path)).st_mode & 0o777))
             yield path
 
-    monkeypatch.setattr(client, "_private_file", spy)
+    monkeypatch.setattr(pem, "private_file", spy)
     ctx = client_context(_upstream(ca_certificates=CA_PEM), _certificate(), TOKEN)
     assert isinstance(ctx, ssl.SSLContext)
     [(path, mode, dir_mode)] = seen
