@@ -195,6 +195,10 @@ def late_client(port: int, r: Round, delay: float, fresh: bool) -> None:
                 send(sock, KEEP_ALIVE)
                 status, close = read_response(sock)
                 r.answered(status, close, what)
+                if close:
+                    # The signal came while this first request was in flight (a slow start under
+                    # load): the worker said this connection ends, so a client must not reuse it.
+                    return
             r.signalled.wait(10)
             time.sleep(delay)
             if closed_while_idle(sock):
