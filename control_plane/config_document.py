@@ -33,6 +33,7 @@ from control_plane.schemas import (
     method_list,
     path_template,
 )
+from control_plane.schemas.policies import Policies
 
 SCHEMA_ID = "https://tollgate.dev/schemas/gateway.schema.json"
 
@@ -58,6 +59,7 @@ class RouteSpec(BaseModel):
     path: str = Field(max_length=2048, description="path template below the API's base path, e.g. /items/{id}")
     methods: list[str] = Field(default_factory=list, description="empty: any method")
     upstream: Name = Field(description="name of the upstream (in this file or already on the control plane)")
+    policies: Policies | None = Field(default=None, description="each member replaces the API's member of that name")
 
     _check_path = field_validator("path")(path_template)
     _check_methods = field_validator("methods")(method_list)

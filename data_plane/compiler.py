@@ -19,6 +19,7 @@ from data_plane.http.upstream import ConnectionPool
 from data_plane.limits.plans import PlanTable, compile_plans, route_policies
 from data_plane.limits.policy import LimitPolicy
 from data_plane.observe.stats import RouteStats, StatsTable
+from data_plane.policies import PolicyEnv, RoutePolicies, compile_route_policies
 from data_plane.router import Router
 from data_plane.snapshot import Api, Certificate, Route, Snapshot, Upstream
 from data_plane.tls.client import client_context, tls_identity
@@ -104,6 +105,7 @@ class CompiledRoute:
         "stats",
         "policies",
         "method_policies",
+        "traffic",
     )
 
     def __init__(
@@ -114,6 +116,7 @@ class CompiledRoute:
         auth: Authenticator | None = None,
         stats: RouteStats | None = None,
         plans: PlanTable | None = None,
+        traffic: RoutePolicies | None = None,
     ) -> None:
         self.id = route.id
         self.api_id = api.id
@@ -134,6 +137,8 @@ class CompiledRoute:
         self.method_policies: dict[tuple[str, str], LimitPolicy] | None = None
         if plans:
             self.policies, self.method_policies = route_policies(plans, api, route)
+        # traffic policies (data_plane/policies): None when the route has none, the request path's one test
+        self.traffic = traffic
 
 
 class CompiledConfig:
@@ -148,6 +153,7 @@ class CompiledConfig:
         "auth",
         "stats",
         "tls_contexts",
+        "cors",
     )
 
     def __init__(
@@ -160,6 +166,7 @@ class CompiledConfig:
         auth: AuthTables | None = None,
         stats: StatsTable | None = None,
         tls_contexts: dict[str, ssl.SSLContext] | None = None,
+        cors: bool = False,
     ) -> None:
         self.revision = snapshot.revision
         self.hash = snapshot.hash
@@ -172,6 +179,7 @@ class CompiledConfig:
         self.stats = stats if stats is not None else StatsTable()
         # TLS identity -> client context for https targets (data_plane/tls/client.py), reused by the next snapshot
         self.tls_contexts = tls_contexts if tls_contexts is not None else {}
+        self.cors = cors  # some route has a CORS policy: an OPTIONS request may be a preflight to answer
 
 
 def _upstream_tls(
@@ -197,13 +205,15 @@ def compile_snapshot(
     keys_used: dict[str, int] | None = None,
     clock: Clock = time.time,
     cluster_token: str | None = None,
+    policy_env: PolicyEnv | None = None,
 ) -> CompiledConfig:
     """Compile a validated snapshot. The previous config's pools (by host, port, TLS identity) and
     target states (by upstream id, host, port) are reused, so a config change drops neither warm
     upstream connections nor in-flight counts and health verdicts (nor request counters, by route
     id); ``keys_used`` (the worker's key last-use record) likewise outlives the swap.  TLS client
     contexts are built here, once per TLS setting, and reused while the setting is unchanged;
-    ``cluster_token`` opens the sealed keys of client certificates.  Raises ``SnapshotError``
+    ``cluster_token`` opens the sealed keys of client certificates; ``policy_env`` holds what the
+    traffic policies compile against (the worker's response cache, tracer, plugins).  Raises ``SnapshotError``
     (``UpstreamTlsError`` included) for what cannot be served."""
     old_pools = previous.pools if previous is not None else {}
     old_states = previous.states if previous is not None else {}
@@ -242,9 +252,16 @@ def compile_snapshot(
     stats = StatsTable(previous.stats if previous is not None else None)
     plans = compile_plans(snapshot)
 
+    cors = False
+
     def value_of(api: Api, route: Route) -> CompiledRoute:
+        nonlocal cors
+        where = f"api {api.name!r} route {route.path!r}: policies"
+        traffic = compile_route_policies(api, route, policy_env, where)
+        if traffic is not None and traffic.cors is not None:
+            cors = True
         return CompiledRoute(
-            api, route, upstreams[route.upstream_id], authenticators[api.id], stats.route(api, route), plans
+            api, route, upstreams[route.upstream_id], authenticators[api.id], stats.route(api, route), plans, traffic
         )
 
     router: Router[CompiledRoute] = Router(snapshot.apis, value_of)
@@ -254,7 +271,7 @@ def compile_snapshot(
     # timeout of theirs applies, since one of them was set below that server's own.
     for key, pool in new_pools.items():
         pool.keepalive_timeout = keepalive[key]
-    return CompiledConfig(snapshot, router, upstreams, new_pools, new_states, tables, stats, contexts)
+    return CompiledConfig(snapshot, router, upstreams, new_pools, new_states, tables, stats, contexts, cors)
 
 
 def retired_pools(old: dict[PoolKey, ConnectionPool], new: dict[PoolKey, ConnectionPool]) -> list[ConnectionPool]:

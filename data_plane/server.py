@@ -30,6 +30,7 @@ from data_plane.limits.stores import open_metering, open_store
 from data_plane.observe.accesslog import open_access_log
 from data_plane.observe.metrics import make_registry
 from data_plane.observe.observer import Observer
+from data_plane.policies import PolicyEnv
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot
 from data_plane.sync import ConfigSync, read_cache
@@ -70,6 +71,8 @@ class Worker:
         self.tls: TlsServer | None = None
         if settings.tls_port:
             self.tls = TlsServer(settings.tls_cert_file, settings.tls_key_file)
+        # what traffic policies compile against and what outlives a config swap (data_plane/policies)
+        self.policy_env = PolicyEnv()
         # pools of targets that left the config while requests were in flight on them: their
         # connections come back after the swap and are closed by the sweep
         self.retired_pools: list[ConnectionPool] = []
@@ -103,7 +106,9 @@ class Worker:
         """Validate, compile and swap in a snapshot; raises SnapshotError/ValueError and keeps the old one."""
         snapshot.validate()
         old = self.config
-        compiled = compile_snapshot(snapshot, old, self.keys_used, cluster_token=self.settings.cluster_token)
+        compiled = compile_snapshot(
+            snapshot, old, self.keys_used, cluster_token=self.settings.cluster_token, policy_env=self.policy_env
+        )
         if self.tls is not None:
             self.tls.update(snapshot, self.settings.cluster_token)  # the new certificates, for new handshakes
         self.config = compiled  # the swap: one reference assignment

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Double, ForeignKey, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Double, ForeignKey, Integer, String, Text
 from sqlalchemy import false as sa_false
 from sqlalchemy import true as sa_true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -43,6 +43,10 @@ class Api(Timestamped, Base):
     # TLS: plain-HTTP requests are redirected (GET/HEAD) or refused; auth "mtls" trusts these CAs (PEM bundle)
     https_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     mtls_ca_certificates: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # traffic policies of every route (control_plane/schemas/policies.py; null: none); cache_epoch is
+    # bumped by a cache purge (workers drop the API's cached responses when it changes)
+    policies: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    cache_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     routes: Mapped[list[Route]] = relationship(back_populates="api", cascade="all, delete-orphan", passive_deletes=True)
     jwks: Mapped[ApiJwks | None] = relationship(cascade="all, delete-orphan", passive_deletes=True)
@@ -88,5 +92,6 @@ class Route(Timestamped, Base):
     connect_timeout: Mapped[float | None] = mapped_column(Double, nullable=True)  # None: the upstream's
     read_timeout: Mapped[float | None] = mapped_column(Double, nullable=True)
     total_timeout: Mapped[float | None] = mapped_column(Double, nullable=True)
+    policies: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # each member replaces the API's
 
     api: Mapped[Api] = relationship(back_populates="routes")

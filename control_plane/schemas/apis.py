@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from control_plane.schemas.common import InModel, Name, OutModel, Timeout, method_list, path_template
+from control_plane.schemas.policies import Policies
 from data_plane.snapshot import SnapshotError, normalize_base_path
 
 AuthMode = Literal["none", "api_key", "jwt", "mtls"]
@@ -89,6 +90,10 @@ class ApiCreate(InModel):
     https_only: bool = False  # plain-HTTP requests: 308 to https (GET/HEAD), 426 otherwise
     # auth mtls: PEM bundle of the CA certificates that issue the clients' certificates
     mtls_ca_certificates: str | None = Field(default=None, max_length=_CA_MAX)
+    policies: Policies | None = Field(
+        default=None,
+        description="traffic policies of every route (CORS, IP rules, transforms, caching, tracing, plugins)",
+    )
 
     _check_hosts = field_validator("hosts")(_hosts)
     _check_jwks_url = field_validator("jwt_jwks_url")(_jwks_url)
@@ -115,6 +120,7 @@ class ApiUpdate(InModel):
     rate_limit_headers: bool | None = None
     https_only: bool | None = None
     mtls_ca_certificates: str | None = Field(default=None, max_length=_CA_MAX)  # explicit null clears it
+    policies: Policies | None = Field(default=None, description="replaces the API's policies; null removes them")
 
     _check_hosts = field_validator("hosts")(_hosts)
     _check_jwks_url = field_validator("jwt_jwks_url")(_jwks_url)
@@ -153,6 +159,8 @@ class ApiPublic(OutModel):
     rate_limit_headers: bool = True
     https_only: bool = False
     mtls_ca_certificates: str | None = None
+    policies: dict[str, Any] | None = None
+    cache_epoch: int = 0  # bumped by each cache purge
     created_at: datetime
     updated_at: datetime
 
@@ -164,6 +172,7 @@ class RouteCreate(InModel):
     connect_timeout: Timeout | None = None  # None: the upstream's
     read_timeout: Timeout | None = None
     total_timeout: Timeout | None = None
+    policies: Policies | None = Field(default=None, description="each member replaces the API's member of that name")
 
     _check_path = field_validator("path")(path_template)
     _check_methods = field_validator("methods")(method_list)
@@ -176,6 +185,7 @@ class RouteUpdate(InModel):
     connect_timeout: Timeout | None = None
     read_timeout: Timeout | None = None
     total_timeout: Timeout | None = None
+    policies: Policies | None = Field(default=None, description="replaces the route's policies; null removes them")
 
     _check_path = field_validator("path")(path_template)
     _check_methods = field_validator("methods")(method_list)
@@ -190,5 +200,6 @@ class RoutePublic(OutModel):
     connect_timeout: float | None = None
     read_timeout: float | None = None
     total_timeout: float | None = None
+    policies: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime

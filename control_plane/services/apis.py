@@ -33,8 +33,10 @@ _API_NULLABLE = frozenset(
         "jwt_audience",
         "jwt_jwks_url",
         "mtls_ca_certificates",
+        "policies",
     }
 )
+_ROUTE_NULLABLE = frozenset({"connect_timeout", "read_timeout", "total_timeout", "policies"})
 
 
 def list_apis(*, session: Session, limit: int, offset: int) -> tuple[list[Api], int]:
@@ -53,6 +55,7 @@ def create_api(*, session: Session, data: ApiCreate) -> Api:
     _check_api_name_free(session, data.name)
     check_api_overlap(session=session, base_path=data.base_path, hosts=data.hosts, exclude_id=None)
     api = Api(**data.model_dump())
+    api.policies = api.policies or None  # {} is no policy
     check_auth_settings(api)
     session.add(api)
     with integrity_as_conflict(f"api name {data.name!r} is already used"):
@@ -70,6 +73,7 @@ def update_api(*, session: Session, api_id: str, data: ApiUpdate) -> Api:
     hosts = changes["hosts"] if changes.get("hosts") is not None else api.hosts
     check_api_overlap(session=session, base_path=base_path, hosts=hosts, exclude_id=api.id)
     apply_patch(api, changes, nullable=_API_NULLABLE)
+    api.policies = api.policies or None
     check_auth_settings(api)
     with integrity_as_conflict("api name is already used"):
         session.flush()
@@ -164,6 +168,7 @@ def create_route(*, session: Session, api_id: str, data: RouteCreate) -> Route:
     _check_upstream_exists(session, data.upstream_id)
     _check_route_overlap(session, api_id, data.path, data.methods, exclude_id=None)
     route = Route(api_id=api_id, **data.model_dump())
+    route.policies = route.policies or None
     session.add(route)
     with integrity_as_conflict("the route's api or upstream was deleted concurrently"):
         session.flush()
@@ -179,7 +184,8 @@ def update_route(*, session: Session, api_id: str, route_id: str, data: RouteUpd
     path = changes.get("path") or route.path
     methods = changes["methods"] if changes.get("methods") is not None else route.methods
     _check_route_overlap(session, api_id, path, methods, exclude_id=route.id)
-    apply_patch(route, changes, nullable=frozenset({"connect_timeout", "read_timeout", "total_timeout"}))
+    apply_patch(route, changes, nullable=_ROUTE_NULLABLE)
+    route.policies = route.policies or None
     with integrity_as_conflict("the route's upstream was deleted concurrently"):
         session.flush()
     return route

@@ -247,7 +247,8 @@ def _route_key(f: Fields) -> str:
 
 
 def _route_doc(row: Route, ctx: Ctx) -> Fields:
-    return {"path": row.path, "methods": list(row.methods), "upstream": ctx.keys[("upstream", row.upstream_id)]}
+    doc = {"path": row.path, "methods": list(row.methods), "upstream": ctx.keys[("upstream", row.upstream_id)]}
+    return {**doc, "policies": row.policies} if row.policies else doc
 
 
 def _route_body(ctx: Ctx, f: Fields) -> Fields:

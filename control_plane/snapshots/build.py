@@ -119,6 +119,8 @@ def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -
             auth_settings=_auth_settings(a),
             rate_limit_headers=a.rate_limit_headers,
             https_only=a.https_only,
+            policies=a.policies or None,
+            cache_epoch=a.cache_epoch,
             routes=tuple(
                 Route(
                     id=r.id,
@@ -128,6 +130,7 @@ def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -
                     connect_timeout=r.connect_timeout,
                     read_timeout=r.read_timeout,
                     total_timeout=r.total_timeout,
+                    policies=r.policies or None,
                 )
                 for r in sorted(a.routes, key=lambda r: (r.path, r.id))
             ),

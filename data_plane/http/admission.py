@@ -8,13 +8,19 @@
    (:mod:`data_plane.http.canonical`) that routing, authentication and the upstream all see;
 4. **expectations**: ``100-continue`` is the gateway's to answer, anything else is 417;
 5. **route**: host + method + path (404, 405 with ``Allow``; an encoded slash only when it routes
-   the same decoded); an ``https_only`` API's route on a plain connection: 308 to https for
-   GET/HEAD, 426 for the rest;
-6. **authenticate** (the route's API key, JWT or client-certificate authenticator): the credential
+   the same decoded); a CORS preflight is answered here for the route of the method it asks for
+   (:mod:`data_plane.policies.cors`); an ``https_only`` API's route on a plain connection: 308 to
+   https for GET/HEAD, 426 for the rest;
+6. **traffic policies before auth** (the route's :class:`~data_plane.policies.RoutePolicies`, None
+   for most routes): IP rules on the trusted client address (403), the CORS lines every answer from
+   here on carries;
+7. **authenticate** (the route's API key, JWT or client-certificate authenticator): the credential
    stripped, the identity lines to add, the customer;
-7. **body limits**: a declared length over the route's ``max_body_bytes`` is 413 before any byte;
-8. **plan policy**: the customer's plan's :class:`~data_plane.limits.policy.LimitPolicy` for this
-   route and method (one or two dict lookups).
+8. **body limits**: a declared length over the route's ``max_body_bytes`` is 413 before any byte;
+9. **plan policy**: the customer's plan's :class:`~data_plane.limits.policy.LimitPolicy` for this
+   route and method (one or two dict lookups);
+10. **request transform**: headers, path and query rewritten as the route's policy says, then the
+    upstream head is built.
 
 The verdict is :class:`Admitted` (the upstream request head, built once; the policy the limiter
 must still check, which may answer later when the store is Redis) or :class:`Refused` (status,
@@ -32,6 +38,7 @@ from data_plane.http import responses
 from data_plane.http.canonical import canonical_host, canonical_path, plain_path, same_authority, split_authority
 from data_plane.http.headers import new_request_id, request_head, valid_request_id
 from data_plane.limits.policy import LimitPolicy
+from data_plane.policies.transform import Vars
 from data_plane.router import NotFound
 from data_plane.tls.clientcert import TlsPeer
 
@@ -78,9 +85,10 @@ class Verdict:
 
 class Refused(Verdict):
     """Answer ``status`` with ``message`` (``extra``: header lines, e.g. ``Allow``); ``close``: the
-    connection cannot carry another request after this one."""
+    connection cannot carry another request after this one; ``empty``: an answer without a body
+    (a CORS preflight's 204), ``message`` unused."""
 
-    __slots__ = ("status", "message", "extra", "close")
+    __slots__ = ("status", "message", "extra", "close", "empty")
 
     def __init__(
         self,
@@ -93,21 +101,24 @@ class Refused(Verdict):
         extra: bytes = b"",
         route: CompiledRoute | None = None,
         customer: CustomerEntry | None = None,
+        empty: bool = False,
     ) -> None:
         super().__init__(request_id, body_expected, route, customer)
         self.status = status
         self.message = message
         self.extra = extra
         self.close = close
+        self.empty = empty
 
 
 class Admitted(Verdict):
     """Forward: ``head`` is the upstream request head without its Host line and final blank line
     (the target's ``head_end`` completes it); ``headers`` are the client's fields as forwarded
     (credential stripped: consistent hashing on a header or cookie reads them); ``policy`` the
-    plan policy still to check (None: no limits)."""
+    plan policy still to check (None: no limits); ``response_extra``: lines every answer to this
+    request carries (a CORS policy's)."""
 
-    __slots__ = ("head", "headers", "policy", "idempotent", "expect_continue")
+    __slots__ = ("head", "headers", "policy", "idempotent", "expect_continue", "response_extra")
 
     def __init__(
         self,
@@ -120,6 +131,7 @@ class Admitted(Verdict):
         policy: LimitPolicy | None,
         idempotent: bool,
         expect_continue: bool,
+        response_extra: bytes = b"",
     ) -> None:
         super().__init__(request_id, body_expected, route, customer)
         self.head = head
@@ -127,6 +139,7 @@ class Admitted(Verdict):
         self.policy = policy
         self.idempotent = idempotent
         self.expect_continue = expect_continue
+        self.response_extra = response_extra
 
 
 def admit(
@@ -142,10 +155,12 @@ def admit(
     peer_ip: bytes,
     tls: TlsPeer | None = None,
     https_port: int = 443,
+    client_ip: bytes = b"",
 ) -> Admitted | Refused:
     """The verdict on one request (``body_bytes``: body already received, for a pipelined request
     admitted after its body arrived; ``tls``: the connection's TLS side, None on plain HTTP;
-    ``https_port``: where a redirect to https points)."""
+    ``https_port``: where a redirect to https points; ``client_ip``: the trusted client address,
+    the peer's when empty)."""
     # 1. the head, in one pass
     host = b""
     n_hosts = 0
@@ -230,6 +245,10 @@ def admit(
     if config is None:
         return Refused(request_id, body_expected, 503, responses.NOT_CONFIGURED)
     found = config.router.match(route_host, method, path)
+    if method == "OPTIONS" and config.cors:
+        answered = _preflight(config, route_host, path, headers, client_ip or peer_ip, request_id, body_expected)
+        if answered is not None:
+            return answered
     if canon is not raw_path and b"%2F" in canon and not _slash_agrees(config, route_host, method, canon, found):
         return _malformed(request_id, body_expected)  # an encoded slash that would route elsewhere once decoded
     if isinstance(found, NotFound):
@@ -241,24 +260,42 @@ def admit(
     if route.https_only and tls is None:
         return _https_only(request_id, body_expected, method, route_host, url, https_port, route)
 
-    # 6. authenticate
+    # 6. traffic policies before auth
+    traffic = route.traffic
+    cors_lines = b""
+    if traffic is not None:
+        if traffic.ip_rules is not None and not traffic.ip_rules.allows(client_ip or peer_ip):
+            return Refused(request_id, body_expected, 403, responses.IP_FORBIDDEN, route=route)
+        if traffic.cors is not None:
+            cors_lines = traffic.cors.response_lines(_field(headers, b"origin"))
+
+    # 7. authenticate
     inject = b""
     customer: CustomerEntry | None = None
     policy: LimitPolicy | None = None
     if route.auth is not None:
         res = route.auth.authenticate(headers, url, q, tls)
         if isinstance(res, Denied):
-            return Refused(request_id, body_expected, res.status, res.message, extra=res.extra, route=route)
+            return Refused(
+                request_id, body_expected, res.status, res.message, extra=res.extra + cors_lines, route=route
+            )
         headers, url, inject, customer = res  # credential stripped; identity lines to add; who is calling
 
-    # 7. body limits
+    # 8. body limits
     limit = route.max_body_bytes
     if limit is not None and (content_length is not None and int(content_length) > limit or body_bytes > limit):
         return Refused(
-            request_id, body_expected, 413, responses.BODY_TOO_LARGE, close=True, route=route, customer=customer
+            request_id,
+            body_expected,
+            413,
+            responses.BODY_TOO_LARGE,
+            close=True,
+            route=route,
+            customer=customer,
+            extra=cors_lines,
         )
 
-    # 8. plan policy: a per-route override for this method, else the plan's policy
+    # 9. plan policy: a per-route override for this method, else the plan's policy
     if customer is not None:
         plan_id = customer.plan_id
         if plan_id is not None:
@@ -271,6 +308,15 @@ def admit(
         upstream_path = rel_path.encode("ascii") + url[q:] if q >= 0 else rel_path.encode("ascii")
     else:
         upstream_path = url  # the canonical path and the query auth left
+
+    # 10. request transform
+    if traffic is not None and traffic.request is not None:
+        rt = traffic.request
+        env = Vars(customer.id_bytes if customer is not None else b"", request_id, client_ip or peer_ip)
+        if rt.headers is not None:
+            headers = rt.headers.apply(headers, env)
+        if rt.rewrites_target:
+            upstream_path = rt.target(upstream_path, env)
     head = request_head(
         method,
         upstream_path,
@@ -283,7 +329,49 @@ def admit(
         chunked=chunked,
         https=tls is not None,
     )
-    return Admitted(request_id, body_expected, route, customer, head, headers, policy, idempotent, expect_continue)
+    return Admitted(
+        request_id, body_expected, route, customer, head, headers, policy, idempotent, expect_continue, cors_lines
+    )
+
+
+def _field(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for n, v in headers:
+        if n == name:
+            return v
+    return None
+
+
+def _preflight(
+    config: CompiledConfig,
+    host: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    client_ip: bytes,
+    request_id: bytes,
+    body_expected: bool,
+) -> Refused | None:
+    """A CORS preflight for a route with a CORS policy, answered by the gateway (None: not one,
+    and the OPTIONS request is routed like any other). The route is the one of the method the
+    browser asks about; its IP rules still apply."""
+    origin = _field(headers, b"origin")
+    wanted = _field(headers, b"access-control-request-method")
+    if origin is None or wanted is None:
+        return None
+    found = config.router.match(host, wanted.strip().decode("latin-1").upper(), path)
+    if isinstance(found, NotFound):
+        return None
+    route = found[0]
+    traffic = route.traffic
+    if traffic is None or traffic.cors is None:
+        return None
+    if traffic.ip_rules is not None and not traffic.ip_rules.allows(client_ip):
+        return Refused(request_id, body_expected, 403, responses.IP_FORBIDDEN, route=route)
+    lines = traffic.cors.preflight(origin, _field(headers, b"access-control-request-headers") or b"")
+    if lines is None:
+        return Refused(
+            request_id, body_expected, 403, responses.CORS_ORIGIN_REFUSED, route=route, extra=b"vary: origin\r\n"
+        )
+    return Refused(request_id, body_expected, 204, "", extra=lines, route=route, empty=True)
 
 
 def _https_only(

@@ -54,6 +54,9 @@ from data_plane.http.headers import BODY_CHUNKED, BODY_TO_CLOSE, CRLF, new_reque
 from data_plane.http.upstream import UpstreamConnection
 from data_plane.limits.headers import limit_response, rate_limit_headers
 from data_plane.limits.policy import UNAVAILABLE, Decision, LimitPolicy
+from data_plane.policies import RoutePolicies
+from data_plane.policies.cors import strip_upstream_cors
+from data_plane.policies.transform import Vars
 
 if TYPE_CHECKING:
     from data_plane.compiler import CompiledRoute, CompiledTarget, CompiledUpstream
@@ -87,6 +90,7 @@ class Exchange:
         "customer_id",
         "customer",
         "limit_headers",
+        "response_extra",
         "route",
         "target",
         "tried",
@@ -149,6 +153,7 @@ class Exchange:
         self.customer_id = b""  # set by the auth stage when it knows the caller (hash_on: customer)
         self.customer: CustomerEntry | None = None
         self.limit_headers = b""  # RateLimit-* lines for the response (usage plans)
+        self.response_extra = b""  # lines every answer carries once routed (a CORS policy's)
         self.route: CompiledRoute | None = None
         self.target: CompiledTarget | None = None  # the target this exchange counts as in flight on
         self.tried: tuple[CompiledTarget, ...] | None = None
@@ -198,6 +203,7 @@ class Exchange:
             peer_ip=self.client.peer_ip,
             tls=self.client.tls,
             https_port=self.env.https_port,
+            client_ip=self.client_ip,
         )
         self.request_id = v.request_id
         if v.body_expected:
@@ -212,9 +218,13 @@ class Exchange:
         if isinstance(v, Refused):
             if v.close:
                 self.keep_alive = False
-            self.fail(v.status, v.message, v.extra)
+            if v.empty:
+                self._answer_empty(v.status, v.extra)
+            else:
+                self.fail(v.status, v.message, v.extra)
             return
         assert isinstance(v, Admitted)
+        self.response_extra = v.response_extra
         self.headers = v.headers
         self.head = v.head
         self.idempotent = v.idempotent
@@ -276,7 +286,7 @@ class Exchange:
         """429 (throttle/quota) or 503 (store unavailable, fail-closed), sent like :meth:`fail`."""
         if not self._stop_for_error(503 if d.limit == UNAVAILABLE else 429):
             return
-        self.error = limit_response(d, self.request_id, keep_alive=self.keep_alive)
+        self.error = limit_response(d, self.request_id, keep_alive=self.keep_alive, extra=self.response_extra)
         self._error_ready()
 
     def _hash_key(self, upstream: CompiledUpstream) -> bytes:
@@ -473,11 +483,16 @@ class Exchange:
         self.status = status
         if status != 101 and self.client.last_response():
             self.keep_alive = False  # draining: the last request begun on this connection
+        extra = self.limit_headers
+        traffic = self.route.traffic  # type: ignore[union-attr]
+        if traffic is not None:
+            headers = self._response_policies(traffic, headers)
+            extra = self.response_extra + extra
         head, framing = response_head(
             status,
             headers,
             request_id=self.request_id,
-            extra=self.limit_headers,
+            extra=extra,
             no_body=self.method == "HEAD" or status == 204 or status == 304,
             http11=self.http_version == "1.1",
             keep_alive=self.keep_alive,
@@ -487,6 +502,16 @@ class Exchange:
         elif framing == BODY_TO_CLOSE:
             self.keep_alive = False  # HTTP/1.0 client: the body ends when we close
         self.client_out.append(head)
+
+    def _response_policies(
+        self, traffic: RoutePolicies, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """The upstream's response fields as the route's policies rewrite them."""
+        if traffic.cors is not None:
+            headers = strip_upstream_cors(headers)  # the policy's Access-Control-* lines are the answer
+        if traffic.response is not None:
+            headers = traffic.response.headers.apply(headers, Vars(self.customer_id, self.request_id, self.client_ip))
+        return headers
 
     def on_response_body(self, chunk: bytes) -> None:
         self.activity += 1
@@ -670,7 +695,16 @@ class Exchange:
             message,
             self.request_id or new_request_id(),
             keep_alive=self.keep_alive,
-            extra_headers=extra_headers,
+            extra_headers=extra_headers + self.response_extra,
+        )
+        self._error_ready()
+
+    def _answer_empty(self, status: int, extra_headers: bytes) -> None:
+        """A gateway answer without a body (a CORS preflight), sent like :meth:`fail`."""
+        if not self._stop_for_error(status):
+            return
+        self.error = errors.empty_response(
+            status, self.request_id, keep_alive=self.keep_alive, extra_headers=extra_headers
         )
         self._error_ready()
 

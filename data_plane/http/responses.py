@@ -42,6 +42,8 @@ EXPECTATION_FAILED = "unsupported expectation"
 VERSION_NOT_SUPPORTED = "HTTP version not supported"
 HTTPS_REDIRECT = "this API is served over HTTPS only"
 HTTPS_REQUIRED = "this API is served over HTTPS only: send the request with https"
+IP_FORBIDDEN = "client address not allowed"
+CORS_ORIGIN_REFUSED = "origin not allowed by the CORS policy"
 
 _PREFIX: dict[str, bytes] = {}
 
@@ -76,5 +78,21 @@ def error_response(
             b"" if keep_alive else b"connection: close\r\n",
             b"\r\n",
             body,
+        )
+    )
+
+
+def empty_response(status: int, request_id: bytes, *, keep_alive: bool, extra_headers: bytes = b"") -> bytes:
+    """A complete response without a body (a CORS preflight's 204)."""
+    return b"".join(
+        (
+            status_line(status),
+            SERVER_HEADER,
+            b"x-request-id: ",
+            request_id,
+            b"\r\n",
+            extra_headers,
+            b"" if keep_alive else b"connection: close\r\n",
+            b"\r\n",
         )
     )

@@ -108,11 +108,12 @@ def retry_after(d: Decision) -> int:
     return max(1, _ceil(d.retry_after))
 
 
-def limit_response(d: Decision, request_id: bytes, *, keep_alive: bool) -> bytes:
-    """The complete response for a refused request: 429 (throttle or quota) or 503 (store unavailable)."""
+def limit_response(d: Decision, request_id: bytes, *, keep_alive: bool, extra: bytes = b"") -> bytes:
+    """The complete response for a refused request: 429 (throttle or quota) or 503 (store unavailable);
+    ``extra``: lines the route's policies add to every answer (CORS)."""
     if d.limit == UNAVAILABLE:
         return error_response(
-            503, LIMITER_UNAVAILABLE, request_id, keep_alive=keep_alive, extra_headers=b"retry-after: 1\r\n"
+            503, LIMITER_UNAVAILABLE, request_id, keep_alive=keep_alive, extra_headers=b"retry-after: 1\r\n" + extra
         )
     body = _BODY_PREFIX[d.limit] + request_id + b'"}'
     return b"".join(
@@ -123,6 +124,7 @@ def limit_response(d: Decision, request_id: bytes, *, keep_alive: bool) -> bytes
             request_id,
             b"\r\nretry-after: %d\r\n" % retry_after(d),
             rate_limit_headers(d),
+            extra,
             b"" if keep_alive else b"connection: close\r\n",
             b"\r\n",
             body,

@@ -29,6 +29,7 @@ from data_plane.snapshot.types import (
     HTTP_METHODS,
     JWK_TYPES,
     JWT_ALGORITHMS,
+    POLICY_KINDS,
     PROBE_METHODS,
     QUOTA_PERIODS,
     SUPPORTED_MAJOR,
@@ -335,7 +336,22 @@ def _route(doc: Any, where: str) -> Route:
         connect_timeout=_positive(doc, "connect_timeout", where),
         read_timeout=_positive(doc, "read_timeout", where),
         total_timeout=_positive(doc, "total_timeout", where),
+        policies=_policies(doc, where),
     )
+
+
+def _policies(doc: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """The policies object's shape; what each member holds is checked when it is compiled
+    (data_plane/policies), where a bad one fails the snapshot like any other field."""
+    policies = _get(doc, "policies", dict, where, None)
+    if policies is None:
+        return None
+    for kind, value in policies.items():
+        if kind not in POLICY_KINDS:
+            raise SnapshotError(f"{where}.policies.{kind} is not one of {', '.join(POLICY_KINDS)}")
+        if not isinstance(value, list if kind == "plugins" else dict):
+            raise SnapshotError(f"{where}.policies.{kind} must be {'an array' if kind == 'plugins' else 'an object'}")
+    return policies
 
 
 def _api(doc: Any, where: str) -> Api:
@@ -371,6 +387,8 @@ def _api(doc: Any, where: str) -> Api:
         auth_settings=auth_settings,
         rate_limit_headers=_get(doc, "rate_limit_headers", bool, where, True),
         https_only=_get(doc, "https_only", bool, where, False),
+        policies=_policies(doc, where),
+        cache_epoch=_get(doc, "cache_epoch", int, where, 0),
     )
 
 

@@ -16,8 +16,8 @@ from typing import Any
 # quota adjustment, apis' rate_limit_headers; 1.4: auth_settings.jwt_jwks_url and jwt_jwks (fetched public keys);
 # 1.5: upstreams' keepalive_timeout; 1.6: TLS (certificates, apis' https_only, auth "mtls" with its trusted CAs,
 # customers' client-certificate identities, targets' scheme, upstreams' tls_verify / ca_certificates / sni /
-# client_certificate_id)
-SCHEMA_VERSION = "1.6"
+# client_certificate_id); 1.7: traffic policies on apis and routes (data_plane/policies), apis' cache_epoch
+SCHEMA_VERSION = "1.7"
 SUPPORTED_MAJOR = 1
 
 ALGORITHMS = ("round_robin", "least_request", "consistent_hash", "random")
@@ -30,6 +30,8 @@ JWK_TYPES = ("RSA", "EC")
 CUSTOMER_STATUSES = ("active", "suspended")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
+# 1.7: the members of a policies object (data_plane/policies); a route's member replaces its API's
+POLICY_KINDS = ("cors", "ip_rules", "request_transform", "response_transform", "cache", "tracing", "plugins")
 
 # Seconds a pooled upstream connection may stay idle before the worker closes it instead of reusing it.
 # Below the idle timeouts of common HTTP servers (Node.js keepAliveTimeout, uvicorn, Apache: 5 s), so
@@ -108,6 +110,8 @@ class Route:
     connect_timeout: float | None = None  # None: the upstream's
     read_timeout: float | None = None
     total_timeout: float | None = None
+    # 1.7: this route's traffic policies (JSON object, members POLICY_KINDS), each replacing the API's member
+    policies: dict[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,9 @@ class Api:
     auth_settings: ApiAuth = ApiAuth()
     rate_limit_headers: bool = True  # 1.3: RateLimit-* / X-RateLimit-* on responses of plan-limited calls
     https_only: bool = False  # 1.6: plain-HTTP requests get 308 to https (GET/HEAD) or 426 (other methods)
+    # 1.7: traffic policies of every route of the API (JSON object, members POLICY_KINDS; data_plane/policies)
+    policies: dict[str, Any] | None = field(default=None, hash=False)
+    cache_epoch: int = 0  # 1.7: bumped by a cache purge: workers drop the API's cached responses
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,12 +69,15 @@ def content(snap: Snapshot) -> dict[str, Any]:
                             read_timeout=r.read_timeout,
                             total_timeout=r.total_timeout,
                         ),
+                        **({"policies": r.policies} if r.policies is not None else {}),
                     }
                     for r in a.routes
                 ],
                 **({} if a.auth_settings == DEFAULT_AUTH else {"auth_settings": _auth_dict(a.auth_settings)}),
                 **({} if a.rate_limit_headers else {"rate_limit_headers": False}),
                 **({"https_only": True} if a.https_only else {}),
+                **({"policies": a.policies} if a.policies is not None else {}),
+                **({"cache_epoch": a.cache_epoch} if a.cache_epoch else {}),
             }
             for a in snap.apis
         ],

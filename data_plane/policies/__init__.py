@@ -1,0 +1,98 @@
+"""Traffic policies: what an API or a route asks of the request path beyond routing, auth and limits.
+
+A policies object (snapshot 1.7, ``Api.policies`` / ``Route.policies``) has one member per kind
+(:data:`~data_plane.snapshot.POLICY_KINDS`); a route's member replaces its API's member of the same
+kind.  Each member is compiled here, once per snapshot, into an object the request path calls
+(:class:`RoutePolicies`); a route with no policy at all gets ``None``, so the request path pays one
+attribute test for the feature.  Order on one request (docs/architecture.md, "Traffic policies"):
+
+    routing -> ip_rules (403) -> CORS preflight (204, before auth and limits) -> auth -> body limit
+    -> request_transform -> plugins.on_request -> plan limits -> cache lookup -> upstream
+    -> response_transform -> CORS headers -> plugins.on_response -> cache store -> client
+
+A member that cannot be compiled raises :class:`~data_plane.errors.SnapshotError` naming it
+(``apis[0].policies.cors.allow_origins[1]: ...``): the worker keeps the config it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from data_plane.errors import SnapshotError
+from data_plane.snapshot import Api, Route
+
+
+class PolicyEnv:
+    """What outlives a snapshot and the policies compile against: the response cache, the tracer,
+    the plugin registry (each None when the worker has none)."""
+
+    __slots__ = ("cache", "tracer", "plugins")
+
+    def __init__(self, cache: Any = None, tracer: Any = None, plugins: Any = None) -> None:
+        self.cache = cache
+        self.tracer = tracer
+        self.plugins = plugins
+
+
+class RoutePolicies:
+    """One route's compiled policies; a slot is None when the policy is not used."""
+
+    __slots__ = ("ip_rules", "cors", "request", "response", "cache", "tracing", "plugins")
+
+    def __init__(self) -> None:
+        from data_plane.policies.cors import Cors
+        from data_plane.policies.iprules import IpRules
+        from data_plane.policies.transform import RequestTransform, ResponseTransform
+
+        self.ip_rules: IpRules | None = None
+        self.cors: Cors | None = None
+        self.request: RequestTransform | None = None
+        self.response: ResponseTransform | None = None
+        self.cache: Any = None
+        self.tracing: Any = None
+        self.plugins: Any = None
+
+
+def effective(api: Api, route: Route) -> dict[str, Any]:
+    """The route's policies: its API's members, each replaced by the route's member of that kind."""
+    merged: dict[str, Any] = dict(api.policies or {})
+    if route.policies:
+        merged.update(route.policies)
+    return merged
+
+
+def compile_route_policies(api: Api, route: Route, env: PolicyEnv | None, where: str) -> RoutePolicies | None:
+    """Compile one route's effective policies (None: it has none)."""
+    doc = effective(api, route)
+    if not doc:
+        return None
+    from data_plane.policies import cors, iprules, transform
+
+    env = env if env is not None else PolicyEnv()
+    out = RoutePolicies()
+    try:
+        if "ip_rules" in doc:
+            out.ip_rules = iprules.compile_rules(doc["ip_rules"], f"{where}.ip_rules")
+        if "cors" in doc:
+            out.cors = cors.compile_cors(doc["cors"], f"{where}.cors")
+        if "request_transform" in doc:
+            out.request = transform.compile_request(doc["request_transform"], f"{where}.request_transform")
+        if "response_transform" in doc:
+            out.response = transform.compile_response(doc["response_transform"], f"{where}.response_transform")
+        for kind in ("cache", "tracing", "plugins"):
+            if kind in doc:
+                raise SnapshotError(f"{where}.{kind}: this worker does not support the {kind} policy")
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # a shape the control plane would have refused (a hand-written snapshot file)
+        raise SnapshotError(f"{where}: {type(exc).__name__}: {exc}") from None
+    return out
+
+
+def get(doc: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, default: Any = None) -> Any:
+    """``doc[key]`` checked against ``typ`` (``default`` when absent or null)."""
+    value = doc.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, typ) or (isinstance(value, bool) and typ in (int, float, (int, float))):
+        raise SnapshotError(f"{where}.{key} has the wrong type ({type(value).__name__})")
+    return value
