@@ -9,7 +9,8 @@ before/after comparisons are steady even on a busy machine.
 
 Cases mirror bench/proxy.py: ``c`` routing, ``d`` + API-key auth, ``e`` + usage plan (memory
 store; also meters usage into a spool in a temporary directory), ``g`` = (e) + access log (to a
-temporary file, flushed by the loop as in a worker).
+temporary file, flushed by the loop as in a worker); ``pc``, ``pi``, ``px``: (e) with the CORS, IP
+rules and transform policies of bench/proxy.py's cases of the same names.
 
     .venv/bin/python bench/hotpath.py [--requests 200000] [--repeat 5] [--cases c,d,e,g]
 """
@@ -37,13 +38,18 @@ from data_plane.snapshot import Plan, PlanApi, PlanQuota, PlanThrottle
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.fakes
 from tests.fakes import FakeTransport  # noqa: E402  (shared with the unit tests)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proxy import BENCH_ORIGIN, CORS_POLICY, IP_POLICY, TRANSFORM_POLICY  # noqa: E402  (the same policies)
+
+POLICIES = {"pc": CORS_POLICY, "pi": IP_POLICY, "px": TRANSFORM_POLICY}
+
 KEY = "tg_benchkey_0123456789abcdefghijklmnopqrstuvwxyz"
 REQUEST = (
     b"GET /bench/items/1?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\n"
     b"Accept: */*\r\nAccept-Encoding: gzip\r\n\r\n"
 )
 REQUEST_WITH_KEY = REQUEST[:-2] + b"x-api-key: " + KEY.encode() + b"\r\n\r\n"
-CASES = ("c", "d", "e", "g")
+CASES = ("c", "d", "e", "g", "pc", "pi", "px")
 BODY = b'{"ok":true,"service":"tollgate-bench-backend","note":"fixed body of about one hundred bytes"}'
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 28 Nov 2026 09:00:00 GMT\r\n"
@@ -72,7 +78,10 @@ def snapshot(case: str) -> snap.Snapshot:
         quota=PlanQuota(limit=1_000_000_000, period="DAY"),
         apis=(PlanApi(api_id=api.id),),
     )
-    return dataclasses.replace(s, plans=(plan,), customers=(dataclasses.replace(customer, plan_id="p1"),)).sealed()
+    s = dataclasses.replace(s, plans=(plan,), customers=(dataclasses.replace(customer, plan_id="p1"),))
+    if case in POLICIES:
+        s = dataclasses.replace(s, apis=(dataclasses.replace(api, policies=POLICIES[case]),))
+    return s.sealed()
 
 
 def build_worker(loop: asyncio.AbstractEventLoop, case: str, tmp: Path) -> Worker:
@@ -95,6 +104,8 @@ def run(n: int, case: str) -> float:
     loop = uvloop.new_event_loop()
     tmp = tempfile.TemporaryDirectory(prefix="tollgate-hotpath-")
     request = REQUEST if case == "c" else REQUEST_WITH_KEY
+    if case == "pc":
+        request = request[:-2] + b"Origin: " + BENCH_ORIGIN.encode() + b"\r\n\r\n"
     worker = build_worker(loop, case, Path(tmp.name))
     try:
         client = ClientConnection(worker)
@@ -112,7 +123,7 @@ def run(n: int, case: str) -> float:
         elapsed = time.process_time() - start
         assert client.active is None and client_transport.written > n * len(BODY), "responses did not complete"
         assert not client_transport.closed, "the bench connection must stay open"
-        if case in ("e", "g"):
+        if case in ("e", "g") or case in POLICIES:
             assert worker.observer.admitted == n, "the limiter did not admit every request"
         return elapsed / n * 1e6
     finally:

@@ -97,6 +97,10 @@ def needs_tls() -> str | None:
     return None if "tls_port" in _fields(WorkerSettings) else "feature not built (worker TLS listener)"
 
 
+def needs_policies() -> str | None:
+    return None if "policies" in _fields(snap.Api) else "feature not built (traffic policies)"
+
+
 def needs_observability() -> str | None:
     f = _fields(WorkerSettings)
     return None if any("access_log" in x for x in f) else "feature not built (metrics + access log)"
@@ -158,6 +162,30 @@ def plan_snapshot(env: Env) -> snap.Snapshot:
     )
     customer = dataclasses.replace(base.customers[0], plan_id=plan.id)
     return dataclasses.replace(base, plans=(plan,), customers=(customer,), hash="").sealed()
+
+
+def with_policies(policies: dict[str, Any]) -> Callable[[Env], snap.Snapshot]:
+    """(e) with these traffic policies on the API (cases p*: each policy's cost next to e)."""
+
+    def build(env: Env) -> snap.Snapshot:
+        base = plan_snapshot(env)
+        api = dataclasses.replace(base.apis[0], policies=policies)
+        return dataclasses.replace(base, apis=(api,), hash="").sealed()
+
+    return build
+
+
+BENCH_ORIGIN = "https://app.example.com"
+CORS_POLICY = {"cors": {"allow_origins": [BENCH_ORIGIN, "https://*.example.net"], "expose_headers": ["X-Total"]}}
+IP_POLICY = {"ip_rules": {"allow": ["10.0.0.0/8", "127.0.0.0/8", "2001:db8::/32"], "deny": ["127.0.0.2/32"]}}
+TRANSFORM_POLICY = {
+    "request_transform": {
+        "set_headers": {"X-Customer": "$customer_id"},
+        "remove_headers": ["Cookie"],
+        "path_prefix": {"from": "/bench", "to": "/bench"},
+    },
+    "response_transform": {"set_headers": {"X-Served-By": "tollgate"}, "remove_headers": ["Server"]},
+}
 
 
 # One prefix per bench run: counters of earlier runs (or of tests sharing the server) never mix in.
@@ -258,6 +286,34 @@ CASES: tuple[Case, ...] = (
     # nginx under the same conditions as (h) and (i), so those two have a fair reference too.
     Case("hn", "nginx proxy, Connection: close", "nginx", headers=("Connection: close",)),
     Case("in", "nginx proxy, 1 connection", "nginx", connections=1),
+    # Traffic policies (issue 16), each on (e): what a route using it pays next to e.
+    Case(
+        "pc",
+        "tollgate: (e) + CORS, Origin sent [log off]",
+        "tollgate",
+        with_policies(CORS_POLICY),
+        NO_ACCESS_LOG,
+        (*KEY, f"Origin: {BENCH_ORIGIN}"),
+        requires=needs_policies,
+    ),
+    Case(
+        "pi",
+        "tollgate: (e) + IP allow/deny rules [log off]",
+        "tollgate",
+        with_policies(IP_POLICY),
+        NO_ACCESS_LOG,
+        KEY,
+        requires=needs_policies,
+    ),
+    Case(
+        "px",
+        "tollgate: (e) + request/response transforms [log off]",
+        "tollgate",
+        with_policies(TRANSFORM_POLICY),
+        NO_ACCESS_LOG,
+        KEY,
+        requires=needs_policies,
+    ),
     # TLS termination (issue 15): the same certificate (ECDSA P-256) and the ciphers each side negotiates
     # by default with wrk (TLS 1.3, AES-256-GCM); compare t with tn and th with thn.
     Case("tn", "nginx proxy over HTTPS, keep-alive", "nginx", tls=True),

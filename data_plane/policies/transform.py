@@ -75,7 +75,7 @@ def _render(value: Value | bytes, env: Vars) -> bytes:
 
 
 class HeaderRules:
-    __slots__ = ("remove", "rename", "set", "add", "touched")
+    __slots__ = ("remove", "rename", "set", "set_names", "add", "touched")
 
     def __init__(
         self,
@@ -87,6 +87,7 @@ class HeaderRules:
         self.remove = remove
         self.rename = rename
         self.set = set_
+        self.set_names = frozenset(n for n, _ in set_)
         self.add = add
         self.touched = remove | frozenset(rename) | frozenset(n for n, _ in set_)
 
@@ -94,7 +95,7 @@ class HeaderRules:
         rename = self.rename
         out = [(rename.get(n, n), v) for n, v in headers if n not in self.remove] if self.touched else list(headers)
         if self.set:
-            names = {n for n, _ in self.set}
+            names = self.set_names
             out = [h for h in out if h[0] not in names]
             out += [(n, _render(v, env)) for n, v in self.set]
         if self.add:
