@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from control_plane.schemas import (
@@ -63,6 +63,13 @@ class RouteSpec(BaseModel):
 
     _check_path = field_validator("path")(path_template)
     _check_methods = field_validator("methods")(method_list)
+
+    @model_serializer(mode="wrap")
+    def _no_empty_policies(self, handler: Any) -> Any:
+        out = handler(self)
+        if isinstance(out, dict) and out.get("policies") is None:
+            out.pop("policies", None)  # most routes have none: the file stays as short as it was
+        return out
 
 
 class ApiSpec(ApiCreate):
