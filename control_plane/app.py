@@ -34,6 +34,7 @@ from control_plane.api import (
 from control_plane.api.errors import ERROR_RESPONSES, install_error_handlers
 from control_plane.api.security import AUTH_RESPONSES, require_admin
 from control_plane.db import make_engine, make_session_factory
+from control_plane.idempotency import install as install_idempotency
 from control_plane.jwks_refresh import JwksRefresher
 from control_plane.metrics import install_metrics, remember_route
 from control_plane.secretbox import SecretBox
@@ -110,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     install_error_handlers(app)
     install_metrics(app, publisher, sessions)
+    install_idempotency(app, sessions)
     return app
 
 

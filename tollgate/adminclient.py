@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -99,11 +100,24 @@ class AdminClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send one request; the response when its status is below 400, else :class:`AdminError`.
-        For bodies that are not JSON (an OpenAPI document in, an SDK zip out); :meth:`request` otherwise."""
-        try:
-            response = self._http.request(method, path, json=json, params=params, content=content, headers=headers)
-        except httpx.HTTPError as exc:
-            raise AdminError(f"cannot reach the control plane at {self.url}: {exc}") from None
+        For bodies that are not JSON (an OpenAPI document in, an SDK zip out); :meth:`request` otherwise.
+
+        A POST carries an ``Idempotency-Key`` of its own, and is sent once more with the same key when the
+        connection failed before an answer came: the control plane runs it at most once."""
+        attempts = 1
+        if method == "POST":
+            headers = {"Idempotency-Key": uuid.uuid4().hex, **(headers or {})}
+            attempts = 2
+        for attempt in range(attempts):
+            try:
+                response = self._http.request(method, path, json=json, params=params, content=content, headers=headers)
+                break
+            except httpx.TransportError as exc:
+                if attempt + 1 < attempts:
+                    continue
+                raise AdminError(f"cannot reach the control plane at {self.url}: {exc}") from None
+            except httpx.HTTPError as exc:
+                raise AdminError(f"cannot reach the control plane at {self.url}: {exc}") from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)

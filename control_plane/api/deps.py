@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane.idempotency import mark_committed, state_key
 from control_plane.secretbox import SecretBox
 from control_plane.services import admin as admin_svc
 from control_plane.snapshots.publish import SnapshotPublisher
@@ -43,9 +44,13 @@ class Writer:
     publisher: SnapshotPublisher
     request: Request
 
-    def commit(self, resource_id: str | None = None) -> None:
-        """``resource_id``: the row a POST created; otherwise the last id in the path is recorded."""
+    def commit(self, resource_id: str | None = None, detail: dict[str, Any] | None = None) -> None:
+        """``resource_id``: the row a POST created; otherwise the last id in the path is recorded;
+        ``detail``: what the write changed (quota changes: before and after), kept in the audit entry."""
         request = self.request
+        idem = state_key(request.scope)
+        if idem is not None:
+            mark_committed(self.session, idem)  # in this transaction: ran and recorded as ran agree
         principal = getattr(request.state, "principal", None)
         if principal is not None:
             if resource_id is None and request.path_params:
@@ -56,6 +61,7 @@ class Writer:
                 method=request.method,
                 path=request.url.path,
                 resource_id=resource_id,
+                detail=detail,
             )
         self.session.commit()
         self.publisher.notify()

@@ -18,6 +18,8 @@ from control_plane.schemas import (
     PlanPublic,
     PlanUpdate,
     PlanUsage,
+    RemainingIn,
+    RemainingPublic,
     SubscriptionIn,
     SubscriptionPublic,
 )
@@ -103,7 +105,29 @@ def customer_usage(customer_id: str, start: Day, end: Day, session: ReadSession)
 
 @customer_router.post("/usage/adjust")
 def adjust_quota(customer_id: str, body: AdjustIn, w: Write) -> AdjustPublic:
-    """Extra quota for the current period (409 when the customer's plan has no quota)."""
+    """Extra quota for the current period (409 when the customer's plan has no quota). Not idempotent by
+    itself: send an ``Idempotency-Key`` so a retry after a lost answer is not granted twice."""
     result = usage_svc.adjust_quota(session=w.session, customer_id=customer_id, extra=body.extra)
-    w.commit()
+    detail = {"period_start": str(result.period_start), "extra": _change(result.extra - body.extra, result.extra)}
+    w.commit(detail=detail)
     return result
+
+
+@customer_router.put("/usage/remaining")
+def set_remaining(customer_id: str, body: RemainingIn, w: Write) -> RemainingPublic:
+    """Set what is left of the current period's quota (409 when the customer's plan has no quota):
+    naturally idempotent (the same body twice leaves the same state)."""
+    result, before = usage_svc.set_remaining(session=w.session, customer_id=customer_id, remaining=body.remaining)
+    w.commit(
+        detail={
+            "period_start": str(result.period_start),
+            "extra": _change(before, result.extra),
+            # (result.limit - result.extra: the plan's own limit)
+            "remaining": _change(result.limit - result.extra + before - result.used, result.remaining),
+        }
+    )
+    return result
+
+
+def _change(before: int, after: int) -> dict[str, int]:
+    return {"before": before, "after": after}

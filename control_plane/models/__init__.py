@@ -10,7 +10,7 @@ imports every module, so ``Base.metadata`` (Alembic's env, the test fixtures) kn
     customers   Customer, CustomerApiGrant, CustomerMtlsIdentity, ApiKey
     certificates  Certificate, CertificateSni
     plans       UsagePlan, UsagePlanApi, QuotaAdjustment, UsageCount, UsageBatch
-    admin       AdminToken, AuditEntry
+    admin       AdminToken, AuditEntry, IdempotencyRecord
     cluster     ConfigState, Node
 
 Resource modules import only ``base``; rows of other modules are named by table (foreign keys) or by
@@ -19,7 +19,7 @@ class name (relationships), never imported.
 
 from __future__ import annotations
 
-from control_plane.models.admin import AdminToken, AuditEntry
+from control_plane.models.admin import AdminToken, AuditEntry, IdempotencyRecord
 from control_plane.models.apis import Api, ApiJwks, Route
 from control_plane.models.base import NAMING_CONVENTION, Base, Timestamped, UTCDateTime, new_id, utcnow
 from control_plane.models.certificates import Certificate, CertificateSni
@@ -43,6 +43,7 @@ __all__ = [
     "Customer",
     "CustomerApiGrant",
     "CustomerMtlsIdentity",
+    "IdempotencyRecord",
     "Node",
     "QuotaAdjustment",
     "Route",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from control_plane.schemas.common import InModel, Name, OutModel
 
@@ -36,3 +36,4 @@ class AuditPublic(OutModel):
     method: str
     path: str
     resource_id: str | None
+    detail: dict[str, Any] | None = None  # what the write changed, when it says (quota: before / after)

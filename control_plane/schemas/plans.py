@@ -158,6 +158,10 @@ class AdjustIn(InModel):
     extra: Annotated[int, Field(ge=-(10**12), le=10**12, description="added to this period's extra quota")]
 
 
+class RemainingIn(InModel):
+    remaining: Annotated[int, Field(ge=0, le=10**12, description="what is left of this period's quota afterwards")]
+
+
 class AdjustPublic(BaseModel):
     customer_id: str
     period: Period
@@ -165,3 +169,8 @@ class AdjustPublic(BaseModel):
     period_end: date
     extra: int = Field(description="total extra quota for this period")
     limit: int = Field(description="plan limit + extra")
+
+
+class RemainingPublic(AdjustPublic):
+    used: int = Field(description="requests reported for this period on the plan's APIs")
+    remaining: int = Field(description="limit - used")

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -85,9 +86,24 @@ def has_active_admin(*, session: Session) -> bool:
     return session.execute(stmt).first() is not None
 
 
-def record_write(*, session: Session, who: Principal, method: str, path: str, resource_id: str | None) -> None:
+def record_write(
+    *,
+    session: Session,
+    who: Principal,
+    method: str,
+    path: str,
+    resource_id: str | None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     session.add(
-        AuditEntry(token_id=who.token_id, token_name=who.name, method=method, path=path[:2048], resource_id=resource_id)
+        AuditEntry(
+            token_id=who.token_id,
+            token_name=who.name,
+            method=method,
+            path=path[:2048],
+            resource_id=resource_id,
+            detail=detail,
+        )
     )
 
 

@@ -22,7 +22,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -33,6 +33,8 @@ from control_plane.schemas import (
     AdjustPublic,
     CustomerUsage,
     PlanUsage,
+    QuotaIn,
+    RemainingPublic,
     UsageBatchIn,
     UsageDay,
 )
@@ -168,24 +170,63 @@ def _usage_of(session: Session, customer: Customer, plan: UsagePlan | None, star
 
 
 def adjust_quota(*, session: Session, customer_id: str, extra: int, now: float | None = None) -> AdjustPublic:
+    """Add ``extra`` to this period's extra quota (negative takes away)."""
+    row, quota, ts, _used = _adjustment_row(session, customer_id, now)
+    row.extra = int(row.extra) + extra
+    session.flush()
+    return _adjust_public(row, quota, ts)
+
+
+def set_remaining(
+    *, session: Session, customer_id: str, remaining: int, now: float | None = None
+) -> tuple[RemainingPublic, int]:
+    """Make this period's remaining quota ``remaining`` (AWS UpdateUsage): the extra quota becomes
+    ``remaining - limit + used``, ``used`` being the requests the workers reported for the period so far
+    (up to a flush interval behind what their counters hold).  Sending it twice sets it twice: idempotent.
+    Returns the new state and the extra quota it replaced."""
+    row, quota, ts, used = _adjustment_row(session, customer_id, now)
+    before = int(row.extra)
+    row.extra = remaining - quota.limit + used
+    session.flush()
+    out = _adjust_public(row, quota, ts)
+    return RemainingPublic(**out.model_dump(), used=used, remaining=remaining), before
+
+
+def _adjustment_row(
+    session: Session, customer_id: str, now: float | None
+) -> tuple[QuotaAdjustment, QuotaIn, float, int]:
+    """This period's adjustment row of the customer (created at 0), its plan's quota, the time, and the
+    requests reported for the period on the plan's APIs."""
     bump_revision(session)
     customer = get_customer(session=session, customer_id=customer_id)
     plan = plan_of(session=session, customer=customer)
     quota = quota_of(plan) if plan is not None else None
-    if quota is None:
+    if quota is None or plan is None:
         raise Conflict(f"customer {customer.name!r} has no usage plan with a quota to adjust")
     ts = datetime.now(UTC).timestamp() if now is None else now
     start = _utc_date(period_start(quota.period, ts))
+    end = _utc_date(period_end(quota.period, ts) - 1)
     row = session.get(QuotaAdjustment, (customer.id, quota.period, start))
     if row is None:
         row = QuotaAdjustment(customer_id=customer.id, period=quota.period, period_start=start, extra=0)
         session.add(row)
-    row.extra = int(row.extra) + extra
-    session.flush()
+    plan_apis = [a.api_id for a in plan.apis]
+    used = session.execute(
+        select(func.coalesce(func.sum(UsageCount.count), 0)).where(
+            UsageCount.customer_id == customer.id,
+            UsageCount.day >= start,
+            UsageCount.day <= end,
+            UsageCount.api_id.in_(plan_apis),
+        )
+    ).scalar_one()
+    return row, quota, ts, int(used)
+
+
+def _adjust_public(row: QuotaAdjustment, quota: QuotaIn, ts: float) -> AdjustPublic:
     return AdjustPublic(
-        customer_id=customer.id,
+        customer_id=row.customer_id,
         period=quota.period,
-        period_start=start,
+        period_start=row.period_start,
         period_end=_utc_date(period_end(quota.period, ts) - 1),
         extra=row.extra,
         limit=quota.limit + row.extra,
