@@ -188,6 +188,21 @@ TRANSFORM_POLICY = {
 }
 
 
+def plugin_snapshot(env: Env) -> snap.Snapshot:
+    """(e) + the ab-split plugin on the API (tollgate/plugins/builtin/ab_split.py): a request view
+    built, a BLAKE2b hash of the sticky header, one upstream header line added per request."""
+    base = plan_snapshot(env)
+    split = {"variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}], "sticky_header": "x-user-id"}
+    api = dataclasses.replace(base.apis[0], policies={"plugins": [{"name": "ab-split", "config": split}]})
+    return dataclasses.replace(base, apis=(api,), hash="").sealed()
+
+
+def needs_plugins() -> str | None:
+    if needs_plans():
+        return needs_plans()
+    return None if _has_module("data_plane.policies.plugins") else "feature not built (Python plugins)"
+
+
 # One prefix per bench run: counters of earlier runs (or of tests sharing the server) never mix in.
 REDIS_PREFIX = f"tgbench:{os.getpid()}:{int(time.time())}:"
 NO_ACCESS_LOG = ("--access-log", "off")
@@ -337,6 +352,16 @@ CASES: tuple[Case, ...] = (
         (*KEY, "Connection: close"),
         requires=needs_tls,
         tls=True,
+    ),
+    # issue 16: a Python plugin on the route, next to (e)
+    Case(
+        "pl",
+        "tollgate: (e) + ab-split plugin [log off]",
+        "tollgate",
+        plugin_snapshot,
+        NO_ACCESS_LOG,
+        (*KEY, "x-user-id: bench-user-7"),
+        requires=needs_plugins,
     ),
 )
 

@@ -29,6 +29,7 @@ from control_plane.api import (
     health,
     openapi,
     plans,
+    plugins,
     upstreams,
 )
 from control_plane.api.errors import ERROR_RESPONSES, install_error_handlers
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(config.router)
     v1.include_router(admin.router)
     v1.include_router(declarative.router)
+    v1.include_router(plugins.router)
     app.include_router(v1)
     app.include_router(cluster.router)
     app.include_router(health.router)

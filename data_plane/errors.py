@@ -8,6 +8,7 @@
     │   ├── PlanError                       one usage-plan entry (re-raised as SnapshotError with its place)
     │   └── UpstreamTlsError                an upstream's CA bundle or client certificate does not load
     ├── RequestRefused                      a client request refused while it is parsed (status + message)
+    ├── PluginUnavailable (LookupError)     a plugin a policy names is not installed or cannot be loaded
     ├── LimitStoreError                     the limit store (Redis) cannot decide
     │   ├── RespConnectionError (ConnectionError)  connection failed or closed; a batch may or may not have run
     │   ├── RespError                       an error reply for one command (hiredis returns it as a value)
@@ -61,6 +62,11 @@ class RequestRefused(DataPlaneError):
         super().__init__(status, message)
         self.status = status
         self.message = message
+
+
+class PluginUnavailable(DataPlaneError, LookupError):
+    """A plugin named by a ``plugins`` policy is not installed, or its entry point cannot be used
+    (import error, wrong API version, bad schema); the message says which and why."""
 
 
 class LimitStoreError(DataPlaneError):

@@ -31,6 +31,7 @@ from data_plane.observe.accesslog import open_access_log
 from data_plane.observe.metrics import make_registry
 from data_plane.observe.observer import Observer
 from data_plane.policies import PolicyEnv
+from data_plane.policies.plugin_registry import PluginRegistry
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot
 from data_plane.sync import ConfigSync, read_cache
@@ -73,6 +74,8 @@ class Worker:
             self.tls = TlsServer(settings.tls_cert_file, settings.tls_key_file)
         # what traffic policies compile against and what outlives a config swap (data_plane/policies)
         self.policy_env = PolicyEnv()
+        # the installed Python plugins (entry point group tollgate.plugins), listed once per process
+        self.policy_env.plugins = PluginRegistry.discover()
         # pools of targets that left the config while requests were in flight on them: their
         # connections come back after the swap and are closed by the sweep
         self.retired_pools: list[ConnectionPool] = []

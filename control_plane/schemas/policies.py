@@ -7,16 +7,18 @@ with each is in :mod:`data_plane.policies` and docs/policies.md.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_serializer, model_validator
 
 from control_plane.schemas.common import InModel
-from data_plane.errors import SnapshotError
+from data_plane.errors import PluginUnavailable, SnapshotError
 from data_plane.policies import transform
 from data_plane.policies.cors import compile_cors
+from data_plane.policies.plugin_registry import PluginRegistry, default_registry
 
 _TOKEN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 HeaderName = Annotated[str, Field(min_length=1, max_length=100, pattern=_TOKEN)]
@@ -158,6 +160,50 @@ def _compiles(compile_fn: Any, doc: dict[str, Any], where: str) -> None:
         raise ValueError(re.sub(rf"^{where}\.?:? ?", "", str(exc))) from None
 
 
+def plugin_registry() -> PluginRegistry:
+    return default_registry()  # (a function: tests swap the registry the control plane checks with)
+
+
+class PluginRef(_Policy):
+    """One Python plugin on the request path (docs/plugins.md): its name, as ``GET /v1/plugins``
+    lists it, and its config, checked against the plugin's JSON Schema and by the plugin itself."""
+
+    name: str = Field(min_length=1, max_length=200, description="an installed plugin (GET /v1/plugins)")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="the plugin's settings: must match its config_schema"
+    )
+
+    @model_serializer(mode="plain")
+    def _dump(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config}  # always both: what is stored is what is compared
+
+    @field_validator("name")
+    @classmethod
+    def _installed(cls, name: str) -> str:
+        try:
+            plugin_registry().get(name)
+        except PluginUnavailable as exc:
+            raise ValueError(str(exc)) from None
+        return name
+
+    @field_validator("config")
+    @classmethod
+    def _valid(cls, config: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if name is None:
+            return config  # the name was refused already
+        registry = plugin_registry()
+        problems = registry.validate(name, config)
+        if problems:
+            raise ValueError("; ".join(f"{path}: {message}" for path, message in problems[:5]))
+        try:
+            # what the schema cannot say (the worker does the same when it compiles the snapshot)
+            registry.get(name)(copy.deepcopy(config))
+        except Exception as exc:
+            raise ValueError(f"plugin {name!r} refused its config: {type(exc).__name__}: {exc}") from None
+        return config
+
+
 class Policies(_Policy):
     """Traffic policies; on a route, each member replaces the API's member of the same name."""
 
@@ -165,3 +211,8 @@ class Policies(_Policy):
     ip_rules: IpRulesPolicy | None = Field(default=None, description="client address allow / deny lists")
     request_transform: RequestTransformPolicy | None = Field(default=None, description="rewrite the request")
     response_transform: ResponseTransformPolicy | None = Field(default=None, description="rewrite the response")
+    plugins: list[PluginRef] | None = Field(
+        default=None,
+        max_length=50,
+        description="Python plugins, run in this order (on a route: replaces the API's list; [] runs none)",
+    )

@@ -19,8 +19,9 @@
 8. **body limits**: a declared length over the route's ``max_body_bytes`` is 413 before any byte;
 9. **plan policy**: the customer's plan's :class:`~data_plane.limits.policy.LimitPolicy` for this
    route and method (one or two dict lookups);
-10. **request transform**: headers, path and query rewritten as the route's policy says, then the
-    upstream head is built.
+10. **request transform**: headers, path and query rewritten as the route's policy says;
+11. **plugins** (``on_request`` of the route's Python plugins, :mod:`data_plane.policies.plugins`):
+    a refusal, or header lines for the upstream and the answer; then the upstream head is built.
 
 The verdict is :class:`Admitted` (the upstream request head, built once; the policy the limiter
 must still check, which may answer later when the store is Redis) or :class:`Refused` (status,
@@ -38,9 +39,12 @@ from data_plane.http import responses
 from data_plane.http.canonical import canonical_host, canonical_path, plain_path, same_authority, split_authority
 from data_plane.http.headers import new_request_id, request_head, valid_request_id
 from data_plane.limits.policy import LimitPolicy
+from data_plane.policies.plugins import lines as plugin_lines
+from data_plane.policies.plugins import response_lines, upstream_fields
 from data_plane.policies.transform import Vars
 from data_plane.router import NotFound
 from data_plane.tls.clientcert import TlsPeer
+from tollgate.plugins import RequestView
 
 if TYPE_CHECKING:
     from data_plane.compiler import CompiledConfig, CompiledRoute
@@ -317,6 +321,30 @@ def admit(
             headers = rt.headers.apply(headers, env)
         if rt.rewrites_target:
             upstream_path = rt.target(upstream_path, env)
+
+    # 11. plugins' on_request (data_plane/policies/plugins.py): a refusal, or lines for the upstream and the answer
+    if traffic is not None and traffic.plugins is not None and traffic.plugins.request:
+        view = RequestView(
+            method,
+            path,
+            url[q + 1 :] if q >= 0 else b"",
+            headers,
+            client_ip or peer_ip,
+            customer.id if customer is not None else None,
+            customer.plan_id if customer is not None else None,
+            route.id,
+            route.api_name,
+            request_id,
+            int(content_length) if content_length is not None else None,
+        )
+        refusal = traffic.plugins.run_request(view)
+        if refusal is not None:
+            extra = plugin_lines(refusal.headers) + response_lines(view) + cors_lines
+            return Refused(
+                request_id, body_expected, refusal.status, refusal.message, extra=extra, route=route, customer=customer
+            )
+        headers = upstream_fields(view, headers)
+        cors_lines += response_lines(view)
     head = request_head(
         method,
         upstream_path,

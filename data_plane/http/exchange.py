@@ -56,7 +56,9 @@ from data_plane.limits.headers import limit_response, rate_limit_headers
 from data_plane.limits.policy import UNAVAILABLE, Decision, LimitPolicy
 from data_plane.policies import RoutePolicies
 from data_plane.policies.cors import strip_upstream_cors
+from data_plane.policies.plugins import response_fields
 from data_plane.policies.transform import Vars
+from tollgate.plugins import ResponseView
 
 if TYPE_CHECKING:
     from data_plane.compiler import CompiledRoute, CompiledTarget, CompiledUpstream
@@ -479,15 +481,18 @@ class Exchange:
         if status == 101 and not self.upgrade:
             self.on_upstream_bad_response(self.conn)  # type: ignore[arg-type]
             return
+        extra = self.limit_headers
+        traffic = self.route.traffic  # type: ignore[union-attr]
+        if traffic is not None:
+            rewritten = self._response_policies(traffic, status, headers)
+            if rewritten is None:
+                return  # a plugin failed: answered 500 instead (the upstream connection is closed)
+            headers = rewritten
+            extra = self.response_extra + extra
         self.response_started = True
         self.status = status
         if status != 101 and self.client.last_response():
             self.keep_alive = False  # draining: the last request begun on this connection
-        extra = self.limit_headers
-        traffic = self.route.traffic  # type: ignore[union-attr]
-        if traffic is not None:
-            headers = self._response_policies(traffic, headers)
-            extra = self.response_extra + extra
         head, framing = response_head(
             status,
             headers,
@@ -504,13 +509,23 @@ class Exchange:
         self.client_out.append(head)
 
     def _response_policies(
-        self, traffic: RoutePolicies, headers: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        """The upstream's response fields as the route's policies rewrite them."""
+        self, traffic: RoutePolicies, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]] | None:
+        """The upstream's response fields as the route's policies rewrite them (None: a plugin's
+        ``on_response`` failed, and the request is answered 500 instead, before any byte of the
+        response went to the client)."""
         if traffic.cors is not None:
             headers = strip_upstream_cors(headers)  # the policy's Access-Control-* lines are the answer
         if traffic.response is not None:
             headers = traffic.response.headers.apply(headers, Vars(self.customer_id, self.request_id, self.client_ip))
+        plugins = traffic.plugins
+        if plugins is not None and plugins.response:
+            view = ResponseView(status, headers)
+            failed = plugins.run_response(view, self.request_id)
+            if failed is not None:
+                self.fail(500, failed)  # (fail closes the upstream connection: its body is not read)
+                return None
+            headers = response_fields(view, headers)
         return headers
 
     def on_response_body(self, chunk: bytes) -> None:

@@ -46,12 +46,17 @@ IP_FORBIDDEN = "client address not allowed"
 CORS_ORIGIN_REFUSED = "origin not allowed by the CORS policy"
 
 _PREFIX: dict[str, bytes] = {}
+# The cache holds the gateway's own messages; a plugin's refusal may word each one differently
+# (data_plane/policies/plugins.py): past this many, a message is encoded for its one response.
+_PREFIX_MAX = 512
 
 
 def error_body(message: str, request_id: bytes) -> bytes:
     prefix = _PREFIX.get(message)
     if prefix is None:
-        prefix = _PREFIX[message] = b'{"message":' + json.dumps(message).encode() + b',"request_id":"'
+        prefix = b'{"message":' + json.dumps(message).encode() + b',"request_id":"'
+        if len(_PREFIX) < _PREFIX_MAX:
+            _PREFIX[message] = prefix
     return prefix + request_id + b'"}'
 
 

@@ -17,6 +17,8 @@ Series (``tollgate_`` prefix):
 * ``config_revision``, ``config_applied_timestamp_seconds``, ``client_connections``.
 * With a Redis limit store: ``limiter_available``, ``limiter_outages_total``,
   ``limiter_fallback_checks_total``, ``limiter_unavailable_checks_total``.
+* ``plugin_errors_total{plugin}``: exceptions in the hooks of Python plugins (each answered 500;
+  data_plane/policies/plugin_registry.py).
 * Usage metering: ``usage_pending_batches`` (spooled, not yet acknowledged by the control plane),
   ``usage_unbatched_requests`` (counted in memory, not yet cut into a batch),
   ``usage_delivered_batches_total``, ``usage_failed_sends_total``, ``usage_rejected_batches_total``.
@@ -36,6 +38,7 @@ from data_plane.observe.stats import LATENCY_BUCKETS, ApiStats, RouteStats
 
 if TYPE_CHECKING:
     from data_plane.metering.meter import Metering
+    from data_plane.policies.plugin_registry import PluginRegistry
     from data_plane.server import Worker
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -100,6 +103,7 @@ class WorkerCollector(Collector):
         connections = len(worker.connections)
         yield GaugeMetricFamily("tollgate_client_connections", "Open client connections.", value=connections)
         yield from _limiter(getattr(worker, "limiter", None))
+        yield _plugin_errors(worker.policy_env.plugins)
         yield from _usage(worker.metering)
 
 
@@ -128,6 +132,18 @@ def _latency(apis: list[ApiStats]) -> HistogramMetricFamily:
             buckets.append((bound, total))
         if total:
             family.add_metric((stats.api,), buckets, stats.sum)
+    return family
+
+
+def _plugin_errors(registry: PluginRegistry | None) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "tollgate_plugin_errors",
+        "Exceptions raised by the hooks of Python plugins (each answered 500), by plugin.",
+        labels=("plugin",),
+    )
+    if registry is not None:
+        for name, count in registry.errors.items():
+            family.add_metric((name,), count)
     return family
 
 

@@ -42,6 +42,7 @@ class RoutePolicies:
     def __init__(self) -> None:
         from data_plane.policies.cors import Cors
         from data_plane.policies.iprules import IpRules
+        from data_plane.policies.plugins import PluginChain
         from data_plane.policies.transform import RequestTransform, ResponseTransform
 
         self.ip_rules: IpRules | None = None
@@ -50,7 +51,7 @@ class RoutePolicies:
         self.response: ResponseTransform | None = None
         self.cache: Any = None
         self.tracing: Any = None
-        self.plugins: Any = None
+        self.plugins: PluginChain | None = None
 
 
 def effective(api: Api, route: Route) -> dict[str, Any]:
@@ -66,7 +67,8 @@ def compile_route_policies(api: Api, route: Route, env: PolicyEnv | None, where:
     doc = effective(api, route)
     if not doc:
         return None
-    from data_plane.policies import cors, iprules, transform
+    from data_plane.policies import cors, iprules, plugins, transform
+    from data_plane.policies.plugin_registry import default_registry
 
     env = env if env is not None else PolicyEnv()
     out = RoutePolicies()
@@ -79,9 +81,13 @@ def compile_route_policies(api: Api, route: Route, env: PolicyEnv | None, where:
             out.request = transform.compile_request(doc["request_transform"], f"{where}.request_transform")
         if "response_transform" in doc:
             out.response = transform.compile_response(doc["response_transform"], f"{where}.response_transform")
-        for kind in ("cache", "tracing", "plugins"):
+        if "plugins" in doc:
+            out.plugins = plugins.compile_plugins(doc["plugins"], f"{where}.plugins", env.plugins or default_registry())
+        for kind in ("cache", "tracing"):
             if kind in doc:
                 raise SnapshotError(f"{where}.{kind}: this worker does not support the {kind} policy")
+    except SnapshotError:
+        raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         # a shape the control plane would have refused (a hand-written snapshot file)
         raise SnapshotError(f"{where}: {type(exc).__name__}: {exc}") from None
