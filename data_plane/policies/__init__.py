@@ -40,6 +40,7 @@ class RoutePolicies:
     __slots__ = ("ip_rules", "cors", "request", "response", "cache", "tracing", "plugins")
 
     def __init__(self) -> None:
+        from data_plane.policies.cache import CacheRule
         from data_plane.policies.cors import Cors
         from data_plane.policies.iprules import IpRules
         from data_plane.policies.transform import RequestTransform, ResponseTransform
@@ -48,7 +49,7 @@ class RoutePolicies:
         self.cors: Cors | None = None
         self.request: RequestTransform | None = None
         self.response: ResponseTransform | None = None
-        self.cache: Any = None
+        self.cache: CacheRule | None = None
         self.tracing: Any = None
         self.plugins: Any = None
 
@@ -66,7 +67,7 @@ def compile_route_policies(api: Api, route: Route, env: PolicyEnv | None, where:
     doc = effective(api, route)
     if not doc:
         return None
-    from data_plane.policies import cors, iprules, transform
+    from data_plane.policies import cache, cors, iprules, transform
 
     env = env if env is not None else PolicyEnv()
     out = RoutePolicies()
@@ -79,7 +80,12 @@ def compile_route_policies(api: Api, route: Route, env: PolicyEnv | None, where:
             out.request = transform.compile_request(doc["request_transform"], f"{where}.request_transform")
         if "response_transform" in doc:
             out.response = transform.compile_response(doc["response_transform"], f"{where}.response_transform")
-        for kind in ("cache", "tracing", "plugins"):
+        if "cache" in doc:
+            rule = cache.compile_cache(
+                doc["cache"], f"{where}.cache", env, api_id=api.id, route_id=route.id, epoch=api.cache_epoch
+            )
+            out.cache = rule if rule.store is not None else None  # a worker without a store caches nothing
+        for kind in ("tracing", "plugins"):
             if kind in doc:
                 raise SnapshotError(f"{where}.{kind}: this worker does not support the {kind} policy")
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
