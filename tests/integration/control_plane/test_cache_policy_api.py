@@ -42,7 +42,7 @@ def test_declarative_round_trip_with_a_cache_policy(client: TestClient) -> None:
 
     changed = {**DOC, "apis": [{**DOC["apis"][0], "policies": {"cache": {**CACHE, "ttl": 31}}}]}
     diff = client.post("/v1/config/apply", json={"config": changed, "dry_run": True}).json()
-    assert diff["changed"] is True and [c["address"] for c in diff["changes"]] == ["apis.catalog"]
+    assert [(c["address"], c["fields"]) for c in diff["changes"]] == [("api catalog", ["policies"])]
 
 
 @pytest.mark.parametrize(
