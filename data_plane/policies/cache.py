@@ -8,7 +8,7 @@ response may be stored.  The exchange (:mod:`data_plane.http.exchange`) calls it
 limits (so a hit still passes IP rules, auth and limits, and counts for quotas, as Kong's
 proxy-cache does) and before a target is picked.
 
-The key: the route id, the API's ``cache_epoch`` (a purge bumps it), the request target as the
+The key: the route id, the API's ``cache_epoch`` (a purge bumps it) and a digest of the rule, the request target as the
 upstream would get it (canonical path after the base path is stripped and ``request_transform``
 ran, with the query a query-string credential was taken from), the values of the rule's
 ``key_headers``, and the customer id unless the rule is ``shared``.  HEAD is answered from the GET
@@ -31,7 +31,9 @@ asked for (and by LRU pressure before that).  No revalidation: an entry is fresh
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
@@ -440,5 +442,8 @@ def compile_cache(
         raise SnapshotError(f"{where}.max_object_bytes must be at least 1")
     shared = get(doc, "shared", bool, where, False)
     store = getattr(env, "cache", None) if env is not None else None
-    prefix = route_id.encode() + b"\0" + b"%d" % epoch
+    # The rule itself is in the key too: a changed policy (a shorter ttl, other key headers) starts
+    # from an empty cache instead of serving what the old one stored; those entries age out (LRU).
+    digest = zlib.crc32(json.dumps(doc, sort_keys=True).encode())
+    prefix = route_id.encode() + b"\0" + b"%d.%08x" % (epoch, digest)
     return CacheRule(store, api_id, prefix, ttl, tuple(names), shared, frozenset(statuses), max_object)

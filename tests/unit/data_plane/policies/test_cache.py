@@ -232,7 +232,7 @@ def test_vary_names_are_kept_with_the_entry() -> None:
 def test_key_parts_customer_headers_and_method() -> None:
     r = rule(key_headers=["Accept"])
     k = r.key("GET", head(b"/items?a=1"), [(b"accept", b"json")], b"c1", True)
-    assert k == b"r\x000\x00/items?a=1\x00json\x00c1"
+    assert k == r.prefix + b"\x00/items?a=1\x00json\x00c1" and r.prefix.startswith(b"r\x000.")
     assert r.key("HEAD", head(b"/items?a=1", "HEAD"), [(b"accept", b"json")], b"c1", True) == k  # HEAD reads GET's
     assert r.key("GET", head(b"/items?a=1"), [(b"accept", b"xml")], b"c1", True) != k
     assert r.key("GET", head(b"/items?a=1"), [(b"accept", b"json")], b"c2", True) != k
@@ -242,12 +242,14 @@ def test_key_parts_customer_headers_and_method() -> None:
     assert r.key("POST", head(b"/items", "POST"), [], b"c1", True) is None
 
 
-def test_epoch_and_route_are_in_the_key() -> None:
+def test_epoch_route_and_rule_are_in_the_key() -> None:
     doc = {"ttl": 5}
     one = compile_cache(doc, "c", None, route_id="r", epoch=1).key("GET", head(b"/x"), [], b"", False)
     two = compile_cache(doc, "c", None, route_id="r", epoch=2).key("GET", head(b"/x"), [], b"", False)
     other = compile_cache(doc, "c", None, route_id="s", epoch=1).key("GET", head(b"/x"), [], b"", False)
-    assert len({one, two, other}) == 3
+    changed = compile_cache({"ttl": 6}, "c", None, route_id="r", epoch=1).key("GET", head(b"/x"), [], b"", False)
+    same = compile_cache({"ttl": 5}, "c", None, route_id="r", epoch=1).key("GET", head(b"/x"), [], b"", False)
+    assert len({one, two, other, changed}) == 4 and same == one  # a changed rule starts afresh
 
 
 @pytest.mark.parametrize(
@@ -316,7 +318,7 @@ def test_compiled_routes_share_the_worker_store_and_none_without_one() -> None:
     assert isinstance(found, tuple)
     traffic = found[0].traffic
     assert traffic is not None and traffic.cache is not None
-    assert traffic.cache.store is store and traffic.cache.prefix == b"r1\x003"
+    assert traffic.cache.store is store and traffic.cache.prefix.startswith(b"r1\x003.")
     bare = compile_snapshot(s, policy_env=PolicyEnv())
     found = bare.router.match("h", "GET", "/x")
     assert isinstance(found, tuple) and found[0].traffic is not None and found[0].traffic.cache is None
