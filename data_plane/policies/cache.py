@@ -366,7 +366,8 @@ class CacheRule:
             return
         body = b"".join(chunks)
         fields = fill.headers
-        fields.append((b"content-length", b"%d" % len(body)))
+        if fill.status != 204:  # (a 204 never carries a Content-Length: RFC 9110 8.6)
+            fields.append((b"content-length", b"%d" % len(body)))
         now = store.clock()
         entry = CacheEntry(
             fill.status,

@@ -47,7 +47,7 @@ def gw(module_cluster: Cluster) -> Gateway:
         apis["open"] = opened["id"]
         for path, policies in (
             ("/{p+}", None),
-            ("/short/{p+}", {"cache": {"ttl": 1}}),
+            ("/short/{p+}", {"cache": {"ttl": 2}}),
             (
                 "/decorated/{p+}",
                 {
@@ -105,7 +105,7 @@ def test_miss_then_hit_without_the_upstream_and_age_grows(gw: Gateway) -> None:
 def test_ttl_expiry_goes_upstream_again(gw: Gateway) -> None:
     assert gw.get("/open/short/x").headers["x-cache"] == "MISS"
     assert gw.get("/open/short/x").headers["x-cache"] == "HIT"
-    wait_until(lambda: gw.get("/open/short/x").headers["x-cache"] == "MISS", timeout=5.0, what="the 1 s ttl to pass")
+    wait_until(lambda: gw.get("/open/short/x").headers["x-cache"] == "MISS", timeout=8.0, what="the 2 s ttl to pass")
     assert gw.seen("GET /short/x") == 2
 
 

@@ -219,6 +219,16 @@ def test_stored_fields_lose_age_and_framing_and_get_the_body_length() -> None:
     assert e.headers[-1] == (b"content-length", b"5")
 
 
+def test_a_204_is_stored_without_a_length() -> None:
+    store = ResponseCache(clock=Clock())
+    r = rule(store, statuses=[204])
+    fill = r.fill(204, [(b"x-a", b"1")])
+    assert fill is not None
+    r.put(b"k", fill, [])
+    e = store.get(b"k", [])
+    assert e is not None and e.status == 204 and e.headers == [(b"x-a", b"1")] and e.body == b""
+
+
 def test_vary_names_are_kept_with_the_entry() -> None:
     store = ResponseCache(clock=Clock())
     r = rule(store)
