@@ -186,6 +186,8 @@ TRANSFORM_POLICY = {
     },
     "response_transform": {"set_headers": {"X-Served-By": "tollgate"}, "remove_headers": ["Server"]},
 }
+# One customer, one path: after the first request every one is a hit (auth and plan limits still run).
+CACHE_POLICY = {"cache": {"ttl": 3600}}
 
 
 def plugin_snapshot(env: Env) -> snap.Snapshot:
@@ -325,6 +327,15 @@ CASES: tuple[Case, ...] = (
         "tollgate: (e) + request/response transforms [log off]",
         "tollgate",
         with_policies(TRANSFORM_POLICY),
+        NO_ACCESS_LOG,
+        KEY,
+        requires=needs_policies,
+    ),
+    Case(
+        "pk",
+        "tollgate: (e) + response cache, all hits [log off]",
+        "tollgate",
+        with_policies(CACHE_POLICY),
         NO_ACCESS_LOG,
         KEY,
         requires=needs_policies,

@@ -31,6 +31,7 @@ from data_plane.observe.accesslog import open_access_log
 from data_plane.observe.metrics import make_registry
 from data_plane.observe.observer import Observer
 from data_plane.policies import PolicyEnv
+from data_plane.policies.cache import ResponseCache
 from data_plane.policies.plugin_registry import PluginRegistry
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot
@@ -73,7 +74,9 @@ class Worker:
         if settings.tls_port:
             self.tls = TlsServer(settings.tls_cert_file, settings.tls_key_file)
         # what traffic policies compile against and what outlives a config swap (data_plane/policies)
-        self.policy_env = PolicyEnv()
+        # the response cache is the worker's, bounded in bytes: kept across swaps, purged by cache_epoch
+        cache = ResponseCache(settings.cache_bytes) if settings.cache_bytes > 0 else None
+        self.policy_env = PolicyEnv(cache=cache)
         # the installed Python plugins (entry point group tollgate.plugins), listed once per process
         self.policy_env.plugins = PluginRegistry.discover()
         # pools of targets that left the config while requests were in flight on them: their
@@ -115,6 +118,9 @@ class Worker:
         if self.tls is not None:
             self.tls.update(snapshot, self.settings.cluster_token)  # the new certificates, for new handshakes
         self.config = compiled  # the swap: one reference assignment
+        cache = self.policy_env.cache
+        if cache is not None:
+            cache.retain({api.id: api.cache_epoch for api in snapshot.apis})  # purged or gone APIs: dropped
         self.applied_at = time.time()
         self.last_error = None
         if old is not None:
@@ -148,6 +154,7 @@ class Worker:
             "last_error": (sync.last_error if sync else None) or self.last_error,
             "targets": self.target_status(),
             "limiter": self.limiter_status(),
+            "cache": self.policy_env.cache.status() if self.policy_env.cache is not None else None,
         }
 
     def limiter_status(self) -> dict[str, Any]:

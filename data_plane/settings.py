@@ -53,6 +53,9 @@ class WorkerSettings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     https_redirect_port: int = 0
+    # response caching (data_plane/policies/cache.py): the worker's store, in bytes (0: no store, the
+    # cache policy is ignored)
+    cache_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -84,6 +87,7 @@ class WorkerSettings:
             tls_cert_file=env.get("TOLLGATE_TLS_CERT") or None,
             tls_key_file=env.get("TOLLGATE_TLS_KEY") or None,
             https_redirect_port=int(env.get("TOLLGATE_HTTPS_REDIRECT_PORT", "0")),
+            cache_bytes=int(env.get("TOLLGATE_CACHE_BYTES", str(64 * 1024 * 1024))),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         if settings.limit_fail_mode not in ("open", "closed"):
@@ -91,6 +95,8 @@ class WorkerSettings:
                 f"limit fail_mode (TOLLGATE_LIMIT_FAIL_MODE) must be open or closed, not {settings.limit_fail_mode!r}"
             )
         parse_trusted(settings.trusted_proxies)  # ValueError naming the bad item, at start
+        if settings.cache_bytes < 0:
+            raise ValueError(f"the response cache size (TOLLGATE_CACHE_BYTES) must be >= 0, not {settings.cache_bytes}")
         if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
             raise ValueError(
                 "the worker's TLS certificate needs both a certificate and a key file (--tls-cert, --tls-key)"

@@ -1,4 +1,5 @@
-"""``tollgate upstreams|targets|apis|routes|nodes list|get|create|update|delete`` over the admin API.
+"""``tollgate upstreams|targets|apis|routes|nodes list|get|create|update|delete`` over the admin API
+(and ``tollgate apis purge-cache NAME|ID``).
 
 Every command comes from one :class:`Resource` entry in :data:`RESOURCES`; adding customers, keys or
 usage plans is one more entry.  Resources are named by id or by their label (a name, ``host:port`` for
@@ -306,6 +307,23 @@ def build(res: Resource) -> typer.Typer:
     return app
 
 
+def purge_cache(ref: RefArg, url: UrlOpt = None, token: TokenOpt = None, output: OutputOpt = Output.table) -> None:
+    """Drop an API's cached responses in every worker (the purge goes out with a new config revision)."""
+
+    def body(client: AdminClient) -> None:
+        api = resolve(client, RESOURCES["apis"], ref, None)
+        purged = client.post(f"/v1/apis/{api['id']}/cache/purge", None)
+        if output is Output.table:
+            render.stdout().print(render.record(purged, ("api_id", "cache_epoch", "revision")))
+        else:
+            render.data(purged, output)
+
+    _run(url, token, body)
+
+
 def register(root: typer.Typer) -> None:
     for res in RESOURCES.values():
-        root.add_typer(build(res), name=res.name)
+        app = build(res)
+        if res.name == "apis":
+            app.command("purge-cache")(purge_cache)
+        root.add_typer(app, name=res.name)

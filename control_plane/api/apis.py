@@ -9,6 +9,7 @@ from control_plane.schemas import (
     ApiCreate,
     ApiPublic,
     ApiUpdate,
+    CachePurged,
     JwksStatus,
     Page,
     RouteCreate,
@@ -62,6 +63,15 @@ def refresh_jwks(api_id: str, w: Write, request: Request) -> JwksStatus:
     row = jwks_svc.refresh(session=w.session, api_id=api_id, timeout=_jwks_timeout(request))
     w.commit()  # also when nothing was recorded: the attempt is audited
     return convert.jwks_status(jwks_svc.refreshed_status(row))
+
+
+@router.post("/{api_id}/cache/purge", status_code=status.HTTP_202_ACCEPTED)
+def purge_cache(api_id: str, w: Write) -> CachePurged:
+    """Drop the API's cached responses in every worker: its ``cache_epoch`` goes up by one in a new
+    config revision; a worker purges when it applies that revision (watch ``/v1/nodes``)."""
+    row, revision = svc.purge_cache(session=w.session, api_id=api_id)
+    w.commit()
+    return CachePurged(api_id=row.id, cache_epoch=row.cache_epoch, revision=revision)
 
 
 def _jwks_timeout(request: Request) -> float:

@@ -137,6 +137,14 @@ class JwksStatus(OutModel):
     last_error: str | None  # of the last attempt; the previous keys stay in use
 
 
+class CachePurged(OutModel):
+    """A cache purge: workers drop the API's cached responses when they apply ``revision``."""
+
+    api_id: str
+    cache_epoch: int  # the API's new cache epoch (part of every cache key)
+    revision: int  # the config revision that carries it
+
+
 class ApiPublic(OutModel):
     id: str
     name: str

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_serializer, m
 
 from control_plane.schemas.common import InModel
 from data_plane.errors import PluginUnavailable, SnapshotError
-from data_plane.policies import transform
+from data_plane.policies import cache, transform
 from data_plane.policies.cors import compile_cors
 from data_plane.policies.plugin_registry import PluginRegistry, default_registry
 
@@ -204,6 +204,43 @@ class PluginRef(_Policy):
         return config
 
 
+class CachePolicy(_Policy):
+    """Response caching for GET and HEAD in each worker's memory: a hit is answered without the
+    upstream (with ``Age`` and ``X-Cache: HIT``; upstream answers get ``X-Cache: MISS``) after IP
+    rules, authentication and plan limits (a hit counts for quotas).  The response's
+    ``Cache-Control`` (``no-store``, ``private``, ``no-cache``, ``s-maxage`` / ``max-age``) and
+    ``Vary`` are always honoured; responses with ``Set-Cookie`` are never stored.  Purge an API's
+    entries with ``POST /v1/apis/{api_id}/cache/purge``."""
+
+    ttl: int = Field(
+        ge=1, le=86400, description="seconds a response stays fresh (lowered by its s-maxage / max-age and Age)"
+    )
+    key_headers: list[HeaderName] | None = Field(
+        default=None,
+        max_length=cache.MAX_KEY_HEADERS,
+        description="request headers whose values are part of the key (beyond the route, path and query)",
+    )
+    shared: bool | None = Field(
+        default=None,
+        description="one entry for every caller (default false: each customer has its own entries)",
+    )
+    statuses: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
+        default=None,
+        max_length=20,
+        description="statuses that are stored (default [200]; any of "
+        + ", ".join(str(s) for s in sorted(cache.CACHEABLE_STATUSES))
+        + ")",
+    )
+    max_object_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] | None = Field(
+        default=None, description="larger bodies are not stored (default 1 MiB)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CachePolicy:
+        _compiles(cache.compile_cache, self.model_dump(), "cache")
+        return self
+
+
 class Policies(_Policy):
     """Traffic policies; on a route, each member replaces the API's member of the same name."""
 
@@ -211,6 +248,7 @@ class Policies(_Policy):
     ip_rules: IpRulesPolicy | None = Field(default=None, description="client address allow / deny lists")
     request_transform: RequestTransformPolicy | None = Field(default=None, description="rewrite the request")
     response_transform: ResponseTransformPolicy | None = Field(default=None, description="rewrite the response")
+    cache: CachePolicy | None = Field(default=None, description="cache GET / HEAD responses in the workers")
     plugins: list[PluginRef] | None = Field(
         default=None,
         max_length=50,

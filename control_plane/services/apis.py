@@ -86,6 +86,16 @@ def delete_api(*, session: Session, api_id: str) -> None:
     session.flush()
 
 
+def purge_cache(*, session: Session, api_id: str) -> tuple[Api, int]:
+    """Bump the API's ``cache_epoch`` (workers drop its cached responses with the snapshot of the new
+    revision, and every key they build carries the new epoch); the API and the revision."""
+    revision = bump_revision(session)  # first: the row lock serialises this read-modify-write
+    api = get_api(session=session, api_id=api_id)
+    api.cache_epoch = (api.cache_epoch or 0) + 1
+    session.flush()
+    return api, revision
+
+
 def check_auth_settings(api: Api) -> None:
     """The settings the API's auth mode needs are present and usable (checked on the merged row)."""
     if api.mtls_ca_certificates is not None:

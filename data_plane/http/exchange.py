@@ -55,6 +55,7 @@ from data_plane.http.upstream import UpstreamConnection
 from data_plane.limits.headers import limit_response, rate_limit_headers
 from data_plane.limits.policy import UNAVAILABLE, Decision, LimitPolicy
 from data_plane.policies import RoutePolicies
+from data_plane.policies.cache import CacheEntry, CacheFill, CacheRule
 from data_plane.policies.cors import strip_upstream_cors
 from data_plane.policies.plugins import response_fields
 from data_plane.policies.transform import Vars
@@ -71,6 +72,8 @@ _RETRY_STATUSES: Final = frozenset((502, 503, 504))
 # A pooled connection the upstream closed as it was reused is sent again at most this often (outside
 # the retry budget: it says nothing about the target).
 _STALE_RESENDS: Final = 2
+_X_CACHE_HIT: Final = b"x-cache: HIT\r\n"
+_X_CACHE_MISS: Final = b"x-cache: MISS\r\n"
 
 
 class Exchange:
@@ -123,6 +126,8 @@ class Exchange:
         "status",
         "bytes_out",
         "picked",
+        "cache_key",
+        "cache_fill",
     )
 
     def __init__(
@@ -189,6 +194,10 @@ class Exchange:
         self.status = 0  # what the client gets: set with the response head or the gateway error
         self.bytes_out = 0  # response body bytes from the upstream
         self.picked: CompiledTarget | None = None  # the last target tried, kept after _leave()
+        # response caching (data_plane/policies/cache.py): the request's key (None: the cache is not
+        # used) and the response being collected for the store
+        self.cache_key: bytes | None = None
+        self.cache_fill: CacheFill | None = None
 
     # ------------------------------------------------------------------ request side
 
@@ -240,8 +249,8 @@ class Exchange:
         if v.policy is not None:
             self._check_limits(v.policy)
             return
-        self._admitted()
-        self.forward()
+        if self._admitted():
+            self.forward()
 
     # ------------------------------------------------------------------ usage plans
 
@@ -270,19 +279,71 @@ class Exchange:
             return
         observer.admitted += 1
         self.limit_headers = rate_limit_headers(d)  # b"" when the API hides them
-        self._admitted()
-        self.forward()
+        if self._admitted():
+            self.forward()
 
-    def _admitted(self) -> None:
+    def _admitted(self) -> bool:
         """Meter an admitted request of a known customer (per customer, API and UTC day); tell a
-        client waiting on ``Expect: 100-continue`` to send its body."""
+        client waiting on ``Expect: 100-continue`` to send its body; answer from the response cache
+        when the route has one that holds the answer.  False: answered here, nothing to forward."""
         if self.expect_continue and not self.body_done:
             self.client_out.append(_CONTINUE)
             self.flush_client()
         customer = self.customer
         metering = self.env.metering
+        route: CompiledRoute = self.route  # type: ignore[assignment]
         if customer is not None and metering is not None:
-            metering.record(customer.id, self.route.api_id)  # type: ignore[union-attr]
+            metering.record(customer.id, route.api_id)  # a hit counts for the quota like any request
+        traffic = route.traffic
+        if traffic is not None and traffic.cache is not None and not self.upgrade:
+            return self._cache_lookup(traffic, traffic.cache, route)
+        return True
+
+    # ------------------------------------------------------------------ response cache
+
+    def _cache_lookup(self, traffic: RoutePolicies, rule: CacheRule, route: CompiledRoute) -> bool:
+        """Key the request; answer a hit (False), or let it go upstream (True) with the key kept
+        for storing the response."""
+        key = rule.key(self.method, self.head, self.headers, self.customer_id, route.auth is not None)
+        if key is None:
+            return True
+        self.cache_key = key
+        entry = rule.lookup(key, self.headers)
+        if entry is None:
+            return True
+        self._answer_cached(traffic, entry, rule.age(entry))
+        return False
+
+    def _answer_cached(self, traffic: RoutePolicies, entry: CacheEntry, age: int) -> None:
+        """A hit: the stored response with this request's lines (id, CORS, RateLimit-*, transform),
+        ``Age`` and ``X-Cache: HIT``, answered like a gateway response (it waits for the end of the
+        request being parsed, and decides keep-alive the same way)."""
+        status = entry.status
+        rewritten = self._response_policies(traffic, status, entry.headers)
+        if rewritten is None:
+            return  # a plugin's on_response failed: answered 500 instead
+        headers = rewritten
+        if not self._stop_for_error(status):
+            return
+        no_body = self.method == "HEAD" or status == 204 or status == 304
+        head, framing = response_head(
+            status,
+            headers,
+            request_id=self.request_id,
+            extra=self.response_extra + self.limit_headers + b"age: %d\r\n" % age + _X_CACHE_HIT,
+            no_body=no_body,
+            http11=self.http_version == "1.1",
+            keep_alive=self.keep_alive,
+        )
+        body = b"" if no_body else entry.body
+        if framing == BODY_CHUNKED and body:
+            body = b"%x\r\n%s\r\n%s" % (len(body), body, _LAST_CHUNK)  # a transform removed the length
+        elif framing == BODY_CHUNKED:
+            body = _LAST_CHUNK
+        elif framing == BODY_TO_CLOSE:
+            self.keep_alive = False
+        self.error = head + body  # the prebuilt answer (the access log counts its body)
+        self._error_ready()
 
     def _refuse(self, d: Decision) -> None:
         """429 (throttle/quota) or 503 (store unavailable, fail-closed), sent like :meth:`fail`."""
@@ -484,8 +545,15 @@ class Exchange:
         extra = self.limit_headers
         traffic = self.route.traffic  # type: ignore[union-attr]
         if traffic is not None:
+            rule = traffic.cache
+            if rule is not None:
+                if self.cache_key is not None and self.method == "GET":
+                    self.cache_fill = rule.fill(status, headers)  # the upstream's fields, before the transform
+                if self.method == "GET" or self.method == "HEAD":
+                    extra += _X_CACHE_MISS
             rewritten = self._response_policies(traffic, status, headers)
             if rewritten is None:
+                self.cache_fill = None
                 return  # a plugin failed: answered 500 instead (the upstream connection is closed)
             headers = rewritten
             extra = self.response_extra + extra
@@ -531,6 +599,9 @@ class Exchange:
     def on_response_body(self, chunk: bytes) -> None:
         self.activity += 1
         self.bytes_out += len(chunk)
+        fill = self.cache_fill
+        if fill is not None:
+            self.route.traffic.cache.add(fill, chunk)  # type: ignore[union-attr]
         if self.response_chunked:
             self.client_out += (b"%x\r\n" % len(chunk), chunk, CRLF)
         else:
@@ -549,6 +620,10 @@ class Exchange:
                 conn.close()
         if not self.body_done:
             self.keep_alive = False  # the rest of the request body would be read as a new request
+        fill = self.cache_fill
+        if fill is not None:
+            self.cache_fill = None
+            self.route.traffic.cache.put(self.cache_key, fill, self.headers)  # type: ignore[union-attr,arg-type]
         self._finish()
 
     def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:

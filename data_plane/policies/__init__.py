@@ -40,6 +40,7 @@ class RoutePolicies:
     __slots__ = ("ip_rules", "cors", "request", "response", "cache", "tracing", "plugins")
 
     def __init__(self) -> None:
+        from data_plane.policies.cache import CacheRule
         from data_plane.policies.cors import Cors
         from data_plane.policies.iprules import IpRules
         from data_plane.policies.plugins import PluginChain
@@ -49,7 +50,7 @@ class RoutePolicies:
         self.cors: Cors | None = None
         self.request: RequestTransform | None = None
         self.response: ResponseTransform | None = None
-        self.cache: Any = None
+        self.cache: CacheRule | None = None
         self.tracing: Any = None
         self.plugins: PluginChain | None = None
 
@@ -67,7 +68,7 @@ def compile_route_policies(api: Api, route: Route, env: PolicyEnv | None, where:
     doc = effective(api, route)
     if not doc:
         return None
-    from data_plane.policies import cors, iprules, plugins, transform
+    from data_plane.policies import cache, cors, iprules, plugins, transform
     from data_plane.policies.plugin_registry import default_registry
 
     env = env if env is not None else PolicyEnv()
@@ -83,7 +84,12 @@ def compile_route_policies(api: Api, route: Route, env: PolicyEnv | None, where:
             out.response = transform.compile_response(doc["response_transform"], f"{where}.response_transform")
         if "plugins" in doc:
             out.plugins = plugins.compile_plugins(doc["plugins"], f"{where}.plugins", env.plugins or default_registry())
-        for kind in ("cache", "tracing"):
+        if "cache" in doc:
+            rule = cache.compile_cache(
+                doc["cache"], f"{where}.cache", env, api_id=api.id, route_id=route.id, epoch=api.cache_epoch
+            )
+            out.cache = rule if rule.store is not None else None  # a worker without a store caches nothing
+        for kind in ("tracing",):
             if kind in doc:
                 raise SnapshotError(f"{where}.{kind}: this worker does not support the {kind} policy")
     except SnapshotError:

@@ -22,7 +22,9 @@
   ``?echo=0``: swallows them instead; ``?ticks=N&every=MS``: also sends ``tick`` N times, one every
   MS ms.  ``/__echo/count`` also gives ``tunnels``: tunnel connections open now.
 * anything else — ``{"server": name, "headers": [[k, v], ...], "seen": n}`` with the configured
-  status (``seen``: how many times this method and path arrived, this one included).
+  status (``seen``: how many times this method and path arrived, this one included); the query may
+  ask for response fields: ``cc`` (Cache-Control), ``vary``, ``cookie`` (Set-Cookie), ``age``, and
+  ``chunked=1`` sends the body chunked (no Content-Length).
 """
 
 from __future__ import annotations
@@ -190,7 +192,23 @@ class Lab(asyncio.Protocol):
             extra += b"proxy-connection: keep-alive\r\nx-public: yes\r\n"
             return self.reply(200, {"server": self.name, "headers": self.headers}, extra)
         payload = {"server": self.name, "path": path, "headers": self.headers, "seen": seen}
-        return self.reply(int(STATE["status"]), payload)
+        extra = b""
+        for arg, field in (("cc", b"cache-control"), ("vary", b"vary"), ("cookie", b"set-cookie"), ("age", b"age")):
+            if arg in args:
+                extra += field + b": " + args[arg].encode("latin-1") + b"\r\n"
+        if args.get("chunked") == "1":
+            return self.reply_chunked(int(STATE["status"]), payload, extra)
+        return self.reply(int(STATE["status"]), payload, extra)
+
+    def reply_chunked(self, status: int, payload: object, extra: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        body = json.dumps(payload).encode()
+        half = len(body) // 2
+        self.transport.write(
+            b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n%s\r\n"
+            b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (status, extra, half, body[:half], len(body) - half, body[half:])
+        )
 
     def reply(self, status: int, payload: object, extra: bytes = b"") -> None:
         if self.transport is None or self.transport.is_closing():
