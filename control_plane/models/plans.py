@@ -20,6 +20,7 @@ class UsagePlan(Timestamped, Base):
         CheckConstraint("throttle_rate IS NULL OR throttle_rate > 0", name="throttle_rate_positive"),
         CheckConstraint("throttle_burst IS NULL OR throttle_burst >= 1", name="throttle_burst_positive"),
         CheckConstraint("quota_limit IS NULL OR quota_limit >= 1", name="quota_limit_positive"),
+        CheckConstraint("quota_overage IN ('deny', 'allow')", name="quota_overage_known"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -29,6 +30,9 @@ class UsagePlan(Timestamped, Base):
     throttle_burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
     quota_limit: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # both null: no quota
     quota_period: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # beyond the limit: "deny" (429) or "allow" (metered as overage) up to quota_hard_cap (null: no cap)
+    quota_overage: Mapped[str] = mapped_column(String(8), default="deny", server_default="deny")
+    quota_hard_cap: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     apis: Mapped[list[UsagePlanApi]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, order_by="UsagePlanApi.position"

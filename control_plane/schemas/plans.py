@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
 
 from control_plane.schemas.common import InModel, Name, path_template
 
@@ -23,6 +23,32 @@ class ThrottleIn(InModel):
 class QuotaIn(InModel):
     limit: Annotated[int, Field(ge=1, le=10**12)]
     period: Period
+    overage: Literal["deny", "allow"] = Field(
+        default="deny",
+        description="beyond the limit: deny (429) or allow (admitted and metered as overage, billed apart)",
+    )
+    hard_cap: Annotated[int, Field(ge=1, le=10**12)] | None = Field(
+        default=None, description="with overage allow: requests in the period at which even overage stops (>= limit)"
+    )
+
+    @model_validator(mode="after")
+    def _cap(self) -> QuotaIn:
+        if self.hard_cap is not None:
+            if self.overage != "allow":
+                raise ValueError("hard_cap needs overage: allow")
+            if self.hard_cap < self.limit:
+                raise ValueError(f"hard_cap ({self.hard_cap}) is below the quota limit ({self.limit})")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _defaults_out(self, handler: Any) -> Any:
+        out = handler(self)  # a quota without overage reads as before: {"limit", "period"}
+        if isinstance(out, dict):
+            if out.get("overage") == "deny":
+                out.pop("overage")
+            if out.get("hard_cap") is None:
+                out.pop("hard_cap", None)
+        return out
 
 
 class RouteOverrideIn(InModel):

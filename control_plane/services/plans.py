@@ -31,7 +31,12 @@ def throttle_of(row: UsagePlan) -> ThrottleIn | None:
 def quota_of(row: UsagePlan) -> QuotaIn | None:
     if row.quota_limit is None or row.quota_period is None:
         return None
-    return QuotaIn(limit=row.quota_limit, period=row.quota_period)  # type: ignore[arg-type]
+    return QuotaIn(
+        limit=row.quota_limit,
+        period=row.quota_period,  # type: ignore[arg-type]
+        overage=row.quota_overage,  # type: ignore[arg-type]
+        hard_cap=row.quota_hard_cap,
+    )
 
 
 def list_plans(*, session: Session, limit: int, offset: int) -> tuple[list[UsagePlan], int]:
@@ -101,6 +106,7 @@ def _set_limits(plan: UsagePlan, changes: dict[str, Any]) -> None:
     if "quota" in changes:
         q: QuotaIn | None = changes["quota"]
         plan.quota_limit, plan.quota_period = (q.limit, q.period) if q is not None else (None, None)
+        plan.quota_overage, plan.quota_hard_cap = (q.overage, q.hard_cap) if q is not None else ("deny", None)
 
 
 def _set_apis(session: Session, plan: UsagePlan, apis: list[PlanApiIn]) -> None:

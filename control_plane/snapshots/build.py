@@ -213,7 +213,12 @@ def _plan(p: UsagePlan) -> Plan:
         throttle = PlanThrottle(rate=float(p.throttle_rate), burst=p.throttle_burst)
     quota = None
     if p.quota_limit is not None and p.quota_period is not None:
-        quota = PlanQuota(limit=int(p.quota_limit), period=p.quota_period)
+        quota = PlanQuota(
+            limit=int(p.quota_limit),
+            period=p.quota_period,
+            overage=p.quota_overage == "allow",
+            hard_cap=int(p.quota_hard_cap) if p.quota_hard_cap is not None else None,
+        )
     return Plan(
         id=p.id,
         name=p.name,

@@ -49,6 +49,7 @@ class MemoryStore:
         counters: dict[str, int] | None = None
         used = 0
         qlimit = -1
+        ceiling = -1
         reset = 0.0
         window = 0
         if quota is not None:
@@ -59,6 +60,7 @@ class MemoryStore:
             counters = period.used
             used = counters.get(customer_id, 0)
             qlimit = quota.limit + adjustment
+            ceiling = quota.ceiling(adjustment) if quota.overage else qlimit
             reset = end - now
             window = end - start
         tokens = -1.0
@@ -95,11 +97,12 @@ class MemoryStore:
                 bucket[2] = full_at
         if counters is None:
             return Decision(True, "", policy, 0.0, tokens, -1, qlimit, reset, window)
-        if used >= qlimit:
+        if used >= ceiling:
             return Decision(False, QUOTA, policy, reset, tokens, 0, qlimit, reset, window)
         used += 1
         counters[customer_id] = used
-        return Decision(True, "", policy, 0.0, tokens, qlimit - used, qlimit, reset, window)
+        over = used > qlimit  # (an overage quota: admitted beyond the limit)
+        return Decision(True, "", policy, 0.0, tokens, 0 if over else qlimit - used, qlimit, reset, window, over)
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self.sweep_interval

@@ -22,7 +22,8 @@ def compile_plans(snapshot: Snapshot) -> PlanTable:
     table: PlanTable = {}
     for plan in snapshot.plans:
         throttle = Throttle(plan.throttle.rate, plan.throttle.burst) if plan.throttle else None
-        quota = Quota(plan.quota.limit, plan.quota.period) if plan.quota else None
+        q = plan.quota
+        quota = Quota(q.limit, q.period, q.overage, q.hard_cap) if q else None
         for pa in plan.apis:
             show = shows.get(pa.api_id, True)
             base = LimitPolicy(throttle, quota, "", show) if throttle or quota else None

@@ -13,6 +13,11 @@ Semantics (docs/architecture.md, "Usage plans"):
   Gateway does), so a client hammering an exhausted quota is still slowed down, and the quota counts
   only requests that were actually served.
 * Only admitted requests consume quota.  Requests refused earlier (auth, no route) never reach this.
+* A quota with **overage** (``Quota.overage``) admits requests beyond its limit, each marked
+  ``Decision.overage`` (metered as overage, billed apart), up to ``hard_cap`` requests in the period
+  (then 429 like a quota without overage); an adjustment moves the limit and the cap alike.  Stores
+  decide against :meth:`Quota.ceiling` (the count at which requests are refused), so the Redis script
+  is the same for both kinds.
 
 Counters belong to the customer (all its keys), keyed by customer + throttle scope for buckets and
 customer + period id for quotas — never by plan or key, so rotating keys or changing plan keeps
@@ -51,16 +56,32 @@ class Throttle:
         return max(1, math.ceil(self.burst / self.rate))
 
 
+# The ceiling of an overage quota without a hard cap: more requests than a period can hold.
+NO_CEILING = 2**53
+
+
 @dataclass(frozen=True, slots=True)
 class Quota:
     limit: int
     period: str  # periods.DAY | WEEK | MONTH
+    overage: bool = False  # beyond the limit: admitted as overage instead of refused
+    hard_cap: int | None = None  # with overage: requests in the period at which even overage stops
 
     def __post_init__(self) -> None:
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:
             raise ValueError(f"quota.limit must be an integer >= 0, got {self.limit!r}")
         if self.period not in PERIODS:
             raise ValueError(f"quota.period must be one of {', '.join(PERIODS)}, got {self.period!r}")
+        if self.hard_cap is not None and (not self.overage or self.hard_cap < self.limit):
+            raise ValueError(f"quota.hard_cap needs overage and must be >= the limit, got {self.hard_cap!r}")
+
+    def ceiling(self, adjustment: int) -> int:
+        """Requests in the period at which the next one is refused (limit + adjustment without overage)."""
+        if not self.overage:
+            return self.limit + adjustment
+        if self.hard_cap is None:
+            return NO_CEILING
+        return self.hard_cap + adjustment
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +117,7 @@ class Decision:
         "quota_reset",
         "quota_window",
         "policy",
+        "overage",
     )
 
     def __init__(
@@ -109,6 +131,7 @@ class Decision:
         quota_limit: int = -1,
         quota_reset: float = 0.0,
         quota_window: int = 0,
+        overage: bool = False,
     ) -> None:
         self.allowed = allowed
         self.limit = limit
@@ -119,6 +142,7 @@ class Decision:
         self.quota_limit = quota_limit  # plan limit + this period's adjustment; -1 = no quota
         self.quota_reset = quota_reset  # seconds until the quota period ends
         self.quota_window = quota_window  # length of the current quota period in seconds
+        self.overage = overage  # admitted beyond the quota (an overage quota): metered as overage
 
     def __repr__(self) -> str:
         return (

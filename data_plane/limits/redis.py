@@ -149,7 +149,7 @@ class _Check:
         self.customer_id = customer_id
         self.policy = policy
         self.adjustment = adjustment
-        self.group = group  # (bucket key, quota key, rate, burst, quota limit, quota key ttl)
+        self.group = group  # (bucket key, quota key, rate, burst, quota ceiling, quota key ttl)
         self.now = now
         self.quota_limit = quota_limit
         self.reset = reset
@@ -241,6 +241,7 @@ class RedisStore:
         quota = policy.quota
         throttle = policy.throttle
         qlimit = -1
+        ceiling = -1
         reset = 0.0
         window = 0
         if quota is not None:
@@ -252,6 +253,8 @@ class RedisStore:
             if qkey is None:
                 qkey = _remember(qkeys, customer_id, self.prefix + quota_key(customer_id, pid))
             qlimit = quota.limit + adjustment
+            # the script's "limit" is where requests are refused: an overage quota's ceiling (policy.py)
+            ceiling = quota.ceiling(adjustment) if quota.overage else qlimit
             reset = end - now
             window = end - start
         else:
@@ -272,7 +275,7 @@ class RedisStore:
         else:
             rate = "0"
             burst = 0
-        group = (bkey, qkey, rate, burst, qlimit, math.ceil(reset) + QUOTA_KEY_GRACE)
+        group = (bkey, qkey, rate, burst, ceiling, math.ceil(reset) + QUOTA_KEY_GRACE)
         fut: asyncio.Future[Decision] = loop.create_future()
         item = _Check(fut, customer_id, policy, adjustment, group, now, qlimit, reset, window)
         if not self.batch:
@@ -433,6 +436,8 @@ class RedisStore:
         if i >= admitted:  # through the throttle (its token spent), refused by the quota
             return Decision(False, QUOTA, policy, item.reset, tokens, 0, qlimit, item.reset, item.window)
         remaining = qlimit - used - (i + 1) if has_quota else -1
+        if remaining < 0 and has_quota:  # an overage quota admitted it beyond the limit
+            return Decision(True, "", policy, 0.0, tokens, 0, qlimit, item.reset, item.window, True)
         return Decision(True, "", policy, 0.0, tokens, remaining, qlimit, item.reset, item.window)
 
     # ------------------------------------------------------------------ outages

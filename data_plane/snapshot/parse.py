@@ -567,7 +567,13 @@ def _plan(doc: Any, where: str) -> Plan:
             raise PlanError(f"{where}.quota.limit must be >= 0")
         if period not in QUOTA_PERIODS:
             raise PlanError(f"{where}.quota.period must be one of {', '.join(QUOTA_PERIODS)}")
-        quota = PlanQuota(limit, period)
+        overage = _plan_field(q, "overage", str, f"{where}.quota") if "overage" in q else "deny"
+        if overage not in ("deny", "allow"):
+            raise PlanError(f"{where}.quota.overage must be deny or allow")
+        cap = _plan_field(q, "hard_cap", int, f"{where}.quota") if q.get("hard_cap") is not None else None
+        if cap is not None and (overage != "allow" or cap < limit):
+            raise PlanError(f"{where}.quota.hard_cap needs overage allow and must be >= the limit")
+        quota = PlanQuota(limit, period, overage == "allow", cap)
     apis = []
     raw_apis = doc.get("apis", [])
     if not isinstance(raw_apis, list):

@@ -16,7 +16,8 @@ from typing import Any
 # quota adjustment, apis' rate_limit_headers; 1.4: auth_settings.jwt_jwks_url and jwt_jwks (fetched public keys);
 # 1.5: upstreams' keepalive_timeout; 1.6: TLS (certificates, apis' https_only, auth "mtls" with its trusted CAs,
 # customers' client-certificate identities, targets' scheme, upstreams' tls_verify / ca_certificates / sni /
-# client_certificate_id); 1.7: traffic policies on apis and routes (data_plane/policies), apis' cache_epoch
+# client_certificate_id); 1.7: traffic policies on apis and routes (data_plane/policies), apis' cache_epoch,
+# plans' quota overage and hard_cap
 SCHEMA_VERSION = "1.7"
 SUPPORTED_MAJOR = 1
 
@@ -227,6 +228,10 @@ class PlanThrottle:
 class PlanQuota:
     limit: int
     period: str  # DAY | WEEK | MONTH (UTC)
+    # 1.7: overage "allow": requests beyond the limit are admitted (and metered as overage) up to
+    # hard_cap requests in the period (None: no cap); False: refused with 429 at the limit
+    overage: bool = False
+    hard_cap: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from data_plane.snapshot.types import (
     HealthCheck,
     Passive,
     Plan,
+    PlanQuota,
     Snapshot,
     Target,
     Upstream,
@@ -232,12 +233,21 @@ def _customer_extras(c: Customer) -> dict[str, Any]:
     return out
 
 
+def _quota_dict(q: PlanQuota) -> dict[str, Any]:
+    doc: dict[str, Any] = {"limit": q.limit, "period": q.period}
+    if q.overage:  # 1.7, left out while "deny" (older snapshots keep their hash)
+        doc["overage"] = "allow"
+        if q.hard_cap is not None:
+            doc["hard_cap"] = q.hard_cap
+    return doc
+
+
 def _plan_dict(p: Plan) -> dict[str, Any]:
     return {
         "id": p.id,
         "name": p.name,
         "throttle": {"rate": p.throttle.rate, "burst": p.throttle.burst} if p.throttle else None,
-        "quota": {"limit": p.quota.limit, "period": p.quota.period} if p.quota else None,
+        "quota": _quota_dict(p.quota) if p.quota else None,
         "apis": [
             {
                 "api_id": a.api_id,

@@ -247,3 +247,33 @@ def test_two_worker_processes_share_exact_limits() -> None:
         delete_prefix(REDIS_URL, prefix)
     assert sum(o["quota"] for o in outs) == 100
     assert sum(o["burst"] for o in outs) == 100
+
+
+def test_an_overage_quota_admits_beyond_its_limit_as_overage_up_to_its_hard_cap(make_store: StoreFactory) -> None:
+    async def body() -> None:
+        store = make_store()
+        capped = LimitPolicy(quota=Quota(limit=10, period=DAY, overage=True, hard_cap=14))
+        decisions = await check_all(store, 20, "cust-over", capped)
+        assert [d.allowed for d in decisions] == [True] * 14 + [False] * 6
+        assert [d.overage for d in decisions[:14]] == [False] * 10 + [True] * 4
+        assert [d.quota_remaining for d in decisions[8:14]] == [1, 0, 0, 0, 0, 0]
+        assert all(d.limit == QUOTA and d.quota_limit == 10 for d in decisions[14:])
+        # an adjustment of 5 moves the limit (15) and the cap (19) alike: with 14 used, one more
+        # request is within the quota, four are overage, then refused
+        more = [await resolve(store.check("cust-over", capped, 5)) for _ in range(6)]
+        assert [(d.allowed, d.overage) for d in more] == [(True, False)] + [(True, True)] * 4 + [(False, False)]
+        uncapped = LimitPolicy(quota=Quota(limit=3, period=DAY, overage=True))
+        free = await check_all(store, 10, "cust-free", uncapped)
+        assert all(d.allowed for d in free) and sum(d.overage for d in free) == 7
+        await store.close()
+
+    run(body)
+
+
+def test_quota_validation_of_overage() -> None:
+    with pytest.raises(ValueError, match="hard_cap"):
+        Quota(limit=10, period=DAY, hard_cap=20)  # a cap without overage
+    with pytest.raises(ValueError, match="hard_cap"):
+        Quota(limit=10, period=DAY, overage=True, hard_cap=9)  # below the limit
+    assert Quota(limit=10, period=DAY).ceiling(2) == 12
+    assert Quota(limit=10, period=DAY, overage=True, hard_cap=15).ceiling(2) == 17
