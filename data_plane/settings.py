@@ -53,6 +53,8 @@ class WorkerSettings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     https_redirect_port: int = 0
+    # where the tracing policy's spans go (OTLP/HTTP traces URL; data_plane/observe/otlp.py); None: nowhere
+    otlp_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -84,6 +86,7 @@ class WorkerSettings:
             tls_cert_file=env.get("TOLLGATE_TLS_CERT") or None,
             tls_key_file=env.get("TOLLGATE_TLS_KEY") or None,
             https_redirect_port=int(env.get("TOLLGATE_HTTPS_REDIRECT_PORT", "0")),
+            otlp_endpoint=traces_endpoint(env),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         if settings.limit_fail_mode not in ("open", "closed"):
@@ -91,6 +94,8 @@ class WorkerSettings:
                 f"limit fail_mode (TOLLGATE_LIMIT_FAIL_MODE) must be open or closed, not {settings.limit_fail_mode!r}"
             )
         parse_trusted(settings.trusted_proxies)  # ValueError naming the bad item, at start
+        if settings.otlp_endpoint and not settings.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"the OTLP endpoint must be an http(s) URL, not {settings.otlp_endpoint!r}")
         if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
             raise ValueError(
                 "the worker's TLS certificate needs both a certificate and a key file (--tls-cert, --tls-key)"
@@ -110,3 +115,15 @@ class WorkerSettings:
     def cache_file(self) -> Path:
         # One cache per traffic port: several worker processes on one port share the same config.
         return self.cache_dir / f"snapshot-{self.port}.json"
+
+
+def traces_endpoint(env: Mapping[str, str]) -> str | None:
+    """Where the tracing policy's spans go: ``TOLLGATE_OTLP_ENDPOINT`` (``--otlp-endpoint``), else
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (the full URL), else ``OTEL_EXPORTER_OTLP_ENDPOINT`` +
+    ``/v1/traces`` (the OTLP convention for a base URL); None: no exporter."""
+    for name in ("TOLLGATE_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    return base.rstrip("/") + "/v1/traces" if base else None

@@ -158,6 +158,19 @@ def _compiles(compile_fn: Any, doc: dict[str, Any], where: str) -> None:
         raise ValueError(re.sub(rf"^{where}\.?:? ?", "", str(exc))) from None
 
 
+class TracingPolicy(_Policy):
+    """OpenTelemetry traces of the requests: W3C ``traceparent`` / ``tracestate`` propagated to the
+    upstream (a new trace when the client sent none), a server span per request and a client span
+    per upstream attempt, exported by the worker over OTLP/HTTP (``--otlp-endpoint``); the trace id
+    is in the access log."""
+
+    sample_ratio: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        default=None,
+        description="share of new traces recorded, 0 to 1 (default 1: all); a request with a traceparent"
+        " follows its caller's sampled flag instead, so a trace is recorded by every hop or by none",
+    )
+
+
 class Policies(_Policy):
     """Traffic policies; on a route, each member replaces the API's member of the same name."""
 
@@ -165,3 +178,4 @@ class Policies(_Policy):
     ip_rules: IpRulesPolicy | None = Field(default=None, description="client address allow / deny lists")
     request_transform: RequestTransformPolicy | None = Field(default=None, description="rewrite the request")
     response_transform: ResponseTransformPolicy | None = Field(default=None, description="rewrite the response")
+    tracing: TracingPolicy | None = Field(default=None, description="OpenTelemetry tracing (W3C Trace Context)")

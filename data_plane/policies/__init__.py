@@ -40,6 +40,7 @@ class RoutePolicies:
     __slots__ = ("ip_rules", "cors", "request", "response", "cache", "tracing", "plugins")
 
     def __init__(self) -> None:
+        from data_plane.observe.tracing import RouteTracing
         from data_plane.policies.cors import Cors
         from data_plane.policies.iprules import IpRules
         from data_plane.policies.transform import RequestTransform, ResponseTransform
@@ -49,7 +50,7 @@ class RoutePolicies:
         self.request: RequestTransform | None = None
         self.response: ResponseTransform | None = None
         self.cache: Any = None
-        self.tracing: Any = None
+        self.tracing: RouteTracing | None = None
         self.plugins: Any = None
 
 
@@ -79,7 +80,11 @@ def compile_route_policies(api: Api, route: Route, env: PolicyEnv | None, where:
             out.request = transform.compile_request(doc["request_transform"], f"{where}.request_transform")
         if "response_transform" in doc:
             out.response = transform.compile_response(doc["response_transform"], f"{where}.response_transform")
-        for kind in ("cache", "tracing", "plugins"):
+        if "tracing" in doc:
+            from data_plane.policies.tracing import compile_tracing
+
+            out.tracing = compile_tracing(doc["tracing"], f"{where}.tracing", env.tracer, api, route)
+        for kind in ("cache", "plugins"):
             if kind in doc:
                 raise SnapshotError(f"{where}.{kind}: this worker does not support the {kind} policy")
     except (TypeError, ValueError, KeyError, AttributeError) as exc:

@@ -1,0 +1,255 @@
+"""W3C Trace Context parsing and formatting, the ratio sampler, the parent-based decision and the
+records a sampled request leaves (data_plane/observe/tracing.py), with plain values."""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+import pytest
+
+from data_plane.observe.tracing import (
+    MAX_TRACESTATE,
+    RouteTracing,
+    ServerRecord,
+    bounded_tracestate,
+    parse_traceparent,
+    ratio_bound,
+    sampled_by_ratio,
+)
+
+TRACE = b"4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = b"00f067aa0ba902b7"
+VALID = b"00-" + TRACE + b"-" + PARENT + b"-01"
+LINE = re.compile(rb"^traceparent: 00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])\r\n")
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[ServerRecord] = []
+
+    def add(self, record: ServerRecord) -> None:
+        self.records.append(record)
+
+
+def policy(ratio: float = 1.0, sink: Sink | None = None) -> RouteTracing:
+    return RouteTracing(ratio, sink, "api-1", "shop", "route-1", "/shop/{proxy+}")
+
+
+# ---------------------------------------------------------------- traceparent
+
+
+def test_a_valid_traceparent_gives_its_ids_and_sampled_flag() -> None:
+    assert parse_traceparent(VALID) == (TRACE, PARENT, True)
+    assert parse_traceparent(VALID[:-2] + b"00") == (TRACE, PARENT, False)
+    # only the sampled bit is read from the flags; whitespace around the value is not part of it
+    assert parse_traceparent(VALID[:-2] + b"03") == (TRACE, PARENT, True)
+    assert parse_traceparent(b" " + VALID[:-2] + b"fe\t") == (TRACE, PARENT, False)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        b"00",
+        VALID[:-1],  # too short
+        VALID + b"-x",  # version 00 is exactly 55 characters
+        VALID + b"0",
+        b"ff" + VALID[2:],  # version ff is invalid
+        b"00-" + TRACE.upper() + b"-" + PARENT + b"-01",  # lowercase hex only
+        b"00-" + b"0" * 32 + b"-" + PARENT + b"-01",  # all-zero trace id
+        b"00-" + TRACE + b"-" + b"0" * 16 + b"-01",  # all-zero parent id
+        b"00-" + TRACE + b"-" + PARENT + b"-0g",
+        b"00_" + TRACE + b"-" + PARENT + b"-01",
+        b"00-" + TRACE[:-1] + b"-" + b"0" + PARENT + b"-01",  # a dash in the wrong place
+        b"00-" + TRACE + b"-" + PARENT[:-1] + b"-" + b"-01",
+        b"0x-" + TRACE + b"-" + PARENT + b"-01",
+    ],
+)
+def test_an_invalid_traceparent_is_refused(value: bytes) -> None:
+    assert parse_traceparent(value) is None
+
+
+def test_a_later_version_is_read_for_the_fields_it_shares_with_00() -> None:
+    assert parse_traceparent(b"01" + VALID[2:]) == (TRACE, PARENT, True)
+    assert parse_traceparent(b"cc" + VALID[2:] + b"-what-comes-later") == (TRACE, PARENT, True)
+    assert parse_traceparent(b"cc" + VALID[2:] + b"x") is None  # more, but not after a dash
+
+
+# ---------------------------------------------------------------- tracestate
+
+
+def test_tracestate_within_the_bound_is_kept_as_it_came() -> None:
+    assert bounded_tracestate(b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7") == b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+
+
+def test_long_tracestate_loses_long_entries_first_then_entries_from_the_end() -> None:
+    big = b"big=" + b"x" * 200
+    entries = [b"k%d=%s" % (i, b"v" * 40) for i in range(20)]  # 20 x 44 bytes
+    out = bounded_tracestate(b",".join([entries[0], big, *entries[1:]]))
+    assert len(out) <= MAX_TRACESTATE and b"big=" not in out
+    kept = out.split(b",")
+    assert kept == entries[: len(kept)] and len(kept) == (MAX_TRACESTATE + 1) // 45
+
+
+def test_tracestate_keeps_at_most_32_entries() -> None:
+    out = bounded_tracestate(b",".join(b"k%d=v" % i for i in range(40)))
+    assert out.split(b",") == [b"k%d=v" % i for i in range(32)]
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_ratio_bound_and_decision_follow_trace_id_ratio_based() -> None:
+    assert ratio_bound(0.0) == 0 and ratio_bound(1.0) == 1 << 64 and ratio_bound(0.5) == 1 << 63
+    low_half = b"ffffffffffffffff" + b"7fffffffffffffff"
+    high_half = b"0000000000000000" + b"8000000000000000"
+    assert sampled_by_ratio(low_half, ratio_bound(0.5)) and not sampled_by_ratio(high_half, ratio_bound(0.5))
+    assert sampled_by_ratio(high_half, ratio_bound(1.0)) and not sampled_by_ratio(low_half, ratio_bound(0.0))
+
+
+def test_the_ratio_decision_is_the_trace_ids_so_every_hop_agrees() -> None:
+    p = policy(0.25)
+    for _ in range(200):
+        trace, _ = p.begin([])
+        assert trace.sampled == sampled_by_ratio(trace.trace_id, p.bound)  # what another hop would decide
+
+
+def test_new_traces_are_sampled_at_roughly_the_ratio() -> None:
+    random.seed(7)
+    p = policy(0.1)
+    n = sum(p.begin([])[0].sampled for _ in range(20000))
+    assert 1700 < n < 2300
+    assert not any(policy(0.0).begin([])[0].sampled for _ in range(2000))
+    assert all(policy(1.0).begin([])[0].sampled for _ in range(2000))
+
+
+def test_the_parents_flag_wins_over_the_ratio() -> None:
+    assert policy(0.0).begin([(b"traceparent", VALID)])[0].sampled  # sampled parent, ratio 0
+    assert not policy(1.0).begin([(b"traceparent", VALID[:-2] + b"00")])[0].sampled  # unsampled parent, ratio 1
+
+
+# ---------------------------------------------------------------- begin: headers in, trace out
+
+
+def test_begin_continues_the_callers_trace_and_takes_its_fields_out() -> None:
+    headers = [
+        (b"host", b"shop.example"),
+        (b"traceparent", VALID),
+        (b"tracestate", b"congo=t61rcWkgMzE"),
+        (b"tracestate", b"rojo=00f067aa0ba902b7"),
+        (b"accept", b"*/*"),
+    ]
+    trace, forwarded = policy().begin(headers)
+    assert forwarded == [(b"host", b"shop.example"), (b"accept", b"*/*")]
+    assert (trace.trace_id, trace.parent_id, trace.sampled) == (TRACE, PARENT, True)
+    line = trace.attempt("10.0.0.1", 8080)
+    m = LINE.match(line)
+    assert m is not None and m.group(1) == TRACE and m.group(3) == b"01"
+    assert line.endswith(b"\r\ntracestate: congo=t61rcWkgMzE,rojo=00f067aa0ba902b7\r\n")
+
+
+def test_without_a_traceparent_a_new_trace_starts_and_the_list_is_not_copied() -> None:
+    headers = [(b"host", b"shop.example")]
+    trace, forwarded = policy().begin(headers)
+    assert forwarded is headers
+    assert re.fullmatch(rb"[0-9a-f]{32}", trace.trace_id) and trace.trace_id != b"0" * 32
+    assert trace.parent_id == b"" and trace.tracestate == b""
+    assert trace.attempt("h", 1).count(b"\r\n") == 1  # no tracestate line
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"traceparent", b"00-garbage"), (b"tracestate", b"congo=t61rcWkgMzE")],
+        [(b"traceparent", VALID), (b"traceparent", VALID)],  # two: not one valid value
+    ],
+)
+def test_an_invalid_traceparent_starts_a_new_trace_without_its_tracestate(headers: list[Any]) -> None:
+    trace, forwarded = policy().begin(headers)
+    assert forwarded == []
+    assert trace.trace_id != TRACE and trace.parent_id == b"" and trace.tracestate == b""
+    assert b"tracestate" not in trace.attempt("h", 1)
+
+
+def test_each_attempt_gets_its_own_span_id_and_unsampled_ones_propagate_flags_00() -> None:
+    trace, _ = policy(0.0).begin([])
+    first, second = LINE.match(trace.attempt("a", 1)), LINE.match(trace.attempt("b", 2))
+    assert first is not None and second is not None
+    assert first.group(1) == second.group(1) == trace.trace_id
+    assert first.group(2) != second.group(2) and first.group(3) == second.group(3) == b"00"
+    assert not trace.recording and trace.attempts == []  # nothing recorded
+
+
+def test_a_sampled_trace_without_an_exporter_records_nothing() -> None:
+    trace, _ = policy(1.0, sink=None).begin([])
+    assert trace.sampled and not trace.recording
+    assert LINE.match(trace.attempt("a", 1)) is not None
+
+
+# ---------------------------------------------------------------- records
+
+
+class _Client:
+    tls = None
+
+
+class _Upstream:
+    name = "svc"
+
+
+class _Route:
+    upstream = _Upstream()
+
+
+class _Exchange:
+    """The fields Trace.finish reads of an exchange."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.response_started = True
+        self.url = b"/shop/items/1?api_key=secret"
+        self.headers = [(b"host", b"shop.example:8000")]
+        self.route = _Route()
+        self.client = _Client()
+        self.method = "GET"
+        self.customer_id = b"cust-1"
+        self.client_ip = b"203.0.113.7"
+        self.request_id = b"req-1"
+
+
+def test_a_sampled_request_records_its_server_span_and_one_client_span_per_attempt() -> None:
+    sink = Sink()
+    trace, _ = policy(sink=sink).begin([(b"traceparent", VALID)])
+    first = LINE.match(trace.attempt("10.0.0.1", 8080))
+    trace.attempt_failed(0, "upstream connection failed")
+    second = LINE.match(trace.attempt("10.0.0.2", 8080))
+    assert first is not None and second is not None
+    trace.finish(_Exchange(200), 0.005)  # type: ignore[arg-type]
+    (rec,) = sink.records
+    trace_id, span_id, parent_id, _, route_tracing, method, path, host, https, status, start, end = rec[:12]
+    assert (trace_id, parent_id, method, path, host, https, status) == (
+        TRACE,
+        PARENT,
+        "GET",
+        b"/shop/items/1",  # never the query
+        b"shop.example:8000",
+        False,
+        200,
+    )
+    assert span_id == trace.span_id and route_tracing.route_id == "route-1"
+    assert end - start == 5_000_000
+    assert rec[12:16] == (b"cust-1", b"203.0.113.7", b"req-1", "svc")
+    a1, a2 = rec[16]
+    assert (a1[0], a1[1], a1[5], a1[6]) == (first.group(2), "10.0.0.1", 0, "upstream connection failed")
+    assert (a2[0], a2[1], a2[5], a2[6]) == (second.group(2), "10.0.0.2", 200, "")
+    assert start <= a1[3] <= a1[4] <= a2[3] <= a2[4] <= end + 1
+
+
+def test_an_unrecorded_trace_never_reaches_the_sink() -> None:
+    sink = Sink()
+    trace, _ = policy(0.0, sink=sink).begin([])
+    trace.attempt("a", 1)
+    assert not trace.recording  # Observer.done calls finish only when recording
+    assert sink.records == []
