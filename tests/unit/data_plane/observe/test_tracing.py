@@ -3,8 +3,11 @@ records a sampled request leaves (data_plane/observe/tracing.py), with plain val
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from data_plane.observe.tracing import (
     ratio_bound,
     sampled_by_ratio,
 )
+from tests.fakes import Gateway, one_api_snapshot, response, upstream_with_targets
 
 TRACE = b"4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = b"00f067aa0ba902b7"
@@ -188,68 +192,84 @@ def test_a_sampled_trace_without_an_exporter_records_nothing() -> None:
     assert LINE.match(trace.attempt("a", 1)) is not None
 
 
-# ---------------------------------------------------------------- records
+# ---------------------------------------------------------------- records, through a real exchange
 
 
-class _Client:
-    tls = None
-
-
-class _Upstream:
-    name = "svc"
-
-
-class _Route:
-    upstream = _Upstream()
-
-
-class _Exchange:
-    """The fields Trace.finish reads of an exchange."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.response_started = True
-        self.url = b"/shop/items/1?api_key=secret"
-        self.headers = [(b"host", b"shop.example:8000")]
-        self.route = _Route()
-        self.client = _Client()
-        self.method = "GET"
-        self.customer_id = b"cust-1"
-        self.client_ip = b"203.0.113.7"
-        self.request_id = b"req-1"
-
-
-def test_a_sampled_request_records_its_server_span_and_one_client_span_per_attempt() -> None:
+@pytest.fixture
+def traced(tmp_path: Path) -> Iterator[tuple[Gateway, Sink]]:
+    """A worker on fake transports (tests/fakes.py) whose one route traces every new trace, and
+    whose span sink is a list; two targets, one retry."""
     sink = Sink()
-    trace, _ = policy(sink=sink).begin([(b"traceparent", VALID)])
-    first = LINE.match(trace.attempt("10.0.0.1", 8080))
-    trace.attempt_failed(0, "upstream connection failed")
-    second = LINE.match(trace.attempt("10.0.0.2", 8080))
-    assert first is not None and second is not None
-    trace.finish(_Exchange(200), 0.005)  # type: ignore[arg-type]
+    snapshot = one_api_snapshot(upstream_with_targets(2, retries=1), policies={"tracing": {}})
+    gw = Gateway(snapshot, tmp_path)
+    gw.worker.policy_env.tracer = sink
+    gw.worker.apply(dataclasses.replace(snapshot, revision=2, hash="").sealed())  # compiled against the sink
+    yield gw, sink
+    gw.close()
+
+
+def _upstream_traceparent(gw: Gateway, target_id: str) -> tuple[bytes, bytes, bytes]:
+    head = gw.sent_upstream(target_id)
+    found = re.findall(rb"\r\ntraceparent: 00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])\r\n", head)
+    assert len(found) == 1, head  # ours only: the client's was not forwarded
+    return found[0]  # type: ignore[no-any-return]
+
+
+def _target(gw: Gateway) -> str:
+    t = gw.exchange.target
+    assert t is not None
+    return t.id
+
+
+def test_a_sampled_request_records_its_server_span_and_one_client_span_per_attempt(
+    traced: tuple[Gateway, Sink],
+) -> None:
+    gw, sink = traced
+    tp = b"00-" + TRACE + b"-" + PARENT + b"-01"
+    gw.send(b"GET /items/1?api_key=secret HTTP/1.1\r\nhost: shop.example:8000\r\ntraceparent: " + tp + b"\r\n\r\n")
+    first = _target(gw)
+    trace_id, first_span, flags = _upstream_traceparent(gw, first)
+    assert (trace_id, flags) == (TRACE, b"01") and first_span != PARENT
+    gw.respond(response(503))  # retried on the other target
+    second = _target(gw)
+    assert second != first
+    _, second_span, _ = _upstream_traceparent(gw, second)
+    assert sink.records == []  # recorded when the request ends
+    gw.respond(response(200, b"fine"))
+    assert gw.received().endswith(b"fine")
+
     (rec,) = sink.records
     trace_id, span_id, parent_id, _, route_tracing, method, path, host, https, status, start, end = rec[:12]
     assert (trace_id, parent_id, method, path, host, https, status) == (
         TRACE,
         PARENT,
         "GET",
-        b"/shop/items/1",  # never the query
+        b"/items/1",  # never the query
         b"shop.example:8000",
         False,
         200,
     )
-    assert span_id == trace.span_id and route_tracing.route_id == "route-1"
-    assert end - start == 5_000_000
-    assert rec[12:16] == (b"cust-1", b"203.0.113.7", b"req-1", "svc")
+    assert re.fullmatch(rb"[0-9a-f]{16}", span_id) and route_tracing.http_route == "/{p+}"
+    assert rec[15] == "u"  # the upstream
     a1, a2 = rec[16]
-    assert (a1[0], a1[1], a1[5], a1[6]) == (first.group(2), "10.0.0.1", 0, "upstream connection failed")
-    assert (a2[0], a2[1], a2[5], a2[6]) == (second.group(2), "10.0.0.2", 200, "")
-    assert start <= a1[3] <= a1[4] <= a2[3] <= a2[4] <= end + 1
+    assert (a1[0], a1[5], a1[6]) == (first_span, 503, "") and (a2[0], a2[5], a2[6]) == (second_span, 200, "")
+    assert {a1[2], a2[2]} == {9001, 9002}
+    assert start <= a1[3] <= a1[4] <= a2[3] <= a2[4] <= end
 
 
-def test_an_unrecorded_trace_never_reaches_the_sink() -> None:
-    sink = Sink()
-    trace, _ = policy(0.0, sink=sink).begin([])
-    trace.attempt("a", 1)
-    assert not trace.recording  # Observer.done calls finish only when recording
+def test_a_lost_connection_is_the_attempts_error(traced: tuple[Gateway, Sink]) -> None:
+    gw, sink = traced
+    gw.send(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n")
+    gw.upstream().connection_lost(None)  # a reused pooled connection, before any response byte: sent again
+    gw.respond(response(200))
+    (rec,) = sink.records
+    (_, _, _, _, _, status, error), (_, _, _, _, _, status2, error2) = rec[16]
+    assert (status, error) == (0, "stale pooled connection") and (status2, error2) == (200, "")
+
+
+def test_an_unsampled_request_propagates_and_records_nothing(traced: tuple[Gateway, Sink]) -> None:
+    gw, sink = traced
+    gw.send(b"GET /x HTTP/1.1\r\nhost: a\r\ntraceparent: 00-" + TRACE + b"-" + PARENT + b"-00\r\n\r\n")
+    assert _upstream_traceparent(gw, _target(gw))[0::2] == (TRACE, b"00")
+    gw.respond(response(200))
     assert sink.records == []
