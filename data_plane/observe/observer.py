@@ -42,8 +42,8 @@ class Observer:
         stats = self.unrouted if route is None else route.stats
         stats.record(status, elapsed)
         trace = ex.trace
-        if trace is not None and trace.recording:
-            trace.finish(ex, elapsed)  # the server span ends here (data_plane/observe/tracing.py)
+        if trace is not None and trace.rec is not None:
+            trace.rec.finish(ex, elapsed)  # the server span ends here (data_plane/observe/tracing.py)
         access = self.access
         if access is not None:
             target = ex.picked

@@ -137,3 +137,15 @@ def test_the_thread_exports_a_full_batch_without_waiting_for_the_interval() -> N
         assert len(exporter.get_finished_spans()) == 2
     finally:
         tracer.close()
+
+
+def test_a_worker_without_an_endpoint_never_imports_opentelemetry() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, data_plane.server, data_plane.policies.tracing, data_plane.observe.tracing\n"
+        "print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "False"

@@ -4,7 +4,7 @@ records a sampled request leaves (data_plane/observe/tracing.py), with plain val
 from __future__ import annotations
 
 import dataclasses
-import random
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +17,8 @@ from data_plane.observe.tracing import (
     RouteTracing,
     ServerRecord,
     bounded_tracestate,
+    new_span_id,
+    new_trace_id,
     parse_traceparent,
     ratio_bound,
     sampled_by_ratio,
@@ -50,6 +52,12 @@ def test_a_valid_traceparent_gives_its_ids_and_sampled_flag() -> None:
     # only the sampled bit is read from the flags; whitespace around the value is not part of it
     assert parse_traceparent(VALID[:-2] + b"03") == (TRACE, PARENT, True)
     assert parse_traceparent(b" " + VALID[:-2] + b"fe\t") == (TRACE, PARENT, False)
+
+
+def test_the_sampled_bit_is_read_from_every_flags_value() -> None:
+    for flags in range(256):
+        found = parse_traceparent(VALID[:-2] + b"%02x" % flags)
+        assert found is not None and found[2] == bool(flags & 1), flags
 
 
 @pytest.mark.parametrize(
@@ -102,6 +110,31 @@ def test_tracestate_keeps_at_most_32_entries() -> None:
     assert out.split(b",") == [b"k%d=v" % i for i in range(32)]
 
 
+# ---------------------------------------------------------------- ids
+
+
+def test_ids_are_lowercase_hex_of_the_right_length_and_do_not_repeat() -> None:
+    traces = {new_trace_id() for _ in range(2000)}  # more than one pool's worth
+    spans = {new_span_id() for _ in range(2000)}
+    assert len(traces) == 2000 and len(spans) == 2000
+    assert all(re.fullmatch(rb"[0-9a-f]{32}", t) for t in traces)
+    assert all(re.fullmatch(rb"[0-9a-f]{16}", s) for s in spans)
+
+
+def test_a_forked_child_does_not_hand_out_its_parents_ids() -> None:
+    new_span_id()  # the pool is filled in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.write(write, new_span_id())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 16 and child != new_span_id()
+
+
 # ---------------------------------------------------------------- sampling
 
 
@@ -121,7 +154,6 @@ def test_the_ratio_decision_is_the_trace_ids_so_every_hop_agrees() -> None:
 
 
 def test_new_traces_are_sampled_at_roughly_the_ratio() -> None:
-    random.seed(7)
     p = policy(0.1)
     n = sum(p.begin([])[0].sampled for _ in range(20000))
     assert 1700 < n < 2300
@@ -137,7 +169,8 @@ def test_the_parents_flag_wins_over_the_ratio() -> None:
 # ---------------------------------------------------------------- begin: headers in, trace out
 
 
-def test_begin_continues_the_callers_trace_and_takes_its_fields_out() -> None:
+@pytest.mark.parametrize("recorded", [True, False])
+def test_begin_continues_the_callers_trace_and_takes_its_fields_out(recorded: bool) -> None:
     headers = [
         (b"host", b"shop.example"),
         (b"traceparent", VALID),
@@ -145,22 +178,26 @@ def test_begin_continues_the_callers_trace_and_takes_its_fields_out() -> None:
         (b"tracestate", b"rojo=00f067aa0ba902b7"),
         (b"accept", b"*/*"),
     ]
-    trace, forwarded = policy().begin(headers)
+    trace, forwarded = policy(sink=Sink() if recorded else None).begin(headers)
     assert forwarded == [(b"host", b"shop.example"), (b"accept", b"*/*")]
-    assert (trace.trace_id, trace.parent_id, trace.sampled) == (TRACE, PARENT, True)
+    assert (trace.trace_id, trace.sampled, trace.recording) == (TRACE, True, recorded)
+    if trace.rec is not None:
+        assert (trace.rec.parent_id, trace.rec.tracestate) == (PARENT, b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
     line = trace.attempt("10.0.0.1", 8080)
     m = LINE.match(line)
-    assert m is not None and m.group(1) == TRACE and m.group(3) == b"01"
+    assert m is not None and m.group(1) == TRACE and m.group(2) != PARENT and m.group(3) == b"01"
     assert line.endswith(b"\r\ntracestate: congo=t61rcWkgMzE,rojo=00f067aa0ba902b7\r\n")
 
 
 def test_without_a_traceparent_a_new_trace_starts_and_the_list_is_not_copied() -> None:
     headers = [(b"host", b"shop.example")]
-    trace, forwarded = policy().begin(headers)
+    trace, forwarded = policy(sink=Sink()).begin(headers)
     assert forwarded is headers
     assert re.fullmatch(rb"[0-9a-f]{32}", trace.trace_id) and trace.trace_id != b"0" * 32
-    assert trace.parent_id == b"" and trace.tracestate == b""
+    assert trace.rec is not None and trace.rec.parent_id == b"" and trace.rec.tracestate == b""
     assert trace.attempt("h", 1).count(b"\r\n") == 1  # no tracestate line
+    unrecorded, _ = policy().begin(headers)
+    assert LINE.fullmatch(unrecorded.attempt("h", 1)) is not None
 
 
 @pytest.mark.parametrize(
@@ -171,25 +208,38 @@ def test_without_a_traceparent_a_new_trace_starts_and_the_list_is_not_copied() -
     ],
 )
 def test_an_invalid_traceparent_starts_a_new_trace_without_its_tracestate(headers: list[Any]) -> None:
-    trace, forwarded = policy().begin(headers)
+    trace, forwarded = policy(sink=Sink()).begin(headers)
     assert forwarded == []
-    assert trace.trace_id != TRACE and trace.parent_id == b"" and trace.tracestate == b""
+    assert trace.trace_id != TRACE and trace.rec is not None
+    assert trace.rec.parent_id == b"" and trace.rec.tracestate == b""
     assert b"tracestate" not in trace.attempt("h", 1)
 
 
-def test_each_attempt_gets_its_own_span_id_and_unsampled_ones_propagate_flags_00() -> None:
-    trace, _ = policy(0.0).begin([])
+def test_each_recorded_attempt_gets_its_own_span_id() -> None:
+    trace, _ = policy(sink=Sink()).begin([])
     first, second = LINE.match(trace.attempt("a", 1)), LINE.match(trace.attempt("b", 2))
     assert first is not None and second is not None
     assert first.group(1) == second.group(1) == trace.trace_id
-    assert first.group(2) != second.group(2) and first.group(3) == second.group(3) == b"00"
-    assert not trace.recording and trace.attempts == []  # nothing recorded
+    assert first.group(2) != second.group(2) and first.group(3) == second.group(3) == b"01"
+    assert trace.rec is not None and trace.rec.span_id not in (first.group(2), second.group(2))
+
+
+def test_unsampled_requests_propagate_flags_00_and_record_nothing() -> None:
+    for headers in ([], [(b"traceparent", VALID[:-2] + b"00")]):
+        trace, _ = policy(0.0, sink=Sink()).begin(headers)
+        line = trace.attempt("a", 1)
+        m = LINE.fullmatch(line)
+        assert m is not None and m.group(1) == trace.trace_id and m.group(3) == b"00"
+        assert trace.attempt("b", 2) == line  # not recorded: the lines are built once per request
+        assert not trace.recording
+        trace.attempt_failed(503, "")  # a no-op
 
 
 def test_a_sampled_trace_without_an_exporter_records_nothing() -> None:
     trace, _ = policy(1.0, sink=None).begin([])
     assert trace.sampled and not trace.recording
-    assert LINE.match(trace.attempt("a", 1)) is not None
+    m = LINE.fullmatch(trace.attempt("a", 1))
+    assert m is not None and m.group(3) == b"01"
 
 
 # ---------------------------------------------------------------- records, through a real exchange
