@@ -10,7 +10,9 @@ before/after comparisons are steady even on a busy machine.
 Cases mirror bench/proxy.py: ``c`` routing, ``d`` + API-key auth, ``e`` + usage plan (memory
 store; also meters usage into a spool in a temporary directory), ``g`` = (e) + access log (to a
 temporary file, flushed by the loop as in a worker); ``pc``, ``pi``, ``px``: (e) with the CORS, IP
-rules and transform policies of bench/proxy.py's cases of the same names.
+rules and transform policies of bench/proxy.py's cases of the same names; ``pt``: (e) with its
+tracing policy at 1 % (the sampled requests' records go to a sink that keeps the last one: the
+export thread's work is not the request path's).
 
     .venv/bin/python bench/hotpath.py [--requests 200000] [--repeat 5] [--cases c,d,e,g]
 """
@@ -39,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from tests.fakes import FakeTransport  # noqa: E402  (shared with the unit tests)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import BENCH_ORIGIN, CORS_POLICY, IP_POLICY, TRANSFORM_POLICY  # noqa: E402  (the same policies)
+from proxy import BENCH_ORIGIN, CORS_POLICY, IP_POLICY, TRACING_POLICY, TRANSFORM_POLICY  # noqa: E402
 
-POLICIES = {"pc": CORS_POLICY, "pi": IP_POLICY, "px": TRANSFORM_POLICY}
+POLICIES = {"pc": CORS_POLICY, "pi": IP_POLICY, "px": TRANSFORM_POLICY, "pt": TRACING_POLICY}
 
 KEY = "tg_benchkey_0123456789abcdefghijklmnopqrstuvwxyz"
 REQUEST = (
@@ -49,7 +51,7 @@ REQUEST = (
     b"Accept: */*\r\nAccept-Encoding: gzip\r\n\r\n"
 )
 REQUEST_WITH_KEY = REQUEST[:-2] + b"x-api-key: " + KEY.encode() + b"\r\n\r\n"
-CASES = ("c", "d", "e", "g", "pc", "pi", "px")
+CASES = ("c", "d", "e", "g", "pc", "pi", "px", "pt")
 BODY = b'{"ok":true,"service":"tollgate-bench-backend","note":"fixed body of about one hundred bytes"}'
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 28 Nov 2026 09:00:00 GMT\r\n"
@@ -84,11 +86,23 @@ def snapshot(case: str) -> snap.Snapshot:
     return s.sealed()
 
 
+class LastRecord:
+    """A span sink for ``pt``: what OtlpTracer.add costs the loop (one append), without the thread."""
+
+    def __init__(self) -> None:
+        self.last: object = None
+
+    def add(self, record: object) -> None:
+        self.last = record
+
+
 def build_worker(loop: asyncio.AbstractEventLoop, case: str, tmp: Path) -> Worker:
     # access_log "off": the worker opens its log in start(), which this bench does not call (g sets it below)
     worker = Worker(WorkerSettings(cache_dir=tmp, access_log="off"), loop)
     if case == "g":
         worker.observer.access = open_access_log(str(tmp / "access.log"), loop)
+    if case == "pt":
+        worker.policy_env.tracer = LastRecord()
     worker.apply(snapshot(case))
     assert worker.config is not None
     for pool in worker.config.pools.values():

@@ -73,10 +73,17 @@ class Worker:
         self.tls: TlsServer | None = None
         if settings.tls_port:
             self.tls = TlsServer(settings.tls_cert_file, settings.tls_key_file)
-        # what traffic policies compile against and what outlives a config swap (data_plane/policies)
-        # the response cache is the worker's, bounded in bytes: kept across swaps, purged by cache_epoch
+        # What traffic policies compile against and what outlives a config swap (data_plane/policies):
+        # the response cache is the worker's, bounded in bytes: kept across swaps, purged by cache_epoch;
+        # the span exporter only with an OTLP endpoint (without one a tracing policy only propagates)
+        # (Any: an OtlpTracer, whose module imports OpenTelemetry only when the worker has an endpoint)
         cache = ResponseCache(settings.cache_bytes) if settings.cache_bytes > 0 else None
-        self.policy_env = PolicyEnv(cache=cache)
+        self.tracer: Any = None
+        if settings.otlp_endpoint:
+            from data_plane.observe.otlp import make_tracer
+
+            self.tracer = make_tracer(settings)
+        self.policy_env = PolicyEnv(cache=cache, tracer=self.tracer)
         # the installed Python plugins (entry point group tollgate.plugins), listed once per process
         self.policy_env.plugins = PluginRegistry.discover()
         # pools of targets that left the config while requests were in flight on them: their
@@ -155,6 +162,7 @@ class Worker:
             "targets": self.target_status(),
             "limiter": self.limiter_status(),
             "cache": self.policy_env.cache.status() if self.policy_env.cache is not None else None,
+            "tracing": self.tracer.status() if self.tracer is not None else None,
         }
 
     def limiter_status(self) -> dict[str, Any]:
@@ -256,6 +264,8 @@ class Worker:
             self._status_servers.append(status)
         if self.metering is not None:
             self.metering.start()
+        if self.tracer is not None:
+            self.tracer.start()
         if s.control_plane_url and s.snapshot_file is None:
             self.sync = ConfigSync(s, self.apply, self.status, self.keys_used)
             if self.config is not None:
@@ -285,6 +295,8 @@ class Worker:
         await stop.wait()
         await self.drain()
         self.observer.close()  # flush the access log: every request answered during the drain is in it
+        if self.tracer is not None:  # export the spans of the drain too (bounded wait, off the loop)
+            await self.loop.run_in_executor(None, self.tracer.close)
         if sync_task is not None:
             sync_task.cancel()
         await self.close_limits()

@@ -56,6 +56,8 @@ class WorkerSettings:
     # response caching (data_plane/policies/cache.py): the worker's store, in bytes (0: no store, the
     # cache policy is ignored)
     cache_bytes: int = 64 * 1024 * 1024
+    # where the tracing policy's spans go (OTLP/HTTP traces URL; data_plane/observe/otlp.py); None: nowhere
+    otlp_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -88,6 +90,7 @@ class WorkerSettings:
             tls_key_file=env.get("TOLLGATE_TLS_KEY") or None,
             https_redirect_port=int(env.get("TOLLGATE_HTTPS_REDIRECT_PORT", "0")),
             cache_bytes=int(env.get("TOLLGATE_CACHE_BYTES", str(64 * 1024 * 1024))),
+            otlp_endpoint=traces_endpoint(env),
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         if settings.limit_fail_mode not in ("open", "closed"):
@@ -97,6 +100,8 @@ class WorkerSettings:
         parse_trusted(settings.trusted_proxies)  # ValueError naming the bad item, at start
         if settings.cache_bytes < 0:
             raise ValueError(f"the response cache size (TOLLGATE_CACHE_BYTES) must be >= 0, not {settings.cache_bytes}")
+        if settings.otlp_endpoint and not settings.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"the OTLP endpoint must be an http(s) URL, not {settings.otlp_endpoint!r}")
         if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
             raise ValueError(
                 "the worker's TLS certificate needs both a certificate and a key file (--tls-cert, --tls-key)"
@@ -116,3 +121,15 @@ class WorkerSettings:
     def cache_file(self) -> Path:
         # One cache per traffic port: several worker processes on one port share the same config.
         return self.cache_dir / f"snapshot-{self.port}.json"
+
+
+def traces_endpoint(env: Mapping[str, str]) -> str | None:
+    """Where the tracing policy's spans go: ``TOLLGATE_OTLP_ENDPOINT`` (``--otlp-endpoint``), else
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (the full URL), else ``OTEL_EXPORTER_OTLP_ENDPOINT`` +
+    ``/v1/traces`` (the OTLP convention for a base URL); None: no exporter."""
+    for name in ("TOLLGATE_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    return base.rstrip("/") + "/v1/traces" if base else None

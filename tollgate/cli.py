@@ -120,6 +120,15 @@ def worker(
     tls_key: Annotated[
         Path | None, typer.Option(envvar="TOLLGATE_TLS_KEY", help="PEM private key of --tls-cert")
     ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp-endpoint",
+            envvar="TOLLGATE_OTLP_ENDPOINT",
+            help="OTLP/HTTP traces URL for the tracing policy's spans (http://collector:4318/v1/traces);"
+            " default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces",
+        ),
+    ] = None,
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
 ) -> None:
@@ -144,6 +153,8 @@ def worker(
         raise typer.BadParameter("give --control-plane URL (or TOLLGATE_CONTROL_PLANE_URL) or --snapshot FILE")
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
+    if otlp_endpoint and not otlp_endpoint.startswith(("http://", "https://")):
+        raise typer.BadParameter("--otlp-endpoint must be an http(s) URL")
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             raise typer.BadParameter(f"{path}: no such file")
@@ -183,6 +194,8 @@ def worker(
                 args += ["--tls-port", str(tls_port)]
             if tls_cert is not None and tls_key is not None:
                 args += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
+            if otlp_endpoint:
+                args += ["--otlp-endpoint", otlp_endpoint]
             sup.start(Child(f"worker {i}", python_module("tollgate", *args), hup=True))
         sys.exit(sup.wait())
 
@@ -206,6 +219,7 @@ def worker(
         tls_port=tls_port or None,
         tls_cert_file=str(tls_cert) if tls_cert is not None else None,
         tls_key_file=str(tls_key) if tls_key is not None else None,
+        otlp_endpoint=otlp_endpoint or None,
     )
     run_worker(settings)
 

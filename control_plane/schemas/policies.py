@@ -241,6 +241,19 @@ class CachePolicy(_Policy):
         return self
 
 
+class TracingPolicy(_Policy):
+    """OpenTelemetry traces of the requests: W3C ``traceparent`` / ``tracestate`` propagated to the
+    upstream (a new trace when the client sent none), a server span per request and a client span
+    per upstream attempt, exported by the worker over OTLP/HTTP (``--otlp-endpoint``); the trace id
+    is in the access log."""
+
+    sample_ratio: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        default=None,
+        description="share of new traces recorded, 0 to 1 (default 1: all); a request with a traceparent"
+        " follows its caller's sampled flag instead, so a trace is recorded by every hop or by none",
+    )
+
+
 class Policies(_Policy):
     """Traffic policies; on a route, each member replaces the API's member of the same name."""
 
@@ -254,3 +267,4 @@ class Policies(_Policy):
         max_length=50,
         description="Python plugins, run in this order (on a route: replaces the API's list; [] runs none)",
     )
+    tracing: TracingPolicy | None = Field(default=None, description="OpenTelemetry tracing (W3C Trace Context)")

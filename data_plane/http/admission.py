@@ -12,8 +12,9 @@
    (:mod:`data_plane.policies.cors`); an ``https_only`` API's route on a plain connection: 308 to
    https for GET/HEAD, 426 for the rest;
 6. **traffic policies before auth** (the route's :class:`~data_plane.policies.RoutePolicies`, None
-   for most routes): IP rules on the trusted client address (403), the CORS lines every answer from
-   here on carries;
+   for most routes): the trace (``traceparent`` / ``tracestate`` read and taken out of the fields
+   forwarded, :mod:`data_plane.observe.tracing`), IP rules on the trusted client address (403), the
+   CORS lines every answer from here on carries;
 7. **authenticate** (the route's API key, JWT or client-certificate authenticator): the credential
    stripped, the identity lines to add, the customer;
 8. **body limits**: a declared length over the route's ``max_body_bytes`` is 413 before any byte;
@@ -39,6 +40,7 @@ from data_plane.http import responses
 from data_plane.http.canonical import canonical_host, canonical_path, plain_path, same_authority, split_authority
 from data_plane.http.headers import new_request_id, request_head, valid_request_id
 from data_plane.limits.policy import LimitPolicy
+from data_plane.observe.tracing import Trace
 from data_plane.policies.plugins import lines as plugin_lines
 from data_plane.policies.plugins import response_lines, upstream_fields
 from data_plane.policies.transform import Vars
@@ -74,17 +76,24 @@ class HostCache:
 class Verdict:
     """What every verdict carries: the request id (the client's when safe to echo, else ours),
     whether a request body follows the head (the body timeout starts), and, as far as admission
-    got, the route and the customer (they label metrics and the access log)."""
+    got, the route and the customer (they label metrics and the access log), and the trace of a
+    route with a tracing policy (None otherwise)."""
 
-    __slots__ = ("request_id", "body_expected", "route", "customer")
+    __slots__ = ("request_id", "body_expected", "route", "customer", "trace")
 
     def __init__(
-        self, request_id: bytes, body_expected: bool, route: CompiledRoute | None, customer: CustomerEntry | None
+        self,
+        request_id: bytes,
+        body_expected: bool,
+        route: CompiledRoute | None,
+        customer: CustomerEntry | None,
+        trace: Trace | None = None,
     ) -> None:
         self.request_id = request_id
         self.body_expected = body_expected
         self.route = route
         self.customer = customer
+        self.trace = trace
 
 
 class Refused(Verdict):
@@ -106,8 +115,9 @@ class Refused(Verdict):
         route: CompiledRoute | None = None,
         customer: CustomerEntry | None = None,
         empty: bool = False,
+        trace: Trace | None = None,
     ) -> None:
-        super().__init__(request_id, body_expected, route, customer)
+        super().__init__(request_id, body_expected, route, customer, trace)
         self.status = status
         self.message = message
         self.extra = extra
@@ -136,8 +146,9 @@ class Admitted(Verdict):
         idempotent: bool,
         expect_continue: bool,
         response_extra: bytes = b"",
+        trace: Trace | None = None,
     ) -> None:
-        super().__init__(request_id, body_expected, route, customer)
+        super().__init__(request_id, body_expected, route, customer, trace)
         self.head = head
         self.headers = headers
         self.policy = policy
@@ -267,9 +278,12 @@ def admit(
     # 6. traffic policies before auth
     traffic = route.traffic
     cors_lines = b""
+    trace: Trace | None = None
     if traffic is not None:
+        if traffic.tracing is not None:
+            trace, headers = traffic.tracing.begin(headers)  # refused requests are traced too
         if traffic.ip_rules is not None and not traffic.ip_rules.allows(client_ip or peer_ip):
-            return Refused(request_id, body_expected, 403, responses.IP_FORBIDDEN, route=route)
+            return Refused(request_id, body_expected, 403, responses.IP_FORBIDDEN, route=route, trace=trace)
         if traffic.cors is not None:
             cors_lines = traffic.cors.response_lines(_field(headers, b"origin"))
 
@@ -281,7 +295,13 @@ def admit(
         res = route.auth.authenticate(headers, url, q, tls)
         if isinstance(res, Denied):
             return Refused(
-                request_id, body_expected, res.status, res.message, extra=res.extra + cors_lines, route=route
+                request_id,
+                body_expected,
+                res.status,
+                res.message,
+                extra=res.extra + cors_lines,
+                route=route,
+                trace=trace,
             )
         headers, url, inject, customer = res  # credential stripped; identity lines to add; who is calling
 
@@ -297,6 +317,7 @@ def admit(
             route=route,
             customer=customer,
             extra=cors_lines,
+            trace=trace,
         )
 
     # 9. plan policy: a per-route override for this method, else the plan's policy
@@ -341,7 +362,14 @@ def admit(
         if refusal is not None:
             extra = plugin_lines(refusal.headers) + response_lines(view) + cors_lines
             return Refused(
-                request_id, body_expected, refusal.status, refusal.message, extra=extra, route=route, customer=customer
+                request_id,
+                body_expected,
+                refusal.status,
+                refusal.message,
+                extra=extra,
+                route=route,
+                customer=customer,
+                trace=trace,
             )
         headers = upstream_fields(view, headers)
         cors_lines += response_lines(view)
@@ -358,7 +386,17 @@ def admit(
         https=tls is not None,
     )
     return Admitted(
-        request_id, body_expected, route, customer, head, headers, policy, idempotent, expect_continue, cors_lines
+        request_id,
+        body_expected,
+        route,
+        customer,
+        head,
+        headers,
+        policy,
+        idempotent,
+        expect_continue,
+        cors_lines,
+        trace,
     )
 
 

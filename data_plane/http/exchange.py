@@ -27,6 +27,10 @@ target), again only for an idempotent request.  Idempotent = the method is (RFC 
 request carries an ``Idempotency-Key`` header (the client says a repeat is safe;
 draft-ietf-httpapi-idempotency-key-header), decided once by admission.
 
+Tracing (a route's tracing policy, :mod:`data_plane.observe.tracing`): each attempt's head gets its
+own ``traceparent`` line (:meth:`Exchange.forward`), and the points where an attempt ends without
+being the answer (failed, lost, timed out, a retried 502/503/504) tell the trace.
+
 Timeouts: connect (``asyncio.timeout`` around the dial), read (idle upstream) and total (deadline
 from the start of the request); while the client still owes body bytes only the body timeout runs.
 No timer per exchange: the client connection's one timer calls :meth:`Exchange.check_timeout`
@@ -54,6 +58,7 @@ from data_plane.http.headers import BODY_CHUNKED, BODY_TO_CLOSE, CRLF, new_reque
 from data_plane.http.upstream import UpstreamConnection
 from data_plane.limits.headers import limit_response, rate_limit_headers
 from data_plane.limits.policy import UNAVAILABLE, Decision, LimitPolicy
+from data_plane.observe.tracing import Trace
 from data_plane.policies import RoutePolicies
 from data_plane.policies.cache import CacheEntry, CacheFill, CacheRule
 from data_plane.policies.cors import strip_upstream_cors
@@ -128,6 +133,7 @@ class Exchange:
         "picked",
         "cache_key",
         "cache_fill",
+        "trace",
     )
 
     def __init__(
@@ -198,6 +204,7 @@ class Exchange:
         # used) and the response being collected for the store
         self.cache_key: bytes | None = None
         self.cache_fill: CacheFill | None = None
+        self.trace: Trace | None = None  # a route with a tracing policy (data_plane/observe/tracing.py)
 
     # ------------------------------------------------------------------ request side
 
@@ -222,6 +229,7 @@ class Exchange:
             now = self.body_seen_at = self.env.loop.time()
             self.client.watch(now + self.env.body_timeout)
         self.route = v.route
+        self.trace = v.trace
         customer = v.customer
         if customer is not None:
             self.customer = customer
@@ -389,7 +397,11 @@ class Exchange:
         self.target = self.picked = target
         target.state.in_flight += 1
         self.attempts += 1
-        self.up_out.insert(0, self.head + target.head_end)
+        trace = self.trace
+        if trace is None:
+            self.up_out.insert(0, self.head + target.head_end)
+        else:  # this attempt's traceparent (its client span is the upstream's parent)
+            self.up_out.insert(0, self.head + trace.attempt(target.host, target.port) + target.head_end)
         self.head_pending = True
         if conn is not None:
             self._attach(conn)
@@ -472,6 +484,8 @@ class Exchange:
         """Connecting failed, or the connection died before a response: passive health, then retry or fail."""
         route = self.route
         assert route is not None
+        if self.trace is not None:
+            self.trace.attempt_failed(0, message)
         upstream = route.upstream
         target = self.target
         if target is not None and upstream.passive is not None and (self.body_done or not request_sent):
@@ -537,6 +551,8 @@ class Exchange:
             self.conn = None
             if conn is not None:
                 conn.close()  # its response is discarded; the parser feeding it stops at sink=None
+            if self.trace is not None:
+                self.trace.attempt_failed(status, "")
             self._retry(exclude=True)
             return
         if status == 101 and not self.upgrade:
@@ -669,12 +685,16 @@ class Exchange:
             # idempotent request is sent again (the pool's keepalive_timeout makes this race rare).
             self.stale_retries += 1
             self.attempts -= 1
+            if self.trace is not None:
+                self.trace.attempt_failed(0, "stale pooled connection")
             self._retry(exclude=False)
             return
         self._upstream_failed(502, errors.UPSTREAM_FAILED, request_sent=True)
 
     def on_upstream_bad_response(self, conn: UpstreamConnection) -> None:
         self.conn = None
+        if self.trace is not None:
+            self.trace.attempt_failed(self.status if self.response_started else 0, errors.BAD_UPSTREAM_RESPONSE)
         if self.response_started:
             self.flush_client()
             self._abort()
@@ -763,6 +783,8 @@ class Exchange:
         self.client.watch(self.seen_at + route.read_timeout)
 
     def _timed_out(self, route: CompiledRoute) -> None:
+        if self.trace is not None:
+            self.trace.attempt_failed(self.status if self.response_started else 0, errors.UPSTREAM_TIMEOUT)
         conn = self.conn
         self.conn = None
         if conn is not None:

@@ -10,8 +10,10 @@ worker's p99 at 2.4 ms in bench case g; 128 lines at a time: 1.9–2.0 ms, at th
 
 Lines are formatted by hand (``%`` and the C string escaper of the json module): about 3x cheaper
 than ``json.dumps`` of a dict.  The API/route part is escaped once per route at compile time
-(:attr:`RouteStats.log_labels`).  Nothing secret is logged: the path is logged without its query
-string (an API key may travel as a query parameter), and no header is logged at all.
+(:attr:`RouteStats.log_labels`).  A route with a tracing policy adds ``trace_id`` (the request's
+W3C trace id, sampled or not), so a log line leads to its trace.  Nothing secret is logged: the
+path is logged without its query string (an API key may travel as a query parameter), and no
+header is logged at all.
 
 The write is a blocking one to a file or to stdout: a file write lands in the page cache; a stdout
 pipe whose reader stops reading would stall the worker, as it would any program logging to stdout.
@@ -46,12 +48,12 @@ OFF = "off"
 STDOUT = "-"
 
 # (wall time, request id, api+route JSON fragment, customer id, method, path, status, target,
-#  seconds, bytes in, bytes out, client ip, socket peer ip)
-Entry = tuple[float, bytes, str, bytes, str, bytes, int, str, float, int, int, bytes, bytes]
+#  seconds, bytes in, bytes out, client ip, socket peer ip, trace id (b"": the route does not trace))
+Entry = tuple[float, bytes, str, bytes, str, bytes, int, str, float, int, int, bytes, bytes, bytes]
 
 _LINE = (
     '{"time":"%s.%03dZ","request_id":"%s",%s,"customer_id":%s,"method":"%s","path":%s,"status":%d,'
-    '"upstream":%s,"latency_ms":%.3f,"bytes_in":%d,"bytes_out":%d,"client_ip":"%s","peer_ip":"%s"}\n'
+    '"upstream":%s,"latency_ms":%.3f,"bytes_in":%d,"bytes_out":%d,"client_ip":"%s","peer_ip":"%s"%s}\n'
 )
 
 
@@ -92,6 +94,8 @@ def format_entry(e: Entry, clock: _Clock) -> str:
         e[10],
         e[11].decode("ascii", "replace"),  # an address (realip.py) or the peer: no escaping needed
         e[12].decode("ascii", "replace"),
+        # 32 lowercase hex digits (data_plane/observe/tracing.py): no escaping; absent without tracing
+        ',"trace_id":"' + e[13].decode("ascii") + '"' if e[13] else "",
     )
 
 

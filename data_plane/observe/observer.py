@@ -41,6 +41,9 @@ class Observer:
         route = ex.route
         stats = self.unrouted if route is None else route.stats
         stats.record(status, elapsed)
+        trace = ex.trace
+        if trace is not None and trace.rec is not None:
+            trace.rec.finish(ex, elapsed)  # the server span ends here (data_plane/observe/tracing.py)
         access = self.access
         if access is not None:
             target = ex.picked
@@ -62,6 +65,7 @@ class Observer:
                     sent,
                     ex.client_ip,
                     ex.client.peer_ip,
+                    trace.trace_id if trace is not None else b"",
                 )
             )
 
@@ -70,7 +74,7 @@ class Observer:
         stats = self.unrouted
         stats.record(status, 0.0)
         if self.access is not None:
-            entry = (time(), request_id, stats.log_labels, b"", "", b"", status, "", 0.0, 0, 0, peer_ip, peer_ip)
+            entry = (time(), request_id, stats.log_labels, b"", "", b"", status, "", 0.0, 0, 0, peer_ip, peer_ip, b"")
             self.access.add(entry)  # no headers parsed that could name another client: the peer
 
     def limited(self, reason: str) -> None:

@@ -40,6 +40,7 @@ class RoutePolicies:
     __slots__ = ("ip_rules", "cors", "request", "response", "cache", "tracing", "plugins")
 
     def __init__(self) -> None:
+        from data_plane.observe.tracing import RouteTracing
         from data_plane.policies.cache import CacheRule
         from data_plane.policies.cors import Cors
         from data_plane.policies.iprules import IpRules
@@ -51,7 +52,7 @@ class RoutePolicies:
         self.request: RequestTransform | None = None
         self.response: ResponseTransform | None = None
         self.cache: CacheRule | None = None
-        self.tracing: Any = None
+        self.tracing: RouteTracing | None = None
         self.plugins: PluginChain | None = None
 
 
@@ -89,9 +90,10 @@ def compile_route_policies(api: Api, route: Route, env: PolicyEnv | None, where:
                 doc["cache"], f"{where}.cache", env, api_id=api.id, route_id=route.id, epoch=api.cache_epoch
             )
             out.cache = rule if rule.store is not None else None  # a worker without a store caches nothing
-        for kind in ("tracing",):
-            if kind in doc:
-                raise SnapshotError(f"{where}.{kind}: this worker does not support the {kind} policy")
+        if "tracing" in doc:
+            from data_plane.policies.tracing import compile_tracing
+
+            out.tracing = compile_tracing(doc["tracing"], f"{where}.tracing", env.tracer, api, route)
     except SnapshotError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:

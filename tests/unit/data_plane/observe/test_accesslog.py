@@ -24,10 +24,11 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
         lp.close()
 
 
-def entry(request_id: str) -> Entry:
+def entry(request_id: str, trace: bytes = b"") -> Entry:
     labels = '"api":"shop","route":"GET /shop/{proxy+}"'
     client, peer = b"203.0.113.7", b"127.0.0.1"
-    return (1700000000.5, request_id.encode(), labels, b"", "GET", b"/shop/x?k=1", 200, "t", 0.001, 0, 2, client, peer)
+    path = b"/shop/x?k=1"
+    return (1700000000.5, request_id.encode(), labels, b"", "GET", path, 200, "t", 0.001, 0, 2, client, peer, trace)
 
 
 def ids(path: Path) -> list[str]:
@@ -104,3 +105,15 @@ def test_a_stream_log_has_nothing_to_reopen(tmp_path: Path, loop: asyncio.Abstra
         access.add(entry("x"))
         access.reopen()
         assert access.stream is f and ids(tmp_path / "given.log") == ["x"]
+
+
+def test_trace_id_is_in_the_line_of_a_traced_route_only(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    path = tmp_path / "access.log"
+    access = open_access_log(str(path), loop)
+    assert access is not None
+    access.add(entry("traced", b"4bf92f3577b34da6a3ce929d0e0e4736"))
+    access.add(entry("plain"))
+    access.close()
+    traced, plain = [json.loads(text) for text in path.read_text().splitlines()]
+    assert traced["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and traced["peer_ip"] == "127.0.0.1"
+    assert "trace_id" not in plain
