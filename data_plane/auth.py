@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from data_plane.limits.periods import Cycle
 from data_plane.snapshot import Api, ApiAuth, Snapshot
 from data_plane.tls.clientcert import TlsPeer, load_cas
 
@@ -66,7 +67,18 @@ class CustomerEntry:
     ``plan_id`` and the quota adjustment (``extra`` while ``extra_start <= now < extra_end``) are read
     by the limiter step of the request path."""
 
-    __slots__ = ("id", "id_bytes", "active", "api_ids", "inject", "plan_id", "extra", "extra_start", "extra_end")
+    __slots__ = (
+        "id",
+        "id_bytes",
+        "active",
+        "api_ids",
+        "inject",
+        "plan_id",
+        "extra",
+        "extra_start",
+        "extra_end",
+        "cycle",
+    )
 
     def __init__(
         self,
@@ -75,6 +87,7 @@ class CustomerEntry:
         api_ids: frozenset[str],
         plan_id: str | None = None,
         extra: tuple[int, int, int] = (0, 0, 0),
+        cycle: Cycle | None = None,
     ) -> None:
         self.id = id
         self.id_bytes = id.encode()  # hash_on: customer, the access log: encoded once, not per request
@@ -83,6 +96,7 @@ class CustomerEntry:
         self.inject = b"x-customer-id: " + id.encode() + b"\r\n"
         self.plan_id = plan_id
         self.extra, self.extra_start, self.extra_end = extra
+        self.cycle = cycle  # the billing cycle its quota periods follow (None: the UTC calendar)
 
     def adjustment(self, now: float) -> int:
         return self.extra if self.extra_start <= now < self.extra_end else 0
@@ -140,7 +154,8 @@ def compile_auth(snapshot: Snapshot, keys_used: dict[str, int] | None = None, cl
         # Two grant paths: direct (api_ids) and through the plan; the union is checked per request.
         granted = frozenset(c.api_ids) | plan_apis.get(c.plan_id or "", frozenset())
         extra = (c.quota_extra, c.quota_extra_start, c.quota_extra_end)
-        customers[c.id] = CustomerEntry(c.id, c.status == "active", granted, c.plan_id, extra)
+        cycle = Cycle(c.billing_anchor, c.time_zone, c.cycle_since) if c.billing_anchor else None
+        customers[c.id] = CustomerEntry(c.id, c.status == "active", granted, c.plan_id, extra, cycle)
     keys: dict[str, KeyEntry] = {}
     for k in snapshot.keys:
         customer = customers.get(k.customer_id)

@@ -80,15 +80,18 @@ def plan_usage(plan_id: str, start: Day, end: Day, session: ReadSession) -> Plan
 def get_subscription(customer_id: str, session: ReadSession) -> SubscriptionPublic:
     customer = customer_svc.get_customer(session=session, customer_id=customer_id)
     plan = svc.plan_of(session=session, customer=customer)
-    return convert.subscription_public(customer.id, plan)
+    return convert.subscription_public(customer, plan)
 
 
 @customer_router.put("/plan")
 def subscribe(customer_id: str, body: SubscriptionIn, w: Write) -> SubscriptionPublic:
-    """Subscribe or move to a plan; the usage counted in the current period carries over."""
-    customer, plan = svc.subscribe(session=w.session, customer_id=customer_id, plan_id=body.plan_id)
+    """Subscribe or move to a plan, optionally with a billing cycle (``billing_anchor``, ``time_zone``).
+    Moving plan keeps the cycle and the usage counted in the current period; a new anchor or time zone
+    starts a new cycle now (the quota counts from zero; what was counted stays in the reports)."""
+    cycle = body.model_dump(exclude_unset=True, include={"billing_anchor", "time_zone"})
+    customer, plan = svc.subscribe(session=w.session, customer_id=customer_id, plan_id=body.plan_id, cycle=cycle)
     w.commit()
-    return convert.subscription_public(customer.id, plan)
+    return convert.subscription_public(customer, plan)
 
 
 @customer_router.delete("/plan", status_code=status.HTTP_204_NO_CONTENT)

@@ -24,6 +24,11 @@ class Customer(Timestamped, Base):
     plan_id: Mapped[str | None] = mapped_column(
         String(36), ForeignKey("usage_plans.id", ondelete="RESTRICT"), nullable=True, index=True
     )
+    # the billing cycle (issue 17): quota periods start at the anchor's wall clock in time_zone (IANA);
+    # both null: UTC calendar periods.  cycle_since: when the anchor or zone was last set.
+    billing_anchor: Mapped[datetime | None] = mapped_column(nullable=True)
+    time_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cycle_since: Mapped[datetime | None] = mapped_column(nullable=True)
 
     grants: Mapped[list[CustomerApiGrant]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
     keys: Mapped[list[ApiKey]] = relationship(cascade="all, delete-orphan", passive_deletes=True)

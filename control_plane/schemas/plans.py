@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
 
@@ -127,12 +128,37 @@ class PlanPublic(BaseModel):
 
 class SubscriptionIn(InModel):
     plan_id: str = Field(min_length=1, max_length=36)
+    billing_anchor: datetime | None = Field(
+        default=None,
+        description="start of the billing cycle (ISO 8601 date-time; without an offset: a wall-clock time in"
+        " time_zone): MONTH quotas reset on its day of month (the 31st: the month's last day), WEEK on its"
+        " weekday, DAY at its time. Left out: unchanged; null: UTC calendar periods again",
+    )
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA time zone of the cycle (e.g. Europe/Paris; default UTC). Left out: unchanged",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ValueError, ZoneInfoNotFoundError):
+                raise ValueError(f"unknown time zone {value!r}: an IANA name such as Europe/Paris") from None
+        return value
 
 
 class SubscriptionPublic(BaseModel):
     customer_id: str
     plan_id: str | None
     plan_name: str | None
+    billing_anchor: datetime | None = None  # in time_zone
+    time_zone: str | None = None
+    period_start: datetime | None = Field(default=None, description="the current quota period (its cycle)")
+    period_end: datetime | None = None
 
 
 # ---------------------------------------------------------------------------- usage

@@ -9,7 +9,9 @@ and never build a response from a row themselves.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from control_plane.models import (
     AdminToken,
@@ -51,6 +53,7 @@ from control_plane.services.customers import granted_api_ids, key_status
 from control_plane.services.nodes import NodeView
 from control_plane.services.openapi import ImportOutcome
 from control_plane.services.plans import quota_of, throttle_of
+from data_plane.limits.periods import customer_period
 
 _NODE_FIELDS = ("id", "hostname", "version", "pid", "revision", "hash", "last_error", "first_seen", "last_seen")
 
@@ -171,9 +174,27 @@ def plan_public(row: UsagePlan) -> PlanPublic:
     )
 
 
-def subscription_public(customer_id: str, plan: UsagePlan | None) -> SubscriptionPublic:
+def subscription_public(customer: Customer, plan: UsagePlan | None, now: float | None = None) -> SubscriptionPublic:
+    """The subscription with its billing cycle and, for a plan with a quota, the current period."""
+    from control_plane.services.plans import cycle_of, quota_of
+
+    cycle = cycle_of(customer)
+    zone = ZoneInfo(customer.time_zone) if customer.time_zone else UTC
+    anchor = customer.billing_anchor.astimezone(zone) if customer.billing_anchor is not None else None
+    start = end = None
+    quota = quota_of(plan) if plan is not None else None
+    if quota is not None:
+        ts = datetime.now(UTC).timestamp() if now is None else now
+        lo, hi = customer_period(quota.period, ts, cycle)
+        start, end = datetime.fromtimestamp(lo, zone), datetime.fromtimestamp(hi, zone)
     return SubscriptionPublic(
-        customer_id=customer_id, plan_id=plan.id if plan else None, plan_name=plan.name if plan else None
+        customer_id=customer.id,
+        plan_id=plan.id if plan else None,
+        plan_name=plan.name if plan else None,
+        billing_anchor=anchor,
+        time_zone=customer.time_zone,
+        period_start=start,
+        period_end=end,
     )
 
 

@@ -9,7 +9,9 @@ the revision (the snapshot carries plans and subscriptions).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
@@ -20,6 +22,7 @@ from control_plane.schemas import PlanApiIn, PlanCreate, PlanUpdate, QuotaIn, Th
 from control_plane.services.common import integrity_as_conflict, paginate
 from control_plane.services.customers import get_customer
 from control_plane.services.revision import bump_revision
+from data_plane.limits.periods import Cycle
 
 
 def throttle_of(row: UsagePlan) -> ThrottleIn | None:
@@ -138,18 +141,57 @@ def _set_apis(session: Session, plan: UsagePlan, apis: list[PlanApiIn]) -> None:
 # ---------------------------------------------------------------------------- subscriptions
 
 
-def subscribe(*, session: Session, customer_id: str, plan_id: str) -> tuple[Customer, UsagePlan]:
+def subscribe(
+    *, session: Session, customer_id: str, plan_id: str, cycle: dict[str, Any] | None = None
+) -> tuple[Customer, UsagePlan]:
     """Subscribe (or move) a customer to a plan.  Usage counters belong to the customer and the period,
-    not the plan, so the usage counted so far in the current period carries over."""
+    not the plan, so the usage counted so far in the current period carries over.  ``cycle``: the
+    ``billing_anchor`` / ``time_zone`` the request named (absent: unchanged); a new anchor or zone
+    starts a new cycle now (``cycle_since``), so nothing counted in the old one counts again."""
     bump_revision(session)
     customer = get_customer(session=session, customer_id=customer_id)
     plan = session.get(UsagePlan, plan_id)
     if plan is None:
         raise Invalid("plan_id", f"usage plan {plan_id!r} does not exist")
     customer.plan_id = plan.id
+    if cycle:
+        _set_cycle(customer, cycle)
     with integrity_as_conflict("the usage plan was deleted concurrently"):
         session.flush()
     return customer, plan
+
+
+def _set_cycle(customer: Customer, given: dict[str, Any]) -> None:
+    zone_name = given["time_zone"] if "time_zone" in given else customer.time_zone
+    anchor = given["billing_anchor"] if "billing_anchor" in given else customer.billing_anchor
+    if "billing_anchor" in given and anchor is None and "time_zone" not in given:
+        zone_name = None  # null anchor: back to the UTC calendar
+    if anchor is not None and anchor.tzinfo is None:  # a wall-clock time in the cycle's zone
+        anchor = anchor.replace(tzinfo=ZoneInfo(zone_name) if zone_name else UTC)
+    anchor = anchor.astimezone(UTC) if anchor is not None else None
+    if (anchor, zone_name) != (_utc(customer.billing_anchor), customer.time_zone):
+        customer.billing_anchor, customer.time_zone = anchor, zone_name
+        customer.cycle_since = datetime.now(UTC) if (anchor is not None or zone_name) else None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None and value.tzinfo is not None else value
+
+
+# The anchor of a cycle given only a time zone: a Monday that is the 1st, at 00:00 (calendar periods in that zone).
+_ZONE_ONLY_ANCHOR = (2001, 1, 1)
+
+
+def cycle_of(customer: Customer) -> Cycle | None:
+    """The customer's billing cycle as the worker computes it (None: UTC calendar periods)."""
+    if customer.billing_anchor is None and not customer.time_zone:
+        return None
+    zone = customer.time_zone or ""
+    anchor = customer.billing_anchor
+    if anchor is None:
+        anchor = datetime(*_ZONE_ONLY_ANCHOR, tzinfo=ZoneInfo(zone))
+    since = customer.cycle_since
+    return Cycle(int(anchor.timestamp()), zone, int(since.timestamp()) if since is not None else 0)
 
 
 def unsubscribe(*, session: Session, customer_id: str) -> None:

@@ -39,9 +39,9 @@ from control_plane.schemas import (
     UsageDay,
 )
 from control_plane.services.customers import get_customer
-from control_plane.services.plans import get_plan, plan_of, quota_of
+from control_plane.services.plans import cycle_of, get_plan, plan_of, quota_of
 from control_plane.services.revision import bump_revision
-from data_plane.limits.periods import period_end, period_start
+from data_plane.limits.periods import Cycle, customer_period
 
 MAX_REPORT_DAYS = 366
 _CHUNK = 500  # rows per multi-row INSERT (SQLite caps bound parameters per statement)
@@ -120,10 +120,11 @@ def plan_usage(*, session: Session, plan_id: str, start: date, end: date) -> Pla
 
 def _usage_of(session: Session, customer: Customer, plan: UsagePlan | None, start: date, end: date) -> CustomerUsage:
     quota = quota_of(plan) if plan is not None else None
+    cycle = cycle_of(customer)
     lo, hi = start, end
     if quota is not None:  # the periods containing start and end may reach outside [start, end]
-        lo = _utc_date(period_start(quota.period, _ts(start)))
-        hi = _utc_date(period_end(quota.period, _ts(end)) - 1)
+        lo = _utc_date(_period(quota.period, _ts(start), cycle)[0])
+        hi = _utc_date(_period(quota.period, _ts(end) + 86399, cycle)[1] - 1)
     counts: dict[date, dict[str, int]] = defaultdict(dict)
     for day, api_id, n in session.execute(
         select(UsageCount.day, UsageCount.api_id, UsageCount.count).where(
@@ -136,7 +137,7 @@ def _usage_of(session: Session, customer: Customer, plan: UsagePlan | None, star
     if quota is not None and plan is not None:
         plan_apis = {a.api_id for a in plan.apis}
         for day, per_api in counts.items():
-            p = _utc_date(period_start(quota.period, _ts(day)))
+            p = _utc_date(_period(quota.period, _day_point(day), cycle)[0])
             used[p] = used.get(p, 0) + sum(n for a, n in per_api.items() if a in plan_apis)
         for adj in session.execute(
             select(QuotaAdjustment).where(
@@ -153,7 +154,7 @@ def _usage_of(session: Session, customer: Customer, plan: UsagePlan | None, star
         per_api = counts.get(day, {})
         remaining = None
         if quota is not None:
-            p = _utc_date(period_start(quota.period, _ts(day)))
+            p = _utc_date(_period(quota.period, _day_point(day), cycle)[0])
             remaining = max(0, quota.limit + extras.get(p, 0) - used.get(p, 0))
         days.append(UsageDay(day=day, requests=sum(per_api.values()), apis=per_api, quota_remaining=remaining))
         day += timedelta(days=1)
@@ -174,7 +175,7 @@ def adjust_quota(*, session: Session, customer_id: str, extra: int, now: float |
     row, quota, ts, _used = _adjustment_row(session, customer_id, now)
     row.extra = int(row.extra) + extra
     session.flush()
-    return _adjust_public(row, quota, ts)
+    return _adjust_public(row, quota, ts, cycle_of(get_customer(session=session, customer_id=customer_id)))
 
 
 def set_remaining(
@@ -188,7 +189,7 @@ def set_remaining(
     before = int(row.extra)
     row.extra = remaining - quota.limit + used
     session.flush()
-    out = _adjust_public(row, quota, ts)
+    out = _adjust_public(row, quota, ts, cycle_of(get_customer(session=session, customer_id=customer_id)))
     return RemainingPublic(**out.model_dump(), used=used, remaining=remaining), before
 
 
@@ -204,8 +205,9 @@ def _adjustment_row(
     if quota is None or plan is None:
         raise Conflict(f"customer {customer.name!r} has no usage plan with a quota to adjust")
     ts = datetime.now(UTC).timestamp() if now is None else now
-    start = _utc_date(period_start(quota.period, ts))
-    end = _utc_date(period_end(quota.period, ts) - 1)
+    lo, hi = _period(quota.period, ts, cycle_of(customer))
+    start = _utc_date(lo)
+    end = _utc_date(hi - 1)
     row = session.get(QuotaAdjustment, (customer.id, quota.period, start))
     if row is None:
         row = QuotaAdjustment(customer_id=customer.id, period=quota.period, period_start=start, extra=0)
@@ -222,12 +224,12 @@ def _adjustment_row(
     return row, quota, ts, int(used)
 
 
-def _adjust_public(row: QuotaAdjustment, quota: QuotaIn, ts: float) -> AdjustPublic:
+def _adjust_public(row: QuotaAdjustment, quota: QuotaIn, ts: float, cycle: Cycle | None) -> AdjustPublic:
     return AdjustPublic(
         customer_id=row.customer_id,
         period=quota.period,
         period_start=row.period_start,
-        period_end=_utc_date(period_end(quota.period, ts) - 1),
+        period_end=_utc_date(_period(quota.period, ts, cycle)[1] - 1),
         extra=row.extra,
         limit=quota.limit + row.extra,
     )
@@ -238,7 +240,7 @@ def current_extras(session: Session, now: float) -> dict[str, tuple[int, int, in
     a quota and who has an adjustment for the period containing ``now`` (the snapshot's ``quota_extra``)."""
     out: dict[str, tuple[int, int, int]] = {}
     rows = session.execute(
-        select(Customer.id, UsagePlan.quota_period, QuotaAdjustment.period_start, QuotaAdjustment.extra)
+        select(Customer, UsagePlan.quota_period, QuotaAdjustment.period_start, QuotaAdjustment.extra)
         .join(UsagePlan, UsagePlan.id == Customer.plan_id)
         .join(
             QuotaAdjustment,
@@ -246,10 +248,21 @@ def current_extras(session: Session, now: float) -> dict[str, tuple[int, int, in
         )
         .where(UsagePlan.quota_limit.is_not(None), QuotaAdjustment.extra != 0)
     )
-    for cid, period, pstart, extra in rows:
+    for customer, period, pstart, extra in rows:
         if period is None:
             continue
-        start = period_start(period, now)
+        start, end = _period(period, now, cycle_of(customer))
         if _utc_date(start) == pstart:
-            out[cid] = (int(extra), start, period_end(period, now))
+            out[customer.id] = (int(extra), start, end)
     return out
+
+
+def _period(period: str, ts: float, cycle: Cycle | None) -> tuple[int, int]:
+    """(start, end) of the customer's quota period containing ``ts``: its billing cycle's, else UTC's."""
+    return customer_period(period, ts, cycle)
+
+
+def _day_point(day: date) -> float:
+    """The instant a UTC day's usage is counted at: usage is reported per UTC day, so a cycle that
+    starts inside a day gets that day's requests when the day's last hour falls in it (the day's end)."""
+    return _ts(day) + 86399

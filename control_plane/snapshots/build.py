@@ -23,6 +23,7 @@ from control_plane.models import UsagePlan
 from control_plane.secretbox import SecretBox
 from control_plane.services.certificates import private_key_pem
 from control_plane.services.jwks import effective_keys
+from control_plane.services.plans import cycle_of
 from control_plane.services.revision import current_revision
 from control_plane.services.usage import current_extras
 from data_plane.snapshot import (
@@ -156,6 +157,7 @@ def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -
             quota_extra_end=extra[2],
             mtls_fingerprints=tuple(c.mtls_fingerprints),
             mtls_subjects=tuple(c.mtls_subjects),
+            **_cycle_fields(c),
         )
         for c in customer_rows
         for extra in (extras.get(c.id) or (0, 0, 0),)
@@ -205,6 +207,18 @@ def _certificate(c: models.Certificate, box: SecretBox | None, cluster_token: st
         snis=tuple(c.snis),
         default=c.is_default,
     )
+
+
+def _cycle_fields(c: models.Customer) -> dict[str, Any]:
+    """The snapshot's billing cycle of a customer (none: UTC calendar periods, the defaults)."""
+    cycle = cycle_of(c)
+    if cycle is None:
+        return {}
+    return {
+        "billing_anchor": int(cycle.anchor.timestamp()),
+        "time_zone": c.time_zone or "",
+        "cycle_since": cycle.since,
+    }
 
 
 def _plan(p: UsagePlan) -> Plan:

@@ -267,7 +267,7 @@ class Exchange:
         customer = self.customer
         assert customer is not None
         adjustment = customer.adjustment(time.time()) if customer.extra else 0
-        d = self.env.limiter.check(customer.id, policy, adjustment)
+        d = self.env.limiter.check(customer.id, policy, adjustment, customer.cycle)
         if isinstance(d, Decision):
             self._limited(d)
         else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from data_plane.limits.periods import PeriodCache
+from data_plane.limits.periods import Cycle, PeriodCache
 from data_plane.limits.policy import QUOTA, THROTTLE, Decision, LimitPolicy, take_token
 
 
@@ -41,7 +41,7 @@ class MemoryStore:
     def __len__(self) -> int:
         return sum(map(len, self._buckets.values())) + sum(len(p.used) for p in self._quotas.values())
 
-    def check(self, customer_id: str, policy: LimitPolicy, adjustment: int = 0) -> Decision:
+    def check(self, customer_id: str, policy: LimitPolicy, adjustment: int = 0, cycle: Cycle | None = None) -> Decision:
         now = self.now()
         if now >= self._next_sweep:
             self._sweep(now)
@@ -53,7 +53,8 @@ class MemoryStore:
         reset = 0.0
         window = 0
         if quota is not None:
-            start, end, pid = self._periods.current(quota.period, now)
+            # the customer's billing cycle, else the UTC calendar (data_plane/limits/periods.py)
+            start, end, pid = (cycle if cycle is not None else self._periods).current(quota.period, now)
             period = self._quotas.get(pid)
             if period is None:
                 period = self._quotas[pid] = _Period(end)

@@ -1,4 +1,5 @@
-"""Quota periods in UTC: DAY, WEEK (starts Monday) and MONTH (starts on the 1st), all at 00:00 UTC.
+"""Quota periods in UTC: DAY, WEEK (starts Monday) and MONTH (starts on the 1st), all at 00:00 UTC;
+and a customer's billing cycle (:class:`Cycle`): the same periods starting at an anchor in a time zone.
 
 Pure functions of a unix time, so the limiter, the quota headers and the tests share one definition
 of "the current period" and can inject any clock.  Period ids (``period_id``) name a period in
@@ -9,7 +10,8 @@ customer's plan keeps the usage counted so far in the current period.
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 DAY = "DAY"
 WEEK = "WEEK"
@@ -84,3 +86,75 @@ class PeriodCache:
         if c is None or not (c[0] <= now < c[1]):
             c = self._cache[period] = (period_start(period, now), period_end(period, now), period_id(period, now))
         return c
+
+
+# ---------------------------------------------------------------------------- billing cycles
+
+
+class Cycle:
+    """A customer's billing cycle (issue 17): quota periods that start at the anchor's wall-clock
+    time in its time zone instead of at 00:00 UTC.
+
+    * DAY: every day at the anchor's time of day;
+    * WEEK: every week on the anchor's weekday at its time;
+    * MONTH: every month on the anchor's day of month at its time; a day the month does not have
+      (the 31st in April) is the month's last day.
+
+    ``since`` (epoch seconds, 0: none) is when this anchor was set: the cycle that contains it starts
+    there, not at its boundary before, so a new anchor starts a fresh cycle from the moment it was set
+    and nothing counted under the old one is counted again.  Local times are resolved with
+    ``zoneinfo`` (``fold=0``): an anchor time a DST change skips is taken in the offset before the
+    change.  Period ids name the cycle's start instant (``M1700000000``): counters of different
+    anchors never meet.
+    """
+
+    __slots__ = ("zone", "anchor", "since", "_cache")
+
+    def __init__(self, anchor: int, zone: str, since: int = 0) -> None:
+        self.zone: tzinfo = ZoneInfo(zone) if zone else UTC
+        self.anchor = datetime.fromtimestamp(anchor, self.zone)  # the anchor's wall clock in its zone
+        self.since = since
+        self._cache: dict[str, tuple[int, int, str]] = {}
+
+    def current(self, period: str, now: float) -> tuple[int, int, str]:
+        """``(start, end, period_id)`` of the cycle period containing ``now`` (cached until it ends)."""
+        c = self._cache.get(period)
+        if c is None or not (c[0] <= now < c[1]):
+            start, end = self.bounds(period, now)
+            c = self._cache[period] = (start, end, "%s%d" % (period[0], start))  # noqa: UP031
+        return c
+
+    def bounds(self, period: str, now: float) -> tuple[int, int]:
+        _check(period)
+        local = datetime.fromtimestamp(now, self.zone)
+        start = self._boundary(period, local, 0)
+        if start > now:
+            start = self._boundary(period, local, -1)
+        end = self._boundary(period, datetime.fromtimestamp(start, self.zone), 1)
+        if end <= start:  # (a DST fold can only move a boundary by an hour, never past the next one)
+            end = start + _DAY_SECONDS
+        if self.since and start < self.since <= now:
+            start = self.since
+        return start, end
+
+    def _boundary(self, period: str, local: datetime, step: int) -> int:
+        """The period boundary on or before ``local``'s day (step 0), the one before it (-1) or after (1)."""
+        a = self.anchor
+        if period == DAY:
+            day = local.date() + timedelta(days=step)
+        elif period == WEEK:
+            day = local.date() - timedelta(days=(local.weekday() - a.weekday()) % 7) + timedelta(days=7 * step)
+        else:
+            month = local.year * 12 + local.month - 1 + step
+            year, month0 = divmod(month, 12)
+            last = calendar.monthrange(year, month0 + 1)[1]
+            day = datetime(year, month0 + 1, min(a.day, last)).date()
+        moment = datetime(day.year, day.month, day.day, a.hour, a.minute, a.second, tzinfo=self.zone)
+        return int(moment.timestamp())
+
+
+def customer_period(period: str, now: float, cycle: Cycle | None) -> tuple[int, int]:
+    """(start, end) of the customer's current quota period: its cycle's, else the UTC calendar's."""
+    if cycle is None:
+        return period_start(period, now), period_end(period, now)
+    return cycle.bounds(period, now)

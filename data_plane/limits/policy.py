@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from data_plane.limits.periods import PERIODS
+from data_plane.limits.periods import PERIODS, Cycle
 
 THROTTLE = "throttle"
 QUOTA = "quota"
@@ -167,7 +167,7 @@ class LimitStore(Protocol):
     """
 
     def check(
-        self, customer_id: str, policy: LimitPolicy, adjustment: int = 0
+        self, customer_id: str, policy: LimitPolicy, adjustment: int = 0, cycle: Cycle | None = None
     ) -> Decision | asyncio.Future[Decision]: ...
 
     async def close(self) -> None: ...

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 
 from data_plane.errors import RespConnectionError, RespError, UnexpectedReply
 from data_plane.limits.memory import MemoryStore
-from data_plane.limits.periods import PeriodCache
+from data_plane.limits.periods import Cycle, PeriodCache
 from data_plane.limits.policy import QUOTA, THROTTLE, UNAVAILABLE, Decision, LimitPolicy, bucket_key, quota_key
 from data_plane.limits.resp import RespConnection, encode, encode_args
 
@@ -131,7 +131,18 @@ class _Check:
     """One queued check.  ``group`` is what the script needs besides the time and the count: checks
     with equal groups (same customer, policy and adjustment) in one batch become one script call."""
 
-    __slots__ = ("future", "customer_id", "policy", "adjustment", "group", "now", "quota_limit", "reset", "window")
+    __slots__ = (
+        "future",
+        "customer_id",
+        "policy",
+        "adjustment",
+        "group",
+        "now",
+        "quota_limit",
+        "reset",
+        "window",
+        "cycle",
+    )
 
     def __init__(
         self,
@@ -144,6 +155,7 @@ class _Check:
         quota_limit: int,
         reset: float,
         window: int,
+        cycle: Cycle | None = None,
     ) -> None:
         self.future = future
         self.customer_id = customer_id
@@ -154,6 +166,7 @@ class _Check:
         self.quota_limit = quota_limit
         self.reset = reset
         self.window = window
+        self.cycle = cycle  # the customer's billing cycle: the fallback's periods if Redis fails
 
 
 def _remember(cache: dict[str, str], customer_id: str, key: str) -> str:
@@ -231,9 +244,11 @@ class RedisStore:
 
     # ------------------------------------------------------------------ hot path
 
-    def check(self, customer_id: str, policy: LimitPolicy, adjustment: int = 0) -> Decision | asyncio.Future[Decision]:
+    def check(
+        self, customer_id: str, policy: LimitPolicy, adjustment: int = 0, cycle: Cycle | None = None
+    ) -> Decision | asyncio.Future[Decision]:
         if not self.available:
-            return self._degraded(customer_id, policy, adjustment)
+            return self._degraded(customer_id, policy, adjustment, cycle)
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -245,7 +260,8 @@ class RedisStore:
         reset = 0.0
         window = 0
         if quota is not None:
-            start, end, pid = self._periods.current(quota.period, now)
+            # the customer's billing cycle, else the UTC calendar (data_plane/limits/periods.py)
+            start, end, pid = (cycle if cycle is not None else self._periods).current(quota.period, now)
             qkeys = self._quota_keys.get(pid)
             if qkeys is None:
                 qkeys = self._new_period(pid, end, now)
@@ -277,7 +293,7 @@ class RedisStore:
             burst = 0
         group = (bkey, qkey, rate, burst, ceiling, math.ceil(reset) + QUOTA_KEY_GRACE)
         fut: asyncio.Future[Decision] = loop.create_future()
-        item = _Check(fut, customer_id, policy, adjustment, group, now, qlimit, reset, window)
+        item = _Check(fut, customer_id, policy, adjustment, group, now, qlimit, reset, window, cycle)
         if not self.batch:
             self._spawn([item])
             return fut
@@ -297,10 +313,10 @@ class RedisStore:
         self._quota_keys[pid] = keys
         return keys
 
-    def _degraded(self, customer_id: str, policy: LimitPolicy, adjustment: int) -> Decision:
+    def _degraded(self, customer_id: str, policy: LimitPolicy, adjustment: int, cycle: Cycle | None = None) -> Decision:
         if self.fail_mode == FAIL_OPEN:
             self.fallback_checks += 1
-            return self.fallback.check(customer_id, policy, adjustment)
+            return self.fallback.check(customer_id, policy, adjustment, cycle)
         self.unavailable_checks += 1
         return Decision(False, UNAVAILABLE, policy, retry_after=1.0)
 
@@ -390,7 +406,7 @@ class RedisStore:
     def _resolve_degraded(self, batch: list[_Check]) -> None:
         for item in batch:
             if not item.future.done():
-                self._resolve(item, self._degraded(item.customer_id, item.policy, item.adjustment))
+                self._resolve(item, self._degraded(item.customer_id, item.policy, item.adjustment, item.cycle))
 
     @staticmethod
     def _resolve(item: _Check, decision: Decision) -> None:

@@ -452,7 +452,22 @@ def _customer(doc: Any, where: str) -> Customer:
         quota_extra_end=_get(doc, "quota_extra_end", int, where, 0),
         mtls_fingerprints=tuple(_strings(doc, "mtls_fingerprints", where, _HASH_RE, _HASH_WHAT)),
         mtls_subjects=tuple(_strings(doc, "mtls_subjects", where)),
+        billing_anchor=_get(doc, "billing_anchor", int, where, 0),
+        time_zone=_time_zone(doc, where),
+        cycle_since=_get(doc, "cycle_since", int, where, 0),
     )
+
+
+def _time_zone(doc: dict[str, Any], where: str) -> str:
+    zone = _get(doc, "time_zone", str, where, "")
+    if zone:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # (only when used: it reads sysconfig)
+
+        try:
+            ZoneInfo(zone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise SnapshotError(f"{where}.time_zone {zone!r} is not an IANA time zone this worker knows") from None
+    return zone
 
 
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")

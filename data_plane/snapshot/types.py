@@ -17,7 +17,7 @@ from typing import Any
 # 1.5: upstreams' keepalive_timeout; 1.6: TLS (certificates, apis' https_only, auth "mtls" with its trusted CAs,
 # customers' client-certificate identities, targets' scheme, upstreams' tls_verify / ca_certificates / sni /
 # client_certificate_id); 1.7: traffic policies on apis and routes (data_plane/policies), apis' cache_epoch,
-# plans' quota overage and hard_cap
+# plans' quota overage and hard_cap, customers' billing cycle
 SCHEMA_VERSION = "1.7"
 SUPPORTED_MAJOR = 1
 
@@ -201,6 +201,12 @@ class Customer:
     # Name.rfc4514_string() writes them); the fingerprint is looked up first
     mtls_fingerprints: tuple[str, ...] = ()
     mtls_subjects: tuple[str, ...] = ()
+    # 1.7: the billing cycle (data_plane/limits/periods.py Cycle): quota periods start at this anchor's
+    # wall-clock time in time_zone (IANA name; "" = UTC); 0 = the UTC calendar.  cycle_since: when the
+    # anchor was set (the cycle containing it starts there).
+    billing_anchor: int = 0
+    time_zone: str = ""
+    cycle_since: int = 0
 
 
 @dataclass(frozen=True, slots=True)

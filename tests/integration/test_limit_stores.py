@@ -277,3 +277,32 @@ def test_quota_validation_of_overage() -> None:
         Quota(limit=10, period=DAY, overage=True, hard_cap=9)  # below the limit
     assert Quota(limit=10, period=DAY).ceiling(2) == 12
     assert Quota(limit=10, period=DAY, overage=True, hard_cap=15).ceiling(2) == 17
+
+
+def test_a_customer_cycle_decides_when_its_quota_resets(make_store: StoreFactory) -> None:
+    """A MONTH quota anchored on the 31st at 09:00 Paris: the 28 February cycle ends on 31 March 09:00
+    Paris (07:00 UTC after the DST change); Retry-After and the reset count to that, then it resets."""
+    from zoneinfo import ZoneInfo
+
+    from data_plane.limits.periods import Cycle
+
+    paris = ZoneInfo("Europe/Paris")
+    clock = [datetime(2026, 3, 31, 8, 0, tzinfo=paris).timestamp()]
+    cycle = Cycle(int(datetime(2026, 1, 31, 9, 0, tzinfo=paris).timestamp()), "Europe/Paris")
+
+    async def body() -> None:
+        store = make_store(now=lambda: clock[0])
+        policy = LimitPolicy(quota=Quota(limit=2, period="MONTH"))
+        first = [await resolve(store.check("cust-cycle", policy, 0, cycle)) for _ in range(3)]
+        assert [d.allowed for d in first] == [True, True, False]
+        assert first[2].retry_after == pytest.approx(3600) and first[0].quota_reset == pytest.approx(3600)
+        assert first[0].quota_window == 31 * 86400 - 3600  # 28 Feb 09:00 CET -> 31 Mar 09:00 CEST
+        # the same customer on the UTC calendar would have been in the March period all along
+        utc = await resolve(store.check("cust-utc", policy))
+        assert utc.quota_reset == pytest.approx(datetime(2026, 4, 1, tzinfo=UTC).timestamp() - clock[0])
+        clock[0] += 3600  # 09:00 Paris: a new cycle
+        again = [await resolve(store.check("cust-cycle", policy, 0, cycle)) for _ in range(3)]
+        assert [d.allowed for d in again] == [True, True, False]
+        await store.close()
+
+    run(body)

@@ -50,12 +50,17 @@ def test_plan_public_gathers_limits_and_apis() -> None:
     assert out.throttle is not None and (out.throttle.rate, out.throttle.burst) == (5.0, 10)
     assert out.quota is None
     assert [a.api_id for a in out.apis] == ["a1"]
-    assert convert.subscription_public("c1", row).model_dump() == {
+    customer = Customer(id="c1", name="acme")
+    assert convert.subscription_public(customer, row).model_dump() == {
         "customer_id": "c1",
         "plan_id": "p1",
         "plan_name": "gold",
+        "billing_anchor": None,
+        "time_zone": None,
+        "period_start": None,  # the plan has no quota: no period
+        "period_end": None,
     }
-    assert convert.subscription_public("c1", None).plan_id is None
+    assert convert.subscription_public(customer, None).plan_id is None
 
 
 def test_node_public_adds_the_view_flags() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -10,7 +11,9 @@ from data_plane.limits.periods import (
     DAY,
     MONTH,
     WEEK,
+    Cycle,
     PeriodCache,
+    customer_period,
     period_end,
     period_id,
     period_start,
@@ -87,3 +90,48 @@ def test_utc_day_and_period_cache() -> None:
     cache = PeriodCache()
     assert cache.current(DAY, ts(2024, 3, 10, 12)) == (ts(2024, 3, 10), ts(2024, 3, 11), "D2024-03-10")
     assert cache.current(DAY, ts(2024, 3, 11))[2] == "D2024-03-11"  # recomputed on leaving the period
+
+
+# ---------------------------------------------------------------------------- billing cycles (issue 17)
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def _local(ts: int, zone: ZoneInfo = PARIS) -> str:
+    return datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M %a")
+
+
+def test_a_monthly_cycle_starts_on_the_anchor_day_and_the_31st_clamps_to_the_month_end() -> None:
+    cycle = Cycle(int(datetime(2026, 1, 31, 9, 0, tzinfo=PARIS).timestamp()), "Europe/Paris")
+    cases = {
+        datetime(2026, 2, 15, 12, 0): ("2026-01-31 09:00 Sat", "2026-02-28 09:00 Sat"),
+        datetime(2026, 3, 1, 8, 59): ("2026-02-28 09:00 Sat", "2026-03-31 09:00 Tue"),  # (DST moved in March)
+        datetime(2026, 4, 30, 8, 59): ("2026-03-31 09:00 Tue", "2026-04-30 09:00 Thu"),
+        datetime(2026, 4, 30, 9, 0): ("2026-04-30 09:00 Thu", "2026-05-31 09:00 Sun"),
+    }
+    for when, (start, end) in cases.items():
+        lo, hi = cycle.bounds(MONTH, when.replace(tzinfo=PARIS).timestamp())
+        assert (_local(lo), _local(hi)) == (start, end), when
+
+
+def test_weekly_and_daily_cycles_follow_the_anchor_weekday_and_time_across_dst() -> None:
+    anchor = int(datetime(2026, 3, 4, 18, 30, tzinfo=PARIS).timestamp())  # a Wednesday
+    cycle = Cycle(anchor, "Europe/Paris")
+    lo, hi = cycle.bounds(WEEK, datetime(2026, 3, 29, 12, 0, tzinfo=PARIS).timestamp())
+    assert (_local(lo), _local(hi)) == ("2026-03-25 18:30 Wed", "2026-04-01 18:30 Wed")
+    assert hi - lo == 7 * 86400 - 3600  # the week with the spring-forward hour
+    lo, hi = cycle.bounds(DAY, datetime(2026, 3, 29, 18, 0, tzinfo=PARIS).timestamp())
+    assert (_local(lo), _local(hi)) == ("2026-03-28 18:30 Sat", "2026-03-29 18:30 Sun") and hi - lo == 23 * 3600
+
+
+def test_a_new_anchor_starts_its_first_cycle_when_it_was_set() -> None:
+    anchor = int(datetime(2026, 1, 15, 0, 0, tzinfo=UTC).timestamp())
+    since = int(datetime(2026, 2, 20, 10, 0, tzinfo=UTC).timestamp())
+    cycle = Cycle(anchor, "", since)
+    lo, hi = cycle.bounds(MONTH, since + 3600)
+    assert (lo, _local(hi, ZoneInfo("UTC"))) == (since, "2026-03-15 00:00 Sun")
+    later = cycle.bounds(MONTH, hi + 1)
+    assert later == (hi, int(datetime(2026, 4, 15, tzinfo=UTC).timestamp()))  # then whole cycles
+    start, end, pid = cycle.current(MONTH, since + 3600)
+    assert (start, end) == (lo, hi) and pid == f"M{since}"
+    assert customer_period(MONTH, since, None) == (period_start(MONTH, since), period_end(MONTH, since))
