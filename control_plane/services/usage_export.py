@@ -157,9 +157,13 @@ def rows(
     """The export's rows in :data:`COLUMNS` order, fetched :data:`ROWS_PER_FETCH` at a time."""
     stmt = _query(rng, granularity, customer_id, api_id)
     result = session.execute(stmt, execution_options={"yield_per": ROWS_PER_FETCH})
+    last: date | datetime | None = None
+    stamp = ""
     for period, cid, cname, aid, aname, rid, path, methods, klass, pid, pname, n in result:
+        if period != last:  # rows come in period order: formatted once per hour or day
+            last, stamp = period, _period(period)
         yield (
-            _period(period),
+            stamp,
             cid,
             cname or "",
             aid,
