@@ -228,6 +228,21 @@ def test_bad_ranges_and_parameters_are_422_before_anything_streams(client: TestC
     assert client.get(EXPORT, params={"start": "2026-01-01", "end": "2027-02-04"}).status_code == 200
 
 
+def test_malformed_batch_entries_are_refused_whole(client: TestClient, cluster_headers: dict[str, str]) -> None:
+    _, acme, _ = _world(client)
+    good = {"customer_id": acme["id"], "api_id": "a1", "count": 1}
+    for bad in (
+        {"hour": "2026-11-30T22:30:00Z"},  # not on the hour
+        {"hour": "2026-11-30T22:00:00Z", "day": "2026-12-01"},  # not the hour's day
+        {"hour": "2026-11-30T23:00:00-01:00", "day": "2026-11-30"},  # 00:00Z on the 1st
+        {"hour": "2026-11-30T22:00:00Z", "status_class": "6xx"},
+        {},  # neither day nor hour
+    ):
+        body = {"batch_id": str(uuid.uuid4()), "counts": [{**good, **bad}]}
+        assert client.post(USAGE, json=body, headers=cluster_headers).status_code == 422, bad
+    assert _jsonl(client, start="2026-11-30", end="2026-12-01") == []  # nothing half-written
+
+
 def test_admin_token_required(client: TestClient) -> None:
     r = client.get(EXPORT, params={"start": "2026-12-01", "end": "2026-12-01"}, headers={"Authorization": ""})
     assert r.status_code == 401
