@@ -31,6 +31,7 @@ from control_plane.api import (
     plans,
     plugins,
     upstreams,
+    usage,
 )
 from control_plane.api.errors import ERROR_RESPONSES, install_error_handlers
 from control_plane.api.security import AUTH_RESPONSES, require_admin
@@ -108,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(admin.router)
     v1.include_router(declarative.router)
     v1.include_router(plugins.router)
+    v1.include_router(usage.router)
     app.include_router(v1)
     app.include_router(cluster.router)
     app.include_router(health.router)

@@ -14,6 +14,7 @@ import os
 import ssl
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -55,6 +56,15 @@ def _message(status: int, reason: str, detail: Any) -> str:
                 lines.append(f"  {err}")
         return f"{status} {reason}:\n" + "\n".join(lines)
     return f"{status} {reason}: {detail}"
+
+
+def _refused(response: httpx.Response) -> AdminError:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text.strip() or response.reason_phrase
+    status = response.status_code
+    return AdminError(_message(status, response.reason_phrase, detail), status=status, detail=detail)
 
 
 class AdminClient:
@@ -119,13 +129,26 @@ class AdminClient:
             except httpx.HTTPError as exc:
                 raise AdminError(f"cannot reach the control plane at {self.url}: {exc}") from None
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text.strip() or response.reason_phrase
-            status = response.status_code
-            raise AdminError(_message(status, response.reason_phrase, detail), status=status, detail=detail)
+            raise _refused(response)
         return response
+
+    @contextmanager
+    def stream(
+        self, path: str, *, params: Mapping[str, Any] | None = None, read_timeout: float = 300.0
+    ) -> Iterator[httpx.Response]:
+        """GET ``path`` and hand over the response before its body is read (``iter_bytes``), for
+        answers too large to hold (a usage export).  A refusal is an :class:`AdminError` before
+        anything is handed over; a connection that breaks while the body streams is one too.
+        ``read_timeout``: the longest wait for the next bytes (a server may think before the first row)."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
+        try:
+            with self._http.stream("GET", path, params=params, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _refused(response)
+                yield response
+        except httpx.HTTPError as exc:
+            raise AdminError(f"{path}: the connection to the control plane broke: {exc}") from None
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         """Send one request; the decoded JSON body (None for 204), or :class:`AdminError`."""

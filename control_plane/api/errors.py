@@ -39,7 +39,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Invalid)
     async def _invalid(_request: Request, exc: Invalid) -> JSONResponse:
         # Same shape as FastAPI's request validation errors, so clients parse one format for 422.
-        detail = [{"loc": ["body", *exc.loc], "msg": exc.message, "type": "value_error"}]
+        # A location that names its own part of the request (("query", "end")) keeps it; a field is the body's.
+        loc = list(exc.loc) if exc.loc[:1] in (("query",), ("path",)) else ["body", *exc.loc]
+        detail = [{"loc": loc, "msg": exc.message, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(InvalidDocument)

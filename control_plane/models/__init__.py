@@ -9,7 +9,7 @@ imports every module, so ``Base.metadata`` (Alembic's env, the test fixtures) kn
     apis        Api, ApiJwks, Route
     customers   Customer, CustomerApiGrant, CustomerMtlsIdentity, ApiKey
     certificates  Certificate, CertificateSni
-    plans       UsagePlan, UsagePlanApi, QuotaAdjustment, UsageCount, UsageBatch
+    plans       UsagePlan, UsagePlanApi, QuotaAdjustment, UsageCount, UsageHourly, UsageBatch
     admin       AdminToken, AuditEntry, IdempotencyRecord
     cluster     ConfigState, Node
 
@@ -25,7 +25,14 @@ from control_plane.models.base import NAMING_CONVENTION, Base, Timestamped, UTCD
 from control_plane.models.certificates import Certificate, CertificateSni
 from control_plane.models.cluster import CONFIG_STATE_ID, ConfigState, Node
 from control_plane.models.customers import ApiKey, Customer, CustomerApiGrant, CustomerMtlsIdentity
-from control_plane.models.plans import QuotaAdjustment, UsageBatch, UsageCount, UsagePlan, UsagePlanApi
+from control_plane.models.plans import (
+    QuotaAdjustment,
+    UsageBatch,
+    UsageCount,
+    UsageHourly,
+    UsagePlan,
+    UsagePlanApi,
+)
 from control_plane.models.upstreams import Target, Upstream
 
 __all__ = [
@@ -53,6 +60,7 @@ __all__ = [
     "Upstream",
     "UsageBatch",
     "UsageCount",
+    "UsageHourly",
     "UsagePlan",
     "UsagePlanApi",
     "new_id",

@@ -1,4 +1,5 @@
-"""ORM rows for usage plans, subscriptions, quota adjustments and metered usage (migration ``0005_plans``).
+"""ORM rows for usage plans, subscriptions, quota adjustments and metered usage (migration ``0005_plans``;
+``usage_hourly``: ``0017_usage_hourly``).
 
 Usage rows are not config: writing them never bumps the revision.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Date, Double, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Date, Double, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from control_plane.models.base import Base, Timestamped, new_id, utcnow
@@ -79,6 +80,29 @@ class UsageCount(Base):
     )
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     api_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageHourly(Base):
+    """Requests admitted per (UTC hour, customer, api, route, status class, plan): what usage export reads.
+
+    Fed in the same transaction and from the same batches as :class:`UsageCount`, so summed over a day
+    the two agree.  No foreign keys: usage of a deleted customer, API, route or plan stays exportable
+    (a bill for the last period).  Counts from workers that report days only are kept at 00:00 of
+    their day with "" for route, status class and plan ("" = not known; plan "" is also "no plan").
+    ``day`` is the hour's UTC day, stored so day exports group by a column on every backend.
+    The primary key leads with ``hour``: an export is a range scan in its own order."""
+
+    __tablename__ = "usage_hourly"
+    __table_args__ = (Index("ix_usage_hourly_customer_id_hour", "customer_id", "hour"),)
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    api_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    route_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status_class: Mapped[str] = mapped_column(String(3), primary_key=True)
+    plan_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 

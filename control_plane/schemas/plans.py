@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -164,11 +164,41 @@ class SubscriptionPublic(BaseModel):
 # ---------------------------------------------------------------------------- usage
 
 
+StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx"]
+
+
 class UsageCountIn(BaseModel):
+    """One count of a worker batch.  Workers before issue 17 send (customer, api, day); current ones
+    add the route, the plan (null: none), the status class and the UTC hour it started in, with ``day``
+    the hour's UTC day.  Unknown members are ignored, so a newer worker's additions do not break this."""
+
     customer_id: str = Field(min_length=1, max_length=36)
     api_id: str = Field(min_length=1, max_length=36)
-    day: date
+    day: date | None = Field(default=None, description="UTC day; may be left out when hour is given")
+    hour: datetime | None = Field(default=None, description="start of the UTC hour (a time without offset is UTC)")
+    route_id: str = Field(default="", max_length=36)
+    plan_id: str | None = Field(default=None, max_length=36)
+    status_class: StatusClass | None = None
     count: Annotated[int, Field(ge=1, le=10**12)]
+
+    @model_validator(mode="after")
+    def _hour_and_day_agree(self) -> UsageCountIn:
+        if self.hour is None:
+            if self.day is None:
+                raise ValueError("day or hour is required")
+            return self
+        hour = self.hour.replace(tzinfo=UTC) if self.hour.tzinfo is None else self.hour.astimezone(UTC)
+        if hour.minute or hour.second or hour.microsecond:
+            raise ValueError("hour must be the start of an hour")
+        if self.day is not None and self.day != hour.date():
+            raise ValueError("day must be the UTC day of hour")
+        self.hour, self.day = hour, hour.date()
+        return self
+
+    @property
+    def utc_day(self) -> date:
+        assert self.day is not None  # the validator fills it from hour
+        return self.day
 
 
 class UsageBatchIn(BaseModel):

@@ -1,10 +1,12 @@
 """Metered usage: ingesting worker batches, per-day reports, and quota adjustments.
 
 **Ingestion** (``POST /cluster/v1/usage``) is idempotent by ``batch_id``: the id is inserted into
-``usage_batches`` with ``ON CONFLICT DO NOTHING`` in the same transaction that adds the counts, and
-the counts are added only when that insert happened — a worker whose 2xx was lost sends the batch
-again and nothing is counted twice.  Counts are upserts (``count = count + excluded.count``), so two
-replicas applying different batches at once never lose an increment.  Counts of customers deleted in
+``usage_batches`` with ``ON CONFLICT DO NOTHING`` in the same transaction that adds the counts (per
+day to ``usage_counts``; per hour, route, status class and plan to ``usage_hourly``, which usage export
+reads: :mod:`control_plane.services.usage_export`), and the counts are added only when that insert
+happened — a worker whose 2xx was lost sends the batch again and nothing is counted twice.  Counts
+are upserts (``count = count + excluded.count``), so two replicas applying different batches at once
+never lose an increment.  Counts of customers deleted in
 the meantime are dropped.  Usage is not config: nothing here bumps the revision.
 
 **Reports**: per UTC day, requests and (for customers on a plan with a quota) the quota remaining for
@@ -28,7 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from control_plane.errors import Conflict, Invalid
-from control_plane.models import Customer, QuotaAdjustment, UsageBatch, UsageCount, UsagePlan
+from control_plane.models import Customer, QuotaAdjustment, UsageBatch, UsageCount, UsageHourly, UsagePlan
 from control_plane.schemas import (
     AdjustPublic,
     CustomerUsage,
@@ -63,7 +65,10 @@ def _ts(day: date) -> float:
 
 
 def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
-    """Apply one worker batch; False when this ``batch_id`` was applied before (nothing added)."""
+    """Apply one worker batch; False when this ``batch_id`` was applied before (nothing added).
+
+    Every count goes to ``usage_counts`` (per day: reports and quotas) and to ``usage_hourly`` (per hour,
+    route, status class and plan: export) in the caller's transaction, so the two always agree."""
     insert = _insert(session)
     marked = session.execute(
         insert(UsageBatch)
@@ -74,8 +79,13 @@ def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
     if marked is None:  # RETURNING is empty when the conflict clause skipped the row
         return False
     sums: dict[tuple[str, str, date], int] = defaultdict(int)
+    hourly: dict[tuple[datetime, str, str, str, str, str], int] = defaultdict(int)
     for c in batch.counts:
-        sums[(c.customer_id, c.api_id, c.day)] += c.count
+        day = c.utc_day
+        sums[(c.customer_id, c.api_id, day)] += c.count
+        # a worker that reports days only: at 00:00 of the day, route, status class and plan unknown ("")
+        hour = c.hour if c.hour is not None else datetime(day.year, day.month, day.day, tzinfo=UTC)
+        hourly[(hour, c.customer_id, c.api_id, c.route_id, c.status_class or "", c.plan_id or "")] += c.count
     customer_ids = {k[0] for k in sums}
     known = set(session.execute(select(Customer.id).where(Customer.id.in_(customer_ids))).scalars())
     rows = [
@@ -89,6 +99,27 @@ def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
             index_elements=["customer_id", "day", "api_id"], set_={"count": UsageCount.count + stmt.excluded.count}
         )
         session.execute(stmt)
+    hour_rows = [
+        {
+            "hour": hour,
+            "customer_id": cid,
+            "api_id": aid,
+            "route_id": rid,
+            "status_class": klass,
+            "plan_id": pid,
+            "day": hour.date(),
+            "count": n,
+        }
+        for (hour, cid, aid, rid, klass, pid), n in sorted(hourly.items())
+        if cid in known  # the same counts as usage_counts: a customer deleted meanwhile is not billed
+    ]
+    for i in range(0, len(hour_rows), _CHUNK):
+        hstmt = insert(UsageHourly).values(hour_rows[i : i + _CHUNK])
+        hstmt = hstmt.on_conflict_do_update(
+            index_elements=["hour", "customer_id", "api_id", "route_id", "status_class", "plan_id"],
+            set_={"count": UsageHourly.count + hstmt.excluded.count},
+        )
+        session.execute(hstmt)
     return True
 
 

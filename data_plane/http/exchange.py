@@ -134,6 +134,7 @@ class Exchange:
         "cache_key",
         "cache_fill",
         "trace",
+        "metered",
     )
 
     def __init__(
@@ -205,6 +206,9 @@ class Exchange:
         self.cache_key: bytes | None = None
         self.cache_fill: CacheFill | None = None
         self.trace: Trace | None = None  # a route with a tracing policy (data_plane/observe/tracing.py)
+        # admitted for a known customer and not metered yet: metered once, when the exchange ends
+        # (whichever way: finish, abort, client gone, upgrade, torn down), with the status it ended on
+        self.metered = False
 
     # ------------------------------------------------------------------ request side
 
@@ -291,17 +295,15 @@ class Exchange:
             self.forward()
 
     def _admitted(self) -> bool:
-        """Meter an admitted request of a known customer (per customer, API and UTC day); tell a
-        client waiting on ``Expect: 100-continue`` to send its body; answer from the response cache
+        """Mark an admitted request of a known customer for metering (:meth:`_meter`, at its end); tell
+        a client waiting on ``Expect: 100-continue`` to send its body; answer from the response cache
         when the route has one that holds the answer.  False: answered here, nothing to forward."""
         if self.expect_continue and not self.body_done:
             self.client_out.append(_CONTINUE)
             self.flush_client()
-        customer = self.customer
-        metering = self.env.metering
         route: CompiledRoute = self.route  # type: ignore[assignment]
-        if customer is not None and metering is not None:
-            metering.record(customer.id, route.api_id)  # a hit counts for the quota like any request
+        # a cache hit counts like any request: it passed the limiter (and counted for the quota)
+        self.metered = self.customer is not None and self.env.metering is not None
         traffic = route.traffic
         if traffic is not None and traffic.cache is not None and not self.upgrade:
             return self._cache_lookup(traffic, traffic.cache, route)
@@ -652,7 +654,7 @@ class Exchange:
         self.flush_client()
         self.finished = True
         self._leave()
-        self.env.observer.done(self)  # the request ends here; the tunnel's lifetime is not timed
+        self._ended()  # the request ends here; the tunnel's lifetime is not timed (nor metered)
         up = conn.transport
         client_transport = client.open_tunnel(up) if up is not None else None
         if client_transport is None:
@@ -889,18 +891,39 @@ class Exchange:
         self.finished = True
         self._leave()
         self.flush_client()
-        self.env.observer.done(self)
+        self._ended()
         self.client.done(self, self.keep_alive)
 
     def _abort(self) -> None:
         if not self.finished:
-            self.env.observer.done(self)  # truncated response: logged with the status it started with
+            self._ended()  # truncated response: logged (and metered) with the status it started with
         self.finished = True
         self._leave()
         self.client.abort(self)
 
-    def abandon(self) -> None:
-        """The client connection is being torn down; release what this exchange holds."""
+    def _ended(self) -> None:
+        """The request is over: tell the observer, and meter it if it was admitted."""
+        self.env.observer.done(self)
+        if self.metered:
+            self._meter()
+
+    def _meter(self) -> None:
+        """Count this admitted request once, with the status class it ended on."""
+        self.metered = False
+        customer = self.customer
+        route = self.route
+        metering = self.env.metering
+        if customer is not None and route is not None and metering is not None:
+            metering.record(customer.id, route.api_id, route.id, customer.plan_id or "", self.status)
+
+    def abandon(self, status: int = 0) -> None:
+        """The client connection is being torn down; release what this exchange holds.  ``status``:
+        what the client is answered instead (its connection refused the rest of the request)."""
+        if self.metered:
+            # Admitted, then cut short without an ending of its own: still one admitted request.
+            if status and not self.finished:
+                self.status = status
+            self._meter()
         self.finished = True
         self._leave()
         conn = self.conn
@@ -911,5 +934,5 @@ class Exchange:
     def client_gone(self) -> None:
         if not self.finished:
             self.status = 499  # nginx's "client closed request": the client left before the end
-            self.env.observer.done(self)
+            self._ended()
         self.abandon()

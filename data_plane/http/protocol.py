@@ -486,7 +486,7 @@ class ClientConnection(asyncio.Protocol):
             self.close()  # a response is mid-flight; nothing sane can follow it
             return
         if self.active is not None:
-            self.active.abandon()
+            self.active.abandon(status)  # (an admitted request is still metered, with this status)
             self.active = None
         self.queue.clear()
         rid = new_request_id()

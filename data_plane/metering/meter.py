@@ -1,11 +1,19 @@
 """Usage metering on the worker: count admitted requests, ship them to the control plane in batches.
 
-``record(customer_id, api_id)`` is the hot-path call: one dict increment keyed by
-``(customer_id, api_id, UTC day)``.  Every ``interval`` seconds the counts are *cut* into a batch::
+``record(customer_id, api_id, route_id, plan_id, status)`` is the hot-path call, made once per
+admitted request of a known customer when its exchange *ends* (the status class is known only
+then): one dict increment keyed by ``(customer, api, route, plan, status // 100, UTC hour start)``,
+every member a value the exchange already holds; the hour comes from a cached current hour,
+recomputed only when the clock leaves it.  Every ``interval`` seconds the counts are *cut* into a
+batch::
 
-    {"batch_id": uuid4, "node_id": ..., "counts": [{"customer_id", "api_id", "day": "YYYY-MM-DD", "count"}]}
+    {"batch_id": uuid4, "node_id": ...,
+     "counts": [{"customer_id", "api_id", "route_id", "plan_id" (null: none), "status_class": "2xx",
+                 "hour": "YYYY-MM-DDTHH:00:00Z", "day": "YYYY-MM-DD", "count"}]}
 
-which is first written to the spool (``usage_spool.Spool``: atomic file per batch) and only then
+(``day`` is the hour's UTC day, kept so a control plane that knows only days still takes the batch;
+an entry is an object, so a later member, such as an overage count, is one more key) which is first
+written to the spool (``usage_spool.Spool``: atomic file per batch) and only then
 sent, oldest batch first, through a pluggable :class:`UsageSender`.  A batch leaves the spool only
 after the sender returned (the control plane answered 2xx).  A failure stops the round (order is
 kept) and the next round waits with exponential backoff.  A new :class:`Metering` on the same
@@ -30,18 +38,52 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import httpx
 
 from data_plane.errors import UsageRejected, UsageSendError
-from data_plane.limits.periods import period_end, period_start, utc_day
 from data_plane.metering.spool import Spool
 
 log = logging.getLogger("tollgate.usage")
 
 USAGE_PATH = "/cluster/v1/usage"
+HOUR: Final = 3600
+
+# (customer id, api id, route id, plan id ("" : none), status // 100, UTC hour start in epoch seconds)
+UsageKey = tuple[str, str, str, str, int, int]
+
+
+def status_class(status_hundreds: int) -> str:
+    """``"2xx"`` for 2.  An ending that set no status (0) never reaches here in practice; it would be
+    the gateway's failure, so it is counted as 5xx rather than lost (the control plane accepts 1xx-5xx)."""
+    return f"{status_hundreds}xx" if 1 <= status_hundreds <= 5 else "5xx"
+
+
+def batch_entries(counts: dict[UsageKey, int]) -> list[dict[str, Any]]:
+    """The wire form of cut counts (sorted, so a batch file reads in a stable order)."""
+    hours: dict[int, tuple[str, str]] = {}
+    out: list[dict[str, Any]] = []
+    for (customer_id, api_id, route_id, plan_id, klass, hour), n in sorted(counts.items()):
+        stamps = hours.get(hour)
+        if stamps is None:
+            at = datetime.fromtimestamp(hour, UTC)
+            stamps = hours[hour] = (at.strftime("%Y-%m-%dT%H:00:00Z"), at.strftime("%Y-%m-%d"))
+        out.append(
+            {
+                "customer_id": customer_id,
+                "api_id": api_id,
+                "route_id": route_id,
+                "plan_id": plan_id or None,
+                "status_class": status_class(klass),
+                "hour": stamps[0],
+                "day": stamps[1],
+                "count": n,
+            }
+        )
+    return out
 
 
 class UsageSender(Protocol):
@@ -103,27 +145,28 @@ class Metering:
         self.now = now
         self.backoff_max = backoff_max
         self.spool = Spool(spool_dir)  # loads what a previous process left; sent before anything new
-        self.counts: dict[tuple[str, str, str], int] = {}
+        self.counts: dict[UsageKey, int] = {}
         self.delivered_batches = 0
         self.failed_sends = 0
         self.rejected_batches = 0  # moved to rejected/: their counts never reach the control plane
-        self._day = ""
-        self._day_start = 0.0
-        self._day_end = 0.0
+        self._hour = 0  # the cached current UTC hour: its start (epoch seconds) and end
+        self._hour_start = 0.0
+        self._hour_end = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
     # ------------------------------------------------------------------ hot path
 
-    def record(self, customer_id: str, api_id: str) -> None:
-        """Count one admitted request (synchronous, O(1))."""
+    def record(self, customer_id: str, api_id: str, route_id: str, plan_id: str, status: int) -> None:
+        """Count one admitted request that ended with ``status`` (synchronous, O(1)); ``plan_id`` "" for none."""
         now = self.now()
-        if not (self._day_start <= now < self._day_end):
-            self._day = utc_day(now)
-            self._day_start = float(period_start("DAY", now))
-            self._day_end = float(period_end("DAY", now))
-        key = (customer_id, api_id, self._day)
+        if not (self._hour_start <= now < self._hour_end):
+            hour = int(now // HOUR) * HOUR
+            self._hour = hour
+            self._hour_start = float(hour)
+            self._hour_end = float(hour + HOUR)
+        key = (customer_id, api_id, route_id, plan_id, status // 100, self._hour)
         self.counts[key] = self.counts.get(key, 0) + 1
 
     # ------------------------------------------------------------------ batches
@@ -136,9 +179,7 @@ class Metering:
         batch = {
             "batch_id": str(uuid.uuid4()),
             "node_id": self.node_id,
-            "counts": [
-                {"customer_id": c, "api_id": a, "day": d, "count": n} for (c, a, d), n in sorted(counts.items())
-            ],
+            "counts": batch_entries(counts),
         }
         try:
             return self.spool.write(batch)

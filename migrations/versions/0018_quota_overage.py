@@ -1,7 +1,7 @@
 """Quota overage: usage_plans.quota_overage ("deny" | "allow") and quota_hard_cap.
 
 Revision ID: 0018_quota_overage
-Revises: 0015_idempotency
+Revises: 0017_usage_hourly
 Create Date: 2026-12-02 22:00:00
 
 Existing plans deny beyond their quota (the behaviour so far) and have no hard cap.
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018_quota_overage"
-down_revision: str | None = "0015_idempotency"
+down_revision: str | None = "0017_usage_hourly"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -62,7 +62,7 @@ def test_every_recorded_request_is_delivered_exactly_once_despite_failures(tmp_p
         for _round in range(6):  # six flush intervals, crossing midnight UTC
             for _ in range(rng.randint(50, 150)):
                 cust, api = f"c{rng.randint(1, 3)}", f"a{rng.randint(1, 2)}"
-                m.record(cust, api)
+                m.record(cust, api, "r1", "gold", 200)
                 day = "2024-03-10" if clock.t < T0 + 60 else "2024-03-11"
                 expected[(cust, api, day)] = expected.get((cust, api, day), 0) + 1
                 recorded += 1
@@ -89,15 +89,15 @@ def test_failure_keeps_order_and_spooled_batches_survive_a_restart(tmp_path: Pat
         first = Metering("node-1", tmp_path, down, now=Clock(T0))
         for i in range(3):
             for _ in range(i + 1):
-                first.record("c1", "a1")
+                first.record("c1", "a1", "r1", "gold", 200)
             assert await first.flush() is False
-        first.record("c1", "a1")  # still in memory at shutdown: close() spools it
+        first.record("c1", "a1", "r1", "gold", 200)  # still in memory at shutdown: close() spools it
         await first.close()
         assert len(list(tmp_path.glob("*.json"))) == 4
 
         up = FlakySender()
         second = Metering("node-1", tmp_path, up, now=Clock(T0))  # the "restarted" worker
-        second.record("c2", "a1")
+        second.record("c2", "a1", "r1", "gold", 200)
         assert await second.flush() is True
         counts = [b["counts"][0]["count"] for b in up.applied]
         assert counts == [1, 2, 3, 1, 1]  # oldest first, the new batch last
@@ -120,10 +120,10 @@ def test_rejected_batch_is_moved_aside_and_does_not_block(tmp_path: Path) -> Non
     async def body() -> None:
         sender = RejectFirst()
         m = Metering("node-1", tmp_path, sender, now=Clock(T0))
-        m.record("c1", "a1")
+        m.record("c1", "a1", "r1", "gold", 200)
         m.cut()
-        m.record("c1", "a1")
-        m.record("c1", "a1")
+        m.record("c1", "a1", "r1", "gold", 200)
+        m.record("c1", "a1", "r1", "gold", 200)
         assert await m.flush() is True
         assert [b["counts"][0]["count"] for b in sender.applied] == [2]
         assert len(list((tmp_path / "rejected").glob("*.json"))) == 1
@@ -151,7 +151,7 @@ def test_periodic_flush_runs_by_itself(tmp_path: Path) -> None:
         sender = FlakySender()
         m = Metering("node-1", tmp_path, sender, interval=0.01)
         m.start()
-        m.record("c1", "a1")
+        m.record("c1", "a1", "r1", "gold", 200)
         for _ in range(500):
             if sender.applied:
                 break
@@ -200,3 +200,66 @@ def test_http_sender_unreachable_is_retryable() -> None:
         await sender.close()
 
     asyncio.run(body())
+
+
+def test_counts_are_kept_per_route_status_class_plan_and_utc_hour(tmp_path: Path) -> None:
+    async def body() -> None:
+        clock = Clock(T0)  # 23:59:00 UTC on 2024-03-10
+        sender = FlakySender()
+        m = Metering("node-1", tmp_path, sender, now=clock)
+        for status in (200, 201, 204, 404, 499, 503, 101, 302):
+            m.record("c1", "a1", "r1", "gold", status)
+        m.record("c1", "a1", "r2", "gold", 200)
+        m.record("c2", "a1", "r1", "", 200)  # no plan
+        clock.t = T0 + 59.999  # still 23:xx
+        m.record("c1", "a1", "r1", "gold", 200)
+        clock.t = T0 + 60  # 00:00:00 on the 11th: a new hour and a new day
+        m.record("c1", "a1", "r1", "gold", 200)
+        clock.t = T0 - 3600  # a clock stepped back an hour is honoured as well
+        m.record("c1", "a1", "r1", "gold", 200)
+        assert await m.flush() is True
+        (batch,) = sender.applied
+        got = {
+            (c["customer_id"], c["route_id"], c["plan_id"], c["status_class"], c["hour"], c["day"]): c["count"]
+            for c in batch["counts"]
+        }
+        assert all(c["api_id"] == "a1" for c in batch["counts"])
+        assert got == {
+            ("c1", "r1", "gold", "2xx", "2024-03-10T23:00:00Z", "2024-03-10"): 4,
+            ("c1", "r1", "gold", "4xx", "2024-03-10T23:00:00Z", "2024-03-10"): 2,
+            ("c1", "r1", "gold", "5xx", "2024-03-10T23:00:00Z", "2024-03-10"): 1,
+            ("c1", "r1", "gold", "1xx", "2024-03-10T23:00:00Z", "2024-03-10"): 1,
+            ("c1", "r1", "gold", "3xx", "2024-03-10T23:00:00Z", "2024-03-10"): 1,
+            ("c1", "r2", "gold", "2xx", "2024-03-10T23:00:00Z", "2024-03-10"): 1,
+            ("c2", "r1", None, "2xx", "2024-03-10T23:00:00Z", "2024-03-10"): 1,
+            ("c1", "r1", "gold", "2xx", "2024-03-11T00:00:00Z", "2024-03-11"): 1,
+            ("c1", "r1", "gold", "2xx", "2024-03-10T22:00:00Z", "2024-03-10"): 1,
+        }
+        assert sum(got.values()) == 13
+        await m.close()
+
+    asyncio.run(body())
+
+
+def test_the_current_hour_is_cached_and_moves_only_when_the_clock_leaves_it(tmp_path: Path) -> None:
+    clock = Clock(T0 - 59 * 60)  # 23:00:00
+    m = Metering("node-1", tmp_path, None, now=clock)
+    m.record("c1", "a1", "r1", "", 200)
+    hour = m._hour
+    assert (m._hour_start, m._hour_end) == (hour, hour + 3600) and hour == T0 - 59 * 60
+    for i in range(100):  # 100 requests over 50 minutes: all in the 23:00 hour, one key
+        clock.t = T0 - 59 * 60 + i * 30
+        m.record("c1", "a1", "r1", "", 200)
+    assert m._hour == hour and list(m.counts.values()) == [101]
+    clock.t = T0 + 61
+    m.record("c1", "a1", "r1", "", 200)
+    assert m._hour == hour + 3600 and m._hour_start == hour + 3600
+    assert sorted(m.counts.values()) == [1, 101]
+    m.spool.close()
+
+
+def test_status_class_never_produces_one_the_control_plane_refuses() -> None:
+    from data_plane.metering.meter import status_class
+
+    assert [status_class(k) for k in (1, 2, 3, 4, 5)] == ["1xx", "2xx", "3xx", "4xx", "5xx"]
+    assert status_class(0) == "5xx" and status_class(9) == "5xx"
