@@ -12,6 +12,7 @@ imports every module, so ``Base.metadata`` (Alembic's env, the test fixtures) kn
     plans       UsagePlan, UsagePlanApi, QuotaAdjustment, UsageCount, UsageBatch
     admin       AdminToken, AuditEntry, IdempotencyRecord
     cluster     ConfigState, Node
+    webhooks    WebhookEndpoint, WebhookEvent, WebhookDelivery
 
 Resource modules import only ``base``; rows of other modules are named by table (foreign keys) or by
 class name (relationships), never imported.
@@ -27,6 +28,7 @@ from control_plane.models.cluster import CONFIG_STATE_ID, ConfigState, Node
 from control_plane.models.customers import ApiKey, Customer, CustomerApiGrant, CustomerMtlsIdentity
 from control_plane.models.plans import QuotaAdjustment, UsageBatch, UsageCount, UsagePlan, UsagePlanApi
 from control_plane.models.upstreams import Target, Upstream
+from control_plane.models.webhooks import WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
     "CONFIG_STATE_ID",
@@ -55,6 +57,9 @@ __all__ = [
     "UsageCount",
     "UsagePlan",
     "UsagePlanApi",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "new_id",
     "utcnow",
 ]
