@@ -8,11 +8,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.integration.cli_support import ok_json, tg
 from tests.integration.harness import Cluster, ControlPlane, create, free_port, wait_until
 from tests.integration.webhook_receiver import HANG, Receiver, verify
 
@@ -183,6 +185,27 @@ def test_usage_batches_and_thresholds_reach_the_receiver_once(
         assert all(verify(hook["secret"], r.headers["tollgate-signature"], r.body) for r in rx.received)
     finally:
         _disable(admin, hook)
+
+
+def test_the_cli_manages_endpoints_and_shows_deliveries(cp: ControlPlane, admin: httpx.Client, tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("whsec_from_a_file_0123456789\n")
+    down = f"http://127.0.0.1:{free_port()}/cli-hook"
+    made = ok_json(cp, "webhooks", "create", down, "--event", "tollgate.key.created", "--secret-file", str(secret_file))
+    assert made["secret"] == "whsec_from_a_file_0123456789" and made["event_types"] == ["tollgate.key.created"]
+    assert "secret" not in ok_json(cp, "webhooks", "get", down)  # by URL, and never the secret again
+    assert made["id"] in {w["id"] for w in ok_json(cp, "webhooks", "list")}
+    _key_event(admin)
+    wait_until(lambda: ok_json(cp, "webhooks", "deliveries", made["id"], "--status", "pending"), timeout=10)
+    (delivery,) = ok_json(cp, "webhooks", "deliveries", made["id"])
+    assert delivery["event_type"] == "tollgate.key.created"
+    assert ok_json(cp, "webhooks", "retry", made["id"], delivery["id"])["status"] == "pending"
+    off = ok_json(cp, "webhooks", "update", made["id"], "--disable", "--description", "paused")
+    assert off["enabled"] is False and off["description"] == "paused"
+    bad = tg(cp, "webhooks", "create", "ftp://billing.example/in")
+    assert bad.exit_code == 1 and "http:// or https://" in bad.output
+    assert tg(cp, "webhooks", "delete", made["id"]).exit_code == 0
+    assert admin.get(f"/v1/webhooks/{made['id']}").status_code == 404
 
 
 def test_a_restarted_control_plane_carries_on_from_the_database(
