@@ -122,7 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     install_error_handlers(app)
     install_metrics(app, publisher, sessions)
-    install_idempotency(app, sessions)
+    install_idempotency(app, sessions, secret_box)
     return app
 
 

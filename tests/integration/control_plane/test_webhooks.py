@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from control_plane.models import AuditEntry, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from control_plane.models import AuditEntry, IdempotencyRecord, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from control_plane.services import webhook_events, webhook_outbox
 from control_plane.settings import Settings, WebhookSettings
 from tests.integration.control_plane.factories import created, make_api, make_route, make_upstream
@@ -101,6 +101,18 @@ def test_create_shows_the_secret_once_and_stores_it_encrypted(client: TestClient
     mine = _hook(client, secret="a-secret-of-my-own-0123", authorization="Bearer om_test")
     assert mine["secret"] == "a-secret-of-my-own-0123" and mine["has_authorization"] is True
     assert "om_test" not in client.get(f"/v1/webhooks/{mine['id']}").text
+
+
+def test_a_replayed_create_answers_the_same_secret_but_keeps_it_sealed(client: TestClient) -> None:
+    key = {"Idempotency-Key": f"hook-{uuid.uuid4()}"}
+    body = {"url": "http://127.0.0.1:9/hook"}
+    first = client.post("/v1/webhooks", json=body, headers=key)
+    again = client.post("/v1/webhooks", json=body, headers=key)
+    assert first.status_code == again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["secret"] == first.json()["secret"] and _count(client, WebhookEndpoint) == 1
+    with _sessions(client)() as session:
+        (record,) = session.execute(select(IdempotencyRecord)).scalars()
+        assert record.body is not None and first.json()["secret"].encode() not in record.body
 
 
 def test_update_and_delete(client: TestClient) -> None:
