@@ -143,6 +143,7 @@ def emit(
 @dataclass(frozen=True, slots=True)
 class _Subscriber:
     name: str
+    metadata: dict[str, Any]
     plan_id: str | None
     plan_name: str | None
     quota_limit: int | None
@@ -176,18 +177,27 @@ def usage_ingested(
     return emit(session, events, endpoints=endpoints, now=now)
 
 
+_SUBSCRIBER_COLUMNS = (
+    Customer.id,
+    Customer.name,
+    Customer.meta,
+    UsagePlan.id,
+    UsagePlan.name,
+    UsagePlan.quota_limit,
+    UsagePlan.quota_period,
+)
+
+
 def _subscribers_of(session: Session, customer_ids: Sequence[str]) -> dict[str, _Subscriber]:
     out: dict[str, _Subscriber] = {}
     for chunk in _chunks(customer_ids):
         rows = session.execute(
-            select(
-                Customer.id, Customer.name, UsagePlan.id, UsagePlan.name, UsagePlan.quota_limit, UsagePlan.quota_period
-            )
+            select(*_SUBSCRIBER_COLUMNS)
             .outerjoin(UsagePlan, UsagePlan.id == Customer.plan_id)
             .where(Customer.id.in_(chunk))
         )
-        for cid, name, plan_id, plan_name, limit, period in rows:
-            out[cid] = _Subscriber(name, plan_id, plan_name, limit, period)
+        for cid, name, meta, plan_id, plan_name, limit, period in rows:
+            out[cid] = _Subscriber(name, dict(meta or {}), plan_id, plan_name, limit, period)
     return out
 
 
@@ -209,6 +219,8 @@ def _usage_event(
     data = {
         "customer_id": customer_id,
         "customer_name": who.name,
+        # the customer's metadata: where a relay finds its id in the billing system (stripe_customer_id...)
+        "customer_metadata": who.metadata,
         "api_id": api_id,
         "api_name": api_name,
         "count": n,
@@ -272,6 +284,7 @@ def _thresholds(session: Session, customers: dict[str, _Subscriber], now: dateti
                         data = {
                             "customer_id": cid,
                             "customer_name": who.name,
+                            "customer_metadata": who.metadata,
                             "plan_id": who.plan_id,
                             "plan_name": who.plan_name,
                             "threshold_percent": pct,

@@ -175,6 +175,9 @@ def test_usage_batches_become_usage_cloudevents_with_their_counts(
     client: TestClient, cluster_headers: dict[str, str]
 ) -> None:
     cust, api = _customer_with_quota(client, limit=1000)
+    assert (
+        client.patch(f"/v1/customers/{cust}", json={"metadata": {"stripe_customer_id": "cus_123"}}).status_code == 200
+    )
     usage_hook = _hook(client, event_types=["tollgate.request.usage"])
     keys_hook = _hook(client, event_types=ALL_KEY_EVENTS)
     yesterday = _today() - timedelta(days=1)
@@ -195,6 +198,7 @@ def test_usage_batches_become_usage_cloudevents_with_their_counts(
     today = by_day[str(_today())]
     assert today.subject == cust and today.data["api_id"] == api and today.data["api_name"].startswith("shop-")
     assert today.data["plan_id"] and today.data["batch_id"] == "batch-1"
+    assert today.data["customer_metadata"] == {"stripe_customer_id": "cus_123"}  # for relays to map the customer
     late = by_day[str(yesterday)]
     assert late.time.date() == yesterday  # a late batch's usage is timed inside its own day
     # The same batch again (a worker retrying after a lost answer): applied once, no new event.
