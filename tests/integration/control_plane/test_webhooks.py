@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from control_plane.models import AuditEntry, IdempotencyRecord, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from control_plane.services import webhook_events, webhook_outbox
@@ -351,6 +351,26 @@ def test_a_lease_keeps_a_delivery_to_one_sender_until_it_runs_out(client: TestCl
         row = session.get(WebhookDelivery, first[0].delivery_id)
         assert row is not None and row.attempts == 1 and row.last_status_code == 503 and row.lease is None
         assert now + timedelta(seconds=5) <= row.next_attempt_at <= now + timedelta(seconds=10)
+
+
+def test_on_postgresql_a_row_another_replica_is_claiming_is_skipped_not_waited_for(
+    client: TestClient, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite has one writer at a time")
+    _hook(client, event_types=["tollgate.key.created"])
+    _hook(client, event_types=["tollgate.key.created"])
+    cust = created(client.post("/v1/customers", json={"name": "acme"}))["id"]
+    created(client.post(f"/v1/customers/{cust}/keys", json={}))
+    sessions = _sessions(client)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    with sessions() as other, sessions() as mine:
+        # Another replica is in the middle of its claim: it holds the row lock of one delivery.
+        held = other.execute(select(WebhookDelivery.id).limit(1).with_for_update()).scalar_one()
+        mine.execute(text("SET LOCAL lock_timeout = '2s'"))  # a wait instead of a skip would fail, not hang
+        got = webhook_outbox.claim(session=mine, limit=10, lease_for=timedelta(seconds=30), now=now)
+        assert len(got) == 1 and got[0].delivery_id != held
+        other.rollback()
 
 
 def test_backoff_doubles_is_capped_and_jittered() -> None:
