@@ -1,7 +1,8 @@
 """``create_app(settings)``: the control-plane ASGI application.
 
 Start-up (lifespan): migrate the schema (unless ``settings.migrate_on_start`` is false), then start
-the snapshot publisher; shutdown stops the publisher and disposes of the engine.  Creating the app
+the snapshot publisher, the JWKS refresher and the webhook sender; shutdown stops them in reverse
+order and disposes of the engine.  Creating the app
 connects to nothing; the cluster token and the secret key for encryption at rest are resolved here
 (read or generated, see :func:`~control_plane.settings.ensure_cluster_token` and ``ensure_secret_key``).
 """
@@ -32,6 +33,7 @@ from control_plane.api import (
     plugins,
     upstreams,
     usage,
+    webhooks,
 )
 from control_plane.api.errors import ERROR_RESPONSES, install_error_handlers
 from control_plane.api.security import AUTH_RESPONSES, require_admin
@@ -43,6 +45,7 @@ from control_plane.secretbox import SecretBox
 from control_plane.services import admin as admin_svc
 from control_plane.settings import Settings, ensure_cluster_token, ensure_secret_key
 from control_plane.snapshots.publish import SnapshotPublisher
+from control_plane.webhook_sender import WebhookSender
 
 API_VERSION = "0.1.0"
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
         on_change=publisher.notify,
     )
     publisher.on_revision.append(jwks.poke)  # an API that got or changed its jwks url is fetched at once
+    sender = WebhookSender(sessions, settings.webhooks, secret_box)
+    publisher.on_revision.append(sender.poke)  # key events are written by revision-bumping writes
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -71,9 +76,11 @@ def create_app(settings: Settings) -> FastAPI:
         await run_in_threadpool(_bootstrap_admin, sessions, settings)
         await publisher.start()
         await jwks.start()
+        await sender.start()
         try:
             yield
         finally:
+            await sender.stop()
             await jwks.stop()
             await publisher.stop()
             engine.dispose()
@@ -90,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessions = sessions
     app.state.publisher = publisher
     app.state.jwks = jwks
+    app.state.webhooks = sender
     app.state.cluster_token = cluster_token
     app.state.secret_box = secret_box
 
@@ -110,12 +118,13 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(declarative.router)
     v1.include_router(plugins.router)
     v1.include_router(usage.router)
+    v1.include_router(webhooks.router)
     app.include_router(v1)
     app.include_router(cluster.router)
     app.include_router(health.router)
     install_error_handlers(app)
     install_metrics(app, publisher, sessions)
-    install_idempotency(app, sessions)
+    install_idempotency(app, sessions, secret_box)
     return app
 
 

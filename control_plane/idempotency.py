@@ -14,10 +14,13 @@ A POST to ``/v1/...`` carrying ``Idempotency-Key: <1-255 visible ASCII character
   ``Writer.commit``), so "ran" and "recorded as ran" cannot disagree.
 
 Keys are per caller: the scope is the SHA-256 of the bearer token (what ``admin_tokens.token_hash``
-holds), so two tokens never share keys and no secret is stored.  Answers that are about the caller
-rather than the request (401, 403) and server errors of a write that did not commit are not kept:
-the retry runs.  A POST without the header behaves as before.  Implemented as a plain ASGI
-middleware: the body is read once, fingerprinted and handed on; the answer is captured as it is sent.
+holds), so two tokens never share keys.  A kept answer may hold a secret shown once (an API key, an
+admin token, a webhook signing secret), so its body is sealed at rest with the
+:class:`~control_plane.secretbox.SecretBox` (the record's scope and key as associated data).
+Answers that are about the caller rather than the request (401, 403) and server errors of a write
+that did not commit are not kept: the retry runs.  A POST without the header behaves as before.
+Implemented as a plain ASGI middleware: the body is read once, fingerprinted and handed on; the
+answer is captured as it is sent.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from control_plane.errors import SecretUnreadable
 from control_plane.models import IdempotencyRecord
+from control_plane.secretbox import SecretBox
 
 RETENTION = timedelta(hours=24)
 # A record without an answer and without a committed write, older than this: its request died before
@@ -99,10 +104,17 @@ def _refusal(status: int, detail: str) -> _Answer:
     return _Answer(status, json.dumps({"detail": body}).encode(), "application/json")
 
 
+def _aad(owner: str, key: str) -> str:
+    return f"idempotency_keys/{owner}/{key}"
+
+
 class IdempotencyMiddleware:
-    def __init__(self, app: Any, sessions: sessionmaker[Session], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, app: Any, sessions: sessionmaker[Session], box: SecretBox, clock: Callable[[], float] = time.time
+    ) -> None:
         self.app = app
         self.sessions = sessions
+        self.box = box
         self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -179,7 +191,11 @@ class IdempotencyMiddleware:
                 if row.status is not None:
                     session.commit()
                     assert row.body is not None
-                    return _Answer(row.status, row.body, row.content_type, row.location, replayed=True)
+                    try:
+                        body = self.box.decrypt(row.body.decode("ascii"), aad=_aad(owner, key))
+                    except (SecretUnreadable, UnicodeDecodeError):
+                        return _refusal(409, f"the answer kept for this {HEADER} cannot be read: read the resource")
+                    return _Answer(row.status, body, row.content_type, row.location, replayed=True)
                 if row.committed:
                     session.commit()
                     return _refusal(
@@ -210,7 +226,7 @@ class IdempotencyMiddleware:
             else:
                 assert answer is not None
                 row.status = answer.status
-                row.body = answer.body
+                row.body = self.box.encrypt(answer.body, aad=_aad(owner, key)).encode("ascii")
                 row.content_type = answer.content_type
                 row.location = answer.location
             session.commit()
@@ -240,9 +256,9 @@ async def _send(send: Send, answer: _Answer) -> None:
     await send({"type": "http.response.body", "body": answer.body})
 
 
-def install(app: FastAPI, sessions: sessionmaker[Session]) -> None:
+def install(app: FastAPI, sessions: sessionmaker[Session], box: SecretBox) -> None:
     """The middleware, and the header declared on every POST operation of /v1 in the OpenAPI document."""
-    app.add_middleware(IdempotencyMiddleware, sessions=sessions)
+    app.add_middleware(IdempotencyMiddleware, sessions=sessions, box=box)
     original = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -33,6 +33,43 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """The webhook sender (control_plane/webhook_sender.py), ``TOLLGATE_WEBHOOK_*``.  Times in seconds."""
+
+    deliver: bool = True  # false: this replica writes events but sends none (another replica sends them)
+    poll_interval: float = 1.0  # how often due deliveries are looked for (a local write also wakes the sender)
+    timeout: float = 5.0  # one attempt, connect to last byte; a timeout is a failed attempt
+    max_age: float = 86400.0  # retried for this long after the event, then failed
+    backoff_base: float = 10.0  # wait after the first failure; doubled after each one...
+    backoff_cap: float = 3600.0  # ...up to this (then jittered: between half and all of it)
+    concurrency: int = 16  # attempts in flight per replica
+    key_expiring_days: float = 7.0  # tollgate.key.expiring: keys that expire within this many days
+    scan_interval: float = 300.0  # expiring keys are looked for, and old events purged, this often
+    retention: float = 40 * 86400.0  # events (and their deliveries) are kept this long: > a MONTH period
+    source: str = "tollgate"  # the CloudEvent ``source`` attribute
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> WebhookSettings:
+        d = cls()
+        out = cls(
+            deliver=_bool(environ, "TOLLGATE_WEBHOOK_DELIVER", d.deliver),
+            poll_interval=_positive_float(environ, "TOLLGATE_WEBHOOK_POLL_INTERVAL", d.poll_interval),
+            timeout=_positive_float(environ, "TOLLGATE_WEBHOOK_TIMEOUT", d.timeout),
+            max_age=_positive_float(environ, "TOLLGATE_WEBHOOK_MAX_AGE", d.max_age),
+            backoff_base=_positive_float(environ, "TOLLGATE_WEBHOOK_BACKOFF_BASE", d.backoff_base),
+            backoff_cap=_positive_float(environ, "TOLLGATE_WEBHOOK_BACKOFF_CAP", d.backoff_cap),
+            concurrency=_int(environ, "TOLLGATE_WEBHOOK_CONCURRENCY", d.concurrency, 1, 256),
+            key_expiring_days=_positive_float(environ, "TOLLGATE_WEBHOOK_KEY_EXPIRING_DAYS", d.key_expiring_days),
+            scan_interval=_positive_float(environ, "TOLLGATE_WEBHOOK_SCAN_INTERVAL", d.scan_interval),
+            retention=_positive_float(environ, "TOLLGATE_WEBHOOK_RETENTION", d.retention),
+            source=(environ.get("TOLLGATE_WEBHOOK_SOURCE") or "").strip() or d.source,
+        )
+        if out.retention < out.max_age:
+            raise SettingsError("TOLLGATE_WEBHOOK_RETENTION must be at least TOLLGATE_WEBHOOK_MAX_AGE")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str
     data_dir: Path = Path(DEFAULT_DATA_DIR)
@@ -54,6 +91,7 @@ class Settings:
     # (both or neither; control_plane/server.py)
     admin_tls_cert: Path | None = None
     admin_tls_key: Path | None = None
+    webhooks: WebhookSettings = WebhookSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -73,6 +111,7 @@ class Settings:
             public_url=_url(environ, "TOLLGATE_PUBLIC_URL", DEFAULT_PUBLIC_URL),
             jwks_refresh_interval=_positive_float(environ, "TOLLGATE_JWKS_REFRESH_INTERVAL", 300.0),
             jwks_fetch_timeout=_positive_float(environ, "TOLLGATE_JWKS_FETCH_TIMEOUT", 5.0),
+            webhooks=WebhookSettings.from_env(environ),
             **_admin_tls(environ),
         )
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from tollgate import cli_certificates, cli_config, cli_resources, cli_usage
+from tollgate import cli_certificates, cli_config, cli_resources, cli_usage, cli_webhooks
 from tollgate.cli_openapi import register as register_openapi_commands
 
 app = typer.Typer(help="Tollgate: an API gateway and load balancer.", no_args_is_help=True, add_completion=False)
@@ -27,6 +27,7 @@ cli_resources.register(app)
 cli_certificates.register(app)
 cli_config.register(app)
 cli_usage.register(app)
+cli_webhooks.register(app)
 
 
 def _logging(level: str, fmt: str = "text") -> None:

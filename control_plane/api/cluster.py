@@ -88,10 +88,12 @@ def post_status(
 
 
 @router.post("/usage")
-def post_usage(body: UsageBatchIn, sessions: Sessions) -> UsageBatchResult:
+def post_usage(body: UsageBatchIn, sessions: Sessions, request: Request) -> UsageBatchResult:
     with sessions() as session:
         applied = usage_svc.ingest_batch(session=session, batch=body)
-        session.commit()  # the batch id and its counts together, or neither
+        session.commit()  # the batch id, its counts and its webhook events together, or none of them
+    if applied:
+        request.app.state.webhooks.poke()
     return UsageBatchResult(batch_id=body.batch_id, applied=applied)
 
 

@@ -12,6 +12,7 @@ imports every module, so ``Base.metadata`` (Alembic's env, the test fixtures) kn
     plans       UsagePlan, UsagePlanApi, QuotaAdjustment, UsageCount, UsageHourly, UsageBatch
     admin       AdminToken, AuditEntry, IdempotencyRecord
     cluster     ConfigState, Node
+    webhooks    WebhookEndpoint, WebhookEvent, WebhookDelivery
 
 Resource modules import only ``base``; rows of other modules are named by table (foreign keys) or by
 class name (relationships), never imported.
@@ -34,6 +35,7 @@ from control_plane.models.plans import (
     UsagePlanApi,
 )
 from control_plane.models.upstreams import Target, Upstream
+from control_plane.models.webhooks import WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
     "CONFIG_STATE_ID",
@@ -63,6 +65,9 @@ __all__ = [
     "UsageHourly",
     "UsagePlan",
     "UsagePlanApi",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "new_id",
     "utcnow",
 ]

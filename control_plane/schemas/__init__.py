@@ -11,6 +11,7 @@ optional), ``XPublic`` (responses).
     admin       admin tokens, the audit log
     cluster     the config in force, node status reports and views
     openapi     OpenAPI import diff and result
+    webhooks    webhook endpoints (secret write-only), deliveries, the event types
 
 Resource modules import ``common`` and (one way) each other; this package re-exports every public
 name, so ``from control_plane.schemas import X`` works for all of them.  Class names are the OpenAPI
@@ -97,6 +98,15 @@ from control_plane.schemas.upstreams import (
     UpstreamUpdate,
     Weight,
 )
+from control_plane.schemas.webhooks import (
+    DeliveryPublic,
+    DeliveryStatus,
+    EventType,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookPublic,
+    WebhookUpdate,
+)
 
 __all__ = [
     "AdjustIn",
@@ -124,8 +134,11 @@ __all__ = [
     "CustomerStatus",
     "CustomerUpdate",
     "CustomerUsage",
+    "DeliveryPublic",
+    "DeliveryStatus",
     "Email",
     "ErrorDetail",
+    "EventType",
     "HashOn",
     "HeaderName",
     "HealthCheckIn",
@@ -182,6 +195,10 @@ __all__ = [
     "UsageBatchResult",
     "UsageCountIn",
     "UsageDay",
+    "WebhookCreate",
+    "WebhookCreated",
+    "WebhookPublic",
+    "WebhookUpdate",
     "Weight",
     "method_list",
     "path_template",

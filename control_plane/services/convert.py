@@ -25,6 +25,8 @@ from control_plane.models import (
     Target,
     Upstream,
     UsagePlan,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from control_plane.schemas import (
     AdminTokenIssued,
@@ -33,6 +35,7 @@ from control_plane.schemas import (
     AuditPublic,
     CertificatePublic,
     CustomerPublic,
+    DeliveryPublic,
     ImportDiff,
     ImportResult,
     JwksStatus,
@@ -48,6 +51,8 @@ from control_plane.schemas import (
     TargetPublic,
     UpstreamHealthPublic,
     UpstreamPublic,
+    WebhookCreated,
+    WebhookPublic,
 )
 from control_plane.services.customers import granted_api_ids, key_status
 from control_plane.services.nodes import NodeView
@@ -176,7 +181,8 @@ def plan_public(row: UsagePlan) -> PlanPublic:
 
 def subscription_public(customer: Customer, plan: UsagePlan | None, now: float | None = None) -> SubscriptionPublic:
     """The subscription with its billing cycle and, for a plan with a quota, the current period."""
-    from control_plane.services.plans import cycle_of, quota_of
+    from control_plane.services.cycles import cycle_of
+    from control_plane.services.plans import quota_of
 
     cycle = cycle_of(customer)
     zone = ZoneInfo(customer.time_zone) if customer.time_zone else UTC
@@ -217,3 +223,30 @@ def node_public(view: NodeView) -> NodePublic:
     return NodePublic.model_validate(
         {**{k: getattr(view.node, k) for k in _NODE_FIELDS}, "in_sync": view.in_sync, "stale": view.stale}
     )
+
+
+# ---------------------------------------------------------------------------- webhooks
+
+
+def webhook_public(row: WebhookEndpoint) -> WebhookPublic:
+    return WebhookPublic(
+        id=row.id,
+        url=row.url,
+        event_types=list(row.event_types),
+        enabled=row.enabled,
+        description=row.description,
+        has_authorization=row.authorization_encrypted is not None,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def webhook_created(row: WebhookEndpoint, secret: str) -> WebhookCreated:
+    return WebhookCreated(**webhook_public(row).model_dump(), secret=secret)
+
+
+def delivery_public(row: WebhookDelivery) -> DeliveryPublic:
+    out = DeliveryPublic.model_validate(row)
+    if row.status != "pending":
+        out.next_attempt_at = None
+    return out

@@ -5,7 +5,8 @@ Keys: ``tg_<8 hex>_<43 url-safe chars>`` — the random part is 256 bits from :m
 logs.  Only ``sha256(key)`` hex is stored: the key is shown once, in the response that issued it.
 Imported keys (migration from another gateway) keep their value; their prefix is their first 6
 characters.  Revoked keys stay listed (status ``revoked``) but leave the snapshot; expiry travels
-in the snapshot and the worker enforces it by its own clock.
+in the snapshot and the worker enforces it by its own clock.  Issuing and revoking a key write its
+webhook event (``services/webhook_events.py``) in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.models import Api, ApiKey, Customer, CustomerApiGrant, CustomerMtlsIdentity, utcnow
 from control_plane.schemas import CustomerCreate, CustomerUpdate, KeyCreate
+from control_plane.services import webhook_events
 from control_plane.services.common import apply_patch, integrity_as_conflict, paginate
 from control_plane.services.revision import bump_revision
 
@@ -179,7 +181,9 @@ def issue_key(*, session: Session, customer_id: str, data: KeyCreate) -> tuple[A
         plaintext, prefix = data.key, data.key[:IMPORTED_PREFIX_LEN]
     else:
         plaintext, prefix = generate_key()
-    return _add_key(session, customer_id, plaintext, prefix, data.name, expires_at), plaintext
+    key = _add_key(session, customer_id, plaintext, prefix, data.name, expires_at)
+    webhook_events.key_created(session=session, key=key)
+    return key, plaintext
 
 
 def revoke_key(*, session: Session, customer_id: str, key_id: str) -> None:
@@ -187,6 +191,7 @@ def revoke_key(*, session: Session, customer_id: str, key_id: str) -> None:
     key = get_key(session=session, customer_id=customer_id, key_id=key_id)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+        webhook_events.key_revoked(session=session, key=key)
     session.flush()
 
 
@@ -201,8 +206,11 @@ def rotate_key(*, session: Session, customer_id: str, key_id: str, grace_seconds
     old.expires_at = until if old.expires_at is None else min(old.expires_at, until)
     if grace_seconds == 0:
         old.revoked_at = now
+        webhook_events.key_revoked(session=session, key=old)
     plaintext, prefix = generate_key()
-    return _add_key(session, customer_id, plaintext, prefix, old.name, None), plaintext
+    key = _add_key(session, customer_id, plaintext, prefix, old.name, None)
+    webhook_events.key_created(session=session, key=key)
+    return key, plaintext
 
 
 def record_key_use(*, session: Session, keys_used: dict[str, int]) -> None:

@@ -22,7 +22,6 @@ from control_plane.schemas import PlanApiIn, PlanCreate, PlanUpdate, QuotaIn, Th
 from control_plane.services.common import integrity_as_conflict, paginate
 from control_plane.services.customers import get_customer
 from control_plane.services.revision import bump_revision
-from data_plane.limits.periods import Cycle
 
 
 def throttle_of(row: UsagePlan) -> ThrottleIn | None:
@@ -176,22 +175,6 @@ def _set_cycle(customer: Customer, given: dict[str, Any]) -> None:
 
 def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None and value.tzinfo is not None else value
-
-
-# The anchor of a cycle given only a time zone: a Monday that is the 1st, at 00:00 (calendar periods in that zone).
-_ZONE_ONLY_ANCHOR = (2001, 1, 1)
-
-
-def cycle_of(customer: Customer) -> Cycle | None:
-    """The customer's billing cycle as the worker computes it (None: UTC calendar periods)."""
-    if customer.billing_anchor is None and not customer.time_zone:
-        return None
-    zone = customer.time_zone or ""
-    anchor = customer.billing_anchor
-    if anchor is None:
-        anchor = datetime(*_ZONE_ONLY_ANCHOR, tzinfo=ZoneInfo(zone))
-    since = customer.cycle_since
-    return Cycle(int(anchor.timestamp()), zone, int(since.timestamp()) if since is not None else 0)
 
 
 def unsubscribe(*, session: Session, customer_id: str) -> None:

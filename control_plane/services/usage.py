@@ -7,7 +7,9 @@ reads: :mod:`control_plane.services.usage_export`), and the counts are added onl
 happened — a worker whose 2xx was lost sends the batch again and nothing is counted twice.  Counts
 are upserts (``count = count + excluded.count``), so two replicas applying different batches at once
 never lose an increment.  Counts of customers deleted in
-the meantime are dropped.  Usage is not config: nothing here bumps the revision.
+the meantime are dropped.  Usage is not config: nothing here bumps the revision.  The batch's webhook
+events (usage, quota thresholds reached: ``services/webhook_events.py``) are written in the same
+transaction.
 
 **Reports**: per UTC day, requests and (for customers on a plan with a quota) the quota remaining for
 the period that contains the day = limit + that period's adjustment − requests counted on the plan's
@@ -40,8 +42,10 @@ from control_plane.schemas import (
     UsageBatchIn,
     UsageDay,
 )
+from control_plane.services import webhook_events
 from control_plane.services.customers import get_customer
-from control_plane.services.plans import cycle_of, get_plan, plan_of, quota_of
+from control_plane.services.cycles import cycle_of
+from control_plane.services.plans import get_plan, plan_of, quota_of
 from control_plane.services.revision import bump_revision
 from data_plane.limits.periods import Cycle, customer_period
 
@@ -88,11 +92,8 @@ def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
         hourly[(hour, c.customer_id, c.api_id, c.route_id, c.status_class or "", c.plan_id or "")] += c.count
     customer_ids = {k[0] for k in sums}
     known = set(session.execute(select(Customer.id).where(Customer.id.in_(customer_ids))).scalars())
-    rows = [
-        {"customer_id": cid, "api_id": aid, "day": day, "count": n}
-        for (cid, aid, day), n in sorted(sums.items())
-        if cid in known
-    ]
+    kept = [(cid, aid, day, n) for (cid, aid, day), n in sorted(sums.items()) if cid in known]
+    rows = [{"customer_id": cid, "api_id": aid, "day": day, "count": n} for cid, aid, day, n in kept]
     for i in range(0, len(rows), _CHUNK):
         stmt = insert(UsageCount).values(rows[i : i + _CHUNK])
         stmt = stmt.on_conflict_do_update(
@@ -120,6 +121,7 @@ def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
             set_={"count": UsageHourly.count + hstmt.excluded.count},
         )
         session.execute(hstmt)
+    webhook_events.usage_ingested(session=session, batch_id=batch.batch_id, counts=kept)
     return True
 
 

@@ -22,8 +22,8 @@ from control_plane import models
 from control_plane.models import UsagePlan
 from control_plane.secretbox import SecretBox
 from control_plane.services.certificates import private_key_pem
+from control_plane.services.cycles import cycle_of
 from control_plane.services.jwks import effective_keys
-from control_plane.services.plans import cycle_of
 from control_plane.services.revision import current_revision
 from control_plane.services.usage import current_extras
 from data_plane.snapshot import (

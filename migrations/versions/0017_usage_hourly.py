@@ -1,7 +1,7 @@
 """usage_hourly: admitted requests per UTC hour, customer, API, route, status class and plan (usage export)
 
 Revision ID: 0017_usage_hourly
-Revises: 0015_idempotency
+Revises: 0016_webhooks
 Create Date: 2026-12-03 10:00:00
 
 The usage counted before this revision is known per day only: it is copied from usage_counts at
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017_usage_hourly"
-down_revision: str | None = "0015_idempotency"
+down_revision: str | None = "0016_webhooks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
