@@ -17,5 +17,11 @@ COPY examples examples
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 # The worker's cache dir (snapshot cache + usage spool; a named volume in docker-compose.yml): an empty
 # named volume takes the owner of the image's directory, so it must exist here, owned by the runtime user.
-RUN mkdir -p /var/lib/tollgate/worker && chown -R nobody:nogroup /var/lib/tollgate
-USER nobody
+# (On Kubernetes it is a PersistentVolumeClaim made writable by the pod's fsGroup; deploy/kubernetes.)
+RUN mkdir -p /var/lib/tollgate/worker && chown -R 65534:65534 /var/lib/tollgate
+# nobody:nogroup, by number: Kubernetes' runAsNonRoot can verify only a numeric user.  Nothing writes
+# to the image at run time (the manifests mount it read-only); every command is `tollgate ...`:
+# control-plane 8001, worker 8000 + status 8100, migrate, apply, echo.
+USER 65534:65534
+EXPOSE 8000 8001 8100
+CMD ["tollgate", "--help"]

@@ -43,6 +43,10 @@ log = logging.getLogger("tollgate.worker")
 # How often idle upstream connections past their pool's keepalive_timeout are closed.  Correctness does
 # not depend on it (get_idle never hands one out); it bounds how long an unused socket stays open.
 IDLE_SWEEP_INTERVAL = 1.0
+# SIGTERM, after the drain: one try at delivering the spooled usage (what is left stays spooled).  A
+# pod's terminationGracePeriodSeconds must cover preStop + shutdown_timeout + LISTEN_SETTLE + this
+# (deploy/kubernetes; tests/integration/test_kubernetes.py checks it).
+USAGE_DELIVERY_AT_SHUTDOWN = 5.0
 
 
 class Worker:
@@ -306,7 +310,7 @@ class Worker:
         the shutdown; what is not delivered stays spooled for the next start), then close the store."""
         if self.metering is not None:
             try:
-                await asyncio.wait_for(self.metering.close(deliver=True), timeout=5.0)
+                await asyncio.wait_for(self.metering.close(deliver=True), timeout=USAGE_DELIVERY_AT_SHUTDOWN)
             except TimeoutError:
                 log.warning("usage delivery at shutdown timed out; batches stay spooled")
         await self.limiter.close()

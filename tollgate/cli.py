@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -246,14 +247,58 @@ def up(
 
 
 @app.command()
-def migrate(log_level: LogLevel = "info") -> None:
+def migrate(
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Change nothing: exit 0 if the schema is at (or past) this release's, else 1"),
+    ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(min=0, help="With --check: keep checking for up to this many seconds (a replica's init step)"),
+    ] = 0.0,
+    log_level: LogLevel = "info",
+) -> None:
     """Apply database migrations (alembic upgrade head) to TOLLGATE_DATABASE_URL."""
     _logging(log_level)
     from control_plane.migrate import upgrade
     from control_plane.settings import Settings
 
-    upgrade(Settings.from_env().database_url)
+    url = Settings.from_env().database_url
+    if check:
+        sys.exit(_wait_for_schema(url, wait))
+    upgrade(url)
     typer.echo("database is at the newest schema revision")
+
+
+def _wait_for_schema(url: str, wait: float) -> int:
+    """``migrate --check``: Kubernetes runs it before each control-plane replica, so the replicas
+    start only once the migration Job has run (they never migrate themselves, nor concurrently)."""
+    import logging
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from control_plane.migrate import schema_state
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its set-up lines, every 2 s otherwise
+    deadline = time.monotonic() + wait
+    said = ""
+    while True:
+        try:
+            state, db_heads, code_heads = schema_state(url)
+            problem = f"database schema at {', '.join(sorted(db_heads)) or 'nothing'}, this release needs "
+            problem += f"{', '.join(sorted(code_heads))}: run `tollgate migrate`"
+        except SQLAlchemyError as exc:
+            state, problem = "unreachable", f"database unreachable: {type(exc).__name__}"  # no URL: it has a password
+        if state in ("current", "ahead"):
+            typer.echo(f"database schema is {state}" + (" (a newer release migrated it)" if state == "ahead" else ""))
+            return 0
+        if time.monotonic() >= deadline:
+            typer.echo(problem, err=True)
+            return 1
+        if problem != said:  # once per distinct reason, not every 2 s
+            typer.echo(f"waiting up to {wait:g} s: {problem}", err=True)
+            said = problem
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
 @snapshot_app.command("export")
