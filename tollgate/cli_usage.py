@@ -52,12 +52,13 @@ def _table(report: dict[str, Any], api_names: dict[str, str], plan: str | None) 
         {
             "day": d["day"],
             "requests": d["requests"],
+            "overage": d.get("overage", 0),
             "quota_remaining": d["quota_remaining"],
             "apis": [f"{api_names.get(a, a)}={n}" for a, n in sorted(d["apis"].items())],
         }
         for d in report["days"]
     ]
-    console.print(render.table(rows, ("day", "requests", "quota_remaining", "apis")))
+    console.print(render.table(rows, ("day", "requests", "overage", "quota_remaining", "apis")))
 
 
 def usage(

@@ -81,6 +81,7 @@ class UsageCount(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     api_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+    overage: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # of count: beyond the quota
 
 
 class UsageHourly(Base):
@@ -104,6 +105,7 @@ class UsageHourly(Base):
     plan_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     day: Mapped[date] = mapped_column(Date)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+    overage: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # of count: beyond the quota
 
 
 class UsageBatch(Base):

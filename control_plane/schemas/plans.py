@@ -180,9 +180,14 @@ class UsageCountIn(BaseModel):
     plan_id: str | None = Field(default=None, max_length=36)
     status_class: StatusClass | None = None
     count: Annotated[int, Field(ge=1, le=10**12)]
+    overage: Annotated[int, Field(ge=0, le=10**12)] = Field(
+        default=0, description="of count: admitted beyond the plan's quota (an overage plan)"
+    )
 
     @model_validator(mode="after")
     def _hour_and_day_agree(self) -> UsageCountIn:
+        if self.overage > self.count:
+            raise ValueError("overage cannot exceed count")
         if self.hour is None:
             if self.day is None:
                 raise ValueError("day or hour is required")
@@ -217,6 +222,7 @@ class UsageBatchResult(BaseModel):
 class UsageDay(BaseModel):
     day: date
     requests: int
+    overage: int = Field(default=0, description="of requests: admitted beyond the quota (overage plans), billed apart")
     apis: dict[str, int] = Field(description="requests per api id")
     quota_remaining: int | None = Field(description="for the period containing this day; null: no quota")
 

@@ -83,21 +83,34 @@ def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
     if marked is None:  # RETURNING is empty when the conflict clause skipped the row
         return False
     sums: dict[tuple[str, str, date], int] = defaultdict(int)
-    hourly: dict[tuple[datetime, str, str, str, str, str], int] = defaultdict(int)
+    over: dict[tuple[str, str, date], int] = defaultdict(int)  # the overage part of sums
+    hourly: dict[tuple[datetime, str, str, str, str, str], list[int]] = {}
     for c in batch.counts:
         day = c.utc_day
         sums[(c.customer_id, c.api_id, day)] += c.count
+        if c.overage:
+            over[(c.customer_id, c.api_id, day)] += c.overage
         # a worker that reports days only: at 00:00 of the day, route, status class and plan unknown ("")
         hour = c.hour if c.hour is not None else datetime(day.year, day.month, day.day, tzinfo=UTC)
-        hourly[(hour, c.customer_id, c.api_id, c.route_id, c.status_class or "", c.plan_id or "")] += c.count
+        hkey = (hour, c.customer_id, c.api_id, c.route_id, c.status_class or "", c.plan_id or "")
+        acc = hourly.setdefault(hkey, [0, 0])
+        acc[0] += c.count
+        acc[1] += c.overage
     customer_ids = {k[0] for k in sums}
     known = set(session.execute(select(Customer.id).where(Customer.id.in_(customer_ids))).scalars())
     kept = [(cid, aid, day, n) for (cid, aid, day), n in sorted(sums.items()) if cid in known]
-    rows = [{"customer_id": cid, "api_id": aid, "day": day, "count": n} for cid, aid, day, n in kept]
+    rows = [
+        {"customer_id": cid, "api_id": aid, "day": day, "count": n, "overage": over.get((cid, aid, day), 0)}
+        for cid, aid, day, n in kept
+    ]
     for i in range(0, len(rows), _CHUNK):
         stmt = insert(UsageCount).values(rows[i : i + _CHUNK])
         stmt = stmt.on_conflict_do_update(
-            index_elements=["customer_id", "day", "api_id"], set_={"count": UsageCount.count + stmt.excluded.count}
+            index_elements=["customer_id", "day", "api_id"],
+            set_={
+                "count": UsageCount.count + stmt.excluded.count,
+                "overage": UsageCount.overage + stmt.excluded.overage,
+            },
         )
         session.execute(stmt)
     hour_rows = [
@@ -110,15 +123,19 @@ def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
             "plan_id": pid,
             "day": hour.date(),
             "count": n,
+            "overage": o,
         }
-        for (hour, cid, aid, rid, klass, pid), n in sorted(hourly.items())
+        for (hour, cid, aid, rid, klass, pid), (n, o) in sorted(hourly.items())
         if cid in known  # the same counts as usage_counts: a customer deleted meanwhile is not billed
     ]
     for i in range(0, len(hour_rows), _CHUNK):
         hstmt = insert(UsageHourly).values(hour_rows[i : i + _CHUNK])
         hstmt = hstmt.on_conflict_do_update(
             index_elements=["hour", "customer_id", "api_id", "route_id", "status_class", "plan_id"],
-            set_={"count": UsageHourly.count + hstmt.excluded.count},
+            set_={
+                "count": UsageHourly.count + hstmt.excluded.count,
+                "overage": UsageHourly.overage + hstmt.excluded.overage,
+            },
         )
         session.execute(hstmt)
     webhook_events.usage_ingested(session=session, batch_id=batch.batch_id, counts=kept)
@@ -159,12 +176,14 @@ def _usage_of(session: Session, customer: Customer, plan: UsagePlan | None, star
         lo = _utc_date(_period(quota.period, _ts(start), cycle)[0])
         hi = _utc_date(_period(quota.period, _ts(end) + 86399, cycle)[1] - 1)
     counts: dict[date, dict[str, int]] = defaultdict(dict)
-    for day, api_id, n in session.execute(
-        select(UsageCount.day, UsageCount.api_id, UsageCount.count).where(
+    overage: dict[date, int] = defaultdict(int)
+    for day, api_id, n, o in session.execute(
+        select(UsageCount.day, UsageCount.api_id, UsageCount.count, UsageCount.overage).where(
             UsageCount.customer_id == customer.id, UsageCount.day >= lo, UsageCount.day <= hi
         )
     ):
         counts[day][api_id] = int(n)
+        overage[day] += int(o or 0)
     used: dict[date, int] = {}  # period start -> requests on the plan's APIs in that period
     extras: dict[date, int] = {}
     if quota is not None and plan is not None:
@@ -189,7 +208,15 @@ def _usage_of(session: Session, customer: Customer, plan: UsagePlan | None, star
         if quota is not None:
             p = _utc_date(_period(quota.period, _day_point(day), cycle)[0])
             remaining = max(0, quota.limit + extras.get(p, 0) - used.get(p, 0))
-        days.append(UsageDay(day=day, requests=sum(per_api.values()), apis=per_api, quota_remaining=remaining))
+        days.append(
+            UsageDay(
+                day=day,
+                requests=sum(per_api.values()),
+                overage=overage.get(day, 0),
+                apis=per_api,
+                quota_remaining=remaining,
+            )
+        )
         day += timedelta(days=1)
     return CustomerUsage(
         customer_id=customer.id,

@@ -14,7 +14,8 @@ cursor steps through the result by itself).  Rows are encoded into chunks of abo
 :data:`CHUNK_BYTES`: what is held in memory is one fetch and one chunk, whatever the period.
 
 **Columns** (:data:`COLUMNS`, the CSV header row and the JSON Lines keys, in this order): every value is
-a string except ``requests``, a number; ``period_start`` is the UTC start of the hour or day
+a string except ``requests`` and ``overage_requests`` (of ``requests``: admitted beyond the plan's quota,
+billed apart), numbers; ``period_start`` is the UTC start of the hour or day
 (``2026-11-30T14:00:00Z``); ``methods`` is the route's methods separated by spaces ("" = any method);
 ``plan_id`` is "" for requests made without a plan; route, status class and plan are "" in counts that
 workers older than this export reported (per day only, kept at 00:00 of their day).
@@ -56,6 +57,7 @@ COLUMNS = (
     "plan_id",
     "plan_name",
     "requests",
+    "overage_requests",
 )
 MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
@@ -109,10 +111,16 @@ def _query(rng: ExportRange, granularity: Granularity, customer_id: str | None, 
     if api_id is not None:
         where.append(h.api_id == api_id)
     if granularity == "hour":
-        c = select(h.hour.label("period"), *keys, h.count.label("requests")).where(*where).subquery("c")
+        c = (
+            select(h.hour.label("period"), *keys, h.count.label("requests"), h.overage.label("overage"))
+            .where(*where)
+            .subquery("c")
+        )
     else:
         c = (
-            select(h.day.label("period"), *keys, func.sum(h.count).label("requests"))
+            select(
+                h.day.label("period"), *keys, func.sum(h.count).label("requests"), func.sum(h.overage).label("overage")
+            )
             .where(*where)
             .group_by(h.day, *keys)
             .subquery("c")
@@ -131,6 +139,7 @@ def _query(rng: ExportRange, granularity: Granularity, customer_id: str | None, 
             c.c.plan_id,
             UsagePlan.name,
             c.c.requests,
+            c.c.overage,
         )
         .outerjoin(Customer, Customer.id == c.c.customer_id)
         .outerjoin(Api, Api.id == c.c.api_id)
@@ -159,7 +168,7 @@ def rows(
     result = session.execute(stmt, execution_options={"yield_per": ROWS_PER_FETCH})
     last: date | datetime | None = None
     stamp = ""
-    for period, cid, cname, aid, aname, rid, path, methods, klass, pid, pname, n in result:
+    for period, cid, cname, aid, aname, rid, path, methods, klass, pid, pname, n, o in result:
         if period != last:  # rows come in period order: formatted once per hour or day
             last, stamp = period, _period(period)
         yield (
@@ -175,6 +184,7 @@ def rows(
             pid,
             pname or "",
             int(n),
+            int(o or 0),
         )
 
 

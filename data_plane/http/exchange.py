@@ -135,6 +135,7 @@ class Exchange:
         "cache_fill",
         "trace",
         "metered",
+        "overage",
     )
 
     def __init__(
@@ -209,6 +210,7 @@ class Exchange:
         # admitted for a known customer and not metered yet: metered once, when the exchange ends
         # (whichever way: finish, abort, client gone, upgrade, torn down), with the status it ended on
         self.metered = False
+        self.overage = False  # admitted beyond its quota (an overage plan): metered as overage
 
     # ------------------------------------------------------------------ request side
 
@@ -290,6 +292,7 @@ class Exchange:
             self._refuse(d)
             return
         observer.admitted += 1
+        self.overage = d.overage
         self.limit_headers = rate_limit_headers(d)  # b"" when the API hides them
         if self._admitted():
             self.forward()
@@ -914,7 +917,7 @@ class Exchange:
         route = self.route
         metering = self.env.metering
         if customer is not None and route is not None and metering is not None:
-            metering.record(customer.id, route.api_id, route.id, customer.plan_id or "", self.status)
+            metering.record(customer.id, route.api_id, route.id, customer.plan_id or "", self.status, self.overage)
 
     def abandon(self, status: int = 0) -> None:
         """The client connection is being torn down; release what this exchange holds.  ``status``:

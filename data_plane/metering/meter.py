@@ -53,7 +53,7 @@ USAGE_PATH = "/cluster/v1/usage"
 HOUR: Final = 3600
 
 # (customer id, api id, route id, plan id ("" : none), status // 100, UTC hour start in epoch seconds)
-UsageKey = tuple[str, str, str, str, int, int]
+UsageKey = tuple[str, str, str, str, int, int, bool]
 
 
 def status_class(status_hundreds: int) -> str:
@@ -66,7 +66,7 @@ def batch_entries(counts: dict[UsageKey, int]) -> list[dict[str, Any]]:
     """The wire form of cut counts (sorted, so a batch file reads in a stable order)."""
     hours: dict[int, tuple[str, str]] = {}
     out: list[dict[str, Any]] = []
-    for (customer_id, api_id, route_id, plan_id, klass, hour), n in sorted(counts.items()):
+    for (customer_id, api_id, route_id, plan_id, klass, hour, overage), n in sorted(counts.items()):
         stamps = hours.get(hour)
         if stamps is None:
             at = datetime.fromtimestamp(hour, UTC)
@@ -81,6 +81,7 @@ def batch_entries(counts: dict[UsageKey, int]) -> list[dict[str, Any]]:
                 "hour": stamps[0],
                 "day": stamps[1],
                 "count": n,
+                **({"overage": n} if overage else {}),  # beyond the plan's quota (an overage plan)
             }
         )
     return out
@@ -158,15 +159,18 @@ class Metering:
 
     # ------------------------------------------------------------------ hot path
 
-    def record(self, customer_id: str, api_id: str, route_id: str, plan_id: str, status: int) -> None:
-        """Count one admitted request that ended with ``status`` (synchronous, O(1)); ``plan_id`` "" for none."""
+    def record(
+        self, customer_id: str, api_id: str, route_id: str, plan_id: str, status: int, overage: bool = False
+    ) -> None:
+        """Count one admitted request that ended with ``status`` (synchronous, O(1)); ``plan_id`` "" for none;
+        ``overage``: admitted beyond the quota of an overage plan (counted apart as well)."""
         now = self.now()
         if not (self._hour_start <= now < self._hour_end):
             hour = int(now // HOUR) * HOUR
             self._hour = hour
             self._hour_start = float(hour)
             self._hour_end = float(hour + HOUR)
-        key = (customer_id, api_id, route_id, plan_id, status // 100, self._hour)
+        key = (customer_id, api_id, route_id, plan_id, status // 100, self._hour, overage)
         self.counts[key] = self.counts.get(key, 0) + 1
 
     # ------------------------------------------------------------------ batches

@@ -1,4 +1,5 @@
-"""Quota overage: usage_plans.quota_overage ("deny" | "allow") and quota_hard_cap.
+"""Quota overage: usage_plans.quota_overage ("deny" | "allow") and quota_hard_cap; the overage part of
+usage counts (usage_counts.overage, usage_hourly.overage).
 
 Revision ID: 0018_quota_overage
 Revises: 0017_usage_hourly
@@ -27,9 +28,15 @@ def upgrade() -> None:
         batch_op.create_check_constraint(
             op.f("ck_usage_plans_quota_overage_known"), "quota_overage IN ('deny', 'allow')"
         )
+    for table in ("usage_counts", "usage_hourly"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.add_column(sa.Column("overage", sa.BigInteger(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:
+    for table in ("usage_hourly", "usage_counts"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_column("overage")
     with op.batch_alter_table("usage_plans", schema=None) as batch_op:
         batch_op.drop_constraint(op.f("ck_usage_plans_quota_overage_known"), type_="check")
         batch_op.drop_column("quota_hard_cap")

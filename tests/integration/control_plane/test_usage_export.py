@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from control_plane.migrate import alembic_config
-from control_plane.models import Customer, UsageCount, UsageHourly
+from control_plane.models import UsageHourly
 from control_plane.schemas import UsageBatchIn
 from control_plane.services.usage import ingest_batch
 from control_plane.services.usage_export import CHUNK_BYTES, COLUMNS
@@ -133,6 +133,7 @@ def test_old_and_new_batches_export_per_hour_as_csv(client: TestClient, cluster_
             "plan_id": kw.get("plan", gold),
             "plan_name": "gold" if kw.get("plan", gold) else "",
             "requests": kw["n"],
+            "overage_requests": kw.get("overage", "0"),
         }
 
     expected = [
@@ -281,7 +282,7 @@ def test_a_large_export_streams_in_bounded_chunks_from_a_streaming_cursor(
     assert len(chunks) > 10  # many chunks, not one body
     assert max(len(c) for c in chunks) < CHUNK_BYTES + 1024  # each about CHUNK_BYTES, whatever the export
     lines = b"".join(chunks).decode().splitlines()
-    assert len(lines) == 1 + 4800 and sum(int(line.rsplit(",", 1)[1]) for line in lines[1:]) == expected_total
+    assert len(lines) == 1 + 4800 and sum(int(line.rsplit(",", 2)[1]) for line in lines[1:]) == expected_total
     # the query asked for a streaming cursor (server-side on PostgreSQL)
     assert seen and all(stream for stream, _ in seen)
     if engine.dialect.name == "postgresql":
@@ -336,13 +337,20 @@ def test_the_migration_keeps_earlier_daily_usage_exportable(empty_database: str)
     command.upgrade(config, "0015_idempotency")
     engine = create_engine(empty_database, poolclass=NullPool)
     try:
-        with Session(engine) as session:
-            customer = Customer(name="acme")
-            session.add(customer)
-            session.flush()
-            session.add(UsageCount(customer_id=customer.id, day=date(2026, 11, 30), api_id="a1", count=7))
-            session.commit()
-            cid = customer.id
+        cid = str(uuid.uuid4())
+        with engine.begin() as conn:  # the schema of that revision: plain SQL, not today's models
+            now = datetime.now(UTC)
+            conn.execute(
+                text(
+                    "INSERT INTO customers (id, name, metadata, status, created_at, updated_at)"
+                    " VALUES (:id, 'acme', '{}', 'active', :now, :now)"
+                ),
+                {"id": cid, "now": now},
+            )
+            conn.execute(
+                text("INSERT INTO usage_counts (customer_id, day, api_id, count) VALUES (:c, :d, 'a1', 7)"),
+                {"c": cid, "d": date(2026, 11, 30)},
+            )
         command.upgrade(config, "head")
         with Session(engine) as session:
             (row,) = session.execute(select(UsageHourly)).scalars()

@@ -53,7 +53,7 @@ def counted(gw: Gateway) -> dict[tuple[str, str, str, str, int], int]:
     metering = gw.worker.metering
     assert metering is not None
     out: dict[tuple[str, str, str, str, int], int] = {}
-    for (customer, api, route, plan, klass, _hour), n in metering.counts.items():
+    for (customer, api, route, plan, klass, _hour, _overage), n in metering.counts.items():
         out[(customer, api, route, plan, klass)] = out.get((customer, api, route, plan, klass), 0) + n
     return out
 
