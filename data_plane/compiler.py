@@ -19,7 +19,8 @@ from data_plane.http.upstream import ConnectionPool
 from data_plane.limits.plans import PlanTable, compile_plans, route_policies
 from data_plane.limits.policy import LimitPolicy
 from data_plane.observe.stats import RouteStats, StatsTable
-from data_plane.policies import PolicyEnv, RoutePolicies, compile_route_policies
+from data_plane.policies import PolicyEnv, compile_route_policies
+from data_plane.policies.route import RoutePolicies
 from data_plane.router import Router
 from data_plane.snapshot import Api, Certificate, Route, Snapshot, Upstream
 from data_plane.tls.client import client_context, tls_identity

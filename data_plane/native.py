@@ -56,6 +56,7 @@ COMPILED = (
     "data_plane/policies/cache.py",
     "data_plane/policies/cors.py",
     "data_plane/policies/iprules.py",
+    "data_plane/policies/route.py",
     "data_plane/policies/transform.py",
     "data_plane/router.py",
     "data_plane/server.py",

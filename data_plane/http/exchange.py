@@ -59,10 +59,10 @@ from data_plane.http.upstream import UpstreamConnection
 from data_plane.limits.headers import limit_response, rate_limit_headers
 from data_plane.limits.policy import UNAVAILABLE, Decision, LimitPolicy
 from data_plane.observe.tracing import Trace
-from data_plane.policies import RoutePolicies
 from data_plane.policies.cache import CacheEntry, CacheFill, CacheRule
 from data_plane.policies.cors import strip_upstream_cors
 from data_plane.policies.plugins import response_fields
+from data_plane.policies.route import RoutePolicies
 from data_plane.policies.transform import Vars
 from tollgate.plugins import ResponseView
 

@@ -193,6 +193,14 @@ def new_span_id() -> bytes:
     return span_id if span_id != _ZERO_SPAN else new_span_id()
 
 
+def new_ids() -> bytes:
+    """48 hex digits: a trace id (32) then a span id (16), neither all zeros."""
+    ids = _RANDOM.take(48)
+    if ids[:32] == _ZERO_TRACE or ids[32:] == _ZERO_SPAN:
+        return new_ids()
+    return ids
+
+
 def new_trace_id() -> bytes:
     trace_id = _RANDOM.take(32)
     return trace_id if trace_id != _ZERO_TRACE else new_trace_id()
@@ -222,37 +230,35 @@ class RouteTracing:
         state = b""
         states = 0
         for name, value in headers:
-            if name == b"traceparent":
+            n = len(name)  # (a length test first: most fields are neither)
+            if n == 11 and name == b"traceparent":
                 parent = value
                 parents += 1
-            elif name == b"tracestate":
+            elif n == 10 and name == b"tracestate":
                 state = value if not states else state + b"," + value  # one list (RFC 9110 5.3)
                 states += 1
         if parents or states:
             headers = [h for h in headers if h[0] != b"traceparent" and h[0] != b"tracestate"]
         found = parse_traceparent(parent) if parents == 1 else None
+        ids = new_ids()  # a trace id (if needed) and our span id, cut at once
+        span_id = ids[32:]
         if found is None:
             # A new trace, sampled by its id's low 64 bits (compared as hex: the same order)
-            trace_id = new_trace_id()
+            trace_id = ids[:32]
             below = self.below
             sampled = not below or trace_id[16:] < below
             parent_id = b""
             state = b""
-            span_id = new_span_id()
         else:
             trace_id, parent_id, sampled = found
             state = bounded_tracestate(state) if states else b""
-            span_id = new_span_id()
         if sampled and self.sink is not None:
             return Trace(trace_id, True, b"", Recording(self, trace_id, parent_id, state, span_id)), headers
         # Nothing recorded: every attempt sends the same lines, built once (our span id in them is
         # one no exporter will ever see, as an OpenTelemetry non-recording span's).
-        end = _SAMPLED_END if sampled else _UNSAMPLED_END
-        line = b"".join(
-            (_TRACEPARENT, trace_id, b"-", span_id, end, b"tracestate: ", state, b"\r\n")
-            if state
-            else (_TRACEPARENT, trace_id, b"-", span_id, end)
-        )
+        line = _TRACEPARENT + trace_id + b"-" + span_id + (_SAMPLED_END if sampled else _UNSAMPLED_END)
+        if state:
+            line += b"tracestate: " + state + b"\r\n"
         return Trace(trace_id, sampled, line, None), headers
 
 

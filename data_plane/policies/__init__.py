@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from data_plane.errors import SnapshotError
+from data_plane.policies.route import RoutePolicies
 from data_plane.snapshot import Api, Route
 
 
@@ -32,28 +33,6 @@ class PolicyEnv:
         self.cache = cache
         self.tracer = tracer
         self.plugins = plugins
-
-
-class RoutePolicies:
-    """One route's compiled policies; a slot is None when the policy is not used."""
-
-    __slots__ = ("ip_rules", "cors", "request", "response", "cache", "tracing", "plugins")
-
-    def __init__(self) -> None:
-        from data_plane.observe.tracing import RouteTracing
-        from data_plane.policies.cache import CacheRule
-        from data_plane.policies.cors import Cors
-        from data_plane.policies.iprules import IpRules
-        from data_plane.policies.plugins import PluginChain
-        from data_plane.policies.transform import RequestTransform, ResponseTransform
-
-        self.ip_rules: IpRules | None = None
-        self.cors: Cors | None = None
-        self.request: RequestTransform | None = None
-        self.response: ResponseTransform | None = None
-        self.cache: CacheRule | None = None
-        self.tracing: RouteTracing | None = None
-        self.plugins: PluginChain | None = None
 
 
 def effective(api: Api, route: Route) -> dict[str, Any]:
