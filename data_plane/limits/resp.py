@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable, Sequence
+from ssl import SSLContext
 
 import hiredis
 
@@ -60,15 +61,37 @@ class RespConnection(asyncio.Protocol):
         self.closed = False
 
     @classmethod
-    async def open(cls, host: str, port: int, *, timeout: float, db: int = 0) -> RespConnection:
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: SSLContext | None = None,
+    ) -> RespConnection:
+        """Connect (TLS when ``ssl`` is given: the server's name is checked against ``host``), then
+        ``AUTH`` and ``SELECT`` in one round trip; all within ``timeout``."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
-            _, conn = await loop.create_connection(cls, host, port)
+            _, conn = await loop.create_connection(cls, host, port, ssl=ssl, server_hostname=host if ssl else None)
+            setup: list[bytes] = []
+            names: list[str] = []
+            if password is not None:
+                # ACL user (Redis 6+) or the default user's password (requirepass); never in an error
+                setup.append(encode(b"AUTH", username, password) if username else encode(b"AUTH", password))
+                names.append("AUTH")
             if db:
-                [reply] = await conn.execute([encode(b"SELECT", db)], timeout=timeout)
-                if isinstance(reply, RespError):
-                    conn.close()
-                    raise RespConnectionError(f"SELECT {db}: {reply}")
+                setup.append(encode(b"SELECT", db))
+                names.append(f"SELECT {db}")
+            if setup:
+                replies = await conn.execute(setup, timeout=timeout)
+                for name, reply in zip(names, replies, strict=True):
+                    if isinstance(reply, RespError):
+                        conn.close()
+                        raise RespConnectionError(f"{name} refused by Redis: {reply}")
         return conn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
