@@ -145,7 +145,9 @@ class RespConnection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            # abort, not close: nothing more is to be sent, and a TLS close would wait for the peer's
+            # close_notify (a dead server never sends it; a loop ending meanwhile leaks the socket)
+            self.transport.abort()
         while self.waiting:
             batch = self.waiting.popleft()
             if not batch.future.done():

@@ -1,7 +1,8 @@
 """Building the limiter pieces a worker needs from its settings (the one place that chooses a store).
 
 ``open_store`` returns the Redis store when ``TOLLGATE_REDIS_URL`` is set (any of its forms: one
-server, TLS, Sentinel, Cluster; docs/redis.md), else the in-process memory store; ``open_metering`` the usage meter with its spool and HTTP sender — in standalone mode
+server, TLS, Sentinel, Cluster; docs/redis.md), else the in-process memory store; ``open_metering``
+the usage meter with its spool and HTTP sender — in standalone mode
 (``--snapshot``, no control plane) a meter that only spools.  Redis is imported only when used.
 """
 

@@ -217,7 +217,8 @@ class SentinelTopology(Topology):
         self.discoveries += 1
         node = self.node
         if node is None or (host, int(port)) != (node.host, node.port):
-            log.warning("rate limit store: the sentinels name %s:%s master %r", host, port, t.master_name)
+            level = logging.INFO if node is None else logging.WARNING  # a new master after a failover
+            log.log(level, "rate limit store: the sentinels name %s:%s master %r", host, port, t.master_name)
             if node is not None:
                 node.close()
             node = self.node = Node(host, int(port))

@@ -170,7 +170,8 @@ class SentinelSet:
         self.sentinel_password = sentinel_password
         auth = {"password": password}
         mport, rport = free_port(), free_port()
-        data = ["--requirepass", password, "--masterauth", password, *QUIET]
+        # no 5 s wait before the replica's first sync (Redis 7's diskless default)
+        data = ["--requirepass", password, "--masterauth", password, "--repl-diskless-sync-delay", "0", *QUIET]
         self.master = Server(workdir / "master", ["--port", str(mport), *data], mport, auth)
         self.replica = Server(
             workdir / "replica", ["--port", str(rport), "--replicaof", "127.0.0.1", str(mport), *data], rport, auth
@@ -181,15 +182,14 @@ class SentinelSet:
             conf = workdir / f"sentinel{i}" / "sentinel.conf"
             conf.parent.mkdir(parents=True, exist_ok=True)
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\nrequirepass {sentinel_password}\n"
+                f"port {port}\nbind 127.0.0.1\n"
+                f"requirepass {sentinel_password}\nsentinel sentinel-pass {sentinel_password}\n"
                 f"sentinel monitor {self.MASTER} 127.0.0.1 {mport} 2\n"
                 f"sentinel auth-pass {self.MASTER} {password}\n"
                 f"sentinel down-after-milliseconds {self.MASTER} 400\n"
                 f"sentinel failover-timeout {self.MASTER} 4000\n"
             )
-            self.sentinels.append(
-                Server(conf.parent, [str(conf), "--sentinel"], port, {"password": sentinel_password})
-            )
+            self.sentinels.append(Server(conf.parent, [str(conf), "--sentinel"], port, {"password": sentinel_password}))
 
     def url(self, fail_extra: str = "") -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
@@ -208,12 +208,11 @@ class SentinelSet:
         return self
 
     def _ready(self, sentinel: Server) -> bool:
-        state = sentinel.client().execute_command("SENTINEL MASTER", self.MASTER)
-        info = dict(zip(state[::2], state[1::2], strict=True))
-        return int(info[b"num-slaves"]) >= 1 and int(info[b"num-other-sentinels"]) >= 2
+        info = sentinel.client().sentinel_master(self.MASTER)
+        return int(info["num-slaves"]) >= 1 and int(info["num-other-sentinels"]) >= 2
 
     def current_master_port(self) -> int:
-        host, port = self.sentinels[0].client().execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", self.MASTER)
+        host, port = self.sentinels[0].client().sentinel_get_master_addr_by_name(self.MASTER)
         return int(port)
 
     def stop(self) -> None:
