@@ -102,15 +102,20 @@ class Topology:
             )
         return conn
 
-    async def run_on(self, node: Node, commands: list[bytes], asking: bool = False, load: bool = True) -> list[Any]:
-        """One batch on one server: replies in order, NOSCRIPT loaded and re-sent, READONLY raised."""
-        conn = await self.connection(node)
-        sent = [part for c in commands for part in (_ASKING, c)] if asking else list(commands)
-        wait = self.wait
-        if wait is not None:
-            sent.append(wait)
-        replies = await conn.execute(sent, timeout=self.timeout)
-        if wait is not None:
+    def frame(self, commands: list[bytes], asking: bool) -> list[bytes]:
+        """What goes on the wire for a batch: ASKING before each call if asked to, WAIT at the end."""
+        if asking:
+            commands = [part for c in commands for part in (_ASKING, c)]
+        if self.wait is not None:
+            commands = [*commands, self.wait]
+        return commands
+
+    async def settle(
+        self, node: Node, conn: RespConnection, replies: list[Any], commands: list[bytes], asking: bool, load: bool
+    ) -> list[Any]:
+        """A batch's replies, one per command: WAIT's and ASKING's taken out, READONLY raised, calls
+        that met NOSCRIPT re-sent once the script is loaded on this server."""
+        if self.wait is not None:
             acked = replies.pop()
             if not isinstance(acked, int) or acked < self.target.wait_replicas:
                 self.unacked_batches += 1
@@ -133,6 +138,12 @@ class Topology:
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
+
+    async def run_on(self, node: Node, commands: list[bytes], asking: bool = False, load: bool = True) -> list[Any]:
+        """One batch on one server (see :meth:`settle`)."""
+        conn = await self.connection(node)
+        replies = await conn.execute(self.frame(commands, asking), timeout=self.timeout)
+        return await self.settle(node, conn, replies, commands, asking, load)
 
     async def run(self, keys: Sequence[str], commands: list[bytes]) -> list[Any]:
         raise NotImplementedError
@@ -359,14 +370,7 @@ class ClusterTopology(Topology):
                 node, asking, idx = parts[0]
                 answers = [await self.run_on(node, [commands[i] for i in idx], asking)]
             else:
-                gathered = await asyncio.gather(
-                    *(self.run_on(node, [commands[i] for i in idx], asking) for node, asking, idx in parts),
-                    return_exceptions=True,  # every part completes, so every connection stays in step
-                )
-                for got in gathered:
-                    if isinstance(got, BaseException):
-                        raise got
-                answers = list(gathered)  # type: ignore[arg-type]
+                answers = await self._run_parts(parts, commands)
             todo = []
             pause = False
             for (_, _, idx), replies in zip(parts, answers, strict=True):
@@ -395,6 +399,31 @@ class ClusterTopology(Topology):
             if pause:
                 await asyncio.sleep(0.02)
         return results
+
+    async def _run_parts(self, parts: list[tuple[Node, bool, list[int]]], commands: list[bytes]) -> list[list[Any]]:
+        """Several servers' parts of a batch: all written before any reply is awaited (one round trip
+        in all, no task per part), under one timeout."""
+        conns = [await self.connection(node) for node, _, _ in parts]
+        batches = [[commands[i] for i in idx] for _, _, idx in parts]
+        pending = [
+            conn.send(self.frame(batch, part[1])) for conn, batch, part in zip(conns, batches, parts, strict=True)
+        ]
+        try:
+            async with asyncio.timeout(self.timeout):
+                raw = [await fut for fut in pending]
+        except BaseException as exc:
+            for conn, fut in zip(conns, pending, strict=True):
+                if not fut.done():
+                    conn.close()  # its replies would no longer match its batches
+                elif not fut.cancelled():
+                    fut.exception()  # retrieved: one failure is reported once, by the raise below
+            if isinstance(exc, TimeoutError):
+                raise RespConnectionError(f"Redis did not answer within {self.timeout}s") from None
+            raise
+        return [
+            await self.settle(node, conn, replies, batch, asking, True)
+            for (node, asking, _), conn, replies, batch in zip(parts, conns, raw, batches, strict=True)
+        ]
 
     def status(self) -> dict[str, Any]:
         return {

@@ -101,6 +101,8 @@ class RedisCluster:
                 f"nodes-{port}.conf",
                 "--cluster-node-timeout",
                 "2000",
+                "--cluster-port",  # the bus port: not port + 10000, which may be taken
+                str(free_port()),
                 *auth,
                 *QUIET,
             ]
