@@ -7,6 +7,10 @@ what that path needs: encode commands as bytes (the constant part of each comman
 the caller), write a whole batch with one ``write``, and parse replies with hiredis' C parser —
 a maintained library, the same one redis-py uses when installed — resolving one future per batch.
 
+``open`` connects over TLS when given an ``ssl.SSLContext`` (the server's name checked against the
+host) and sends ``AUTH`` (ACL user or password only) and ``SELECT`` in one round trip; which servers
+to open, and what to do with MOVED / ASK / READONLY, is ``limits/topology.py``'s business.
+
 Replies arrive in order on one connection (Redis guarantees it), so a FIFO of waiting batches is
 all the bookkeeping there is.  Any failure (connection lost, a batch timing out) closes the
 connection and fails every waiting batch with :class:`RespConnectionError`: replies could no
