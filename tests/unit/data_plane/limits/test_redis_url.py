@@ -4,6 +4,7 @@ masked in the message), and masking of every secret a URL can hold."""
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
 import trustme
@@ -30,7 +31,7 @@ def test_password_only_and_defaults() -> None:
     assert parse_redis_url("redis://127.0.0.1:6379/0").password is None
 
 
-def test_tls_options_follow_redis_py_names(tmp_path: object) -> None:
+def test_tls_options_follow_redis_py_names() -> None:
     t = parse_redis_url(
         "rediss://u:p@h:6390/0?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem&socket_timeout=2"
     )
@@ -113,3 +114,17 @@ def test_mask_url() -> None:
     t = parse_redis_url("redis+sentinel://:pw1@s/m?sentinel_password=pw2")
     assert t.redact("WRONGPASS pw1 and pw2") == "WRONGPASS *** and ***"
     assert "pw1" not in repr(t) and "pw2" not in repr(t)
+
+
+def test_the_worker_command_refuses_a_bad_url_without_showing_it(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tollgate.cli import app
+
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text("{}")
+    result = CliRunner().invoke(
+        app, ["worker", "--snapshot", str(snapshot), "--redis-url", "redis+cluster://:hunter2secret@n1/3"]
+    )
+    assert result.exit_code == 2
+    assert "database 0 only" in result.output and "hunter2secret" not in result.output
