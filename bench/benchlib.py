@@ -209,6 +209,35 @@ class Procs:
             return ""
 
 
+def start_redis_cluster(procs: Procs, masters: int = 3, core: str | None = None) -> str:
+    """A Redis Cluster of the bench's own: ``masters`` redis-servers (no replicas) on free ports, slots
+    spread by ``redis-cli --cluster create``; returns its ``redis+cluster://`` URL."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        raise RuntimeError("redis-server / redis-cli not found (apt-get install redis-server)")
+    ports = [free_port() for _ in range(masters)]
+    for port in ports:
+        conf = procs.workdir / f"cluster-nodes-{port}.conf"
+        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        argv += ["--cluster-enabled", "yes", "--cluster-config-file", str(conf), "--dir", str(procs.workdir)]
+        argv += ["--cluster-port", str(free_port())]  # not port + 10000, which may be taken
+        proc = procs.start(f"redis-cluster-{port}", argv, core=core)
+        wait_port(port, proc, "redis-server (cluster node)")
+    create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+    create += ["--cluster-replicas", "0", "--cluster-yes"]
+    subprocess.run(create, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    deadline = time.monotonic() + 20
+    while True:  # every node agrees the cluster is up before anyone measures it
+        infos = [subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True, text=True) for p in ports]
+        if all("cluster_state:ok" in i.stdout for i in infos):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the bench's Redis Cluster did not come up")
+        time.sleep(0.05)
+    log(f"Redis Cluster of the bench: {masters} masters on 127.0.0.1:{','.join(map(str, ports))}")
+    return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+
+
 def install_signal_handlers() -> None:
     """SIGTERM behaves like Ctrl-C, so the ``finally`` that stops our processes always runs."""
 

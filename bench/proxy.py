@@ -52,6 +52,7 @@ from benchlib import (
     proxy_conf,
     run_wrk,
     start_nginx,
+    start_redis_cluster,
     wait_port,
 )
 
@@ -125,6 +126,7 @@ class Env:
     workdir: Path
     status_ports: dict[str, int] = dataclasses.field(default_factory=dict)  # case key -> worker status port
     redis_url: str = MACHINE_REDIS_URL  # the bench's own redis-server on the load core, when it could start one
+    redis_cluster_url: str = ""  # case fc: a 3-master Redis Cluster of the bench's own, on the load core
     # the certificate both TLS-terminating proxies serve (ECDSA P-256, self-signed for localhost)
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -264,6 +266,18 @@ CASES: tuple[Case, ...] = (
         "tollgate",
         plan_snapshot,
         (*NO_ACCESS_LOG, "--redis-url", "{redis}"),
+        KEY,
+        requires=needs_redis,
+        env=(("TOLLGATE_REDIS_PREFIX", REDIS_PREFIX),),
+    ),
+    # (f) on a 3-master Redis Cluster (the bench's own, on the load core with wrk and the backend):
+    # the same customer's checks go to its slot's node; the goal is >= 0.85 x (f) (docs/redis.md)
+    Case(
+        "fc",
+        "tollgate: + usage plan, Redis Cluster [log off]",
+        "tollgate",
+        plan_snapshot,
+        (*NO_ACCESS_LOG, "--redis-url", "{redis_cluster}"),
         KEY,
         requires=needs_redis,
         env=(("TOLLGATE_REDIS_PREFIX", REDIS_PREFIX),),
@@ -429,7 +443,10 @@ def start_worker(procs: Procs, env: Env, case: Case) -> tuple[Any, int, int]:
     argv += ["--status-port", str(status_port), "--cache-dir", str(env.workdir / "cache"), "--log-level", "warning"]
     otlp = f"http://127.0.0.1:{env.backend_ports[0]}/v1/traces"  # the nginx backend answers the POSTs 200
     argv += [
-        a.replace("{workdir}", str(env.workdir)).replace("{redis}", env.redis_url).replace("{otlp}", otlp)
+        a.replace("{workdir}", str(env.workdir))
+        .replace("{redis}", env.redis_url)
+        .replace("{redis_cluster}", env.redis_cluster_url)
+        .replace("{otlp}", otlp)
         for a in case.worker_args
     ]
     tls_port = 0
@@ -579,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
             start_nginx(procs, tools["nginx"], "backend", backend_conf(env.workdir, ports), ports[1], core=LOAD_CORE)
             if any(c.key in wanted and "{redis}" in c.worker_args for c in CASES):
                 env = dataclasses.replace(env, redis_url=start_redis(procs))
+            if any(c.key in wanted and "{redis_cluster}" in c.worker_args for c in CASES):
+                env = dataclasses.replace(env, redis_cluster_url=start_redis_cluster(procs, core=LOAD_CORE))
             if any(c.key in wanted and c.tls for c in CASES):
                 from tollgate.selfsigned import ensure_localhost_certificate
 

@@ -178,6 +178,9 @@ class Worker:
             "fallback_checks": getattr(store, "fallback_checks", 0),
             "unavailable_checks": getattr(store, "unavailable_checks", 0),
         }
+        describe = getattr(store, "status", None)
+        if describe is not None:
+            out["redis"] = describe()  # mode, servers, the URL with its secrets masked
         m = self.metering
         if m is not None:
             out["usage"] = {

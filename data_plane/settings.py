@@ -35,6 +35,11 @@ class WorkerSettings:
     redis_url: str | None = None
     redis_prefix: str = "tg:"  # key prefix: several gateways (or tests) can share one Redis
     limit_fail_mode: str = "open"  # Redis unreachable: "open" (per-worker counters) or "closed" (503)
+    # rediss:// (docs/redis.md): the CA the servers' certificates must chain to (None: the system store),
+    # and a client certificate + key; a URL's own ssl_ca_certs / ssl_certfile / ssl_keyfile win
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
     usage_flush_interval: float = 5.0
     header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
     keepalive_timeout: float = 60.0  # idle client keep-alive connections are closed after this
@@ -76,6 +81,9 @@ class WorkerSettings:
             redis_url=env.get("TOLLGATE_REDIS_URL") or None,
             redis_prefix=env.get("TOLLGATE_REDIS_PREFIX", "tg:"),
             limit_fail_mode=env.get("TOLLGATE_LIMIT_FAIL_MODE", "open"),
+            redis_ca_file=env.get("TOLLGATE_REDIS_CA") or None,
+            redis_cert_file=env.get("TOLLGATE_REDIS_CERT") or None,
+            redis_key_file=env.get("TOLLGATE_REDIS_KEY") or None,
             usage_flush_interval=float(env.get("TOLLGATE_USAGE_FLUSH_INTERVAL", "5")),
             header_timeout=float(env.get("TOLLGATE_HEADER_TIMEOUT", "10")),
             keepalive_timeout=float(env.get("TOLLGATE_KEEPALIVE_TIMEOUT", "60")),
@@ -111,6 +119,10 @@ class WorkerSettings:
         if not settings.node_id:
             settings = replace(settings, node_id=str(uuid.uuid4()))
         return settings
+
+    @property
+    def redis_tls_files(self) -> dict[str, str | None]:
+        return {"ca_file": self.redis_ca_file, "cert_file": self.redis_cert_file, "key_file": self.redis_key_file}
 
     @property
     def usage_spool_dir(self) -> Path:

@@ -145,6 +145,13 @@ def worker(
             raise typer.BadParameter(f"cannot write the access log {access_log}: {exc.strerror}") from None
     if limit_fail_mode not in ("open", "closed"):
         raise typer.BadParameter("--limit-fail-mode must be open or closed")
+    if redis_url:
+        from data_plane.limits.redisurl import parse_redis_url
+
+        try:
+            parse_redis_url(redis_url)  # here once, with a message (the URL masked), rather than in each child
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     from data_plane.http.realip import parse_trusted  # the worker's own check, here once rather than in each child
 
     try:
@@ -187,8 +194,6 @@ def worker(
                 args += ["--snapshot", str(snapshot)]
             if node_id:
                 args += ["--node-id", f"{node_id}-{i}"]
-            if redis_url:
-                args += ["--redis-url", redis_url]
             args += ["--limit-fail-mode", limit_fail_mode]
             if trusted_proxies:
                 args += ["--trusted-proxies", trusted_proxies]
@@ -198,7 +203,9 @@ def worker(
                 args += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
             if otlp_endpoint:
                 args += ["--otlp-endpoint", otlp_endpoint]
-            sup.start(Child(f"worker {i}", python_module("tollgate", *args), hup=True))
+            # the Redis URL may hold a password: in the environment, never on a command line (ps)
+            child_env = {"TOLLGATE_REDIS_URL": redis_url} if redis_url else None
+            sup.start(Child(f"worker {i}", python_module("tollgate", *args), env=child_env, hup=True))
         sys.exit(sup.wait())
 
     _logging(log_level, log_format)

@@ -17,8 +17,12 @@ are *coalesced*: one EVALSHA with ``n`` = how many, which the script decides as 
 a row (the first ones that fit take tokens and quota, the rest are refused, exactly as ``n``
 separate calls would have gone), so a busy customer costs Redis one script run per batch instead
 of one per request.  At most ``max_in_flight`` pipelines are outstanding; checks arriving
-meanwhile wait for the next one, so batches grow with load instead of connections.  NOSCRIPT
-replies (a restarted or flushed Redis) load the script and re-send just those calls.
+meanwhile wait for the next one, so batches grow with load instead of connections.
+
+**Where the calls go** is the topology's business (``limits/topology.py``, from ``TOLLGATE_REDIS_URL``
+parsed by ``limits/redisurl.py``): one server (plain, TLS, ACL), the master Sentinel names, or each
+customer's slot owner in a Redis Cluster; it loads the script where a server answers NOSCRIPT and
+follows MOVED / ASK.  The store only names each call's first key.
 
 **Redis unreachable.**  A connection error or timeout marks the store unavailable, logs once, and
 starts one reconnect task (PING with exponential backoff and full jitter, 0.1 s -> 5 s).  Meanwhile
@@ -29,6 +33,9 @@ checks are decided at once, without touching the network, by the fail mode:
   to Redis afterwards.
 * ``closed``: an ``UNAVAILABLE`` decision (the caller answers 503 "rate limiter unavailable").
 
+A failover is an outage like any other: the lost connection (or a READONLY reply from a demoted
+master) starts the reconnect task, whose ``ping`` asks the sentinels / the cluster again.
+
 A check whose reply was lost in a timeout may have been applied by Redis; it is then counted twice
 (once there, once by the fallback) — the error is on the side of the limit, never above it.
 """
@@ -36,6 +43,7 @@ A check whose reply was lost in a timeout may have been applied by Redis; it is 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import math
@@ -43,13 +51,14 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-from data_plane.errors import RespConnectionError, RespError, UnexpectedReply
+from data_plane.errors import RespConnectionError, UnexpectedReply
 from data_plane.limits.memory import MemoryStore
 from data_plane.limits.periods import Cycle, PeriodCache
 from data_plane.limits.policy import QUOTA, THROTTLE, UNAVAILABLE, Decision, LimitPolicy, bucket_key, quota_key
-from data_plane.limits.resp import RespConnection, encode, encode_args
+from data_plane.limits.redisurl import parse_redis_url
+from data_plane.limits.resp import encode, encode_args
+from data_plane.limits.topology import open_topology
 
 log = logging.getLogger("tollgate.limits")
 
@@ -113,18 +122,8 @@ LUA_CHECK_SHA = hashlib.sha1(LUA_CHECK.encode()).hexdigest()
 # Every call is EVALSHA <sha> 2 <bucket key> <quota key> <6 args>: the first three parts are constant.
 _EVALSHA_PREFIX = b"*11\r\n" + encode_args((b"EVALSHA", LUA_CHECK_SHA, 2))
 _SCRIPT_LOAD = encode(b"SCRIPT", b"LOAD", LUA_CHECK)
-_PING = encode(b"PING")
 
 _UNREACHABLE = (RespConnectionError, OSError, TimeoutError)
-
-
-def _parse_url(url: str) -> tuple[str, int, int]:
-    """``redis://host:port/db`` -> (host, port, db); only what the limiter needs (no auth/TLS yet)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", ""):
-        raise ValueError(f"TOLLGATE_REDIS_URL: unsupported scheme {parts.scheme!r} (redis://host:port/db)")
-    db = parts.path.strip("/")
-    return parts.hostname or "127.0.0.1", parts.port or 6379, int(db) if db else 0
 
 
 class _Check:
@@ -200,17 +199,20 @@ class RedisStore:
         now: Callable[[], float] = time.time,
         batch: bool = True,
         max_in_flight: int = 2,
-        timeout: float = 0.5,
+        timeout: float | None = None,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
+        tls_files: dict[str, str | None] | None = None,
     ) -> None:
         if fail_mode not in (FAIL_OPEN, FAIL_CLOSED):
             raise ValueError(f"fail_mode must be {FAIL_OPEN!r} or {FAIL_CLOSED!r}, got {fail_mode!r}")
-        # One lean pipelined connection (data_plane/limits/resp.py); no client-side retries: a failure must
-        # reach us at once so the fail mode decides, and our own reconnect loop is the only retry.
-        self.host, self.port, self.db = _parse_url(url)
-        self.timeout = timeout
-        self._conn: RespConnection | None = None
+        # One lean pipelined connection per server (data_plane/limits/resp.py); no client-side retries: a
+        # failure must reach us at once so the fail mode decides, and our own reconnect loop is the only retry.
+        self.target = parse_redis_url(url, tls_files)  # ValueError (URL masked) before anything connects
+        if timeout is not None:
+            self.target = dataclasses.replace(self.target, timeout=timeout)
+        self.timeout = self.target.timeout
+        self._topology = open_topology(self.target, _SCRIPT_LOAD)
         self.prefix = prefix
         self.fail_mode = fail_mode
         self.now = now
@@ -347,28 +349,14 @@ class RedisStore:
     async def _send(self, batch: list[_Check]) -> None:
         try:
             groups = coalesce(batch)
-            for attempt in range(2):
-                results = await self._pipeline(groups)
-                self.batches_sent += 1
-                retry: list[list[_Check]] = []
-                for group, res in zip(groups, results, strict=True):
-                    if isinstance(res, RespError) and str(res).startswith("NOSCRIPT"):
-                        retry.append(group)
-                    elif isinstance(res, Exception):
-                        log.error("rate limit script failed: %s", res)
-                        self._resolve_degraded(group)
-                    else:
-                        self._resolve_group(group, res)
-                if not retry:
-                    return
-                if attempt == 0:
-                    # Redis restarted or its script cache was flushed: load once, re-send these checks.
-                    conn = await self._connection()
-                    [loaded] = await conn.execute([_SCRIPT_LOAD], timeout=self.timeout)
-                    if isinstance(loaded, RespError):
-                        raise UnexpectedReply(f"SCRIPT LOAD failed: {loaded}")
-                groups = retry
-            raise UnexpectedReply("script still missing after SCRIPT LOAD")
+            results = await self._pipeline(groups)
+            self.batches_sent += 1
+            for group, res in zip(groups, results, strict=True):
+                if isinstance(res, Exception):  # an error reply (NOSCRIPT was retried by the topology)
+                    log.error("rate limit script failed: %s", res)
+                    self._resolve_degraded(group)
+                else:
+                    self._resolve_group(group, res)
         except _UNREACHABLE as lost:
             self._outage(lost)
             self._resolve_degraded(batch)
@@ -379,29 +367,25 @@ class RedisStore:
             self._resolve_degraded(batch)  # cancelled (shutdown): never leave a request hanging
             raise
 
-    async def _connection(self) -> RespConnection:
-        conn = self._conn
-        if conn is None or conn.closed:
-            conn = self._conn = await RespConnection.open(self.host, self.port, timeout=self.timeout, db=self.db)
-        return conn
-
     async def ping(self) -> None:
-        """Connect (if needed) and round-trip a PING; raises RespConnectionError/OSError if unreachable."""
-        conn = await self._connection()
-        [pong] = await conn.execute([_PING], timeout=self.timeout)
-        if isinstance(pong, RespError):
-            raise UnexpectedReply(str(pong))
+        """(Re)discover and round-trip to the server(s); raises RespConnectionError/OSError if unreachable."""
+        await self._topology.connect()
+
+    def status(self) -> dict[str, Any]:
+        """Where the counters are, for ``/status`` (the URL with its secrets masked)."""
+        return {**self._topology.status(), "outages": self.outages, "unacked_batches": self._topology.unacked_batches}
 
     async def _pipeline(self, groups: list[list[_Check]]) -> list[Any]:
-        conn = await self._connection()
         prefix = _EVALSHA_PREFIX
         commands = []
+        keys = []
         for group in groups:
             bkey, qkey, rate, burst, qlimit, ttl = group[0].group
             now = group[-1].now  # the latest clock reading: the group is decided as of the flush
             commands.append(prefix + encode_args((bkey, qkey, repr(now), rate, burst, qlimit, ttl, len(group))))
+            keys.append(bkey)  # the topology routes by it (a Cluster slot: the {customer} hash tag)
         self.calls_sent += len(commands)
-        return await conn.execute(commands, timeout=self.timeout)
+        return await self._topology.run(keys, commands)
 
     def _resolve_degraded(self, batch: list[_Check]) -> None:
         for item in batch:
@@ -464,7 +448,12 @@ class RedisStore:
         self.available = False
         self.outages += 1
         what = "per-worker counters" if self.fail_mode == FAIL_OPEN else "503 for metered requests"
-        log.warning("rate limit store (Redis) unreachable (%s: %s); %s until it is back", type(exc).__name__, exc, what)
+        log.warning(
+            "rate limit store (Redis) unreachable (%s: %s); %s until it is back",
+            type(exc).__name__,
+            self.target.redact(str(exc)),
+            what,
+        )
         assert self._loop is not None
         self._reconnect_task = self._loop.create_task(self._reconnect())
 
@@ -478,9 +467,7 @@ class RedisStore:
             try:
                 await self.ping()
             except (*_UNREACHABLE, UnexpectedReply):
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
+                self._topology.reset()
                 continue
             self.available = True
             log.warning("rate limit store (Redis) reachable again after %.1f s", time.monotonic() - down_since)
@@ -493,6 +480,4 @@ class RedisStore:
             self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        await self._topology.close()

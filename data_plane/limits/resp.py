@@ -7,6 +7,10 @@ what that path needs: encode commands as bytes (the constant part of each comman
 the caller), write a whole batch with one ``write``, and parse replies with hiredis' C parser —
 a maintained library, the same one redis-py uses when installed — resolving one future per batch.
 
+``open`` connects over TLS when given an ``ssl.SSLContext`` (the server's name checked against the
+host) and sends ``AUTH`` (ACL user or password only) and ``SELECT`` in one round trip; which servers
+to open, and what to do with MOVED / ASK / READONLY, is ``limits/topology.py``'s business.
+
 Replies arrive in order on one connection (Redis guarantees it), so a FIFO of waiting batches is
 all the bookkeeping there is.  Any failure (connection lost, a batch timing out) closes the
 connection and fails every waiting batch with :class:`RespConnectionError`: replies could no
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable, Sequence
+from ssl import SSLContext
 
 import hiredis
 
@@ -60,15 +65,37 @@ class RespConnection(asyncio.Protocol):
         self.closed = False
 
     @classmethod
-    async def open(cls, host: str, port: int, *, timeout: float, db: int = 0) -> RespConnection:
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: SSLContext | None = None,
+    ) -> RespConnection:
+        """Connect (TLS when ``ssl`` is given: the server's name is checked against ``host``), then
+        ``AUTH`` and ``SELECT`` in one round trip; all within ``timeout``."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
-            _, conn = await loop.create_connection(cls, host, port)
+            _, conn = await loop.create_connection(cls, host, port, ssl=ssl, server_hostname=host if ssl else None)
+            setup: list[bytes] = []
+            names: list[str] = []
+            if password is not None:
+                # ACL user (Redis 6+) or the default user's password (requirepass); never in an error
+                setup.append(encode(b"AUTH", username, password) if username else encode(b"AUTH", password))
+                names.append("AUTH")
             if db:
-                [reply] = await conn.execute([encode(b"SELECT", db)], timeout=timeout)
-                if isinstance(reply, RespError):
-                    conn.close()
-                    raise RespConnectionError(f"SELECT {db}: {reply}")
+                setup.append(encode(b"SELECT", db))
+                names.append(f"SELECT {db}")
+            if setup:
+                replies = await conn.execute(setup, timeout=timeout)
+                for name, reply in zip(names, replies, strict=True):
+                    if isinstance(reply, RespError):
+                        conn.close()
+                        raise RespConnectionError(f"{name} refused by Redis: {reply}")
         return conn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,7 +149,9 @@ class RespConnection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            # abort, not close: nothing more is to be sent, and a TLS close would wait for the peer's
+            # close_notify (a dead server never sends it; a loop ending meanwhile leaks the socket)
+            self.transport.abort()
         while self.waiting:
             batch = self.waiting.popleft()
             if not batch.future.done():

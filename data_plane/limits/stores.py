@@ -1,7 +1,8 @@
 """Building the limiter pieces a worker needs from its settings (the one place that chooses a store).
 
-``open_store`` returns the Redis store when ``TOLLGATE_REDIS_URL`` is set, else the in-process
-memory store; ``open_metering`` the usage meter with its spool and HTTP sender — in standalone mode
+``open_store`` returns the Redis store when ``TOLLGATE_REDIS_URL`` is set (any of its forms: one
+server, TLS, Sentinel, Cluster; docs/redis.md), else the in-process memory store; ``open_metering``
+the usage meter with its spool and HTTP sender — in standalone mode
 (``--snapshot``, no control plane) a meter that only spools.  Redis is imported only when used.
 """
 
@@ -18,7 +19,12 @@ def open_store(settings: WorkerSettings) -> LimitStore:
     if settings.redis_url:
         from data_plane.limits.redis import RedisStore
 
-        return RedisStore(settings.redis_url, prefix=settings.redis_prefix, fail_mode=settings.limit_fail_mode)
+        return RedisStore(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            fail_mode=settings.limit_fail_mode,
+            tls_files=settings.redis_tls_files,
+        )
     return MemoryStore()
 
 
