@@ -4,8 +4,12 @@ at will), deleting a test's keys, and awaiting a limit decision whichever store 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
@@ -13,6 +17,7 @@ from data_plane.limits.policy import Decision
 from tests.integration.harness import free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class OwnRedis:
@@ -72,3 +77,25 @@ def delete_prefix(url: str, prefix: str) -> None:
         await client.aclose()
 
     asyncio.run(run())
+
+
+def two_processes_check(url: str, prefix: str, n: int = 100) -> list[dict[str, int]]:
+    """Two real processes (tests/integration/limit_check_client.py), ``n`` concurrent checks each,
+    started together against the store at ``url``: what each admitted (``quota`` and ``burst``)."""
+    go_file = Path(f"/tmp/{prefix.replace(':', '-')}go")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = str(Path(__file__).with_name("limit_check_client.py"))
+    procs = [
+        subprocess.Popen([sys.executable, script, url, prefix, str(go_file), str(n)], stdout=subprocess.PIPE, env=env)
+        for _ in range(2)
+    ]
+    try:
+        go_file.touch()  # both start their checks at once
+        outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        go_file.unlink(missing_ok=True)
+    assert all(p.returncode == 0 for p in procs)
+    return outs

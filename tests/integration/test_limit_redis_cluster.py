@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +19,7 @@ from data_plane.limits.policy import LimitPolicy, Quota, Throttle
 from data_plane.limits.redis import RedisStore
 from data_plane.limits.topology import ClusterTopology
 from tests.integration.redis_servers import RedisCluster, require_binaries
-from tests.integration.redis_support import resolve
+from tests.integration.redis_support import resolve, two_processes_check
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "cluster-secret-3f9"
@@ -57,22 +54,7 @@ def topology(store: RedisStore) -> ClusterTopology:
 
 def test_two_processes_share_exact_limits_on_the_cluster(rc: RedisCluster) -> None:
     prefix = f"tg{uuid.uuid4().hex[:8]}:"
-    go_file = Path(f"/tmp/{prefix.replace(':', '-')}go")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    script = str(Path(__file__).with_name("limit_check_client.py"))
-    procs = [
-        subprocess.Popen([sys.executable, script, rc.url, prefix, str(go_file), "100"], stdout=subprocess.PIPE, env=env)
-        for _ in range(2)
-    ]
-    try:
-        go_file.touch()
-        outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        go_file.unlink(missing_ok=True)
-    assert all(p.returncode == 0 for p in procs)
+    outs = two_processes_check(rc.url, prefix)
     assert sum(o["quota"] for o in outs) == 100  # 200 concurrent checks, quota 100
     assert sum(o["burst"] for o in outs) == 100
     owner = rc.owner(key_slot(b"cust-cluster"))

@@ -6,10 +6,6 @@ master from where the old one stopped."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +17,7 @@ from data_plane.limits.periods import DAY
 from data_plane.limits.policy import UNAVAILABLE, Decision, LimitPolicy, Quota
 from data_plane.limits.redis import RedisStore
 from tests.integration.redis_servers import SentinelSet, require_binaries
-from tests.integration.redis_support import resolve
+from tests.integration.redis_support import resolve, two_processes_check
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "master-secret-81c"
@@ -40,23 +36,7 @@ def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]
 
 def test_two_processes_share_exact_limits_through_sentinel(sentinels: SentinelSet) -> None:
     prefix = f"tg{uuid.uuid4().hex[:8]}:"
-    go_file = Path(f"/tmp/{prefix.replace(':', '-')}go")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    script = str(Path(__file__).with_name("limit_check_client.py"))
-    url = sentinels.url()
-    procs = [
-        subprocess.Popen([sys.executable, script, url, prefix, str(go_file), "100"], stdout=subprocess.PIPE, env=env)
-        for _ in range(2)
-    ]
-    try:
-        go_file.touch()
-        outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        go_file.unlink(missing_ok=True)
-    assert all(p.returncode == 0 for p in procs)
+    outs = two_processes_check(sentinels.url(), prefix)
     assert sum(o["quota"] for o in outs) == 100  # 200 concurrent checks, quota 100
     assert sum(o["burst"] for o in outs) == 100
     assert len(sentinels.master.client().keys(f"{prefix}*")) == 2  # counted on the master

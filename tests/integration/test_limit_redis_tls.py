@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,7 @@ from data_plane.limits.redis import RedisStore
 from data_plane.limits.stores import open_store
 from data_plane.settings import WorkerSettings
 from tests.integration.redis_servers import TlsRedis, require_binaries
-from tests.integration.redis_support import resolve
+from tests.integration.redis_support import resolve, two_processes_check
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "default-secret-77a"
@@ -65,23 +62,7 @@ def allowed(url: str, n: int = 5, **kwargs: object) -> tuple[list[str], RedisSto
 
 def test_two_processes_exact_with_an_acl_user_over_tls(tls: TlsRedis) -> None:
     prefix = f"tg:{uuid.uuid4().hex[:8]}:"  # the ACL user may touch tg:* keys only
-    go_file = Path(f"/tmp/{prefix.replace(':', '-')}go")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    script = str(Path(__file__).with_name("limit_check_client.py"))
-    url = tls.url(user=True)
-    procs = [
-        subprocess.Popen([sys.executable, script, url, prefix, str(go_file), "100"], stdout=subprocess.PIPE, env=env)
-        for _ in range(2)
-    ]
-    try:
-        go_file.touch()
-        outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        go_file.unlink(missing_ok=True)
-    assert all(p.returncode == 0 for p in procs)
+    outs = two_processes_check(tls.url(user=True), prefix)
     assert sum(o["quota"] for o in outs) == 100
     assert sum(o["burst"] for o in outs) == 100
     assert len(tls.server.client().keys(f"{prefix}*")) == 2

@@ -7,11 +7,7 @@ fail in CI (``CI=true``) when Redis is not reachable on 127.0.0.1:6379.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
-import subprocess
-import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -27,7 +23,7 @@ from data_plane.limits.periods import DAY
 from data_plane.limits.policy import QUOTA, THROTTLE, Decision, LimitPolicy, Quota, Throttle
 from data_plane.limits.redis import RedisStore
 from tests.helpers import port_open, require_service
-from tests.integration.redis_support import delete_prefix, resolve
+from tests.integration.redis_support import delete_prefix, resolve, two_processes_check
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 FIXED_NOW = datetime(2024, 3, 10, 18, 0, 0, tzinfo=UTC).timestamp()  # six hours to midnight UTC
@@ -226,24 +222,9 @@ def test_two_worker_processes_share_exact_limits() -> None:
     """Two real processes, 100 concurrent checks each, against one Redis: quota 100 and burst 100 hold exactly."""
     require_service("Redis", port_open(6379), "127.0.0.1:6379")
     prefix = f"tgtest:{uuid.uuid4().hex}:"
-    go_file = Path(f"/tmp/{prefix.replace(':', '-')}go")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    script = str(Path(__file__).with_name("limit_check_client.py"))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, script, REDIS_URL, prefix, str(go_file), "100"], stdout=subprocess.PIPE, env=env
-        )
-        for _ in range(2)
-    ]
     try:
-        go_file.touch()
-        outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
-        assert all(p.returncode == 0 for p in procs)
+        outs = two_processes_check(REDIS_URL, prefix)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        go_file.unlink(missing_ok=True)
         delete_prefix(REDIS_URL, prefix)
     assert sum(o["quota"] for o in outs) == 100
     assert sum(o["burst"] for o in outs) == 100
