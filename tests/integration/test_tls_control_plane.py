@@ -165,12 +165,14 @@ def test_rotation_under_load_fails_no_request_and_keeps_open_connections(tls: Tl
                 )
                 assert r.status_code == 200, r.text
             tls.sync()
+            # (deadlines for a loaded machine: four client threads doing full handshakes share its cores)
             wait_until(
                 lambda: served and served[-1] == leaf_serial(renewed),
+                timeout=30.0,
                 what="new handshakes to get the renewed certificate",
             )
             at = ok[0]
-            wait_until(lambda: ok[0] >= at + 20, what="traffic after the renewal")
+            wait_until(lambda: ok[0] >= at + 20, timeout=30.0, what="traffic after the renewal")
         finally:
             stop.set()
             for t in threads:
