@@ -149,3 +149,44 @@ def test_a_worker_without_an_endpoint_never_imports_opentelemetry() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_wire_encoder_writes_what_opentelemetry_proto_reads() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    from data_plane.observe.otlp_wire import Encoder, otlp_headers
+
+    body, n = Encoder({"service.name": "tollgate-worker", "service.instance.id": "w1"}).encode(
+        [record(), record(503, attempts=[])]
+    )
+    assert n == 4
+    rs = ExportTraceServiceRequest.FromString(body).resource_spans[0]
+    assert {a.key: a.value.string_value for a in rs.resource.attributes} == {
+        "service.name": "tollgate-worker",
+        "service.instance.id": "w1",
+    }
+    assert rs.scope_spans[0].scope.name == "tollgate"
+    server, failed, answered, bad = rs.scope_spans[0].spans
+    attrs = {a.key: a.value for a in server.attributes}
+    assert (server.name, server.kind) == ("GET /shop/{proxy+}", Span.SPAN_KIND_SERVER)
+    assert server.trace_id.hex() == TRACE.decode() and server.parent_span_id.hex() == "00f067aa0ba902b7"
+    assert server.trace_state == "congo=t61rcWkgMzE"
+    assert (server.start_time_unix_nano, server.end_time_unix_nano) == (1_000, 9_000)
+    assert attrs["http.response.status_code"].int_value == 200 and attrs["url.path"].string_value == "/shop/items/1"
+    assert attrs["tollgate.customer_id"].string_value == "cust-1" and attrs["server.port"].int_value == 8000
+    assert attrs["http.route"].string_value == "/shop/{proxy+}" and attrs["url.scheme"].string_value == "https"
+    assert server.status.code == Status.STATUS_CODE_UNSET
+    assert (failed.kind, failed.parent_span_id, failed.span_id.hex()) == (
+        Span.SPAN_KIND_CLIENT,
+        server.span_id,
+        "2222222222222222",
+    )
+    assert failed.status.code == Status.STATUS_CODE_ERROR and failed.status.message == "upstream connection failed"
+    retried = {a.key: a.value.int_value for a in answered.attributes}
+    assert retried["tollgate.retry"] == 1 and retried["http.request.resend_count"] == 1
+    assert retried["http.response.status_code"] == 200 and answered.status.code == Status.STATUS_CODE_UNSET
+    assert bad.status.code == Status.STATUS_CODE_ERROR  # a 5xx is the server span's error
+    assert {a.key: a.value.string_value for a in bad.attributes}["error.type"] == "503"
+    env = {"OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer%20t0k,x-team = gw"}
+    assert otlp_headers(env) == {"authorization": "Bearer t0k", "x-team": "gw"}
