@@ -53,6 +53,7 @@ COMPILED = (
     "data_plane/observe/accesslog.py",
     "data_plane/observe/observer.py",
     "data_plane/observe/stats.py",
+    "data_plane/observe/otlp_wire.py",
     "data_plane/observe/tracing.py",
     "data_plane/policies/cache.py",
     "data_plane/policies/cors.py",
