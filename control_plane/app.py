@@ -45,6 +45,7 @@ from control_plane.secretbox import SecretBox
 from control_plane.services import admin as admin_svc
 from control_plane.settings import Settings, ensure_cluster_token, ensure_secret_key
 from control_plane.snapshots.publish import SnapshotPublisher
+from control_plane.usage_collector import UsageCollector
 from control_plane.webhook_sender import WebhookSender
 
 API_VERSION = "0.1.0"
@@ -68,6 +69,17 @@ def create_app(settings: Settings) -> FastAPI:
     publisher.on_revision.append(jwks.poke)  # an API that got or changed its jwks url is fetched at once
     sender = WebhookSender(sessions, settings.webhooks, secret_box)
     publisher.on_revision.append(sender.poke)  # key events are written by revision-bumping writes
+    collector = (
+        UsageCollector(
+            sessions,
+            url=settings.redis_url,
+            prefix=settings.redis_prefix,
+            tls_files=settings.redis_tls_files,
+            interval=settings.usage_collect_interval,
+        )
+        if settings.redis_url
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -77,9 +89,13 @@ def create_app(settings: Settings) -> FastAPI:
         await publisher.start()
         await jwks.start()
         await sender.start()
+        if collector is not None:
+            await collector.start()
         try:
             yield
         finally:
+            if collector is not None:
+                await collector.stop()
             await sender.stop()
             await jwks.stop()
             await publisher.stop()
@@ -98,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.publisher = publisher
     app.state.jwks = jwks
     app.state.webhooks = sender
+    app.state.usage_collector = collector
     app.state.cluster_token = cluster_token
     app.state.secret_box = secret_box
 

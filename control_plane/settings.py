@@ -92,6 +92,12 @@ class Settings:
     admin_tls_cert: Path | None = None
     admin_tls_key: Path | None = None
     webhooks: WebhookSettings = WebhookSettings()
+    # Redis the workers count limits and usage in: the control plane collects the usage from there
+    # (control_plane/usage_collector.py).  The same variables as the worker's (docs/redis.md).
+    redis_url: str | None = None
+    redis_prefix: str = "tg:"
+    redis_tls_files: dict[str, str | None] | None = None
+    usage_collect_interval: float = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -112,6 +118,14 @@ class Settings:
             jwks_refresh_interval=_positive_float(environ, "TOLLGATE_JWKS_REFRESH_INTERVAL", 300.0),
             jwks_fetch_timeout=_positive_float(environ, "TOLLGATE_JWKS_FETCH_TIMEOUT", 5.0),
             webhooks=WebhookSettings.from_env(environ),
+            redis_url=environ.get("TOLLGATE_REDIS_URL") or None,
+            redis_prefix=environ.get("TOLLGATE_REDIS_PREFIX", "tg:"),
+            redis_tls_files={
+                "ca_file": environ.get("TOLLGATE_REDIS_CA") or None,
+                "cert_file": environ.get("TOLLGATE_REDIS_CERT") or None,
+                "key_file": environ.get("TOLLGATE_REDIS_KEY") or None,
+            },
+            usage_collect_interval=_positive_float(environ, "TOLLGATE_USAGE_COLLECT_INTERVAL", 1.0),
             **_admin_tls(environ),
         )
 

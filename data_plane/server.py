@@ -271,6 +271,9 @@ class Worker:
             self._status_servers.append(status)
         if self.metering is not None:
             self.metering.start()
+        watch = getattr(self.limiter, "start_collector_watch", None)
+        if watch is not None and s.control_plane_url and s.snapshot_file is None:
+            watch()  # the Redis store: count usage in its script while a control plane collects it
         if self.tracer is not None:
             self.tracer.start()
         if s.control_plane_url and s.snapshot_file is None:

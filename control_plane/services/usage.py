@@ -98,7 +98,8 @@ def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
         acc[1] += c.overage
     customer_ids = {k[0] for k in sums}
     known = set(session.execute(select(Customer.id).where(Customer.id.in_(customer_ids))).scalars())
-    kept = [(cid, aid, day, n) for (cid, aid, day), n in sorted(sums.items()) if cid in known]
+    # n == 0: a day whose counts cancel out (Redis-collected status moves: control_plane/usage_collector.py)
+    kept = [(cid, aid, day, n) for (cid, aid, day), n in sorted(sums.items()) if cid in known and n]
     rows = [
         {"customer_id": cid, "api_id": aid, "day": day, "count": n, "overage": over.get((cid, aid, day), 0)}
         for cid, aid, day, n in kept

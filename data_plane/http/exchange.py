@@ -136,6 +136,7 @@ class Exchange:
         "trace",
         "metered",
         "overage",
+        "store_usage",
     )
 
     def __init__(
@@ -211,6 +212,7 @@ class Exchange:
         # (whichever way: finish, abort, client gone, upgrade, torn down), with the status it ended on
         self.metered = False
         self.overage = False  # admitted beyond its quota (an overage plan): metered as overage
+        self.store_usage = ""  # the usage field the limit store counted this request under ("": none)
 
     # ------------------------------------------------------------------ request side
 
@@ -273,7 +275,10 @@ class Exchange:
         customer = self.customer
         assert customer is not None
         adjustment = customer.adjustment(time.time()) if customer.extra else 0
-        d = self.env.limiter.check(customer.id, policy, adjustment, customer.cycle)
+        route: CompiledRoute = self.route  # type: ignore[assignment]
+        d = self.env.limiter.check(
+            customer.id, policy, adjustment, customer.cycle, route.api_id, route.id, customer.plan_id or ""
+        )
         if isinstance(d, Decision):
             self._limited(d)
         else:
@@ -293,6 +298,7 @@ class Exchange:
             return
         observer.admitted += 1
         self.overage = d.overage
+        self.store_usage = d.usage  # counted by the store itself: settled there at the end (_meter)
         self.limit_headers = rate_limit_headers(d)  # b"" when the API hides them
         if self._admitted():
             self.forward()
@@ -916,7 +922,11 @@ class Exchange:
         customer = self.customer
         route = self.route
         metering = self.env.metering
-        if customer is not None and route is not None and metering is not None:
+        if customer is None or route is None:
+            return
+        if self.store_usage:  # the Redis script counted it at admission (as 5xx): its final status class
+            self.env.limiter.settle(customer.id, self.store_usage, self.status, self.overage)
+        elif metering is not None:
             metering.record(customer.id, route.api_id, route.id, customer.plan_id or "", self.status, self.overage)
 
     def abandon(self, status: int = 0) -> None:

@@ -41,7 +41,16 @@ class MemoryStore:
     def __len__(self) -> int:
         return sum(map(len, self._buckets.values())) + sum(len(p.used) for p in self._quotas.values())
 
-    def check(self, customer_id: str, policy: LimitPolicy, adjustment: int = 0, cycle: Cycle | None = None) -> Decision:
+    def check(
+        self,
+        customer_id: str,
+        policy: LimitPolicy,
+        adjustment: int = 0,
+        cycle: Cycle | None = None,
+        api_id: str = "",
+        route_id: str = "",
+        plan_id: str = "",
+    ) -> Decision:
         now = self.now()
         if now >= self._next_sweep:
             self._sweep(now)
@@ -104,6 +113,9 @@ class MemoryStore:
         counters[customer_id] = used
         over = used > qlimit  # (an overage quota: admitted beyond the limit)
         return Decision(True, "", policy, 0.0, tokens, 0 if over else qlimit - used, qlimit, reset, window, over)
+
+    def settle(self, customer_id: str, usage: str, status: int, overage: bool) -> None:
+        """Never called: this store's decisions carry no ``usage`` (the worker's metering counts)."""
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self.sweep_interval

@@ -118,6 +118,7 @@ class Decision:
         "quota_window",
         "policy",
         "overage",
+        "usage",
     )
 
     def __init__(
@@ -132,6 +133,7 @@ class Decision:
         quota_reset: float = 0.0,
         quota_window: int = 0,
         overage: bool = False,
+        usage: str = "",
     ) -> None:
         self.allowed = allowed
         self.limit = limit
@@ -143,6 +145,9 @@ class Decision:
         self.quota_reset = quota_reset  # seconds until the quota period ends
         self.quota_window = quota_window  # length of the current quota period in seconds
         self.overage = overage  # admitted beyond the quota (an overage quota): metered as overage
+        # the store counted this request's usage itself (the Redis script), under this field prefix:
+        # the caller settles its status class there (RedisStore.settle) instead of metering it
+        self.usage = usage
 
     def __repr__(self) -> str:
         return (
@@ -167,8 +172,19 @@ class LimitStore(Protocol):
     """
 
     def check(
-        self, customer_id: str, policy: LimitPolicy, adjustment: int = 0, cycle: Cycle | None = None
+        self,
+        customer_id: str,
+        policy: LimitPolicy,
+        adjustment: int = 0,
+        cycle: Cycle | None = None,
+        api_id: str = "",
+        route_id: str = "",
+        plan_id: str = "",
     ) -> Decision | asyncio.Future[Decision]: ...
+
+    def settle(self, customer_id: str, usage: str, status: int, overage: bool) -> None:
+        """The end of a request whose decision carried ``usage`` (the store counted it itself)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -196,3 +212,8 @@ def bucket_key(customer_id: str, policy: LimitPolicy) -> str:
 
 def quota_key(customer_id: str, period_id: str) -> str:
     return "{%s}:q:%s" % (customer_id, period_id)  # noqa: UP031
+
+
+def usage_key(customer_id: str) -> str:
+    """The customer's usage counts in Redis (a hash, same slot as its bucket and quota)."""
+    return "{%s}:u" % customer_id  # noqa: UP031

@@ -55,7 +55,16 @@ from typing import Any
 from data_plane.errors import RespConnectionError, UnexpectedReply
 from data_plane.limits.memory import MemoryStore
 from data_plane.limits.periods import Cycle, PeriodCache
-from data_plane.limits.policy import QUOTA, THROTTLE, UNAVAILABLE, Decision, LimitPolicy, bucket_key, quota_key
+from data_plane.limits.policy import (
+    QUOTA,
+    THROTTLE,
+    UNAVAILABLE,
+    Decision,
+    LimitPolicy,
+    bucket_key,
+    quota_key,
+    usage_key,
+)
 from data_plane.limits.redisurl import parse_redis_url
 from data_plane.limits.resp import encode, encode_args
 from data_plane.limits.topology import open_topology
@@ -71,9 +80,10 @@ QUOTA_KEY_GRACE = 3600
 MAX_CACHED_KEYS = 100_000
 
 LUA_CHECK = """
--- KEYS[1] token bucket hash {t = tokens, ts = time of last update}; KEYS[2] quota counter
+-- KEYS[1] token bucket hash {t = tokens, ts = time of last update}; KEYS[2] quota counter; KEYS[3] usage hash
 -- ARGV: now (s), rate (tokens/s; 0 = no throttle), burst, quota limit (-1 = no quota), quota key ttl (s),
---       n = requests checked together, in arrival order, as if one after the other
+--       n = requests checked together, in arrival order, as if one after the other,
+--       usage field prefix ("" = usage not counted here), the quota's limit where overage starts (-1: none)
 -- returns {tokens before them ("-1" = no throttle), quota used before them, passed the throttle, admitted}
 local now = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
@@ -116,14 +126,37 @@ if limit >= 0 then
     end
   end
 end
+-- usage: counted where the quota is, in the same script (a worker killed now loses nothing).  Fields
+-- "<api>|<route>|<plan>|<hour>|<status class>|<overage>", status class 5 until the request ends (moved
+-- then: RedisStore.settle); the control plane collects the hash (control_plane/usage_collector.py)
+local field = ARGV[7]
+if field ~= '' and admitted > 0 then
+  local over = 0
+  local qlimit = tonumber(ARGV[8])
+  if qlimit >= 0 then
+    over = math.max(0, math.min(admitted, used + admitted - qlimit))
+  end
+  if admitted > over then
+    redis.call('HINCRBY', KEYS[3], field .. '|5|0', admitted - over)
+  end
+  if over > 0 then
+    redis.call('HINCRBY', KEYS[3], field .. '|5|1', over)
+  end
+end
 return {tostring(tokens), used, passed, admitted}
 """
 LUA_CHECK_SHA = hashlib.sha1(LUA_CHECK.encode()).hexdigest()
-# Every call is EVALSHA <sha> 2 <bucket key> <quota key> <6 args>: the first three parts are constant.
-_EVALSHA_PREFIX = b"*11\r\n" + encode_args((b"EVALSHA", LUA_CHECK_SHA, 2))
+# Every call is EVALSHA <sha> 3 <bucket key> <quota key> <usage key> <8 args>: the first three parts are constant.
+_EVALSHA_PREFIX = b"*14\r\n" + encode_args((b"EVALSHA", LUA_CHECK_SHA, 3))
 _SCRIPT_LOAD = encode(b"SCRIPT", b"LOAD", LUA_CHECK)
 
 _UNREACHABLE = (RespConnectionError, OSError, TimeoutError)
+
+
+# What the script needs besides the time and the count (see _Check.group)
+Group = tuple[str, str, str, int, int, int, str, str, int]
+# The key whose presence says a control plane collects usage from Redis (control_plane/usage_collector.py)
+COLLECTOR_KEY = "usage:collector"
 
 
 class _Check:
@@ -141,6 +174,7 @@ class _Check:
         "reset",
         "window",
         "cycle",
+        "usage",
     )
 
     def __init__(
@@ -149,23 +183,26 @@ class _Check:
         customer_id: str,
         policy: LimitPolicy,
         adjustment: int,
-        group: tuple[str, str, str, int, int, int],
+        group: Group,
         now: float,
         quota_limit: int,
         reset: float,
         window: int,
         cycle: Cycle | None = None,
+        usage: str = "",
     ) -> None:
         self.future = future
         self.customer_id = customer_id
         self.policy = policy
         self.adjustment = adjustment
-        self.group = group  # (bucket key, quota key, rate, burst, quota ceiling, quota key ttl)
+        self.group = group  # (bucket key, quota key, rate, burst, quota ceiling, quota key ttl, usage key,
+        #                      usage field prefix, quota limit)
         self.now = now
         self.quota_limit = quota_limit
         self.reset = reset
         self.window = window
         self.cycle = cycle  # the customer's billing cycle: the fallback's periods if Redis fails
+        self.usage = usage  # "<api>|<route>|<plan>|<hour>" when the script counts the usage, else ""
 
 
 def _remember(cache: dict[str, str], customer_id: str, key: str) -> str:
@@ -179,7 +216,7 @@ def _remember(cache: dict[str, str], customer_id: str, key: str) -> str:
 def coalesce(batch: list[_Check]) -> list[list[_Check]]:
     """The batch's checks grouped by script arguments, groups in order of first arrival and checks
     in arrival order within each: what the script decides for a group of n equals n calls in a row."""
-    groups: dict[tuple[str, str, str, int, int, int], list[_Check]] = {}
+    groups: dict[Group, list[_Check]] = {}
     for item in batch:
         same = groups.get(item.group)
         if same is None:
@@ -227,6 +264,7 @@ class RedisStore:
         self.outages = 0
         self.batches_sent = 0
         self.calls_sent = 0  # script calls: checks coalesced per customer make fewer than checks
+        self.lost_moves = 0  # status moves lost (outage, error): those requests stay counted as 5xx
         self._periods = PeriodCache()
         # Redis key names cached by the strings the request already has (as the memory store keys
         # its counters), so a check formats no key: throttle scope -> customer id -> bucket key,
@@ -237,18 +275,34 @@ class RedisStore:
         self._period_ends: dict[str, int] = {}
         self._no_quota_keys: dict[str, str] = {}
         self._rate_args: dict[float, str] = {}  # throttle rate -> the script's argument
+        self._usage_keys: dict[str, str] = {}  # customer id -> usage hash key
+        self.collecting = False  # a control plane collects usage from Redis: the script counts it
+        self._hour_start = 0.0
+        self._hour_end = 0.0
+        self._hour_text = ""
+        self._moves: dict[tuple[str, str, str], int] = {}  # (usage key, from field, to field) -> count
         self._pending: list[_Check] = []
         self._scheduled = False
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ hot path
 
     def check(
-        self, customer_id: str, policy: LimitPolicy, adjustment: int = 0, cycle: Cycle | None = None
+        self,
+        customer_id: str,
+        policy: LimitPolicy,
+        adjustment: int = 0,
+        cycle: Cycle | None = None,
+        api_id: str = "",
+        route_id: str = "",
+        plan_id: str = "",
     ) -> Decision | asyncio.Future[Decision]:
+        """``api_id`` / ``route_id`` / ``plan_id``: what the request's usage is counted under, by the
+        script itself while a control plane collects usage from Redis (:attr:`collecting`)."""
         if not self.available:
             return self._degraded(customer_id, policy, adjustment, cycle)
         loop = self._loop
@@ -293,9 +347,20 @@ class RedisStore:
         else:
             rate = "0"
             burst = 0
-        group = (bkey, qkey, rate, burst, ceiling, math.ceil(reset) + QUOTA_KEY_GRACE)
+        if self.collecting and api_id:
+            if not (self._hour_start <= now < self._hour_end):
+                self._new_hour(now)
+            usage = f"{api_id}|{route_id}|{plan_id}|{self._hour_text}"
+            ukey = self._usage_keys.get(customer_id)
+            if ukey is None:
+                ukey = _remember(self._usage_keys, customer_id, self.prefix + usage_key(customer_id))
+        else:
+            usage = ""
+            ukey = qkey  # unused by the script (same slot)
+        overage_from = qlimit if quota is not None and quota.overage else -1
+        group = (bkey, qkey, rate, burst, ceiling, math.ceil(reset) + QUOTA_KEY_GRACE, ukey, usage, overage_from)
         fut: asyncio.Future[Decision] = loop.create_future()
-        item = _Check(fut, customer_id, policy, adjustment, group, now, qlimit, reset, window, cycle)
+        item = _Check(fut, customer_id, policy, adjustment, group, now, qlimit, reset, window, cycle, usage)
         if not self.batch:
             self._spawn([item])
             return fut
@@ -304,6 +369,68 @@ class RedisStore:
             self._scheduled = True
             loop.call_soon(self._flush)
         return fut
+
+    def _new_hour(self, now: float) -> None:
+        hour = int(now // 3600) * 3600
+        self._hour_start = float(hour)
+        self._hour_end = float(hour + 3600)
+        self._hour_text = str(hour)
+
+    def settle(self, customer_id: str, usage: str, status: int, overage: bool) -> None:
+        """A request the script counted (its decision's ``usage``) ended with ``status``: move its
+        count from the provisional 5xx to its status class, sent with the next pipeline.  A move lost
+        to an outage or a crash leaves the request counted, as 5xx (what a request that never got its
+        answer is): totals never depend on it."""
+        klass = status // 100
+        if klass == 5 or not 1 <= klass <= 5:
+            return
+        ukey = self._usage_keys.get(customer_id)
+        if ukey is None:
+            ukey = _remember(self._usage_keys, customer_id, self.prefix + usage_key(customer_id))
+        over = "|1" if overage else "|0"
+        move = (ukey, usage + "|5" + over, f"{usage}|{klass}{over}")
+        self._moves[move] = self._moves.get(move, 0) + 1
+        if not self._scheduled and self._in_flight < self.max_in_flight and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _take_moves(self) -> tuple[list[str], list[bytes]]:
+        """The pending status moves as commands (two HINCRBYs each) and the keys that route them."""
+        moves, self._moves = self._moves, {}
+        keys: list[str] = []
+        commands: list[bytes] = []
+        for (ukey, provisional, final), n in moves.items():
+            keys.append(ukey)
+            commands.append(encode(b"HINCRBY", ukey, provisional, -n))
+            keys.append(ukey)
+            commands.append(encode(b"HINCRBY", ukey, final, n))
+        return keys, commands
+
+    def start_collector_watch(self, interval: float = 5.0) -> None:
+        self._watch_task = asyncio.get_running_loop().create_task(self.watch_collector(interval))
+
+    async def watch_collector(self, interval: float = 5.0) -> None:
+        """Count usage in the check script only while a control plane says (a key with a TTL it
+        refreshes) that it collects it from here; otherwise the worker's own metering counts it, so a
+        request is counted by exactly one of the two.  Runs until cancelled."""
+        key = self.prefix + COLLECTOR_KEY
+        command = encode(b"EXISTS", key)
+        while True:
+            if self.available:
+                try:
+                    [reply] = await self._topology.run([key], [command])
+                    collecting = reply == 1
+                except (*_UNREACHABLE, UnexpectedReply):
+                    collecting = False  # the checks are the fallback's now: its metering is the worker's
+                if collecting != self.collecting:
+                    log.info(
+                        "usage %s",
+                        "counted in Redis (collected by the control plane)"
+                        if collecting
+                        else "counted by the worker (no control plane collects it from Redis)",
+                    )
+                    self.collecting = collecting
+            await asyncio.sleep(interval)
 
     def _new_period(self, pid: str, end: int, now: float) -> dict[str, str]:
         """The key cache of a period seen for the first time; caches of ended periods are dropped."""
@@ -326,7 +453,7 @@ class RedisStore:
 
     def _flush(self) -> None:
         self._scheduled = False
-        if not self._pending:
+        if not self._pending and not self._moves:
             return
         batch = self._pending
         self._pending = []
@@ -342,7 +469,7 @@ class RedisStore:
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._in_flight -= 1
-        if self._pending and not self._scheduled and self._loop is not None:
+        if (self._pending or self._moves) and not self._scheduled and self._loop is not None:
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
@@ -373,19 +500,41 @@ class RedisStore:
 
     def status(self) -> dict[str, Any]:
         """Where the counters are, for ``/status`` (the URL with its secrets masked)."""
-        return {**self._topology.status(), "outages": self.outages, "unacked_batches": self._topology.unacked_batches}
+        return {
+            **self._topology.status(),
+            "outages": self.outages,
+            "unacked_batches": self._topology.unacked_batches,
+            "usage_in_redis": self.collecting,  # a control plane collects usage from here: the script counts it
+            "lost_status_moves": self.lost_moves,
+        }
 
     async def _pipeline(self, groups: list[list[_Check]]) -> list[Any]:
+        """The script calls of a batch, after the status moves waiting to go (their replies dropped)."""
         prefix = _EVALSHA_PREFIX
-        commands = []
-        keys = []
+        keys, commands = self._take_moves() if self._moves else ([], [])
+        moved = len(commands)
         for group in groups:
-            bkey, qkey, rate, burst, qlimit, ttl = group[0].group
+            bkey, qkey, rate, burst, ceiling, ttl, ukey, usage, overage_from = group[0].group
             now = group[-1].now  # the latest clock reading: the group is decided as of the flush
-            commands.append(prefix + encode_args((bkey, qkey, repr(now), rate, burst, qlimit, ttl, len(group))))
+            commands.append(
+                prefix
+                + encode_args((bkey, qkey, ukey, repr(now), rate, burst, ceiling, ttl, len(group), usage, overage_from))
+            )
             keys.append(bkey)  # the topology routes by it (a Cluster slot: the {customer} hash tag)
-        self.calls_sent += len(commands)
-        return await self._topology.run(keys, commands)
+        self.calls_sent += len(commands) - moved
+        try:
+            results = await self._topology.run(keys, commands)
+        except BaseException:
+            if moved:
+                self.lost_moves += moved // 2
+            raise
+        if moved:
+            for reply in results[:moved]:
+                if isinstance(reply, Exception):
+                    self.lost_moves += 1
+                    log.error("usage status move failed: %s", reply)
+            return results[moved:]
+        return results
 
     def _resolve_degraded(self, batch: list[_Check]) -> None:
         for item in batch:
@@ -437,8 +586,8 @@ class RedisStore:
             return Decision(False, QUOTA, policy, item.reset, tokens, 0, qlimit, item.reset, item.window)
         remaining = qlimit - used - (i + 1) if has_quota else -1
         if remaining < 0 and has_quota:  # an overage quota admitted it beyond the limit
-            return Decision(True, "", policy, 0.0, tokens, 0, qlimit, item.reset, item.window, True)
-        return Decision(True, "", policy, 0.0, tokens, remaining, qlimit, item.reset, item.window)
+            return Decision(True, "", policy, 0.0, tokens, 0, qlimit, item.reset, item.window, True, item.usage)
+        return Decision(True, "", policy, 0.0, tokens, remaining, qlimit, item.reset, item.window, False, item.usage)
 
     # ------------------------------------------------------------------ outages
 
@@ -476,7 +625,9 @@ class RedisStore:
     async def close(self) -> None:
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
-        if self._pending:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        if self._pending or self._moves:
             self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

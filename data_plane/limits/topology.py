@@ -148,6 +148,10 @@ class Topology:
     async def run(self, keys: Sequence[str], commands: list[bytes]) -> list[Any]:
         raise NotImplementedError
 
+    async def masters(self) -> list[Node]:
+        """Every server that holds keys (to SCAN them all: the control plane's usage collector)."""
+        raise NotImplementedError
+
     async def connect(self) -> None:
         """(Re)discover the server(s) and round-trip to each; raises RespConnectionError / OSError."""
         raise NotImplementedError
@@ -183,6 +187,9 @@ class SingleTopology(Topology):
     async def run(self, keys: Sequence[str], commands: list[bytes]) -> list[Any]:
         return await self.run_on(self.node, commands)
 
+    async def masters(self) -> list[Node]:
+        return [self.node]
+
     async def connect(self) -> None:
         await _ping(self, self.node)
 
@@ -214,6 +221,12 @@ class SentinelTopology(Topology):
             node = self.node
             assert node is not None
         return await self.run_on(node, commands)
+
+    async def masters(self) -> list[Node]:
+        if self.node is None:
+            await self.connect()
+        assert self.node is not None
+        return [self.node]
 
     async def connect(self) -> None:
         from redis.asyncio.sentinel import Sentinel
@@ -342,6 +355,15 @@ class ClusterTopology(Topology):
     def reset(self) -> None:
         for node in self.nodes.values():
             node.close()
+
+    async def masters(self) -> list[Node]:
+        if not self.refreshes:
+            await self.connect()
+        seen: dict[str, Node] = {}
+        for node in self.slots:
+            if node is not None:
+                seen.setdefault(node.name, node)
+        return list(seen.values())
 
     async def run(self, keys: Sequence[str], commands: list[bytes]) -> list[Any]:
         if not self.refreshes:
