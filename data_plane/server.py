@@ -26,6 +26,8 @@ from data_plane.http.realip import TrustedProxies, parse_trusted
 from data_plane.http.shutdown import LISTEN_SETTLE, stop_handshakes
 from data_plane.http.status import StatusConnection
 from data_plane.http.upstream import ConnectionPool
+from data_plane.limits.memory import MemoryStore
+from data_plane.limits.seed import seed_from_control_plane
 from data_plane.limits.stores import open_metering, open_store
 from data_plane.observe.accesslog import open_access_log
 from data_plane.observe.metrics import make_registry
@@ -242,6 +244,7 @@ class Worker:
         s = self.settings
         self.observer.access = open_access_log(s.access_log, self.loop)
         self.load_initial()
+        await self.seed_limits()
         self._sweeper = self.loop.call_later(IDLE_SWEEP_INTERVAL, self.sweep_idle)
         listener = await self.loop.create_server(
             lambda: ClientConnection(self), s.host, s.port, reuse_port=s.reuse_port, backlog=2048
@@ -293,6 +296,13 @@ class Worker:
         stale = native.stale()
         if stale:
             log.warning("compiled modules older than their source (run `make install`): %s", ", ".join(stale))
+
+    async def seed_limits(self) -> None:
+        """The in-process store starts its quota counters from the control plane's usage, before the
+        worker listens (data_plane/limits/seed.py)."""
+        s = self.settings
+        if isinstance(self.limiter, MemoryStore) and s.control_plane_url and s.snapshot_file is None:
+            await seed_from_control_plane(self.limiter, self.metering, s)
 
     def reopen_logs(self) -> None:
         """SIGHUP: flush the access log to the file open now and open its path again (logrotate)."""

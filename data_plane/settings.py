@@ -40,7 +40,7 @@ class WorkerSettings:
     redis_ca_file: str | None = None
     redis_cert_file: str | None = None
     redis_key_file: str | None = None
-    usage_flush_interval: float = 5.0
+    usage_flush_interval: float = 1.0  # a crash (SIGKILL) loses at most this much of the counts
     header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
     keepalive_timeout: float = 60.0  # idle client keep-alive connections are closed after this
     body_timeout: float = 60.0  # no request body byte for this long: 408 and close (nginx client_body_timeout)
@@ -84,7 +84,7 @@ class WorkerSettings:
             redis_ca_file=env.get("TOLLGATE_REDIS_CA") or None,
             redis_cert_file=env.get("TOLLGATE_REDIS_CERT") or None,
             redis_key_file=env.get("TOLLGATE_REDIS_KEY") or None,
-            usage_flush_interval=float(env.get("TOLLGATE_USAGE_FLUSH_INTERVAL", "5")),
+            usage_flush_interval=float(env.get("TOLLGATE_USAGE_FLUSH_INTERVAL", "1")),
             header_timeout=float(env.get("TOLLGATE_HEADER_TIMEOUT", "10")),
             keepalive_timeout=float(env.get("TOLLGATE_KEEPALIVE_TIMEOUT", "60")),
             body_timeout=float(env.get("TOLLGATE_BODY_TIMEOUT", "60")),

@@ -9,6 +9,8 @@ Authenticated by ``Authorization: Bearer <cluster token>``, compared in constant
 * ``POST /cluster/v1/nodes/{node_id}/status`` — the worker reports what it applied; 204.
 * ``POST /cluster/v1/usage`` — one metering batch (``services/usage.py``); 200 whether it was applied
   now or before (idempotent by ``batch_id``), 422 when malformed.
+* ``GET /cluster/v1/usage/current`` — each quota customer's use of its current period (the seed of a
+  worker on the in-process store).
 """
 
 from __future__ import annotations
@@ -95,6 +97,14 @@ def post_usage(body: UsageBatchIn, sessions: Sessions, request: Request) -> Usag
     if applied:
         request.app.state.webhooks.poke()
     return UsageBatchResult(batch_id=body.batch_id, applied=applied)
+
+
+@router.get("/usage/current")
+def get_current_usage(sessions: Sessions) -> dict[str, list[dict[str, object]]]:
+    """Each quota customer's use of its current period, for a worker on the in-process store to seed
+    its counters with at start (``data_plane/server.py``, ``Worker.seed_limits``)."""
+    with sessions() as session:
+        return {"customers": usage_svc.current_usage(session=session)}
 
 
 def _touch(sessions: sessionmaker[Session], node_id: str, hostname: str | None, version: str | None) -> None:

@@ -13,7 +13,8 @@ transaction.
 
 **Reports**: per UTC day, requests and (for customers on a plan with a quota) the quota remaining for
 the period that contains the day = limit + that period's adjustment − requests counted on the plan's
-APIs in the period.  The control plane knows usage up to the workers' last flush (5 s by default);
+APIs in the period.  The control plane knows usage up to the workers' last flush (1 s by default;
+with Redis, the last collection: control_plane/usage_collector.py);
 the enforcing counters are the limiter's.
 
 **Adjustments** add extra quota for the customer's current period (per customer, period kind and
@@ -226,6 +227,48 @@ def _usage_of(session: Session, customer: Customer, plan: UsagePlan | None, star
         quota=quota,
         days=days,
     )
+
+
+# ---------------------------------------------------------------------------- seeds
+
+
+def current_usage(*, session: Session, now: float | None = None) -> list[dict[str, Any]]:
+    """What each customer on a plan with a quota has used of its current period (on the plan's APIs),
+    as the workers have reported it: ``{customer_id, period, start, end, used}`` (epoch seconds).  A
+    worker on the in-process store seeds its counters with it when it starts (``GET
+    /cluster/v1/usage/current``), so a restart does not give a quota back."""
+    ts = datetime.now(UTC).timestamp() if now is None else now
+    plans = {p.id: p for p in session.execute(select(UsagePlan).where(UsagePlan.quota_limit.is_not(None))).scalars()}
+    if not plans:
+        return []
+    wanted: dict[str, tuple[str, int, int, set[str]]] = {}  # customer -> (period, start, end, plan apis)
+    for customer in session.execute(select(Customer).where(Customer.plan_id.in_(plans))).scalars():
+        plan = plans[customer.plan_id or ""]
+        quota = quota_of(plan)
+        if quota is None:
+            continue
+        lo, hi = _period(quota.period, ts, cycle_of(customer))
+        wanted[customer.id] = (quota.period, lo, hi, {a.api_id for a in plan.apis})
+    if not wanted:
+        return []
+    earliest = _utc_date(min(lo for _, lo, _, _ in wanted.values()))
+    used: dict[str, int] = defaultdict(int)
+    for cid, api_id, day, n in session.execute(
+        select(UsageCount.customer_id, UsageCount.api_id, UsageCount.day, UsageCount.count).where(
+            UsageCount.day >= earliest
+        )
+    ):
+        want = wanted.get(cid)
+        if want is None or api_id not in want[3]:
+            continue
+        # the same days as quota_remaining in the reports (_adjustment_row): those the period touches
+        if _utc_date(want[1]) <= day <= _utc_date(want[2] - 1):
+            used[cid] += int(n)
+    return [
+        {"customer_id": cid, "period": period, "start": lo, "end": hi, "used": used[cid]}
+        for cid, (period, lo, hi, _) in sorted(wanted.items())
+        if used.get(cid)
+    ]
 
 
 # ---------------------------------------------------------------------------- adjustments

@@ -37,6 +37,22 @@ class MemoryStore:
         self._quotas: dict[str, _Period] = {}  # period id -> counters
         self._periods = PeriodCache()
         self._next_sweep = 0.0
+        # customer id -> (period kind, period start, requests used): what the control plane had counted
+        # when this worker started, taken by the customer's first check of that period (seed)
+        self._seeds: dict[str, tuple[str, int, int]] = {}
+
+    def seed(self, entries: list[dict[str, object]]) -> int:
+        """Start quota counters from what the control plane has counted (``GET /cluster/v1/usage/current``),
+        so a restarted worker does not give a period's quota back.  Each counter takes its seed when
+        the customer's first check finds the same period (kind and start); the number of seeds kept."""
+        for e in entries:
+            try:
+                customer_id = str(e["customer_id"])
+                seed = (str(e["period"]), int(e["start"]), int(e["used"]))  # type: ignore[call-overload]
+            except (KeyError, TypeError, ValueError):
+                continue  # a newer control plane's entry this worker does not understand
+            self._seeds[customer_id] = seed
+        return len(self._seeds)
 
     def __len__(self) -> int:
         return sum(map(len, self._buckets.values())) + sum(len(p.used) for p in self._quotas.values())
@@ -68,7 +84,11 @@ class MemoryStore:
             if period is None:
                 period = self._quotas[pid] = _Period(end)
             counters = period.used
-            used = counters.get(customer_id, 0)
+            used = counters.get(customer_id, -1)
+            if used < 0:  # the customer's first check in this period
+                used = self._seeded(customer_id, quota.period, start) if self._seeds else 0
+                if used:
+                    counters[customer_id] = used  # kept even if this check is refused below
             qlimit = quota.limit + adjustment
             ceiling = quota.ceiling(adjustment) if quota.overage else qlimit
             reset = end - now
@@ -113,6 +133,12 @@ class MemoryStore:
         counters[customer_id] = used
         over = used > qlimit  # (an overage quota: admitted beyond the limit)
         return Decision(True, "", policy, 0.0, tokens, 0 if over else qlimit - used, qlimit, reset, window, over)
+
+    def _seeded(self, customer_id: str, period: str, start: int) -> int:
+        seed = self._seeds.pop(customer_id, None)
+        if seed is None or seed[0] != period or seed[1] != start:
+            return 0  # no seed, or one of another period (the plan or the cycle changed since)
+        return seed[2]
 
     def settle(self, customer_id: str, usage: str, status: int, overage: bool) -> None:
         """Never called: this store's decisions carry no ``usage`` (the worker's metering counts)."""

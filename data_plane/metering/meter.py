@@ -136,7 +136,7 @@ class Metering:
         spool_dir: Path,
         sender: UsageSender | None,
         *,
-        interval: float = 5.0,
+        interval: float = 1.0,
         now: Callable[[], float] = time.time,
         backoff_max: float = 60.0,
     ) -> None:
