@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
+from control_plane.schemas import UsageBatchIn
+from control_plane.usage_collector import UsageCollector
 from data_plane.limits.periods import DAY
 from data_plane.limits.policy import LimitPolicy, Quota, Throttle
 from data_plane.limits.redis import RedisStore
@@ -189,5 +191,47 @@ def test_status_names_the_nodes_and_masks_the_password(rc: RedisCluster) -> None
         await store.close()
         assert status["mode"] == "cluster" and len(status["nodes"]) == 3
         assert PASSWORD not in json.dumps(status) and ":***@" in status["url"]
+
+    asyncio.run(body())
+
+
+class _Collected(UsageCollector):
+    """The collector with its database write replaced by a list: the cluster side is under test here
+    (the database side runs on SQLite and PostgreSQL in control_plane/test_usage_collector.py)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__(None, url=url, prefix=prefix)  # type: ignore[arg-type]
+        self.batches: list[UsageBatchIn] = []
+
+    def _ingest(self, batch: UsageBatchIn) -> None:
+        self.batches.append(batch)
+
+
+def test_usage_counted_by_the_script_and_collected_from_every_master(rc: RedisCluster) -> None:
+    prefix = f"tg{uuid.uuid4().hex[:8]}:"
+    customers = [f"u{i}" for i in range(24)]
+
+    async def body() -> None:
+        store = RedisStore(rc.url, prefix=prefix, fail_mode="closed")
+        store.collecting = True  # as if the marker were there
+        for c in customers:
+            decisions = [await resolve(store.check(c, quota(2), 0, None, "api", "route", "plan")) for _ in range(3)]
+            assert [d.allowed for d in decisions] == [True, True, False]
+            for d in decisions[:2]:
+                assert d.usage.startswith("api|route|plan|")
+                store.settle(c, d.usage, 201, False)
+        await store.close()  # sends the moves still queued
+        collector = _Collected(rc.url, prefix)
+        try:
+            assert await collector.sweep() == 2 * len(customers)
+            marker = f"{prefix}usage:collector"
+            assert rc.owner(key_slot(marker.encode())).client().get(marker) is not None
+            got = {b.counts[0].customer_id: [(c.status_class, c.count) for c in b.counts] for b in collector.batches}
+            assert got == {c: [("2xx", 2)] for c in customers}
+            owners = {rc.owner(key_slot(f"{prefix}{{{c}}}:u".encode())).port for c in customers}
+            assert len(owners) > 1  # the customers' hashes were on several masters, all collected
+            assert await collector.sweep() == 0
+        finally:
+            await collector.stop()
 
     asyncio.run(body())
