@@ -281,7 +281,9 @@ def admit(
     trace: Trace | None = None
     if traffic is not None:
         if traffic.tracing is not None:
-            trace, headers = traffic.tracing.begin(headers)  # refused requests are traced too
+            trace = traffic.tracing.start(headers)  # refused requests are traced too
+            if trace.headers is not None:  # the client's traceparent / tracestate taken out
+                headers = trace.headers
         if traffic.ip_rules is not None and not traffic.ip_rules.allows(client_ip or peer_ip):
             return Refused(request_id, body_expected, 403, responses.IP_FORBIDDEN, route=route, trace=trace)
         if traffic.cors is not None:

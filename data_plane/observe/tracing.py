@@ -26,11 +26,12 @@ trace id, as OpenTelemetry's ``TraceIdRatioBased`` does (sampled when the low 8 
 unsigned integer, are below ``ratio * 2**64``), so any hop applying the same ratio to that trace
 agrees.  An unsampled request still propagates (flags ``00``) and records nothing.
 
-**Ids**: random hex digits cut from a pool filled :data:`POOL_BYTES` at a time from ``os.urandom``
-and hexlified in one call (:class:`RandomHex`), never all zeros: a trace id and a span id cost ~100 ns
-(compiled) against ~160 for ``getrandbits`` + ``to_bytes`` + ``hexlify`` and ~400 for
-``b"%032x" %`` of a 128-bit int.
-A forked child empties its pool, so two processes never hand out the same ids.
+**Ids**: a new trace cuts one 49-character slice ``<trace id>-<span id>`` from a pool of hex digits
+that ``hexlify(os.urandom(4096), b"-", -16)`` lays out with the dash in place (:class:`IdPool`), and
+decides its sampling by reading the trace id's last 16 digits in place (:func:`below_bound`), so it
+allocates that slice, its line and its :class:`Trace` and nothing else.  Span ids for attempts and
+continued traces are cut from plain hex digits.  Never all zeros (a refill drawing eight zero bytes
+in a row draws again).  A forked child empties its pools, so two processes never hand out the same ids.
 
 **What a sampled request records** (one :data:`ServerRecord` per request, made when it ends): the
 server span (trace id, span id, the caller's span id as parent, times, status, route, customer,
@@ -54,7 +55,10 @@ if TYPE_CHECKING:
 MAX_TRACESTATE: Final = 512
 _MAX_ENTRY: Final = 128
 _MAX_ENTRIES: Final = 32
-POOL_BYTES: Final = 4096  # random bytes per refill of the id pool: 8 KiB of hex, ~170 requests' ids
+POOL_BYTES: Final = 4096  # random bytes per refill of an id pool: 128 new traces' ids, or 512 span ids
+_RECORD: Final = 49  # <32 hex trace id>-<16 hex span id>
+_RECORD_STEP: Final = 66  # two groups of 32 digits and their dashes
+_ZERO_BYTES: Final = b"\x00" * 8
 _ZERO_TRACE: Final = b"0" * 32
 _ZERO_SPAN: Final = b"0" * 16
 _HEX_DASH: Final = b"0123456789abcdef-"
@@ -155,55 +159,86 @@ def sampled_by_ratio(trace_id: bytes, bound: int) -> bool:
 
 
 def bound_hex(bound: int) -> bytes:
-    """``bound`` as 16 lowercase hex digits, for comparing with a trace id's last 16 as bytes (same
-    length, so the byte order is the numeric order); b"" when every trace is sampled (2**64)."""
+    """``bound`` as 16 lowercase hex digits, for comparing with a trace id's last 16 (same length, so
+    the byte order is the numeric order); b"" when every trace is sampled (2**64)."""
     return b"%016x" % bound if bound < 1 << 64 else b""
 
 
-class RandomHex:
-    """Random lowercase hex digits, cut from a pool refilled from ``os.urandom``."""
+class IdPool:
+    """Random ids, cut from pools refilled from ``os.urandom``, none all zeros.
 
-    __slots__ = ("pool", "pos")
+    New traces come from ``pool``: ``hexlify(raw, b"-", -16)``, 32 hex digits (16 random bytes) then a
+    dash, over and over; a record is 49 characters from a group's start, ``<trace id>-<span id>`` (the
+    span id is the first half of the next group, whose second half is skipped), so a request starting
+    a trace cuts one slice, ready for its ``traceparent`` line.  ``span_id`` cuts plain hex digits from
+    ``hex``.  A refill whose random bytes hold eight zero bytes in a row is drawn again (2**-55 per
+    refill): no id can then be all zeros, and no id needs a check."""
+
+    __slots__ = ("pool", "pos", "hex", "hex_pos")
 
     def __init__(self) -> None:
         self.pool = b""
         self.pos = 0
+        self.hex = b""
+        self.hex_pos = 0
 
-    def take(self, n: int) -> bytes:
+    def record(self) -> int:
+        """Where a fresh ``<trace id>-<span id>`` starts in :attr:`pool` (read ``pool`` after this call:
+        it may have refilled it)."""
         pos = self.pos
-        end = pos + n
-        if end > len(self.pool):
-            self.pool = hexlify(os.urandom(POOL_BYTES))
+        if pos + _RECORD > len(self.pool):
+            self.pool = hexlify(_random(POOL_BYTES), b"-", -16)
             pos = 0
-            end = n
-        self.pos = end
-        return self.pool[pos:end]
+        self.pos = pos + _RECORD_STEP
+        return pos
+
+    def span_id(self) -> bytes:
+        pos = self.hex_pos
+        end = pos + 16
+        if end > len(self.hex):
+            self.hex = hexlify(_random(POOL_BYTES))
+            pos = 0
+            end = 16
+        self.hex_pos = end
+        return self.hex[pos:end]
 
     def empty(self) -> None:
         self.pool = b""
         self.pos = 0
+        self.hex = b""
+        self.hex_pos = 0
 
 
-_RANDOM: Final = RandomHex()
-os.register_at_fork(after_in_child=_RANDOM.empty)  # a child must not hand out its parent's ids
+def _random(n: int) -> bytes:
+    """``n`` random bytes (a multiple of 8) without eight zero bytes in a row."""
+    raw = os.urandom(n)
+    while _ZERO_BYTES in raw:
+        raw = os.urandom(n)
+    return raw
+
+
+def below_bound(digits: bytes, at: int, below: bytes) -> bool:
+    """Whether the 16 hex digits of ``digits`` at ``at`` (a trace id's low 64 bits) are below ``below``
+    (:func:`bound_hex`; lowercase hex sorts as its value), read in place: usually the first digit decides."""
+    for k in range(16):
+        a = digits[at + k]
+        b = below[k]
+        if a != b:
+            return a < b
+    return False
+
+
+_IDS: Final = IdPool()
+os.register_at_fork(after_in_child=_IDS.empty)  # a child must not hand out its parent's ids
 
 
 def new_span_id() -> bytes:
-    span_id = _RANDOM.take(16)
-    return span_id if span_id != _ZERO_SPAN else new_span_id()
-
-
-def new_ids() -> bytes:
-    """48 hex digits: a trace id (32) then a span id (16), neither all zeros."""
-    ids = _RANDOM.take(48)
-    if ids[:32] == _ZERO_TRACE or ids[32:] == _ZERO_SPAN:
-        return new_ids()
-    return ids
+    return _IDS.span_id()
 
 
 def new_trace_id() -> bytes:
-    trace_id = _RANDOM.take(32)
-    return trace_id if trace_id != _ZERO_TRACE else new_trace_id()
+    pos = _IDS.record()  # (first: it may refill the pool)
+    return _IDS.pool[pos : pos + 32]
 
 
 class RouteTracing:
@@ -225,6 +260,13 @@ class RouteTracing:
 
     def begin(self, headers: list[tuple[bytes, bytes]]) -> tuple[Trace, list[tuple[bytes, bytes]]]:
         """The trace of one request, and its fields without the client's Trace Context ones."""
+        trace = self.start(headers)
+        forwarded = trace.headers
+        return trace, headers if forwarded is None else forwarded
+
+    def start(self, headers: list[tuple[bytes, bytes]]) -> Trace:
+        """The trace of one request; ``Trace.headers`` holds its fields without the client's Trace
+        Context ones when there were any (None: forward ``headers`` as they are)."""
         parent = b""
         parents = 0
         state = b""
@@ -237,42 +279,57 @@ class RouteTracing:
             elif n == 10 and name == b"tracestate":
                 state = value if not states else state + b"," + value  # one list (RFC 9110 5.3)
                 states += 1
-        if parents or states:
-            headers = [h for h in headers if h[0] != b"traceparent" and h[0] != b"tracestate"]
-        found = parse_traceparent(parent) if parents == 1 else None
-        ids = new_ids()  # a trace id (if needed) and our span id, cut at once
-        span_id = ids[32:]
-        if found is None:
-            # A new trace, sampled by its id's low 64 bits (compared as hex: the same order)
-            trace_id = ids[:32]
+        if not parents and not states:
+            # The common case, a new trace, sampled by its id's low 64 bits (compared as hex)
+            ids = _IDS
+            pos = ids.record()
+            pool = ids.pool
             below = self.below
-            sampled = not below or trace_id[16:] < below
-            parent_id = b""
-            state = b""
-        else:
-            trace_id, parent_id, sampled = found
-            state = bounded_tracestate(state) if states else b""
+            sampled = not below or below_bound(pool, pos + 16, below)
+            if sampled and self.sink is not None:
+                recording = Recording(self, pool[pos : pos + 32], b"", b"", pool[pos + 33 : pos + 49])
+                return Trace(True, b"", recording, None)
+            # Nothing recorded: every attempt sends the same line (our span id in it is one no
+            # exporter will ever see, as an OpenTelemetry non-recording span's).
+            end = _SAMPLED_END if sampled else _UNSAMPLED_END
+            return Trace(sampled, _TRACEPARENT + pool[pos : pos + _RECORD] + end, None, None)
+        forwarded = [h for h in headers if h[0] != b"traceparent" and h[0] != b"tracestate"]
+        found = parse_traceparent(parent) if parents == 1 else None
+        if found is None:  # none valid: a new trace, the client's tracestate dropped with its traceparent
+            trace = self.start(forwarded)
+            trace.headers = forwarded
+            return trace
+        trace_id, parent_id, sampled = found
+        state = bounded_tracestate(state) if states else b""
+        span_id = _IDS.span_id()
         if sampled and self.sink is not None:
-            return Trace(trace_id, True, b"", Recording(self, trace_id, parent_id, state, span_id)), headers
-        # Nothing recorded: every attempt sends the same lines, built once (our span id in them is
-        # one no exporter will ever see, as an OpenTelemetry non-recording span's).
+            return Trace(True, b"", Recording(self, trace_id, parent_id, state, span_id), forwarded)
         line = _TRACEPARENT + trace_id + b"-" + span_id + (_SAMPLED_END if sampled else _UNSAMPLED_END)
         if state:
             line += b"tracestate: " + state + b"\r\n"
-        return Trace(trace_id, sampled, line, None), headers
+        return Trace(sampled, line, None, forwarded)
 
 
 class Trace:
-    """One request's trace: the id (the access log's), the sampling decision, and either the lines
-    every attempt sends (``line``: nothing recorded) or the :class:`Recording` that makes them."""
+    """One request's trace: the sampling decision, and either the lines every attempt sends (``line``:
+    nothing recorded) or the :class:`Recording` that makes them; ``headers``: the request's fields
+    without the client's Trace Context ones, when it sent any."""
 
-    __slots__ = ("trace_id", "sampled", "line", "rec")
+    __slots__ = ("sampled", "line", "rec", "headers")
 
-    def __init__(self, trace_id: bytes, sampled: bool, line: bytes, rec: Recording | None) -> None:
-        self.trace_id = trace_id
+    def __init__(
+        self, sampled: bool, line: bytes, rec: Recording | None, headers: list[tuple[bytes, bytes]] | None
+    ) -> None:
         self.sampled = sampled
-        self.line = line
+        self.line = line  # b"traceparent: 00-<trace id>-..." (and a tracestate line) when rec is None
         self.rec = rec  # None: unsampled, or sampled on a worker without an exporter
+        self.headers = headers
+
+    @property
+    def trace_id(self) -> bytes:
+        """The 32 hex digits of the trace id (the access log's): read off the line, made only when asked."""
+        rec = self.rec
+        return rec.trace_id if rec is not None else self.line[16:48]
 
     @property
     def recording(self) -> bool:

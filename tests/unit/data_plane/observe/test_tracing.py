@@ -16,6 +16,8 @@ from data_plane.observe.tracing import (
     MAX_TRACESTATE,
     RouteTracing,
     ServerRecord,
+    below_bound,
+    bound_hex,
     bounded_tracestate,
     new_span_id,
     new_trace_id,
@@ -323,3 +325,25 @@ def test_an_unsampled_request_propagates_and_records_nothing(traced: tuple[Gatew
     assert _upstream_traceparent(gw, _target(gw))[0::2] == (TRACE, b"00")
     gw.respond(response(200))
     assert sink.records == []
+
+
+def test_below_bound_reads_the_digits_in_place_as_their_value() -> None:
+    import random
+
+    rng = random.Random(7)
+    edges = [0, 1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
+    values = edges + [rng.getrandbits(64) for _ in range(500)]
+    for v in values:
+        for bound in edges[1:] + [rng.getrandbits(64) for _ in range(3)]:
+            digits = b"x" * 16 + b"%016x" % v  # the low 64 bits of a trace id at offset 16
+            assert below_bound(digits, 16, bound_hex(bound)) == (v < bound), (v, bound)
+
+
+def test_new_trace_records_are_trace_dash_span() -> None:
+    records = []
+    for _ in range(300):  # more than two pools
+        trace = policy(1.0).begin([])[0]
+        records.append(trace.line)
+    assert len(set(records)) == 300
+    for line in records:
+        assert re.fullmatch(rb"traceparent: 00-[0-9a-f]{32}-[0-9a-f]{16}-01\r\n", line), line
