@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,6 +29,48 @@ cli_certificates.register(app)
 cli_config.register(app)
 cli_usage.register(app)
 cli_webhooks.register(app)
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Admin API URL [TOLLGATE_ADMIN_URL]", show_default=False)
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="Admin token [TOLLGATE_ADMIN_TOKEN, else <data_dir>/admin-token]",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="table | json | yaml (admin commands)", show_default=False)
+    ] = None,
+) -> None:
+    """Tollgate: an API gateway and load balancer."""
+    # The admin commands' --url, --token and -o work before the command too: given here, they become the
+    # defaults of every command's own options (an option after the command still wins).
+    given = {k: v for k, v in {"url": url, "token": token, "output": output}.items() if v is not None}
+    if given:
+        ctx.default_map = _defaults_for(ctx.command, given)
+
+
+def _defaults_for(command: Any, given: dict[str, str]) -> dict[str, Any]:
+    """``default_map`` for ``command`` and every command below it (Typer's own click: duck-typed)."""
+    subcommands = getattr(command, "commands", None)
+    if subcommands is not None:
+        return {name: _defaults_for(sub, given) for name, sub in subcommands.items()}
+    out: dict[str, Any] = {}
+    for param in command.params:
+        if param.name not in given:
+            continue
+        value = given[param.name]
+        if param.name == "output" and value not in (getattr(param.type, "choices", None) or ()):
+            continue  # `-o` of another meaning (`snapshot export -o FILE`) or a format the command lacks
+        out[param.name] = value
+    return out
 
 
 def _logging(level: str, fmt: str = "text") -> None:
