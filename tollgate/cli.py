@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tollgate import cli_certificates, cli_config, cli_resources, cli_usage, cli_webhooks
+from tollgate import cli_admin, cli_certificates, cli_config, cli_resources, cli_usage, cli_webhooks
 from tollgate.cli_openapi import register as register_openapi_commands
 
 app = typer.Typer(help="Tollgate: an API gateway and load balancer.", no_args_is_help=True, add_completion=False)
@@ -24,11 +24,14 @@ snapshot_app = typer.Typer(help="Config snapshots (the worker's input).", no_arg
 app.add_typer(snapshot_app, name="snapshot")
 
 # Admin commands over the admin API (their own modules; each registers its sub-commands here).
-cli_resources.register(app)
+cli_resources.register(app, cli_admin.EXTRA)
 cli_certificates.register(app)
 cli_config.register(app)
+for _name, _command in cli_admin.USAGE.items():
+    cli_usage.usage_app.command(_name)(_command)
 cli_usage.register(app)
 cli_webhooks.register(app)
+cli_admin.register(app)
 
 
 @app.callback()
