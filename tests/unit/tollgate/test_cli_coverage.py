@@ -73,6 +73,7 @@ COMMANDS: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/usage-plans/{plan_id}"): "plans delete",
     ("GET", "/v1/usage-plans/{plan_id}/usage"): "usage plan",
     ("GET", "/v1/config"): "status",
+    ("GET", "/v1/config/snapshot"): "snapshot export",
     ("GET", "/v1/nodes"): "nodes list",
     ("POST", "/v1/admin-tokens"): "admin-tokens create",
     ("GET", "/v1/admin-tokens"): "admin-tokens list",
