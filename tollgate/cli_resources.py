@@ -112,7 +112,7 @@ RESOURCES: dict[str, Resource] = {
             "nodes",
             "node",
             "/v1/nodes",
-            ("id", "hostname", "pid", "version", "revision", "hash", "in_sync", "stale", "last_seen", "last_error"),
+            ("id", "hostname", "pid", "version", "revision", "in_sync", "stale", "last_seen", "last_error"),
             label=lambda n: str(n["id"]),
             verbs=frozenset({"list", "get"}),
         ),
