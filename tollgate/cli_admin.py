@@ -16,7 +16,7 @@ import typer
 
 from tollgate import render
 from tollgate.adminclient import AdminClient
-from tollgate.cli_resources import RESOURCES, OutputOpt, RefArg, TokenOpt, UrlOpt, _run, resolve
+from tollgate.cli_resources import RESOURCES, OutputOpt, RefArg, TokenOpt, UrlOpt, resolve, run_admin
 from tollgate.render import Output
 
 CustomerOpt = Annotated[str, typer.Option("--customer", help="the customer (name or id)", show_default=False)]
@@ -51,7 +51,7 @@ def rotate_key(
         path = f"/v1/customers/{item['customer_id']}/keys/{item['id']}/rotate"
         _print(client.post(path, {"grace_seconds": grace}), output, ("id", "prefix", "name", "expires_at", "key"))
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 # ---------------------------------------------------------------------------- customers
@@ -64,7 +64,7 @@ def subscription(ref: RefArg, url: UrlOpt = None, token: TokenOpt = None, output
         sub = client.get(f"/v1/customers/{_customer(client, ref)['id']}/plan")
         _print(sub, output, ("plan_name", "billing_anchor", "time_zone", "period_start", "period_end"))
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 # ---------------------------------------------------------------------------- usage
@@ -83,7 +83,7 @@ def adjust(
         result = client.post(f"/v1/customers/{_customer(client, customer)['id']}/usage/adjust", {"extra": extra})
         _print(result, output, ("period", "period_start", "period_end", "extra", "limit"))
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 def set_remaining(
@@ -100,7 +100,7 @@ def set_remaining(
         result = client.request("PUT", path, json={"remaining": remaining})
         _print(result, output, ("period", "period_start", "period_end", "extra", "limit", "used", "remaining"))
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 def plan_usage(
@@ -126,7 +126,7 @@ def plan_usage(
         ]
         render.stdout().print(render.table(rows, ("customer", "requests"), title=f"plan {item['name']}"))
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 # ---------------------------------------------------------------------------- upstreams and apis
@@ -151,7 +151,7 @@ def health(ref: RefArg, url: UrlOpt = None, token: TokenOpt = None, output: Outp
         ]
         render.stdout().print(render.table(rows, ("target", "weight", "nodes")))
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 def refresh_jwks(ref: RefArg, url: UrlOpt = None, token: TokenOpt = None, output: OutputOpt = Output.table) -> None:
@@ -161,7 +161,7 @@ def refresh_jwks(ref: RefArg, url: UrlOpt = None, token: TokenOpt = None, output
         item = resolve(client, RESOURCES["apis"], ref, None)
         _print(client.post(f"/v1/apis/{item['id']}/jwks/refresh", None), output, ("kids", "fetched_at", "last_error"))
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 def openapi(
@@ -177,7 +177,7 @@ def openapi(
         suffix = "yaml" if yaml_format else "json"
         sys.stdout.write(client.send("GET", f"/v1/apis/{item['id']}/openapi.{suffix}").text.rstrip("\n") + "\n")
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 # ---------------------------------------------------------------------------- audit, config
@@ -199,7 +199,7 @@ def audit(
         columns = ("at", "token_name", "method", "path", "resource_id", "detail")
         render.stdout().print(render.table(items, columns))
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 def status(url: UrlOpt = None, token: TokenOpt = None, output: OutputOpt = Output.table) -> None:
@@ -215,7 +215,7 @@ def status(url: UrlOpt = None, token: TokenOpt = None, output: OutputOpt = Outpu
         }
         _print(summary, output, tuple(summary))
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 def schema(url: UrlOpt = None, token: TokenOpt = None) -> None:
@@ -224,7 +224,7 @@ def schema(url: UrlOpt = None, token: TokenOpt = None) -> None:
     def body(client: AdminClient) -> None:
         sys.stdout.write(json.dumps(client.get("/v1/config/schema"), indent=2) + "\n")
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 # resource group -> extra commands (added to the groups cli_resources builds)

@@ -275,7 +275,7 @@ def write(client: AdminClient, res: Resource, path: str, body: Item, *, create: 
 # ---------------------------------------------------------------------------- commands
 
 
-def _run(url: str | None, token: str | None, body: Callable[[AdminClient], None]) -> None:
+def run_admin(url: str | None, token: str | None, body: Callable[[AdminClient], None]) -> None:
     try:
         with AdminClient(url, token) as client:
             body(client)
@@ -322,7 +322,7 @@ def build(res: Resource) -> typer.Typer:
             else:
                 render.data(items, output)
 
-        _run(url, token, body)
+        run_admin(url, token, body)
 
     def get(
         ref: str,
@@ -331,7 +331,7 @@ def build(res: Resource) -> typer.Typer:
         token: str | None = None,
         output: Output = Output.table,
     ) -> None:
-        _run(url, token, lambda c: _show(c, res, resolve(c, res, ref, parent_ref), output, parent_ref))
+        run_admin(url, token, lambda c: _show(c, res, resolve(c, res, ref, parent_ref), output, parent_ref))
 
     def create(
         fields: list[str] | None = None,
@@ -345,7 +345,7 @@ def build(res: Resource) -> typer.Typer:
             item = write(client, res, collection(client, res, parent_ref), body, create=True)
             _show(client, res, item, output, parent_ref)
 
-        _run(url, token, body)
+        run_admin(url, token, body)
 
     def update(
         ref: str,
@@ -361,7 +361,7 @@ def build(res: Resource) -> typer.Typer:
             item = write(client, res, path, parse_fields(client, res, fields or []), create=False)
             _show(client, res, item, output, parent_ref)
 
-        _run(url, token, body)
+        run_admin(url, token, body)
 
     def delete(ref: str, parent_ref: str | None = None, url: str | None = None, token: str | None = None) -> None:
         def body(client: AdminClient) -> None:
@@ -369,7 +369,7 @@ def build(res: Resource) -> typer.Typer:
             client.delete(f"{collection(client, res, parent_ref)}/{item['id']}")
             render.stderr().print(f"deleted {res.singular} {res.label(item)} ({item['id']})")
 
-        _run(url, token, body)
+        run_admin(url, token, body)
 
     common = {"parent_ref": ParentOpt, "url": UrlOpt, "token": TokenOpt, "return": None}
     commands: dict[str, tuple[Callable[..., None], dict[str, Any], str]] = {
@@ -409,7 +409,7 @@ def purge_cache(ref: RefArg, url: UrlOpt = None, token: TokenOpt = None, output:
         else:
             render.data(purged, output)
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
 def register(root: typer.Typer, extra: Mapping[str, Mapping[str, Callable[..., None]]] | None = None) -> None:
