@@ -182,3 +182,16 @@ def test_rows_stored_partial_compare_as_complete(client: TestClient, database_ur
     dump = ok(client.get("/v1/config/export"))
     assert dump["upstreams"][0]["health_check"]["interval"] == 5.0
     assert apply(client, dump, dry_run=True)["changes"] == []
+
+
+def test_the_snapshot_is_exported_to_admin_tokens_only(client: TestClient) -> None:
+    make_upstream(client, "orders-svc")
+    r = client.get("/v1/config/snapshot")
+    assert r.status_code == 200, r.text
+    assert (
+        r.json()["revision"] == int(r.headers["x-tollgate-revision"])
+        and r.json()["hash"] == r.headers["x-tollgate-hash"]
+    )
+    viewer = created(client.post("/v1/admin-tokens", json={"name": "ro", "role": "viewer"}))["token"]
+    r = client.get("/v1/config/snapshot", headers={"Authorization": f"Bearer {viewer}"})
+    assert r.status_code == 403 and "admin" in r.json()["detail"]
