@@ -29,6 +29,7 @@ from control_plane.schemas import (
     PlanCreate,
     RouteOverrideIn,
     TargetCreate,
+    Timeout,
     UpstreamCreate,
     method_list,
     path_template,
@@ -60,6 +61,12 @@ class RouteSpec(BaseModel):
     methods: list[str] = Field(default_factory=list, description="empty: any method")
     upstream: Name = Field(description="name of the upstream (in this file or already on the control plane)")
     policies: Policies | None = Field(default=None, description="each member replaces the API's member of that name")
+    connect_timeout: Timeout | None = Field(default=None, description="seconds; null: the upstream's")
+    read_timeout: Timeout | None = Field(default=None, description="seconds; null: the upstream's")
+    total_timeout: Timeout | None = Field(default=None, description="seconds; null: the upstream's")
+    operation: dict[str, Any] | None = Field(
+        default=None, description="the OpenAPI operation object an import gave this route (kept for export and SDKs)"
+    )
 
     _check_path = field_validator("path")(path_template)
     _check_methods = field_validator("methods")(method_list)
@@ -67,8 +74,11 @@ class RouteSpec(BaseModel):
     @model_serializer(mode="wrap")
     def _no_empty_policies(self, handler: Any) -> Any:
         out = handler(self)
-        if isinstance(out, dict) and out.get("policies") is None:
-            out.pop("policies", None)  # most routes have none: the file stays as short as it was
+        if isinstance(out, dict):
+            # most routes have none of these: the file stays as short as it was
+            for name in ("policies", "connect_timeout", "read_timeout", "total_timeout", "operation"):
+                if out.get(name) is None:
+                    out.pop(name, None)
         return out
 
 
@@ -77,6 +87,17 @@ class ApiSpec(ApiCreate):
     # PATCH /v1/apis/{id}; apply leaves it alone and dump never shows it.
     jwt_secret: SkipJsonSchema[None] = Field(default=None, exclude=True)
     routes: list[RouteSpec] = Field(default_factory=list, description="the complete set of routes")
+    openapi: dict[str, Any] | None = Field(
+        default=None,
+        description="document-level parts of the imported OpenAPI description (info, components, tags, ...)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _no_empty_openapi(self, handler: Any) -> Any:
+        out = handler(self)
+        if isinstance(out, dict) and out.get("openapi") is None:
+            out.pop("openapi", None)  # only imported APIs have one
+        return out
 
     @field_validator("jwt_secret", mode="before")
     @classmethod

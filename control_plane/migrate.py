@@ -32,8 +32,20 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str) -> None:
-    """Bring the schema at ``database_url`` to the newest revision (``alembic upgrade head``)."""
-    log.info("applying database migrations")
+    """Bring the schema at ``database_url`` to the newest revision (``alembic upgrade head``).
+    Logged only when it changes something (not on every start)."""
+    try:
+        state, db_heads, code_heads = schema_state(database_url)
+    except CommandError:
+        state, db_heads, code_heads = "behind", set(), set()
+    if state == "current":
+        log.debug("database schema is current")
+        return
+    log.info(
+        "migrating the database schema from %s to %s",
+        ", ".join(sorted(db_heads)) or "empty",
+        ", ".join(sorted(code_heads)) or "head",
+    )
     command.upgrade(alembic_config(database_url), "head")
 
 

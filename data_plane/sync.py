@@ -182,7 +182,9 @@ class ConfigSync:
 
     def _lost(self, why: str) -> None:
         if self.connected or self.last_error != why:
-            log.warning("%s; serving the last-known-good config", why)
+            # known_hash: a config applied (from the control plane, or the cache at start) or none yet
+            serving = "serving the last-known-good config" if self.known_hash else "no config yet, nothing is served"
+            log.warning("%s; %s", why, serving)
         self.connected = False
         self.last_error = why
 

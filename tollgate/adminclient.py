@@ -1,7 +1,9 @@
 """A small synchronous client for the admin API (``/v1``), shared by every CLI command that talks to it.
 
 It knows the base URL (``TOLLGATE_ADMIN_URL``, default http://127.0.0.1:8001), the bearer token
-(``TOLLGATE_ADMIN_TOKEN``) and how errors look; nothing about resources.  Every failure
+(``--token``, else ``TOLLGATE_ADMIN_TOKEN``, else the ``admin-token`` file ``tollgate up`` writes into
+its data dir, ``TOLLGATE_DATA_DIR`` or ``./.tollgate``) and how errors look; nothing about resources.
+A 401 says where the token came from and how to give one.  Every failure
 becomes an :class:`AdminError` (connection problems included) whose ``str`` is what a person should
 read: ``404: upstream 'x' not found`` or, for validation errors, one ``field.path: message`` per line.
 The token is sent, never printed.  An ``https://`` URL is verified against the PEM file
@@ -15,6 +17,7 @@ import ssl
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,13 +61,43 @@ def _message(status: int, reason: str, detail: Any) -> str:
     return f"{status} {reason}: {detail}"
 
 
-def _refused(response: httpx.Response) -> AdminError:
+def _refused(response: httpx.Response, token_source: str = "") -> AdminError:
     try:
         detail = response.json().get("detail", response.text)
     except ValueError:
         detail = response.text.strip() or response.reason_phrase
     status = response.status_code
-    return AdminError(_message(status, response.reason_phrase, detail), status=status, detail=detail)
+    message = _message(status, response.reason_phrase, detail)
+    if status == 401:
+        message += "\n  " + _token_hint(token_source)
+    return AdminError(message, status=status, detail=detail)
+
+
+def _token_hint(source: str) -> str:
+    if source:
+        return f"the token came from {source}; give the right one with --token or TOLLGATE_ADMIN_TOKEN"
+    return (
+        "no admin token: give --token TOKEN or set TOLLGATE_ADMIN_TOKEN (`tollgate up` writes one to "
+        f"{data_dir() / 'admin-token'}; TOLLGATE_DATA_DIR names another data dir)"
+    )
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("TOLLGATE_DATA_DIR") or ".tollgate")
+
+
+def default_token() -> tuple[str | None, str]:
+    """The token when none is given, and where it came from: ``TOLLGATE_ADMIN_TOKEN``, else the file
+    ``tollgate up`` generated (``<data_dir>/admin-token``), so the CLI works right after ``make up``."""
+    env = os.environ.get("TOLLGATE_ADMIN_TOKEN")
+    if env:
+        return env, "TOLLGATE_ADMIN_TOKEN"
+    path = data_dir() / "admin-token"
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None, ""
+    return (token, str(path)) if token else (None, "")
 
 
 class AdminClient:
@@ -77,7 +110,9 @@ class AdminClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = (url or os.environ.get("TOLLGATE_ADMIN_URL") or DEFAULT_URL).rstrip("/")
-        token = token if token is not None else os.environ.get("TOLLGATE_ADMIN_TOKEN")
+        self.token_source = "--token"
+        if not token:
+            token, self.token_source = default_token()
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -129,7 +164,7 @@ class AdminClient:
             except httpx.HTTPError as exc:
                 raise AdminError(f"cannot reach the control plane at {self.url}: {exc}") from None
         if response.status_code >= 400:
-            raise _refused(response)
+            raise _refused(response, self.token_source)
         return response
 
     @contextmanager
@@ -145,7 +180,7 @@ class AdminClient:
             with self._http.stream("GET", path, params=params, timeout=timeout) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise _refused(response)
+                    raise _refused(response, self.token_source)
                 yield response
         except httpx.HTTPError as exc:
             raise AdminError(f"{path}: the connection to the control plane broke: {exc}") from None

@@ -12,11 +12,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from tollgate import cli_certificates, cli_config, cli_resources, cli_usage, cli_webhooks
+from tollgate import cli_admin, cli_certificates, cli_config, cli_resources, cli_usage, cli_webhooks
 from tollgate.cli_openapi import register as register_openapi_commands
 
 app = typer.Typer(help="Tollgate: an API gateway and load balancer.", no_args_is_help=True, add_completion=False)
@@ -24,11 +24,56 @@ snapshot_app = typer.Typer(help="Config snapshots (the worker's input).", no_arg
 app.add_typer(snapshot_app, name="snapshot")
 
 # Admin commands over the admin API (their own modules; each registers its sub-commands here).
-cli_resources.register(app)
+cli_resources.register(app, cli_admin.EXTRA)
 cli_certificates.register(app)
 cli_config.register(app)
+for _name, _command in cli_admin.USAGE.items():
+    cli_usage.usage_app.command(_name)(_command)
 cli_usage.register(app)
 cli_webhooks.register(app)
+cli_admin.register(app)
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Admin API URL [TOLLGATE_ADMIN_URL]", show_default=False)
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="Admin token [TOLLGATE_ADMIN_TOKEN, else <data_dir>/admin-token]",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="table | json | yaml (admin commands)", show_default=False)
+    ] = None,
+) -> None:
+    """Tollgate: an API gateway and load balancer."""
+    # The admin commands' --url, --token and -o work before the command too: given here, they become the
+    # defaults of every command's own options (an option after the command still wins).
+    given = {k: v for k, v in {"url": url, "token": token, "output": output}.items() if v is not None}
+    if given:
+        ctx.default_map = _defaults_for(ctx.command, given)
+
+
+def _defaults_for(command: Any, given: dict[str, str]) -> dict[str, Any]:
+    """``default_map`` for ``command`` and every command below it (Typer's own click: duck-typed)."""
+    subcommands = getattr(command, "commands", None)
+    if subcommands is not None:
+        return {name: _defaults_for(sub, given) for name, sub in subcommands.items()}
+    out: dict[str, Any] = {}
+    for param in command.params:
+        if param.name not in given:
+            continue
+        value = given[param.name]
+        if param.name == "output" and value not in (getattr(param.type, "choices", None) or ()):
+            continue  # `-o` of another meaning (`snapshot export -o FILE`) or a format the command lacks
+        out[param.name] = value
+    return out
 
 
 def _logging(level: str, fmt: str = "text") -> None:
@@ -133,6 +178,9 @@ def worker(
     ] = None,
     log_level: LogLevel = "info",
     log_format: LogFormat = "text",
+    port_check: Annotated[
+        bool, typer.Option("--port-check/--no-port-check", hidden=True, help="check the ports are free first")
+    ] = True,
 ) -> None:
     """Run proxy worker process(es): traffic on 8000, status on 8100. SIGHUP reopens the access log."""
     # Until the worker installs its SIGHUP handler (reopen the access log), a SIGHUP must not end the
@@ -177,7 +225,29 @@ def worker(
         except (OSError, ssl.SSLError) as exc:
             raise typer.BadParameter(f"--control-plane-ca {control_plane_ca}: cannot load it ({exc})") from None
     if control_plane_url and not os.environ.get("TOLLGATE_CLUSTER_TOKEN") and snapshot is None:
-        raise typer.BadParameter("TOLLGATE_CLUSTER_TOKEN must be set to talk to the control plane")
+        # On the control plane's machine the token it generated is in the same data dir: use it (the
+        # children of --processes and the worker settings read it from the environment).
+        token_file = Path(os.environ.get("TOLLGATE_DATA_DIR") or ".tollgate") / "cluster-token"
+        try:
+            os.environ["TOLLGATE_CLUSTER_TOKEN"] = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            pass
+        if not os.environ.get("TOLLGATE_CLUSTER_TOKEN"):
+            raise typer.BadParameter(
+                f"set TOLLGATE_CLUSTER_TOKEN to talk to the control plane (the control plane keeps it in "
+                f"<data_dir>/cluster-token; {token_file} does not exist here)"
+            )
+    if port_check:
+        from tollgate.ports import busy_message
+
+        status_host = os.environ.get("TOLLGATE_STATUS_HOST", "127.0.0.1")
+        checks = [(host, port, "--port / TOLLGATE_WORKER_PORT")]
+        checks += [(status_host, status_port + i, "--status-port / TOLLGATE_STATUS_PORT") for i in range(processes)]
+        checks += [(host, tls_port, "--tls-port / TOLLGATE_TLS_PORT")]
+        problem = busy_message(checks)
+        if problem:
+            typer.echo(f"tollgate worker: {problem}", err=True)
+            raise typer.Exit(1)
     if processes > 1:
         from tollgate.supervise import Child, Supervisor, python_module
 
@@ -185,7 +255,7 @@ def worker(
         for i in range(processes):
             args = ["worker", "--host", host, "--port", str(port), "--status-port", str(status_port + i)]
             args += ["--cache-dir", str(cache_dir), "--log-level", log_level, "--log-format", log_format]
-            args += ["--access-log", access_log]
+            args += ["--access-log", access_log, "--no-port-check"]  # checked here; the children share them
             if control_plane_url:
                 args += ["--control-plane", control_plane_url]
             if control_plane_ca is not None:
@@ -311,30 +381,30 @@ def _wait_for_schema(url: str, wait: float) -> int:
 @snapshot_app.command("export")
 def snapshot_export(
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write ('-' for stdout)")] = Path("-"),
+    url: Annotated[str | None, typer.Option("--url", help="Admin API URL [TOLLGATE_ADMIN_URL]")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Admin token (role admin)")] = None,
 ) -> None:
-    """Write the current config snapshot (from TOLLGATE_DATABASE_URL) for `tollgate worker --snapshot`."""
-    from control_plane.db import make_engine, make_session_factory
-    from control_plane.secretbox import SecretBox
-    from control_plane.settings import Settings, ensure_cluster_token, ensure_secret_key
-    from control_plane.snapshots.build import build_snapshot
+    """Write the current config snapshot (from the control plane's admin API) for `tollgate worker --snapshot`."""
+    # Through the admin API, not the database: the control plane knows its database, secret key and
+    # cluster token; a wrong TOLLGATE_DATABASE_URL here used to print a traceback and leave an empty file.
+    from tollgate import render
+    from tollgate.adminclient import AdminClient, AdminError
 
-    settings = Settings.from_env()
-    # Certificates' keys are opened with the secret key and sealed with the cluster token the worker holds.
-    box, token = SecretBox(ensure_secret_key(settings)), ensure_cluster_token(settings)
-    engine = make_engine(settings.database_url)
     try:
-        with make_session_factory(engine)() as session:
-            snap = build_snapshot(session, box=box, cluster_token=token)
-    finally:
-        engine.dispose()
-    data = snap.to_json()
+        with AdminClient(url, token) as client:
+            response = client.send("GET", "/v1/config/snapshot")
+    except AdminError as exc:
+        render.error(exc)
+        raise typer.Exit(1) from None
+    data = response.content
+    revision, digest = response.headers.get("x-tollgate-revision", "?"), response.headers.get("x-tollgate-hash", "")
     if str(output) == "-":
         sys.stdout.buffer.write(data + b"\n")
     else:
         tmp = output.with_name(f".{output.name}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, output)
-        typer.echo(f"wrote revision {snap.revision} ({snap.hash[:12]}) to {output}", err=True)
+        typer.echo(f"wrote revision {revision} ({digest[:12]}) to {output}", err=True)
 
 
 @app.command()

@@ -9,9 +9,14 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
+
+from tollgate import render
+from tollgate.cli_resources import TokenOpt, UrlOpt
+from tollgate.yamlsource import SourceError, load
 
 if TYPE_CHECKING:
-    from tollgate.adminclient import AdminClient, AdminError
+    from tollgate.adminclient import AdminClient
 
 # Importing a large document and generating an SDK take seconds on the control plane.
 TIMEOUT = 180.0
@@ -28,14 +33,24 @@ def import_openapi(
         str | None, typer.Option("--upstream", help="Upstream (name or id) of routes without x-tollgate-upstream")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would change")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Create or update an API from an OpenAPI document (idempotent; routes not in the document are removed)."""
     from tollgate.adminclient import AdminClient, AdminError
 
+    # Read here first, as `apply` reads its file: syntax errors and duplicate keys (which a YAML parser
+    # would silently resolve to the last one) are file:line:col before anything is sent, and the
+    # server's errors (JSON pointers into the document) are mapped back to lines.
+    try:
+        source = load(document)
+    except SourceError as exc:
+        render.stderr().print(escape(str(exc)))
+        raise typer.Exit(1) from None
     content_type = "application/json" if document.suffix.lower() == ".json" else "application/yaml"
     params = {**({"upstream_id": upstream} if upstream else {}), "dry_run": "true" if dry_run else "false"}
     try:
-        with AdminClient(timeout=TIMEOUT) as admin:
+        with AdminClient(url, token, timeout=TIMEOUT) as admin:
             response = admin.send(
                 "POST",
                 "/v1/apis/import",
@@ -45,8 +60,12 @@ def import_openapi(
             )
             result: dict[str, Any] = response.json()
     except AdminError as exc:
-        status, detail = _status_detail(exc)
-        typer.echo(f"import failed ({status}): {json.dumps(detail, indent=2)}", err=True)
+        errors = exc.errors() if exc.status == 422 else []
+        if not errors:
+            render.error(exc)
+        for loc, msg in errors:
+            path = "/".join(str(p) for p in loc) or "(document)"
+            render.stderr().print(f"{escape(source.where(loc))}: {escape(path)}: {escape(msg)}")
         raise typer.Exit(1) from None
     diff = result["diff"]
     name = result["api"]["name"] if result["api"] else "(new api)"
@@ -66,17 +85,18 @@ def sdk(
     api: Annotated[str, typer.Argument(help="API name (or id)")],
     lang: Annotated[str, typer.Option("--lang", help="SDK language")] = "python",
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to unpack the package into")] = Path("."),
+    url: UrlOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Download a generated client SDK for an API and unpack it (then: pip install DIR/<name>-client)."""
     from tollgate.adminclient import AdminClient, AdminError
 
     try:
-        with AdminClient(timeout=TIMEOUT) as admin:
+        with AdminClient(url, token, timeout=TIMEOUT) as admin:
             api_id = _find_api(admin, api)["id"]
             data = admin.send("GET", f"/v1/apis/{api_id}/sdk", params={"lang": lang}, headers={"accept": "*/*"}).content
     except AdminError as exc:
-        status, detail = _status_detail(exc)
-        typer.echo(f"sdk failed ({status}): {detail}", err=True)
+        render.error(exc)
         raise typer.Exit(1) from None
     top = extract(data, output)
     typer.echo(f"wrote {output / top}  (install: pip install {output / top})")
@@ -90,13 +110,6 @@ def _find_api(admin: AdminClient, name_or_id: str) -> dict[str, Any]:
             return dict(item)
     message = f"no api named {name_or_id!r}"
     raise AdminError(message, status=404, detail=message)
-
-
-def _status_detail(exc: AdminError) -> tuple[int, Any]:
-    """What these commands print: the status (0: the control plane could not be reached) and detail."""
-    if exc.status is None:
-        return 0, str(exc)
-    return exc.status, exc.detail
 
 
 def extract(data: bytes, output: Path) -> str:

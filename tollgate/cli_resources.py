@@ -33,6 +33,7 @@ class Resource:
     path: str  # collection path; "{parent}" is the parent's id
     columns: tuple[str, ...]  # table columns (a reference's label column is named after the reference)
     label: Callable[[Item], str] = lambda item: str(item.get("name", item["id"]))
+    aliases: Callable[[Item], tuple[str, ...]] = lambda item: ()  # other names it answers to (a key's name)
     parent: str | None = None  # the parent resource's name: its label or id comes from --<parent singular>
     refs: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # input name -> (resource, id field)
     list_fields: frozenset[str] = frozenset()
@@ -83,14 +84,18 @@ RESOURCES: dict[str, Resource] = {
             "plan",
             "/v1/usage-plans",
             ("id", "name", "throttle", "quota", "apis"),
+            list_fields=frozenset({"apis"}),
+            refs={"apis": ("apis", "apis")},  # shown: API names (and overrides) for the entries' api_id
         ),
         Resource(
             "customers",
             "customer",
             "/v1/customers",
-            ("id", "name", "status", "email", "plan_id", "api_ids", "mtls_fingerprints", "mtls_subjects"),
+            ("id", "name", "status", "email", "plan", "apis", "mtls_fingerprints", "mtls_subjects"),
             # subjects hold commas (CN=a,O=b): give them as a JSON list, mtls_subjects='["CN=a,O=b"]'
-            list_fields=frozenset({"api_ids", "mtls_fingerprints"}),
+            list_fields=frozenset({"apis", "api_ids", "mtls_fingerprints"}),
+            # plan=NAME subscribes (PUT /v1/customers/{id}/plan; plan=null unsubscribes), apis=a,b grants
+            refs={"plan": ("plans", "plan_id"), "apis": ("apis", "api_ids")},
             children=("keys",),
         ),
         Resource(
@@ -99,6 +104,7 @@ RESOURCES: dict[str, Resource] = {
             "/v1/customers/{parent}/keys",
             ("id", "prefix", "name", "status", "expires_at", "last_used_at", "key"),
             label=lambda k: str(k["prefix"]),
+            aliases=lambda k: (str(k["name"]),) if k.get("name") else (),
             parent="customers",
             verbs=frozenset({"list", "get", "create", "delete"}),
         ),
@@ -106,9 +112,23 @@ RESOURCES: dict[str, Resource] = {
             "nodes",
             "node",
             "/v1/nodes",
-            ("id", "hostname", "version", "revision", "in_sync", "stale", "last_seen", "last_error"),
+            ("id", "hostname", "pid", "version", "revision", "in_sync", "stale", "last_seen", "last_error"),
             label=lambda n: str(n["id"]),
             verbs=frozenset({"list", "get"}),
+        ),
+        Resource(
+            "admin-tokens",  # `create` prints the token: shown this once
+            "admin token",
+            "/v1/admin-tokens",
+            ("id", "name", "role", "prefix", "created_at", "revoked_at", "token"),
+            verbs=frozenset({"list", "create", "delete"}),
+        ),
+        Resource(
+            "plugins",
+            "plugin",
+            "/v1/plugins",
+            ("name", "description"),
+            verbs=frozenset({"list"}),
         ),
     )
 }
@@ -141,6 +161,8 @@ def resolve(client: AdminClient, res: Resource, ref: str, parent_ref: str | None
         if item["id"] == ref:
             return item
     matches = [item for item in items if res.label(item) == ref]
+    if not matches:
+        matches = [item for item in items if ref in res.aliases(item)]
     if len(matches) == 1:
         return matches[0]
     if matches:
@@ -170,23 +192,90 @@ def parse_fields(client: AdminClient, res: Resource, pairs: Sequence[str]) -> It
             target, id_field = res.refs[key]
             body[id_field] = resolve(client, RESOURCES[target], value, None)["id"]
             continue
+        if key in res.refs and isinstance(value, list):
+            target, id_field = res.refs[key]
+            body[id_field] = [_ref_entry(client, RESOURCES[target], v, entries=id_field == key) for v in value]
+            continue
+        if key in res.refs and value is None:
+            body[res.refs[key][1]] = None
+            continue
         body[key] = value
     return body
 
 
+def _ref_entry(client: AdminClient, target: Resource, value: Any, *, entries: bool) -> Any:
+    """One element of a list of references: a name or id → the id.  ``entries``: the list holds objects
+    naming the resource by ``api_id`` (a plan's ``apis``): a name becomes ``{"api_id": id}``, and an
+    object may name it by name in ``api`` (``apis='[{"api": "orders", "overrides": [...]}]'``)."""
+    if not entries:
+        return resolve(client, target, str(value), None)["id"]
+    if isinstance(value, dict):
+        entry = dict(value)
+        if "api" in entry:
+            entry["api_id"] = resolve(client, target, str(entry.pop("api")), None)["id"]
+        return entry
+    return {"api_id": resolve(client, target, str(value), None)["id"]}
+
+
+def _labelled(value: Any, labels: Mapping[str, str]) -> Any:
+    """Ids → labels, in lists too; a plan's entry (``{"api_id", "overrides"}``) → the API and its overrides."""
+    if isinstance(value, list):
+        return [_labelled(v, labels) for v in value]
+    if isinstance(value, dict) and "api_id" in value:
+        overrides = value.get("overrides") or []
+        shown = labels.get(value["api_id"], value["api_id"])
+        n = len(overrides)
+        return f"{shown} ({n} route override{'s' if n != 1 else ''})" if n else shown
+    return labels.get(value, value) if isinstance(value, str) else value
+
+
 def with_ref_labels(client: AdminClient, res: Resource, items: list[Item]) -> list[Item]:
-    """Add a label column per reference (``upstream`` next to ``upstream_id``) for tables."""
+    """Add a label column per reference (``upstream`` next to ``upstream_id``, ``apis`` for ``api_ids``)
+    for tables: names, not ids."""
     for key, (target, id_field) in res.refs.items():
         target_res = RESOURCES[target]
         labels = {t["id"]: target_res.label(t) for t in client.list_all(target_res.path)}
-        items = [{**i, key: labels.get(i.get(id_field), i.get(id_field))} for i in items]
+        items = [{**i, key: _labelled(i.get(id_field), labels)} for i in items]
     return items
+
+
+# A customer's plan is a subscription (its own endpoint), not a customer field.
+SUBSCRIPTION_FIELDS = ("billing_anchor", "time_zone")
+
+
+def _subscription(body: Item) -> Item | None:
+    """Pop ``plan_id`` (and the billing cycle fields) from a customer body: ``{}`` to unsubscribe,
+    the PUT body to subscribe, None when the fields named no plan."""
+    if "plan_id" not in body:
+        if any(k in body for k in SUBSCRIPTION_FIELDS):
+            raise AdminError("billing_anchor and time_zone go with plan=NAME")
+        return None
+    plan_id = body.pop("plan_id")
+    cycle = {k: body.pop(k) for k in SUBSCRIPTION_FIELDS if k in body}
+    return {"plan_id": plan_id, **cycle} if plan_id is not None else {}
+
+
+def write(client: AdminClient, res: Resource, path: str, body: Item, *, create: bool) -> Item:
+    """POST (create) or PATCH ``path``; a customer's ``plan`` goes to its subscription endpoint."""
+    sub = _subscription(body) if res.name == "customers" else None
+    if create:
+        item: Item = client.post(path, body)
+    else:
+        item = client.patch(path, body) if body or sub is None else client.get(path)
+    if sub is not None:
+        item_path = path if not create else f"{path}/{item['id']}"
+        if sub:
+            client.request("PUT", f"{item_path}/plan", json=sub)
+        else:
+            client.delete(f"{item_path}/plan")
+        item = client.get(item_path)
+    return item
 
 
 # ---------------------------------------------------------------------------- commands
 
 
-def _run(url: str | None, token: str | None, body: Callable[[AdminClient], None]) -> None:
+def run_admin(url: str | None, token: str | None, body: Callable[[AdminClient], None]) -> None:
     try:
         with AdminClient(url, token) as client:
             body(client)
@@ -233,7 +322,7 @@ def build(res: Resource) -> typer.Typer:
             else:
                 render.data(items, output)
 
-        _run(url, token, body)
+        run_admin(url, token, body)
 
     def get(
         ref: str,
@@ -242,7 +331,7 @@ def build(res: Resource) -> typer.Typer:
         token: str | None = None,
         output: Output = Output.table,
     ) -> None:
-        _run(url, token, lambda c: _show(c, res, resolve(c, res, ref, parent_ref), output, parent_ref))
+        run_admin(url, token, lambda c: _show(c, res, resolve(c, res, ref, parent_ref), output, parent_ref))
 
     def create(
         fields: list[str] | None = None,
@@ -252,10 +341,11 @@ def build(res: Resource) -> typer.Typer:
         output: Output = Output.table,
     ) -> None:
         def body(client: AdminClient) -> None:
-            item = client.post(collection(client, res, parent_ref), parse_fields(client, res, fields or []))
+            body = parse_fields(client, res, fields or [])
+            item = write(client, res, collection(client, res, parent_ref), body, create=True)
             _show(client, res, item, output, parent_ref)
 
-        _run(url, token, body)
+        run_admin(url, token, body)
 
     def update(
         ref: str,
@@ -268,9 +358,10 @@ def build(res: Resource) -> typer.Typer:
         def body(client: AdminClient) -> None:
             item = resolve(client, res, ref, parent_ref)
             path = f"{collection(client, res, parent_ref)}/{item['id']}"
-            _show(client, res, client.patch(path, parse_fields(client, res, fields or [])), output, parent_ref)
+            item = write(client, res, path, parse_fields(client, res, fields or []), create=False)
+            _show(client, res, item, output, parent_ref)
 
-        _run(url, token, body)
+        run_admin(url, token, body)
 
     def delete(ref: str, parent_ref: str | None = None, url: str | None = None, token: str | None = None) -> None:
         def body(client: AdminClient) -> None:
@@ -278,7 +369,7 @@ def build(res: Resource) -> typer.Typer:
             client.delete(f"{collection(client, res, parent_ref)}/{item['id']}")
             render.stderr().print(f"deleted {res.singular} {res.label(item)} ({item['id']})")
 
-        _run(url, token, body)
+        run_admin(url, token, body)
 
     common = {"parent_ref": ParentOpt, "url": UrlOpt, "token": TokenOpt, "return": None}
     commands: dict[str, tuple[Callable[..., None], dict[str, Any], str]] = {
@@ -318,12 +409,15 @@ def purge_cache(ref: RefArg, url: UrlOpt = None, token: TokenOpt = None, output:
         else:
             render.data(purged, output)
 
-    _run(url, token, body)
+    run_admin(url, token, body)
 
 
-def register(root: typer.Typer) -> None:
+def register(root: typer.Typer, extra: Mapping[str, Mapping[str, Callable[..., None]]] | None = None) -> None:
+    """One group per resource; ``extra``: more commands of a group (``keys rotate``: cli_admin.py)."""
     for res in RESOURCES.values():
         app = build(res)
         if res.name == "apis":
             app.command("purge-cache")(purge_cache)
+        for name, fn in (extra or {}).get(res.name, {}).items():
+            app.command(name)(fn)
         root.add_typer(app, name=res.name)

@@ -57,6 +57,22 @@ def register_demo(admin_url: str, demo_port: int, headers: dict[str, str] | None
 def run_embedded(
     *, workers: int, port: int, admin_port: int, demo_port: int, data_dir: Path, tls_port: int = 8443
 ) -> int:
+    from tollgate.ports import busy_message
+
+    # Before anything starts: a second `tollgate up` (or anything else on these ports) is one line
+    # naming the process and the option, not a banner followed by a child's traceback.
+    status_port = int(os.environ.get("TOLLGATE_STATUS_PORT") or 8100)
+    checks = [
+        ("127.0.0.1", admin_port, "--admin-port"),
+        ("127.0.0.1", port, "--port"),
+        ("127.0.0.1", demo_port, "--demo-port"),
+        ("127.0.0.1", tls_port, "--tls-port (0: no HTTPS)"),
+    ]
+    checks += [("127.0.0.1", status_port + i, "TOLLGATE_STATUS_PORT") for i in range(workers)]
+    problem = busy_message(checks)
+    if problem:
+        print(f"tollgate up: {problem}", file=sys.stderr)
+        return 1
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     from control_plane.settings import ADMIN_TOKEN_FILE, Settings, ensure_cluster_token, ensure_secret_file

@@ -37,3 +37,12 @@ def setup(level: str, fmt: str = TEXT) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # The operator's log holds what an operator acts on.  Libraries' INFO lines are not that: alembic's
+    # set-up lines on every start, httpx's line per request (every heartbeat, usage batch and snapshot
+    # long-poll of a worker).  They come back with --log-level debug.
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
+
+
+QUIET_LIBRARIES = ("alembic", "httpx", "httpcore")

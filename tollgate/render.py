@@ -41,13 +41,23 @@ def cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "-"
+        return ", ".join(cell(v) if isinstance(v, dict) else str(v) for v in value) or "-"
+    if isinstance(value, dict):  # a nested object (a throttle, a health check): key=value, not a repr
+        shown = [f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else cell(v)}" for k, v in value.items()]
+        return ", ".join(s for s, v in zip(shown, value.values(), strict=True) if v is not None) or "-"
     if isinstance(value, str) and len(value) > 19 and value[4:5] == "-" and value[10:11] == "T":
         return value[:19].replace("T", " ")  # ISO timestamps: to the second is enough in a table
     return str(value)
 
 
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> Table:
+    # A column empty in every row (a key's secret outside `create`, no last error) only takes room.
+    if rows:
+        columns = [c for c in columns if c in ("id", "name") or not all(_empty(r.get(c)) for r in rows)]
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:
         t.add_column(c, overflow="fold", no_wrap=c == "id")

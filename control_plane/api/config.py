@@ -1,8 +1,9 @@
-"""``/v1/config`` (revision and hash in force) and ``/v1/nodes`` (workers as last seen)."""
+"""``/v1/config`` (revision and hash in force), ``/v1/config/snapshot`` (the snapshot itself, for
+``tollgate snapshot export``) and ``/v1/nodes`` (workers as last seen)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +19,25 @@ router = APIRouter(tags=["config"])
 async def get_config(publisher: Publisher) -> ConfigPublic:
     snapshot = await publisher.current()
     return ConfigPublic(revision=snapshot.revision, hash=snapshot.hash)
+
+
+@router.get(
+    "/config/snapshot",
+    responses={
+        200: {"description": "the snapshot in its wire form (what `tollgate worker --snapshot FILE` serves)"},
+        403: {"description": "only an admin token may read it (it holds key hashes and sealed certificate keys)"},
+    },
+)
+async def get_snapshot(request: Request, publisher: Publisher) -> Response:
+    """The config snapshot in force, as workers receive it: for a worker without a control plane
+    (`tollgate snapshot export`).  Certificates' keys are sealed with the cluster token, as on the
+    cluster channel.  Admin role only."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None or principal.role != "admin":
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="only an admin token may export the snapshot")
+    snapshot = await publisher.current()
+    headers = {"X-Tollgate-Revision": str(snapshot.revision), "X-Tollgate-Hash": snapshot.hash}
+    return Response(content=snapshot.to_json(), media_type="application/json", headers=headers)
 
 
 @router.get("/nodes", tags=["nodes"])

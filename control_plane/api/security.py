@@ -32,9 +32,11 @@ def require_admin(
         with request.app.state.sessions() as session:
             principal = svc.authenticate(session=session, token=credentials.credentials)
     if principal is None:
+        # No token and a wrong one are different mistakes with different fixes: say which (never the token).
+        sent = credentials is not None and bool(credentials.credentials)
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="admin token required",
+            detail="invalid admin token (unknown or revoked)" if sent else "admin token required (none was sent)",
             headers={"WWW-Authenticate": "Bearer"},
         )
     if principal.role != "admin" and request.method not in READ_METHODS:

@@ -6,6 +6,10 @@
 * Two routes of one API conflict when their path templates have the same shape (parameter names
   do not matter: ``/items/{id}`` and ``/items/{item}`` match the same requests) and their method
   sets overlap (an empty set means any method, which overlaps everything).
+* A usage plan's per-route throttle override names a route of the API by method + path template.
+  Deleting or reshaping the last route that serves an override removes the override from its plans
+  (as deleting an API removes it from the plans that grant it), in the same transaction: a plan
+  never refers to a route that is not there, so a dump of it applies to an empty control plane.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.certs import CertificateProblem, ca_bundle
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.models import Api, Route, Upstream
+from control_plane.models import Api, Route, Upstream, UsagePlanApi
 from control_plane.schemas import ApiCreate, ApiUpdate, RouteCreate, RouteUpdate
 from control_plane.services.common import apply_patch, integrity_as_conflict, paginate
 from control_plane.services.revision import bump_revision
@@ -198,6 +202,8 @@ def update_route(*, session: Session, api_id: str, route_id: str, data: RouteUpd
     route.policies = route.policies or None
     with integrity_as_conflict("the route's upstream was deleted concurrently"):
         session.flush()
+    if "path" in changes or "methods" in changes:
+        drop_dangling_overrides(session=session, api_id=api_id)
     return route
 
 
@@ -205,6 +211,26 @@ def delete_route(*, session: Session, api_id: str, route_id: str) -> None:
     bump_revision(session)
     session.delete(get_route(session=session, api_id=api_id, route_id=route_id))
     session.flush()
+    drop_dangling_overrides(session=session, api_id=api_id)
+
+
+def override_matches(method: str, path: str, routes: Iterable[tuple[str, list[str]]]) -> bool:
+    """Whether a route of ``routes`` (path template, methods; none: any) serves an override's method + path."""
+    return any(p == path and (not methods or method in methods) for p, methods in routes)
+
+
+def drop_dangling_overrides(*, session: Session, api_id: str) -> list[tuple[str, str]]:
+    """Remove the plans' overrides of ``api_id`` that no route of it serves any more (after a route was
+    deleted, moved or narrowed); the (method, path) removed.  Runs under the caller's revision bump."""
+    routes = [(r.path, list(r.methods)) for r in session.execute(select(Route).where(Route.api_id == api_id)).scalars()]
+    removed: list[tuple[str, str]] = []
+    for entry in session.execute(select(UsagePlanApi).where(UsagePlanApi.api_id == api_id)).scalars():
+        kept = [o for o in entry.overrides if override_matches(o["method"], o["path"], routes)]
+        if len(kept) != len(entry.overrides):
+            removed += [(o["method"], o["path"]) for o in entry.overrides if o not in kept]
+            entry.overrides = kept
+    session.flush()
+    return removed
 
 
 def _check_upstream_exists(session: Session, upstream_id: str) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -108,12 +108,24 @@ class Kind:
 
     def doc_fields(self, row: Any, ctx: Ctx) -> Fields:
         if self.to_doc is not None:
-            return self.to_doc(row, ctx)
-        return {
-            f: getattr(row, f)
-            for f, info in self.spec.model_fields.items()
-            if f not in self.child_sections and not info.exclude  # excluded: write-only secrets
-        }
+            fields = self.to_doc(row, ctx)
+        else:
+            fields = {
+                f: getattr(row, f)
+                for f, info in self.spec.model_fields.items()
+                if f not in self.child_sections and not info.exclude  # excluded: write-only secrets
+            }
+        return self.normalised(fields)
+
+    def normalised(self, fields: Fields) -> Fields:
+        """A row's fields in the form the document model gives them (defaults filled in, nested models
+        complete): a stored partial value (a PATCH that set ``health_check: {path: /h}`` on an older
+        release) then compares equal to the same value written in a file, so ``dump`` → ``diff`` is a no-op."""
+        try:
+            dumped = self.spec.model_validate(fields).model_dump(mode="json")
+        except ValidationError:
+            return fields  # a row the document model refuses is compared (and reported) as it is
+        return {k: v for k, v in dumped.items() if k not in self.child_sections}
 
 
 def _all(model: type[Any]) -> Callable[[Session], Iterable[Any]]:
@@ -248,15 +260,64 @@ def _route_key(f: Fields) -> str:
 
 def _route_doc(row: Route, ctx: Ctx) -> Fields:
     doc = {"path": row.path, "methods": list(row.methods), "upstream": ctx.keys[("upstream", row.upstream_id)]}
-    return {**doc, "policies": row.policies} if row.policies else doc
+    # optional members only when set (the document model leaves them out when null)
+    optional = {
+        "policies": row.policies or None,
+        "connect_timeout": row.connect_timeout,
+        "read_timeout": row.read_timeout,
+        "total_timeout": row.total_timeout,
+        "operation": row.operation,
+    }
+    return {**doc, **{k: v for k, v in optional.items() if v is not None}}
 
 
 def _route_body(ctx: Ctx, f: Fields) -> Fields:
-    """Document fields → admin API fields: the upstream is named in the file, referenced by id in the API."""
-    body = {k: v for k, v in f.items() if k != "upstream"}
+    """Document fields → admin API fields: the upstream is named in the file, referenced by id in the API;
+    the imported OpenAPI operation is no admin API field (an import writes it): set on the row."""
+    body = {k: v for k, v in f.items() if k not in ("upstream", "operation")}
     if "upstream" in f:
         body["upstream_id"] = ctx.id_of("upstream", f["upstream"])
     return body
+
+
+def _set_imported(session: Session, model: type[Any], row_id: str, name: str, f: Fields) -> None:
+    """The parts of an OpenAPI import kept with an API (``openapi``) or a route (``operation``), which
+    only ``POST /v1/apis/import`` writes through the admin API: a dump keeps them, so an apply restores them."""
+    if name in f:
+        row = session.get(model, row_id)
+        assert row is not None
+        setattr(row, name, f[name])
+        session.flush()
+
+
+def _create_route(s: Session, ctx: Ctx, api_id: str, f: Fields) -> str:
+    route = api_svc.create_route(session=s, api_id=api_id, data=RouteCreate.model_validate(_route_body(ctx, f)))
+    _set_imported(s, Route, route.id, "operation", f)
+    return route.id
+
+
+def _update_route(s: Session, ctx: Ctx, id_: str, api_id: str, ch: Fields) -> None:
+    body = _route_body(ctx, ch)
+    if body:
+        api_svc.update_route(session=s, api_id=api_id, route_id=id_, data=RouteUpdate.model_validate(body))
+    _set_imported(s, Route, id_, "operation", ch)
+
+
+def _api_body(f: Fields) -> Fields:
+    return {k: v for k, v in f.items() if k != "openapi"}
+
+
+def _create_api(s: Session, f: Fields) -> str:
+    api = api_svc.create_api(session=s, data=ApiCreate.model_validate(_api_body(f)))
+    _set_imported(s, Api, api.id, "openapi", f)
+    return api.id
+
+
+def _update_api(s: Session, id_: str, ch: Fields) -> None:
+    body = _api_body(ch)
+    if body:
+        api_svc.update_api(session=s, api_id=id_, data=ApiUpdate.model_validate(body))
+    _set_imported(s, Api, id_, "openapi", ch)
 
 
 ROUTE = Kind(
@@ -270,12 +331,8 @@ ROUTE = Kind(
     parent_of=lambda row: row.api_id,
     refs={"upstream": "upstream"},
     delete_first=True,
-    create=lambda s, ctx, api, f: (
-        api_svc.create_route(session=s, api_id=str(api), data=RouteCreate.model_validate(_route_body(ctx, f))).id
-    ),
-    update=lambda s, ctx, id_, api, ch: api_svc.update_route(
-        session=s, api_id=str(api), route_id=id_, data=RouteUpdate.model_validate(_route_body(ctx, ch))
-    ),
+    create=lambda s, ctx, api, f: _create_route(s, ctx, str(api), f),
+    update=lambda s, ctx, id_, api, ch: _update_route(s, ctx, id_, str(api), ch),
     delete=lambda s, id_, api: api_svc.delete_route(session=s, api_id=str(api), route_id=id_),
 )
 
@@ -287,8 +344,8 @@ API = Kind(
     rows=_all(Api),
     children=(ROUTE,),
     delete_first=True,
-    create=lambda s, ctx, _p, f: api_svc.create_api(session=s, data=ApiCreate.model_validate(f)).id,
-    update=lambda s, ctx, id_, _p, ch: api_svc.update_api(session=s, api_id=id_, data=ApiUpdate.model_validate(ch)),
+    create=lambda s, ctx, _p, f: _create_api(s, f),
+    update=lambda s, ctx, id_, _p, ch: _update_api(s, id_, ch),
     delete=lambda s, id_, _p: api_svc.delete_api(session=s, api_id=id_),
 )
 

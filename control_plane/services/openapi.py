@@ -19,7 +19,7 @@ from control_plane.models import Api, Route, Upstream
 from control_plane.openapi.export import build_document
 from control_plane.openapi.plan import ApiPlan, plan_import
 from control_plane.schemas import ApiCreate
-from control_plane.services.apis import check_api_overlap, get_api
+from control_plane.services.apis import check_api_overlap, drop_dangling_overrides, get_api
 from control_plane.services.common import integrity_as_conflict
 from control_plane.services.revision import bump_revision
 
@@ -109,6 +109,8 @@ def import_document(
             have.upstream_id, have.operation = want.upstream_id, want.operation
     with integrity_as_conflict("an upstream of this import was deleted concurrently"):
         session.flush()
+    if outcome.removed:  # overrides of the routes the document no longer describes go with them
+        drop_dangling_overrides(session=session, api_id=api.id)
     outcome.api = api
     return outcome
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.models import Api, Customer, Route, UsagePlan, UsagePlanApi
 from control_plane.schemas import PlanApiIn, PlanCreate, PlanUpdate, QuotaIn, ThrottleIn
+from control_plane.services.apis import override_matches
 from control_plane.services.common import integrity_as_conflict, paginate
 from control_plane.services.customers import get_customer
 from control_plane.services.revision import bump_revision
@@ -113,20 +114,20 @@ def _set_limits(plan: UsagePlan, changes: dict[str, Any]) -> None:
 
 def _set_apis(session: Session, plan: UsagePlan, apis: list[PlanApiIn]) -> None:
     ids = [a.api_id for a in apis]
-    known = set(session.execute(select(Api.id).where(Api.id.in_(ids))).scalars()) if ids else set()
+    # API names for the messages: an id means nothing to someone applying a file (nor one created
+    # in the same, rolled-back, transaction)
+    names = {r.id: r.name for r in session.execute(select(Api.id, Api.name).where(Api.id.in_(ids)))} if ids else {}
     routes: dict[str, list[tuple[str, list[str]]]] = {}
     for row in session.execute(select(Route.api_id, Route.path, Route.methods).where(Route.api_id.in_(ids))):
         routes.setdefault(row.api_id, []).append((row.path, list(row.methods)))
     for i, a in enumerate(apis):
-        if a.api_id not in known:
+        if a.api_id not in names:
             raise Invalid("apis", f"api {a.api_id!r} does not exist", loc=("apis", i, "api_id"))
         for j, o in enumerate(a.overrides):
-            if not any(
-                path == o.path and (not methods or o.method in methods) for path, methods in routes.get(a.api_id, [])
-            ):
+            if not override_matches(o.method, o.path, routes.get(a.api_id, [])):
                 raise Invalid(
                     "apis",
-                    f"api {a.api_id!r} has no route {o.method} {o.path}",
+                    f"api {names[a.api_id]!r} has no route {o.method} {o.path}",
                     loc=("apis", i, "overrides", j, "path"),
                 )
     plan.apis.clear()

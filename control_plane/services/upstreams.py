@@ -39,6 +39,12 @@ def update_upstream(*, session: Session, upstream_id: str, data: UpstreamUpdate)
     bump_revision(session)
     upstream = get_upstream(session=session, upstream_id=upstream_id)
     changes = data.model_dump(exclude_unset=True)
+    for name in ("health_check", "passive"):
+        # stored complete, defaults filled in (exclude_unset would keep only the members the PATCH named):
+        # what the API shows, the export writes and a file compares against are the same value
+        value = getattr(data, name)
+        if name in changes and value is not None:
+            changes[name] = value.model_dump()
     if changes.get("name") not in (None, upstream.name):
         _check_name_free(session, changes["name"])
     apply_patch(upstream, changes, nullable=_NULLABLE)

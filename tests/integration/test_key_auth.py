@@ -178,7 +178,10 @@ def test_no_plaintext_key_in_database_snapshot_or_export(gw: Gateway) -> None:
     )
     assert snap.status_code == 200 and b"key_hash" in snap.content and key.encode() not in snap.content
     out = subprocess.run(
-        tollgate_argv("snapshot", "export"), env={**os.environ, **gw.cp.env}, capture_output=True, timeout=60
+        tollgate_argv("snapshot", "export"),
+        env={**os.environ, "TOLLGATE_ADMIN_URL": gw.cp.url, "TOLLGATE_ADMIN_TOKEN": gw.cp.admin_token},
+        capture_output=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert b"key_hash" in out.stdout and key.encode() not in out.stdout
