@@ -20,6 +20,14 @@ ImportedKey = Annotated[str, Field(min_length=20, max_length=128, pattern=r"^[A-
 
 Email = Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
 
+# An identity provider's id for the customer (Auth0 "auth0|64f...", Okta "00u...", a UUID of theirs):
+# printable ASCII without spaces, as a JWT claim carries it.
+ExternalId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
+_EXTERNAL_ID = (
+    "the customer's id in your identity provider (unique): an API with auth jwt accepts a token whose "
+    "customer claim holds it instead of the Tollgate id"
+)
+
 
 def _fingerprints(value: list[str] | None) -> list[str] | None:
     if value is None:
@@ -47,6 +55,7 @@ Subjects = Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_len
 class CustomerCreate(InModel):
     name: Name = Field(description="unique name of the customer")
     email: Email | None = Field(default=None, description="contact address; null: none")
+    external_id: ExternalId | None = Field(default=None, description=_EXTERNAL_ID + "; null: none")
     metadata: dict[str, Any] = Field(description="free-form JSON of your own (CRM ids, notes)", default_factory=dict)
     status: CustomerStatus = Field(
         default="active", description="suspended: every key of the customer is refused (403)"
@@ -66,6 +75,7 @@ class CustomerCreate(InModel):
 class CustomerUpdate(InModel):
     name: Name | SkipJsonSchema[None] = Field(default=None, description="unique name of the customer")
     email: Email | None = Field(default=None, description="contact address; explicit null clears it")
+    external_id: ExternalId | None = Field(default=None, description=_EXTERNAL_ID + "; explicit null clears it")
     metadata: dict[str, Any] | SkipJsonSchema[None] = Field(
         default=None, description="free-form JSON of your own (CRM ids, notes)"
     )
@@ -92,6 +102,7 @@ class CustomerPublic(BaseModel):
     id: str = Field(description="the resource's id (a UUID, assigned by the control plane)")
     name: str = Field(description="unique name of the customer")
     email: str | None = Field(description="contact address; null: none")
+    external_id: str | None = Field(default=None, description=_EXTERNAL_ID + "; null: none")
     metadata: dict[str, Any] = Field(description="free-form JSON of your own (CRM ids, notes)")
     status: str = Field(description="suspended: every key of the customer is refused (403)")
     api_ids: list[str] = Field(description="APIs granted directly (besides those of the customer's plan)")
