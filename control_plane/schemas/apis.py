@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, StrictBool, field_validator
-from pydantic.json_schema import SkipJsonSchema
 
 from control_plane.schemas.common import (
     InModel,
@@ -17,6 +16,7 @@ from control_plane.schemas.common import (
     Timeout,
     documented_pattern,
     method_list,
+    not_null,
     path_template,
 )
 from control_plane.schemas.policies import Policies
@@ -164,35 +164,42 @@ class ApiCreate(InModel):
 
 
 class ApiUpdate(InModel):
-    name: Name | SkipJsonSchema[None] = Field(default=None, description="unique name of the API")
-    hosts: Annotated[list[str], Field(max_length=100)] | SkipJsonSchema[None] = Field(
-        description="host names (or *.wildcards) the API answers on; empty: any host", default=None
+    name: Name | None = Field(json_schema_extra=not_null, default=None, description="unique name of the API")
+    hosts: Annotated[list[str], Field(max_length=100)] | None = Field(
+        json_schema_extra=not_null,
+        description="host names (or *.wildcards) the API answers on; empty: any host",
+        default=None,
     )
-    base_path: str | SkipJsonSchema[None] = Field(
-        default=None, description="path prefix the API's routes live under, e.g. /orders"
+    base_path: str | None = Field(
+        json_schema_extra=not_null, default=None, description="path prefix the API's routes live under, e.g. /orders"
     )
-    auth: AuthMode | SkipJsonSchema[None] = Field(
+    auth: AuthMode | None = Field(
+        json_schema_extra=not_null,
         default=None,
         description="how callers authenticate: none, api_key, jwt (bearer token) or mtls (client certificate)",
     )
-    strip_base_path: StrictBool | SkipJsonSchema[None] = Field(
-        default=None, description="remove the base path before forwarding to the upstream"
+    strip_base_path: StrictBool | None = Field(
+        json_schema_extra=not_null, default=None, description="remove the base path before forwarding to the upstream"
     )
     max_body_bytes: BodyLimit | None = Field(
         default=None, description="largest request body accepted (413 above); explicit null clears the limit"
     )
-    key_header: HeaderName | SkipJsonSchema[None] = Field(
-        default=None, description="auth api_key: the request header that carries the key"
+    key_header: HeaderName | None = Field(
+        json_schema_extra=not_null, default=None, description="auth api_key: the request header that carries the key"
     )
     key_query: QueryName | None = Field(
         default=None,
         description="auth api_key: a query parameter that carries the key instead of key_header; null: the header",
     )
-    strip_credential: StrictBool | SkipJsonSchema[None] = Field(
-        default=None, description="remove the API key (header or query parameter) or the JWT before forwarding upstream"
+    strip_credential: StrictBool | None = Field(
+        json_schema_extra=not_null,
+        default=None,
+        description="remove the API key (header or query parameter) or the JWT before forwarding upstream",
     )
-    jwt_algorithms: Annotated[list[JwtAlgorithm], Field(max_length=3)] | SkipJsonSchema[None] = Field(
-        description="auth jwt: accepted signature algorithms (empty: the one the key implies)", default=None
+    jwt_algorithms: Annotated[list[JwtAlgorithm], Field(max_length=3)] | None = Field(
+        json_schema_extra=not_null,
+        description="auth jwt: accepted signature algorithms (empty: the one the key implies)",
+        default=None,
     )
     jwt_secret: str | None = Field(
         description="auth jwt, HS256: the shared secret (write-only, at least 32 characters)",
@@ -209,19 +216,25 @@ class ApiUpdate(InModel):
     jwt_audience: str | None = Field(
         description="auth jwt: required aud claim; null: not checked", default=None, max_length=1024
     )
-    jwt_customer_claim: ClaimName | SkipJsonSchema[None] = Field(
-        default=None, description="auth jwt: the claim naming the customer (its id, or its external_id)"
+    jwt_customer_claim: ClaimName | None = Field(
+        json_schema_extra=not_null,
+        default=None,
+        description="auth jwt: the claim naming the customer (its id, or its external_id)",
     )
     jwt_jwks_url: JwksUrl | None = Field(
         description="JWKS URL of RS256/ES256 keys; explicit null: back to jwt_public_key",
         default=None,
         max_length=2048,
     )
-    rate_limit_headers: StrictBool | SkipJsonSchema[None] = Field(
-        default=None, description="usage plans: send RateLimit-* / X-RateLimit-* headers on limited responses"
+    rate_limit_headers: StrictBool | None = Field(
+        json_schema_extra=not_null,
+        default=None,
+        description="usage plans: send RateLimit-* / X-RateLimit-* headers on limited responses",
     )
-    https_only: StrictBool | SkipJsonSchema[None] = Field(
-        default=None, description="plain-HTTP requests: 308 to https (GET/HEAD), 426 otherwise"
+    https_only: StrictBool | None = Field(
+        json_schema_extra=not_null,
+        default=None,
+        description="plain-HTTP requests: 308 to https (GET/HEAD), 426 otherwise",
     )
     mtls_ca_certificates: CaBundle | None = Field(
         description="auth mtls: PEM bundle of the client CAs; explicit null clears it",
@@ -327,15 +340,16 @@ class RouteCreate(InModel):
 
 
 class RouteUpdate(InModel):
-    path: Annotated[TemplatePath, Field(max_length=2048)] | SkipJsonSchema[None] = Field(
+    path: Annotated[TemplatePath, Field(max_length=2048)] | None = Field(
+        json_schema_extra=not_null,
         description="path template below the API's base path, e.g. /items/{id} ({p+}: the rest of the path)",
         default=None,
     )
-    upstream_id: Annotated[str, Field(min_length=1, max_length=36)] | SkipJsonSchema[None] = Field(
-        description="the upstream the route forwards to", default=None
+    upstream_id: Annotated[str, Field(min_length=1, max_length=36)] | None = Field(
+        json_schema_extra=not_null, description="the upstream the route forwards to", default=None
     )
-    methods: list[str] | SkipJsonSchema[None] = Field(
-        default=None, description="HTTP methods the route answers; empty: any method"
+    methods: list[str] | None = Field(
+        json_schema_extra=not_null, default=None, description="HTTP methods the route answers; empty: any method"
     )
     connect_timeout: Timeout | None = Field(
         default=None, description="seconds to open a connection to a target; null: the upstream's"

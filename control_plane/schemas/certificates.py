@@ -6,11 +6,10 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import Field, StrictBool, field_validator
-from pydantic.json_schema import SkipJsonSchema
 
 from control_plane.certs import CertificateProblem, sni
 from control_plane.schemas.apis import PEM_CERTIFICATE
-from control_plane.schemas.common import InModel, Name, OutModel, documented_pattern
+from control_plane.schemas.common import InModel, Name, OutModel, documented_pattern, not_null
 
 # Generous bounds: a chain of a few 4096-bit RSA certificates is ~8 KiB, an RSA-8192 key ~6.5 KiB.
 _CERT_MAX = 65536
@@ -44,19 +43,20 @@ class CertificateCreate(InModel):
 
 
 class CertificateUpdate(InModel):
-    name: Name | SkipJsonSchema[None] = Field(default=None, description="a new unique name")
-    cert: (
-        Annotated[str, documented_pattern(PEM_CERTIFICATE), Field(min_length=1, max_length=_CERT_MAX)]
-        | SkipJsonSchema[None]
-    ) = Field(description="a new PEM chain (the leaf first); with key: renew or replace", default=None)
-    key: Annotated[str, Field(min_length=1, max_length=_KEY_MAX)] | SkipJsonSchema[None] = Field(
-        description="the new chain's PEM private key (write-only)", default=None
+    name: Name | None = Field(json_schema_extra=not_null, default=None, description="a new unique name")
+    cert: Annotated[str, documented_pattern(PEM_CERTIFICATE), Field(min_length=1, max_length=_CERT_MAX)] | None = Field(
+        json_schema_extra=not_null,
+        description="a new PEM chain (the leaf first); with key: renew or replace",
+        default=None,
     )
-    snis: Annotated[list[SniName], Field(max_length=100)] | SkipJsonSchema[None] = Field(
-        description="host names and *.wildcards the certificate is served for", default=None
+    key: Annotated[str, Field(min_length=1, max_length=_KEY_MAX)] | None = Field(
+        json_schema_extra=not_null, description="the new chain's PEM private key (write-only)", default=None
     )
-    default: StrictBool | SkipJsonSchema[None] = Field(
-        default=None, description="served to clients whose name matches no certificate"
+    snis: Annotated[list[SniName], Field(max_length=100)] | None = Field(
+        json_schema_extra=not_null, description="host names and *.wildcards the certificate is served for", default=None
+    )
+    default: StrictBool | None = Field(
+        json_schema_extra=not_null, default=None, description="served to clients whose name matches no certificate"
     )
 
     _check_snis = field_validator("snis")(_snis)

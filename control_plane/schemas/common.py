@@ -38,6 +38,21 @@ class DocumentedPattern:
         return schema
 
 
+def not_null(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of a PATCH field that may be left out but not set to null (the service
+    refuses the null with a 422 naming the field): the schema does not offer the null.  The field stays
+    ``X | None`` for pydantic, so its errors keep their plain ``loc``."""
+    alternatives = schema.get("anyOf")
+    if alternatives:
+        kept = [a for a in alternatives if a != {"type": "null"}]
+        if len(kept) == 1:
+            del schema["anyOf"]
+            schema.update(kept[0])
+        else:
+            schema["anyOf"] = kept
+    schema.pop("default", None)  # null: the default of an absent field, not a value to send
+
+
 def documented_pattern(pattern: str) -> DocumentedPattern:
     return DocumentedPattern(pattern)
 

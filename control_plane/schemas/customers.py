@@ -6,10 +6,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from pydantic.json_schema import SkipJsonSchema
 
 from control_plane.certs import CertificateProblem, client_fingerprint, client_subject
-from control_plane.schemas.common import InModel, Name
+from control_plane.schemas.common import InModel, Name, not_null
 
 CustomerStatus = Literal["active", "suspended"]
 
@@ -73,14 +72,14 @@ class CustomerCreate(InModel):
 
 
 class CustomerUpdate(InModel):
-    name: Name | SkipJsonSchema[None] = Field(default=None, description="unique name of the customer")
+    name: Name | None = Field(json_schema_extra=not_null, default=None, description="unique name of the customer")
     email: Email | None = Field(default=None, description="contact address; explicit null clears it")
     external_id: ExternalId | None = Field(default=None, description=_EXTERNAL_ID + "; explicit null clears it")
-    metadata: dict[str, Any] | SkipJsonSchema[None] = Field(
-        default=None, description="free-form JSON of your own (CRM ids, notes)"
+    metadata: dict[str, Any] | None = Field(
+        json_schema_extra=not_null, default=None, description="free-form JSON of your own (CRM ids, notes)"
     )
-    status: CustomerStatus | SkipJsonSchema[None] = Field(
-        default=None, description="suspended: every key of the customer is refused (403)"
+    status: CustomerStatus | None = Field(
+        json_schema_extra=not_null, default=None, description="suspended: every key of the customer is refused (403)"
     )
     api_ids: list[Annotated[str, Field(min_length=1, max_length=36)]] | None = Field(
         description="APIs granted directly (besides those of the customer's plan)", default=None, max_length=1000

@@ -7,9 +7,8 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
-from pydantic.json_schema import SkipJsonSchema
 
-from control_plane.schemas.common import InModel, Name, documented_pattern, path_template
+from control_plane.schemas.common import InModel, Name, documented_pattern, not_null, path_template
 
 Period = Literal["DAY", "WEEK", "MONTH"]
 Rate = Annotated[float, Field(gt=0, le=1_000_000, description="requests per second (fractional allowed)")]
@@ -115,16 +114,18 @@ class PlanCreate(InModel):
 
 
 class PlanUpdate(InModel):
-    name: Name | SkipJsonSchema[None] = Field(default=None, description="unique name of the plan")
-    description: Annotated[str, Field(max_length=1000)] | SkipJsonSchema[None] = Field(
-        description="what the plan is, for people", default=None
+    name: Name | None = Field(json_schema_extra=not_null, default=None, description="unique name of the plan")
+    description: Annotated[str, Field(max_length=1000)] | None = Field(
+        json_schema_extra=not_null, description="what the plan is, for people", default=None
     )
     throttle: ThrottleIn | None = Field(
         default=None, description="plan-wide throttle (token bucket per customer); null: none"
     )
     quota: QuotaIn | None = Field(default=None, description="requests per period per customer; null: none")
-    apis: Annotated[list[PlanApiIn], Field(max_length=200)] | SkipJsonSchema[None] = Field(
-        description="the APIs the plan grants, with optional per-route throttles", default=None
+    apis: Annotated[list[PlanApiIn], Field(max_length=200)] | None = Field(
+        json_schema_extra=not_null,
+        description="the APIs the plan grants, with optional per-route throttles",
+        default=None,
     )
 
     _check_apis = field_validator("apis")(_unique_apis)

@@ -8,9 +8,8 @@ from typing import Annotated, Literal
 
 from cryptography import x509
 from pydantic import BaseModel, Field, StrictBool, field_validator, model_validator
-from pydantic.json_schema import SkipJsonSchema
 
-from control_plane.schemas.common import InModel, Name, OutModel, Timeout, documented_pattern
+from control_plane.schemas.common import InModel, Name, OutModel, Timeout, documented_pattern, not_null
 from data_plane.snapshot import DEFAULT_KEEPALIVE_TIMEOUT
 
 Algorithm = Literal["round_robin", "least_request", "consistent_hash", "random"]
@@ -217,46 +216,57 @@ class UpstreamCreate(InModel):
 
 
 class UpstreamUpdate(InModel):
-    name: Name | SkipJsonSchema[None] = Field(default=None, description="unique name of the upstream")
-    algorithm: Algorithm | SkipJsonSchema[None] = Field(
-        default=None, description="how a target is picked: round_robin, least_request, consistent_hash or random"
+    name: Name | None = Field(json_schema_extra=not_null, default=None, description="unique name of the upstream")
+    algorithm: Algorithm | None = Field(
+        json_schema_extra=not_null,
+        default=None,
+        description="how a target is picked: round_robin, least_request, consistent_hash or random",
     )
-    connect_timeout: Timeout | SkipJsonSchema[None] = Field(
-        default=None, description="seconds to open a connection to a target"
+    connect_timeout: Timeout | None = Field(
+        json_schema_extra=not_null, default=None, description="seconds to open a connection to a target"
     )
-    read_timeout: Timeout | SkipJsonSchema[None] = Field(
-        default=None, description="seconds to wait for each read from a target"
+    read_timeout: Timeout | None = Field(
+        json_schema_extra=not_null, default=None, description="seconds to wait for each read from a target"
     )
     total_timeout: Timeout | None = Field(
         default=None, description="seconds for the whole exchange, retries included; null: none"
     )
-    retries: Retries | SkipJsonSchema[None] = Field(
-        default=None, description="how many times a failed idempotent request is sent to another target"
+    retries: Retries | None = Field(
+        json_schema_extra=not_null,
+        default=None,
+        description="how many times a failed idempotent request is sent to another target",
     )
-    hash_on: HashOn | SkipJsonSchema[None] = Field(
+    hash_on: HashOn | None = Field(
+        json_schema_extra=not_null,
         default=None,
         description="consistent_hash: what picks the target (client ip, a header, a cookie or the customer)",
     )
-    hash_key: Annotated[str, Field(pattern="^$|" + _HASH_KEY_RE)] | SkipJsonSchema[None] = Field(
-        description="consistent_hash with hash_on header or cookie: the header or cookie name", default=None
+    hash_key: Annotated[str, Field(pattern="^$|" + _HASH_KEY_RE)] | None = Field(
+        json_schema_extra=not_null,
+        description="consistent_hash with hash_on header or cookie: the header or cookie name",
+        default=None,
     )
     health_check: HealthCheckIn | None = Field(
         default=None, description="active probing of every target by every worker; null: none"
     )
     passive: PassiveIn | None = Field(default=None, description="outlier detection from real traffic; null: none")
-    panic: StrictBool | SkipJsonSchema[None] = Field(
+    panic: StrictBool | None = Field(
+        json_schema_extra=not_null,
         default=None,
         description="when every target is unavailable, balance over all of them anyway instead of answering 503",
     )
-    max_connections: Annotated[int, Field(ge=0, le=100000)] | SkipJsonSchema[None] = Field(
+    max_connections: Annotated[int, Field(ge=0, le=100000)] | None = Field(
+        json_schema_extra=not_null,
         default=None,
         description="per worker, connections to one target at most (503 beyond, no queue); 0: unlimited",
     )
-    keepalive_timeout: KeepaliveTimeout | SkipJsonSchema[None] = Field(
-        default=None, description="seconds a pooled connection to a target may stay idle and still be reused"
+    keepalive_timeout: KeepaliveTimeout | None = Field(
+        json_schema_extra=not_null,
+        default=None,
+        description="seconds a pooled connection to a target may stay idle and still be reused",
     )
-    tls_verify: StrictBool | SkipJsonSchema[None] = Field(
-        default=None, description="verify https targets' certificates (chain and name)"
+    tls_verify: StrictBool | None = Field(
+        json_schema_extra=not_null, default=None, description="verify https targets' certificates (chain and name)"
     )
     ca_certificates: CaCertificates | None = Field(
         default=None,
@@ -348,15 +358,17 @@ class TargetCreate(InModel):
 
 
 class TargetUpdate(InModel):
-    host: Annotated[str, documented_pattern(_TARGET_HOST_RE.pattern)] | SkipJsonSchema[None] = Field(
-        default=None, description="host name or IP address of the target"
+    host: Annotated[str, documented_pattern(_TARGET_HOST_RE.pattern)] | None = Field(
+        json_schema_extra=not_null, default=None, description="host name or IP address of the target"
     )
-    port: Port | SkipJsonSchema[None] = Field(default=None, description="TCP port of the target")
-    weight: Weight | SkipJsonSchema[None] = Field(
-        default=None, description="share of traffic relative to the other targets (0: drained, no new requests)"
+    port: Port | None = Field(json_schema_extra=not_null, default=None, description="TCP port of the target")
+    weight: Weight | None = Field(
+        json_schema_extra=not_null,
+        default=None,
+        description="share of traffic relative to the other targets (0: drained, no new requests)",
     )
-    scheme: Scheme | SkipJsonSchema[None] = Field(
-        default=None, description="http, or https: the workers speak TLS to this target"
+    scheme: Scheme | None = Field(
+        json_schema_extra=not_null, default=None, description="http, or https: the workers speak TLS to this target"
     )
 
     _check_host = field_validator("host")(_target_host)

@@ -9,9 +9,8 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, StrictBool, field_validator
-from pydantic.json_schema import SkipJsonSchema
 
-from control_plane.schemas.common import InModel, OutModel, documented_pattern
+from control_plane.schemas.common import InModel, OutModel, documented_pattern, not_null
 
 # The CloudEvent ``type`` of each event (docs/webhooks.md has their payloads).
 USAGE = "tollgate.request.usage"
@@ -125,16 +124,22 @@ class WebhookCreate(InModel):
 
 
 class WebhookUpdate(InModel):
-    url: Url | SkipJsonSchema[None] = Field(default=None, description="http:// or https:// URL events are POSTed to")
-    event_types: EventTypes | SkipJsonSchema[None] = Field(
-        default=None, description='the CloudEvent types sent, or ["*"] for all'
+    url: Url | None = Field(
+        json_schema_extra=not_null, default=None, description="http:// or https:// URL events are POSTed to"
     )
-    secret: Secret | SkipJsonSchema[None] = Field(default=None, description="a new signing secret (write-only)")
+    event_types: EventTypes | None = Field(
+        json_schema_extra=not_null, default=None, description='the CloudEvent types sent, or ["*"] for all'
+    )
+    secret: Secret | None = Field(
+        json_schema_extra=not_null, default=None, description="a new signing secret (write-only)"
+    )
     authorization: AuthorizationValue | None = Field(
         default=None, description="a new Authorization header value; null: none"
     )
-    enabled: StrictBool | SkipJsonSchema[None] = Field(
-        default=None, description="false: events are not sent to this endpoint (nor kept for it)"
+    enabled: StrictBool | None = Field(
+        json_schema_extra=not_null,
+        default=None,
+        description="false: events are not sent to this endpoint (nor kept for it)",
     )
     description: Description | None = Field(default=None, description="what the endpoint is, for people")
 
