@@ -8,7 +8,8 @@ optimisation in data_plane can change — with no syscalls and no other process 
 before/after comparisons are steady even on a busy machine.
 
 Cases mirror bench/proxy.py: ``c`` routing, ``d`` + API-key auth, ``e`` + usage plan (memory
-store; also meters usage into a spool in a temporary directory), ``g`` = (e) + access log (to a
+store; also meters usage into a spool in a temporary directory), ``es`` = (e) on the store shared by
+the processes of ``worker --processes N`` (data_plane/limits/shared.py), ``g`` = (e) + access log (to a
 temporary file, flushed by the loop as in a worker); ``pc``, ``pi``, ``px``: (e) with the CORS, IP
 rules and transform policies of bench/proxy.py's cases of the same names; ``pt``: (e) with its
 tracing policy at 1 % (the sampled requests' records go to a sink that keeps the last one: the
@@ -32,6 +33,7 @@ import uvloop
 
 from data_plane import snapshot as snap
 from data_plane.http.upstream import UpstreamConnection
+from data_plane.limits.shared import create_table
 from data_plane.observe.accesslog import open_access_log
 from data_plane.server import Worker
 from data_plane.settings import WorkerSettings
@@ -51,7 +53,7 @@ REQUEST = (
     b"Accept: */*\r\nAccept-Encoding: gzip\r\n\r\n"
 )
 REQUEST_WITH_KEY = REQUEST[:-2] + b"x-api-key: " + KEY.encode() + b"\r\n\r\n"
-CASES = ("c", "d", "e", "g", "pc", "pi", "px", "pt")
+CASES = ("c", "d", "e", "es", "g", "pc", "pi", "px", "pt")
 BODY = b'{"ok":true,"service":"tollgate-bench-backend","note":"fixed body of about one hundred bytes"}'
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 28 Nov 2026 09:00:00 GMT\r\n"
@@ -98,7 +100,11 @@ class LastRecord:
 
 def build_worker(loop: asyncio.AbstractEventLoop, case: str, tmp: Path) -> Worker:
     # access_log "off": the worker opens its log in start(), which this bench does not call (g sets it below)
-    worker = Worker(WorkerSettings(cache_dir=tmp, access_log="off"), loop)
+    shared = None
+    if case == "es":  # (e) on the counters table the processes of `worker --processes N` share
+        shared = tmp / "limits.shm"
+        create_table(shared)
+    worker = Worker(WorkerSettings(cache_dir=tmp, access_log="off", shared_limits=shared), loop)
     if case == "g":
         worker.observer.access = open_access_log(str(tmp / "access.log"), loop)
     if case == "pt":
@@ -137,7 +143,7 @@ def run(n: int, case: str) -> float:
         elapsed = time.process_time() - start
         assert client.active is None and client_transport.written > n * len(BODY), "responses did not complete"
         assert not client_transport.closed, "the bench connection must stay open"
-        if case in ("e", "g") or case in POLICIES:
+        if case in ("e", "es", "g") or case in POLICIES:
             assert worker.observer.admitted == n, "the limiter did not admit every request"
         return elapsed / n * 1e6
     finally:

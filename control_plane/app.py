@@ -137,7 +137,8 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(usage.router)
     v1.include_router(webhooks.router)
     app.include_router(v1)
-    app.include_router(cluster.router)
+    # The worker channel has its own token and is no part of the admin API: kept out of /openapi.json.
+    app.include_router(cluster.router, include_in_schema=False)
     app.include_router(health.router)
     install_error_handlers(app)
     install_metrics(app, publisher, sessions)

@@ -17,7 +17,16 @@ import json
 import sys
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from control_plane.schemas import (
@@ -111,7 +120,9 @@ class PlanApiSpec(InModel):
     """An API granted by a usage plan, named by name (an id in the admin API)."""
 
     api: Name = Field(description="name of the API (in this file or already on the control plane)")
-    overrides: list[RouteOverrideIn] = Field(default_factory=list, max_length=50)
+    overrides: list[RouteOverrideIn] = Field(
+        description="per-route throttles (each its own bucket)", default_factory=list, max_length=50
+    )
 
     @model_validator(mode="after")
     def _unique_overrides(self) -> PlanApiSpec:
@@ -133,7 +144,11 @@ def _unique_plan_apis(apis: list[PlanApiSpec]) -> list[PlanApiSpec]:
 class UsagePlanSpec(PlanCreate):
     """A usage plan; identity: its name.  ``apis`` is the complete, ordered list of granted APIs."""
 
-    apis: list[PlanApiSpec] = Field(default_factory=list, max_length=200)  # type: ignore[assignment]
+    apis: list[PlanApiSpec] = Field(  # type: ignore[assignment]
+        description="the APIs the plan grants, by name, with optional per-route throttles",
+        default_factory=list,
+        max_length=200,
+    )
 
     _check_apis = field_validator("apis")(_unique_plan_apis)  # type: ignore[assignment]
 
@@ -173,7 +188,7 @@ class CertificateSpec(CertificateCreate):
     create a certificate or to replace its chain.
     """
 
-    name: Name
+    name: Name = Field(description="unique name of the certificate (how the file names it)")
     key: str | None = Field(  # type: ignore[assignment]  # optional here: only a new or renewed chain needs it
         default=None, max_length=16384, exclude=True, description="PEM private key (write-only)"
     )
@@ -204,11 +219,13 @@ class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", title="Tollgate gateway config")
 
     version: Literal[1] = Field(default=1, description="document format version")
-    certificates: list[CertificateSpec] = Field(default_factory=list)
-    upstreams: list[UpstreamSpec] = Field(default_factory=list)
-    apis: list[ApiSpec] = Field(default_factory=list)
-    usage_plans: list[UsagePlanSpec] = Field(default_factory=list)
-    customers: list[CustomerSpec] = Field(default_factory=list)
+    certificates: list[CertificateSpec] = Field(description="TLS certificates, by name", default_factory=list)
+    upstreams: list[UpstreamSpec] = Field(description="upstreams with their targets, by name", default_factory=list)
+    apis: list[ApiSpec] = Field(description="APIs with their routes, by name", default_factory=list)
+    usage_plans: list[UsagePlanSpec] = Field(description="usage plans, by name", default_factory=list)
+    customers: list[CustomerSpec] = Field(
+        description="customers, by name (their keys are never in the file)", default_factory=list
+    )
 
     _check_certificates = field_validator("certificates")(_one_default)
 
@@ -219,26 +236,26 @@ class GatewayConfig(BaseModel):
 class ApplyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    config: GatewayConfig
-    prune: bool = Field(default=False, description="delete resources the document does not name")
-    dry_run: bool = Field(default=False, description="compute the changes only (what `tollgate diff` shows)")
+    config: GatewayConfig = Field(description="the declarative document (gateway.schema.json)")
+    prune: StrictBool = Field(default=False, description="delete resources the document does not name")
+    dry_run: StrictBool = Field(default=False, description="compute the changes only (what `tollgate diff` shows)")
 
 
 class Change(BaseModel):
-    action: Literal["create", "update", "delete"]
-    kind: str
+    action: Literal["create", "update", "delete"] = Field(description="create, update or delete")
+    kind: str = Field(description="kind of resource: certificate, upstream, target, api, route, usage_plan, customer")
     address: str = Field(description="human-readable identity, e.g. `api orders / route /items/{id} [GET]`")
     loc: list[str | int] | None = Field(description="where the resource is in the document (null for deletes)")
     fields: list[str] = Field(description="fields that change (updates)")
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
+    before: dict[str, Any] | None = Field(description="the fields before (updates and deletes)")
+    after: dict[str, Any] | None = Field(description="the fields after (creates and updates)")
 
 
 class ApplyResult(BaseModel):
     changed: bool = Field(description="whether the control plane changed (never for a dry run)")
-    dry_run: bool
+    dry_run: bool = Field(description="nothing was written")
     revision: int = Field(description="the config revision after the apply")
-    changes: list[Change]
+    changes: list[Change] = Field(description="one entry per resource that changes")
 
 
 def json_schema() -> dict[str, Any]:

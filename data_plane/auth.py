@@ -124,7 +124,7 @@ class AuthTables:
     heartbeat ships and empties it.
     """
 
-    __slots__ = ("customers", "keys", "keys_used", "clock", "cert_fingerprints", "cert_subjects")
+    __slots__ = ("customers", "keys", "keys_used", "clock", "cert_fingerprints", "cert_subjects", "external_ids")
 
     def __init__(
         self,
@@ -134,8 +134,11 @@ class AuthTables:
         clock: Clock,
         cert_fingerprints: dict[str, CustomerEntry] | None = None,
         cert_subjects: dict[str, CustomerEntry] | None = None,
+        external_ids: dict[str, CustomerEntry] | None = None,
     ) -> None:
         self.customers = customers
+        # auth: jwt: customers by their identity provider's id (a customer claim that is not a Tollgate id)
+        self.external_ids = external_ids if external_ids is not None else {}
         self.keys = keys
         self.keys_used = keys_used
         self.clock = clock
@@ -165,14 +168,18 @@ def compile_auth(snapshot: Snapshot, keys_used: dict[str, int] | None = None, cl
         keys[k.key_hash] = KeyEntry(k.id, customer, prefix, k.expires_at)
     fingerprints: dict[str, CustomerEntry] = {}
     subjects: dict[str, CustomerEntry] = {}
+    external_ids: dict[str, CustomerEntry] = {}
     for c in snapshot.customers:
         entry = customers.get(c.id)
         if entry is not None:
+            if c.external_id:
+                external_ids[c.external_id] = entry
             for fp in c.mtls_fingerprints:
                 fingerprints[fp] = entry
             for subject in c.mtls_subjects:
                 subjects[subject] = entry
-    return AuthTables(customers, keys, keys_used if keys_used is not None else {}, clock, fingerprints, subjects)
+    used = keys_used if keys_used is not None else {}
+    return AuthTables(customers, keys, used, clock, fingerprints, subjects, external_ids)
 
 
 class ApiKeyAuth:
@@ -237,7 +244,7 @@ class ApiKeyAuth:
 
 class JwtAuth:
     """``auth: jwt``: ``Authorization: Bearer <jwt>``; signature, ``exp`` (required), ``nbf``, and
-    ``iss``/``aud`` when configured; the customer claim holds the customer id."""
+    ``iss``/``aud`` when configured; the customer claim holds the customer id or its ``external_id``."""
 
     __slots__ = (
         "api_id",
@@ -297,8 +304,10 @@ class JwtAuth:
             claims = self._decode(token)
         except self._errors as exc:
             return Denied(403, f"invalid token: {_reason(exc)}")
-        customer_id = claims.get(self.claim)
-        customer = self.tables.customers.get(customer_id) if isinstance(customer_id, str) else None
+        named = claims.get(self.claim)
+        customer = None
+        if isinstance(named, str):  # Tollgate's id, else the identity provider's (external_id)
+            customer = self.tables.customers.get(named) or self.tables.external_ids.get(named)
         if customer is None:
             return UNKNOWN_CUSTOMER
         if not customer.active:

@@ -48,6 +48,7 @@ COMPILED = (
     "data_plane/limits/periods.py",
     "data_plane/limits/policy.py",
     "data_plane/limits/redis.py",
+    "data_plane/limits/shared.py",
     "data_plane/limits/topology.py",
     "data_plane/metering/meter.py",
     "data_plane/observe/accesslog.py",

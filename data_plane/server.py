@@ -28,6 +28,7 @@ from data_plane.http.status import StatusConnection
 from data_plane.http.upstream import ConnectionPool
 from data_plane.limits.memory import MemoryStore
 from data_plane.limits.seed import seed_from_control_plane
+from data_plane.limits.shared import SharedStore
 from data_plane.limits.stores import open_metering, open_store
 from data_plane.observe.accesslog import open_access_log
 from data_plane.observe.metrics import make_registry
@@ -301,7 +302,7 @@ class Worker:
         """The in-process store starts its quota counters from the control plane's usage, before the
         worker listens (data_plane/limits/seed.py)."""
         s = self.settings
-        if isinstance(self.limiter, MemoryStore) and s.control_plane_url and s.snapshot_file is None:
+        if isinstance(self.limiter, (MemoryStore, SharedStore)) and s.control_plane_url and s.snapshot_file is None:
             await seed_from_control_plane(self.limiter, self.metering, s)
 
     def reopen_logs(self) -> None:

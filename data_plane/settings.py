@@ -35,6 +35,9 @@ class WorkerSettings:
     redis_url: str | None = None
     redis_prefix: str = "tg:"  # key prefix: several gateways (or tests) can share one Redis
     limit_fail_mode: str = "open"  # Redis unreachable: "open" (per-worker counters) or "closed" (503)
+    # without Redis, the counters file shared by the processes of one worker (data_plane/limits/shared.py),
+    # made by `tollgate worker --processes N`; None: this process's own memory
+    shared_limits: Path | None = None
     # rediss:// (docs/redis.md): the CA the servers' certificates must chain to (None: the system store),
     # and a client certificate + key; a URL's own ssl_ca_certs / ssl_certfile / ssl_keyfile win
     redis_ca_file: str | None = None
@@ -81,6 +84,7 @@ class WorkerSettings:
             redis_url=env.get("TOLLGATE_REDIS_URL") or None,
             redis_prefix=env.get("TOLLGATE_REDIS_PREFIX", "tg:"),
             limit_fail_mode=env.get("TOLLGATE_LIMIT_FAIL_MODE", "open"),
+            shared_limits=Path(env["TOLLGATE_SHARED_LIMITS"]) if env.get("TOLLGATE_SHARED_LIMITS") else None,
             redis_ca_file=env.get("TOLLGATE_REDIS_CA") or None,
             redis_cert_file=env.get("TOLLGATE_REDIS_CERT") or None,
             redis_key_file=env.get("TOLLGATE_REDIS_KEY") or None,

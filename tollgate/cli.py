@@ -252,6 +252,15 @@ def worker(
         from tollgate.supervise import Child, Supervisor, python_module
 
         sup = Supervisor()
+        shared_limits: Path | None = None
+        if not redis_url:
+            # One counters table for the N processes (data_plane/limits/shared.py): a plan's limits are
+            # exact across them, as with Redis across machines.  Fresh at each start; the control
+            # plane's usage seeds the quotas as for one process.
+            from data_plane.limits.shared import create_table
+
+            shared_limits = cache_dir / f"limits-{port}.shm"
+            create_table(shared_limits)
         for i in range(processes):
             args = ["worker", "--host", host, "--port", str(port), "--status-port", str(status_port + i)]
             args += ["--cache-dir", str(cache_dir), "--log-level", log_level, "--log-format", log_format]
@@ -274,7 +283,9 @@ def worker(
             if otlp_endpoint:
                 args += ["--otlp-endpoint", otlp_endpoint]
             # the Redis URL may hold a password: in the environment, never on a command line (ps)
-            child_env = {"TOLLGATE_REDIS_URL": redis_url} if redis_url else None
+            child_env = (
+                {"TOLLGATE_REDIS_URL": redis_url} if redis_url else {"TOLLGATE_SHARED_LIMITS": str(shared_limits)}
+            )
             sup.start(Child(f"worker {i}", python_module("tollgate", *args), env=child_env, hup=True))
         sys.exit(sup.wait())
 

@@ -17,6 +17,7 @@ router = APIRouter(tags=["config"])
 
 @router.get("/config")
 async def get_config(publisher: Publisher) -> ConfigPublic:
+    """The config revision in force and its snapshot hash."""
     snapshot = await publisher.current()
     return ConfigPublic(revision=snapshot.revision, hash=snapshot.hash)
 
@@ -42,6 +43,7 @@ async def get_snapshot(request: Request, publisher: Publisher) -> Response:
 
 @router.get("/nodes", tags=["nodes"])
 async def list_nodes(publisher: Publisher, sessions: Sessions, page: Paging) -> Page[NodePublic]:
+    """The proxy workers: the revision each applied, whether it is in sync, when it was last seen."""
     current = await publisher.current()
     return await run_in_threadpool(_list_nodes, sessions, current.hash, page.limit, page.offset)
 

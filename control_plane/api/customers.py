@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from control_plane.api.deps import Paging, ReadSession, Write
+from control_plane.api.deps import CustomerId, KeyId, Paging, ReadSession, Write
 from control_plane.schemas import (
     CustomerCreate,
     CustomerPublic,
@@ -23,6 +23,7 @@ router = APIRouter(prefix="/customers", tags=["customers"])
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_customer(body: CustomerCreate, w: Write) -> CustomerPublic:
+    """Create a customer (who calls the APIs); give it keys, a plan or direct API grants afterwards."""
     row = svc.create_customer(session=w.session, data=body)
     w.commit(row.id)
     return convert.customer_public(row)
@@ -30,31 +31,35 @@ def create_customer(body: CustomerCreate, w: Write) -> CustomerPublic:
 
 @router.get("")
 def list_customers(session: ReadSession, page: Paging) -> Page[CustomerPublic]:
+    """List the customers, a page at a time."""
     rows, total = svc.list_customers(session=session, limit=page.limit, offset=page.offset)
     return Page(items=[convert.customer_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{customer_id}")
-def get_customer(customer_id: str, session: ReadSession) -> CustomerPublic:
+def get_customer(customer_id: CustomerId, session: ReadSession) -> CustomerPublic:
+    """One customer."""
     return convert.customer_public(svc.get_customer(session=session, customer_id=customer_id))
 
 
 @router.patch("/{customer_id}")
-def update_customer(customer_id: str, body: CustomerUpdate, w: Write) -> CustomerPublic:
+def update_customer(customer_id: CustomerId, body: CustomerUpdate, w: Write) -> CustomerPublic:
+    """Change the fields given; ``status: suspended`` refuses every key of the customer."""
     row = svc.update_customer(session=w.session, customer_id=customer_id, data=body)
     w.commit()
     return convert.customer_public(row)
 
 
 @router.delete("/{customer_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_customer(customer_id: str, w: Write) -> Response:
+def delete_customer(customer_id: CustomerId, w: Write) -> Response:
+    """Delete the customer and its keys."""
     svc.delete_customer(session=w.session, customer_id=customer_id)
     w.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/{customer_id}/keys", status_code=status.HTTP_201_CREATED)
-def issue_key(customer_id: str, body: KeyCreate, w: Write) -> KeyIssued:
+def issue_key(customer_id: CustomerId, body: KeyCreate, w: Write) -> KeyIssued:
     """Issue a key (or import ``key``).  The plaintext is in this response only."""
     row, plaintext = svc.issue_key(session=w.session, customer_id=customer_id, data=body)
     w.commit(row.id)
@@ -62,25 +67,28 @@ def issue_key(customer_id: str, body: KeyCreate, w: Write) -> KeyIssued:
 
 
 @router.get("/{customer_id}/keys")
-def list_keys(customer_id: str, session: ReadSession, page: Paging) -> Page[KeyPublic]:
+def list_keys(customer_id: CustomerId, session: ReadSession, page: Paging) -> Page[KeyPublic]:
+    """List the customer's API keys (prefixes only: a key is shown once, when issued)."""
     rows, total = svc.list_keys(session=session, customer_id=customer_id, limit=page.limit, offset=page.offset)
     return Page(items=[convert.key_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{customer_id}/keys/{key_id}")
-def get_key(customer_id: str, key_id: str, session: ReadSession) -> KeyPublic:
+def get_key(customer_id: CustomerId, key_id: KeyId, session: ReadSession) -> KeyPublic:
+    """One API key of the customer (its prefix, never the key)."""
     return convert.key_public(svc.get_key(session=session, customer_id=customer_id, key_id=key_id))
 
 
 @router.delete("/{customer_id}/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_key(customer_id: str, key_id: str, w: Write) -> Response:
+def revoke_key(customer_id: CustomerId, key_id: KeyId, w: Write) -> Response:
+    """Revoke the key: workers refuse it (403) once they apply the new config."""
     svc.revoke_key(session=w.session, customer_id=customer_id, key_id=key_id)
     w.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/{customer_id}/keys/{key_id}/rotate", status_code=status.HTTP_201_CREATED)
-def rotate_key(customer_id: str, key_id: str, body: KeyRotate, w: Write) -> KeyIssued:
+def rotate_key(customer_id: CustomerId, key_id: KeyId, body: KeyRotate, w: Write) -> KeyIssued:
     """A new key; the old one keeps working for ``grace_seconds`` and then stops by itself."""
     row, plaintext = svc.rotate_key(
         session=w.session, customer_id=customer_id, key_id=key_id, grace_seconds=body.grace_seconds

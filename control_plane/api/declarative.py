@@ -20,6 +20,8 @@ router = APIRouter(prefix="/config", tags=["config"])
 
 @router.post("/apply")
 def apply_config(body: ApplyRequest, w: Write, box: Box) -> ApplyResult:
+    """Apply a declarative document (what ``tollgate apply`` sends): create and update what it names,
+    delete the rest with ``prune``; ``dry_run`` returns the changes only."""
     result = svc.apply_config(session=w.session, doc=body.config, prune=body.prune, dry_run=body.dry_run, box=box)
     if result.changed:
         w.commit()
@@ -30,9 +32,11 @@ def apply_config(body: ApplyRequest, w: Write, box: Box) -> ApplyResult:
 
 @router.get("/export")
 def export_config(session: ReadSession) -> GatewayConfig:
+    """The config as a declarative document (no secrets, no keys), ready to apply elsewhere."""
     return svc.export_document(session=session)
 
 
 @router.get("/schema")
 def config_schema() -> dict[str, Any]:
+    """The JSON Schema of the declarative document (docs/gateway.schema.json)."""
     return json_schema()

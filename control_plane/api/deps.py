@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.idempotency import mark_committed, state_key
@@ -92,3 +92,16 @@ Paging = Annotated[PageParams, Depends(page_params)]
 Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
 Publisher = Annotated[SnapshotPublisher, Depends(get_publisher)]
 Box = Annotated[SecretBox, Depends(get_secret_box)]
+
+# Path parameters: the id of the resource named in the path (404 when there is none).
+ApiId = Annotated[str, Path(description="the API's id")]
+CertificateId = Annotated[str, Path(description="the certificate's id")]
+CustomerId = Annotated[str, Path(description="the customer's id")]
+DeliveryId = Annotated[str, Path(description="the delivery's id")]
+KeyId = Annotated[str, Path(description="the API key's id")]
+PlanId = Annotated[str, Path(description="the usage plan's id")]
+RouteId = Annotated[str, Path(description="the route's id")]
+TargetId = Annotated[str, Path(description="the target's id")]
+TokenId = Annotated[str, Path(description="the admin token's id")]
+UpstreamId = Annotated[str, Path(description="the upstream's id")]
+WebhookId = Annotated[str, Path(description="the webhook endpoint's id")]

@@ -2,25 +2,63 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from control_plane.errors import Conflict, Invalid, InvalidDocument, NotFound, Unavailable
-from control_plane.schemas import ErrorDetail
+from control_plane.schemas import ErrorDetail, ValidationFailed
 
 # Declared on every /v1 operation so clients (and schemathesis) know the shapes of the domain errors.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorDetail, "description": "the request body could not be parsed"},
     404: {"model": ErrorDetail, "description": "a resource named in the path does not exist"},
     409: {"model": ErrorDetail, "description": "the write would duplicate or orphan something"},
+    422: {"model": ValidationFailed, "description": "the request breaks a rule of the fields or of the resource"},
 }
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this path (RFC 9110 15.5.6: a 405 lists them all).
+
+    Starlette's own 405 names only the methods of the first route whose path matched, and a path such
+    as ``/v1/customers/{id}`` is served by one route per method.  A path some route names literally
+    (``/v1/apis/import``) lists only the methods of such routes.  FastAPI >= 0.16x keeps included
+    routers as branches (``effective_candidates``), walked here like Starlette's mounts (``routes``)."""
+    static: set[str] = set()  # routes without {parameters}: /v1/apis/import owns its path over /v1/apis/{api_id}
+    templated: set[str] = set()
+
+    def walk(routes: Iterable[Any]) -> None:
+        for route in routes:
+            branch = getattr(route, "effective_candidates", None)
+            if callable(branch):
+                walk(branch())
+            elif isinstance(getattr(route, "routes", None), list) and not hasattr(route, "methods"):
+                walk(route.routes)
+            elif getattr(route, "methods", None):
+                match, _ = route.matches(request.scope)
+                if match is not Match.NONE:
+                    (templated if "{" in getattr(route, "path", "{") else static).update(route.methods)
+
+    walk(request.app.router.routes)
+    return sorted(static or templated)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request))}
+            exc = StarletteHTTPException(405, detail=exc.detail, headers=headers)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default echoes each offending "input" (and pydantic's "ctx"): that would hand back

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from control_plane.api.deps import Publisher, ReadSession, Sessions, Writer
+from control_plane.api.deps import ApiId, Publisher, ReadSession, Sessions, Writer
 from control_plane.errors import Invalid
 from control_plane.openapi import document as docs
 from control_plane.openapi.sdk import generate_python_sdk, package_names
@@ -73,6 +73,8 @@ async def import_api(
     upstream_id: Annotated[str | None, Query(description="default upstream of the routes (id or name)")] = None,
     dry_run: Annotated[bool | None, Query(description="only return the diff")] = None,
 ) -> JSONResponse:
+    """Create or update an API and its routes from an OpenAPI 3.0/3.1 document (JSON or YAML);
+    ``dry_run`` returns the diff without writing."""
     body = await _read_limited(request)
     parsed = docs.parse_body(body, request.headers.get("content-type"))
     document, options = _unwrap(parsed)
@@ -98,24 +100,28 @@ async def import_api(
 
 
 @router.get("/{api_id}/openapi.json")
-def export_json(api_id: str, request: Request, session: ReadSession) -> JSONResponse:
+def export_json(api_id: ApiId, request: Request, session: ReadSession) -> JSONResponse:
+    """The API's customer-facing OpenAPI document (JSON), with the gateway's auth and 429 responses."""
     doc = svc.export_document(session=session, api_id=api_id, public_url=request.app.state.settings.public_url)
     return JSONResponse(doc)
 
 
 @router.get("/{api_id}/openapi.yaml", response_class=Response)
-def export_yaml(api_id: str, request: Request, session: ReadSession) -> Response:
+def export_yaml(api_id: ApiId, request: Request, session: ReadSession) -> Response:
+    """The API's customer-facing OpenAPI document (YAML)."""
     doc = svc.export_document(session=session, api_id=api_id, public_url=request.app.state.settings.public_url)
     return Response(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), media_type="application/yaml")
 
 
 @router.get("/{api_id}/sdk", response_class=Response, responses={200: {"content": {"application/zip": {}}}})
 def download_sdk(
-    api_id: str,
+    api_id: ApiId,
     request: Request,
     sessions: Sessions,
     lang: Annotated[Literal["python"], Query(description="SDK language")] = "python",
 ) -> Response:
+    """A generated Python client package for the API (zip), with ``gateway.connect(api_key)`` (503
+    without the sdk extra)."""
     # The session is closed before the generator runs (seconds), so no connection is held meanwhile.
     with sessions() as session:
         name = get_api(session=session, api_id=api_id).name

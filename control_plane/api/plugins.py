@@ -18,4 +18,5 @@ router = APIRouter(prefix="/plugins", tags=["plugins"])
 
 @router.get("")
 def list_plugins() -> PluginList:
+    """The Python plugins installed on the control plane, with their config schemas and problems."""
     return PluginList(items=[PluginPublic(**d) for d in plugin_registry().describe()], api_version=API_VERSION)

@@ -17,6 +17,8 @@ class Customer(Timestamped, Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # The customer's id in the caller's identity provider (issue 19): a JWT's customer claim may name it.
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
     # "metadata" is reserved on declarative classes; the column keeps the API's name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="active")

@@ -2,7 +2,9 @@
 
 The generator is openapi-python-client (the optional extra ``tollgate[sdk]``), run as a subprocess
 with a timeout in a temporary directory; it needs no network (its templates ship with it; its
-post-hooks run the local ``ruff``).  Tollgate adds one module to the generated package,
+post-hooks run the local ``ruff``).  The package is then made to run on Python >= 3.9
+(:mod:`~control_plane.openapi.py39`) and gets a README for the customer
+(:mod:`~control_plane.openapi.sdk_readme`).  Tollgate adds one module to the generated package,
 ``gateway.py``: ``connect(api_key)`` builds a client that sends the key in the API's configured header
 (or query parameter) on every call, and ``retry_after(response)`` / ``Throttled`` surface a 429.
 """
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from control_plane.errors import Unavailable
+from control_plane.openapi.py39 import backport_package
+from control_plane.openapi.sdk_readme import write_readme
 from control_plane.openapi.security import API_KEY_SCHEME, DEFAULT_KEY_HEADER, JWT_SCHEME
 
 GENERATOR = "openapi_python_client"
@@ -60,8 +64,9 @@ def generate_python_sdk(document: dict[str, Any], api_name: str, *, timeout: flo
             tail = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()[-8:]
             raise Unavailable("the SDK generator failed: " + " | ".join(tail))
         (out / package / "gateway.py").write_text(gateway_module(document))
-        with (out / "README.md").open("a") as readme:
-            readme.write(_README_ADDENDUM.format(package=package))
+        mode, header, query = auth_of(document)
+        write_readme(out, package, project, document, mode=mode, header=header, query=query)
+        backport_package(out)  # the generator writes 3.11 code; customers run older Pythons
         return _zip(out, project)
 
 
@@ -71,6 +76,16 @@ def gateway_module(document: dict[str, Any]) -> str:
     Without one (auth ``none``) a key given to ``connect()`` is still sent, in ``x-api-key``: the
     SDK keeps working unchanged when the API later starts requiring keys in the default header.
     """
+    mode, header, query = auth_of(document)
+    values = {"BASE_URL": document["servers"][0]["url"], "AUTH_MODE": mode, "KEY_HEADER": header, "KEY_QUERY": query}
+    text = _GATEWAY_TEMPLATE
+    for name, value in values.items():
+        text = text.replace(f"@{name}@", repr(value))
+    return text
+
+
+def auth_of(document: dict[str, Any]) -> tuple[str, str, str | None]:
+    """(mode, key header, key query parameter) from the document's Tollgate security scheme."""
     schemes = (document.get("components") or {}).get("securitySchemes") or {}
     mode, header, query = "none", DEFAULT_KEY_HEADER, None
     if API_KEY_SCHEME in schemes:
@@ -82,11 +97,7 @@ def gateway_module(document: dict[str, Any]) -> str:
             header = str(scheme["name"])
     elif JWT_SCHEME in schemes:
         mode, header = "jwt", "Authorization"
-    values = {"BASE_URL": document["servers"][0]["url"], "AUTH_MODE": mode, "KEY_HEADER": header, "KEY_QUERY": query}
-    text = _GATEWAY_TEMPLATE
-    for name, value in values.items():
-        text = text.replace(f"@{name}@", repr(value))
-    return text
+    return mode, header, query
 
 
 def _zip(root: Path, top: str) -> bytes:
@@ -98,21 +109,6 @@ def _zip(root: Path, top: str) -> bytes:
                 zf.write(path, f"{top}/{rel.as_posix()}")
     return buf.getvalue()
 
-
-_README_ADDENDUM = """
-
-## Calling the API through Tollgate
-
-```python
-from {package}.gateway import Throttled, connect, retry_after
-
-client = connect(api_key="YOUR-KEY")   # the key is sent on every call, in the header the gateway expects
-# response = some_operation.sync_detailed(client=client, ...)
-# if response.status_code == 429:      # throttled by the gateway: response.parsed is a TollgateError
-#     wait_seconds = retry_after(response)
-# or: Throttled.check(response)        # raises Throttled(retry_after=...) on a 429
-```
-"""
 
 _GATEWAY_TEMPLATE = '''"""Tollgate gateway helpers (added by Tollgate to the generated client).
 

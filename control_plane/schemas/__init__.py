@@ -39,7 +39,18 @@ from control_plane.schemas.apis import (
 )
 from control_plane.schemas.certificates import CertificateCreate, CertificatePublic, CertificateUpdate
 from control_plane.schemas.cluster import ConfigPublic, NodePublic, NodeStatusIn
-from control_plane.schemas.common import ErrorDetail, InModel, Name, OutModel, Page, Timeout, method_list, path_template
+from control_plane.schemas.common import (
+    ErrorDetail,
+    InModel,
+    Name,
+    OutModel,
+    Page,
+    Problem,
+    Timeout,
+    ValidationFailed,
+    method_list,
+    path_template,
+)
 from control_plane.schemas.customers import (
     CustomerCreate,
     CustomerPublic,
@@ -138,6 +149,8 @@ __all__ = [
     "DeliveryStatus",
     "Email",
     "ErrorDetail",
+    "Problem",
+    "ValidationFailed",
     "EventType",
     "HashOn",
     "HeaderName",

@@ -12,8 +12,8 @@ from control_plane.schemas.upstreams import TargetHealth
 
 
 class ConfigPublic(BaseModel):
-    revision: int
-    hash: str
+    revision: int = Field(description="the config revision in force (bumped by every write)")
+    hash: str = Field(description="content hash of the snapshot built for it")
 
 
 class NodeStatusIn(BaseModel):
@@ -21,14 +21,18 @@ class NodeStatusIn(BaseModel):
     is truncated rather than refused, because a status report should never bounce.  ``keys_used``
     maps key id -> last use (epoch seconds) since the previous report."""
 
-    hostname: str = ""
-    version: str = ""
-    revision: int | None = Field(default=None, ge=0)
-    hash: str | None = Field(default=None, max_length=64)
-    last_error: str | None = None
-    pid: int | None = Field(default=None, ge=0)
-    targets: dict[Annotated[str, Field(max_length=64)], TargetHealth] | None = Field(default=None, max_length=10000)
-    keys_used: dict[str, Annotated[int, Field(ge=0, le=253402300799)]] | None = Field(default=None, max_length=100_000)
+    hostname: str = Field(default="", description="the worker's host name")
+    version: str = Field(default="", description="the worker's Tollgate version")
+    revision: int | None = Field(description="config revision the worker applied; null: none yet", default=None, ge=0)
+    hash: str | None = Field(description="snapshot hash the worker applied", default=None, max_length=64)
+    last_error: str | None = Field(default=None, description="the worker's last config error; null: none")
+    pid: int | None = Field(description="the worker's process id", default=None, ge=0)
+    targets: dict[Annotated[str, Field(max_length=64)], TargetHealth] | None = Field(
+        description="target id -> this worker's view of its health", default=None, max_length=10000
+    )
+    keys_used: dict[str, Annotated[int, Field(ge=0, le=253402300799)]] | None = Field(
+        description="key id -> last use (epoch seconds) since the previous report", default=None, max_length=100_000
+    )
 
     @field_validator("hostname", "version", "last_error", mode="after")
     @classmethod
@@ -38,14 +42,14 @@ class NodeStatusIn(BaseModel):
 
 
 class NodePublic(OutModel):
-    id: str
-    hostname: str
-    version: str
-    pid: int | None
-    revision: int | None
-    hash: str | None
-    last_error: str | None
-    first_seen: datetime
-    last_seen: datetime
-    in_sync: bool
-    stale: bool
+    id: str = Field(description="the worker's node id")
+    hostname: str = Field(description="the worker's host name")
+    version: str = Field(description="the worker's Tollgate version")
+    pid: int | None = Field(description="the worker's process id")
+    revision: int | None = Field(description="config revision the worker applied; null: none yet")
+    hash: str | None = Field(description="snapshot hash the worker applied")
+    last_error: str | None = Field(description="the worker's last config error; null: none")
+    first_seen: datetime = Field(description="first report from the worker")
+    last_seen: datetime = Field(description="last report from the worker")
+    in_sync: bool = Field(description="the worker applied the current config")
+    stale: bool = Field(description="not seen for 30 s")

@@ -18,7 +18,7 @@ class ImportDiff(BaseModel):
 
 class ImportResult(BaseModel):
     api: ApiPublic | None = Field(description="the API as written (null for a dry run of a new API)")
-    created: bool
+    created: bool = Field(description="the API was created by this import")
     changed: bool = Field(description="false: the document matches the API exactly; nothing was written")
-    dry_run: bool
-    diff: ImportDiff
+    dry_run: bool = Field(description="nothing was written: the diff is what an import would do")
+    diff: ImportDiff = Field(description="the changes against the API as stored")

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
 
-from control_plane.schemas.common import InModel, Name, path_template
+from control_plane.schemas.common import InModel, Name, documented_pattern, not_null, path_template
 
 Period = Literal["DAY", "WEEK", "MONTH"]
 Rate = Annotated[float, Field(gt=0, le=1_000_000, description="requests per second (fractional allowed)")]
@@ -18,12 +18,12 @@ ApiId = Annotated[str, Field(min_length=1, max_length=36)]
 
 class ThrottleIn(InModel):
     rate: Rate
-    burst: Burst
+    burst: Burst = Field(description="bucket size: requests admitted at once before the rate applies")
 
 
 class QuotaIn(InModel):
-    limit: Annotated[int, Field(ge=1, le=10**12)]
-    period: Period
+    limit: Annotated[int, Field(ge=1, le=10**12)] = Field(description="requests per period")
+    period: Period = Field(description="DAY, WEEK or MONTH (UTC calendar periods, or the customer's billing cycle)")
     overage: Literal["deny", "allow"] = Field(
         default="deny",
         description="beyond the limit: deny (429) or allow (admitted and metered as overage, billed apart)",
@@ -55,10 +55,12 @@ class QuotaIn(InModel):
 class RouteOverrideIn(InModel):
     """A throttle for one route (method + path template, as in the API's routes): its own bucket."""
 
-    method: str = Field(min_length=1, max_length=10)
-    path: str = Field(max_length=2048)
+    method: str = Field(description="HTTP method of the route", min_length=1, max_length=10)
+    path: Annotated[str, documented_pattern(r"^/")] = Field(
+        description="path template of the route, as in the API's routes", max_length=2048
+    )
     rate: Rate
-    burst: Burst
+    burst: Burst = Field(description="bucket size: requests admitted at once before the rate applies")
 
     _check_path = field_validator("path")(path_template)
 
@@ -73,8 +75,10 @@ class RouteOverrideIn(InModel):
 
 
 class PlanApiIn(InModel):
-    api_id: ApiId
-    overrides: list[RouteOverrideIn] = Field(default_factory=list, max_length=50)
+    api_id: ApiId = Field(description="the API granted")
+    overrides: list[RouteOverrideIn] = Field(
+        description="per-route throttles (each its own bucket)", default_factory=list, max_length=50
+    )
 
     @model_validator(mode="after")
     def _unique_overrides(self) -> PlanApiIn:
@@ -96,38 +100,50 @@ def _unique_apis(apis: list[PlanApiIn] | None) -> list[PlanApiIn] | None:
 
 
 class PlanCreate(InModel):
-    name: Name
-    description: str = Field(default="", max_length=1000)
-    throttle: ThrottleIn | None = None
-    quota: QuotaIn | None = None
-    apis: list[PlanApiIn] = Field(default_factory=list, max_length=200)
+    name: Name = Field(description="unique name of the plan")
+    description: str = Field(description="what the plan is, for people", default="", max_length=1000)
+    throttle: ThrottleIn | None = Field(
+        default=None, description="plan-wide throttle (token bucket per customer); null: none"
+    )
+    quota: QuotaIn | None = Field(default=None, description="requests per period per customer; null: none")
+    apis: list[PlanApiIn] = Field(
+        description="the APIs the plan grants, with optional per-route throttles", default_factory=list, max_length=200
+    )
 
     _check_apis = field_validator("apis")(_unique_apis)
 
 
 class PlanUpdate(InModel):
-    name: Name | None = None
-    description: str | None = Field(default=None, max_length=1000)
-    throttle: ThrottleIn | None = None  # explicit null: no plan-wide throttle
-    quota: QuotaIn | None = None  # explicit null: no quota
-    apis: list[PlanApiIn] | None = Field(default=None, max_length=200)
+    name: Name | None = Field(json_schema_extra=not_null, default=None, description="unique name of the plan")
+    description: Annotated[str, Field(max_length=1000)] | None = Field(
+        json_schema_extra=not_null, description="what the plan is, for people", default=None
+    )
+    throttle: ThrottleIn | None = Field(
+        default=None, description="plan-wide throttle (token bucket per customer); null: none"
+    )
+    quota: QuotaIn | None = Field(default=None, description="requests per period per customer; null: none")
+    apis: Annotated[list[PlanApiIn], Field(max_length=200)] | None = Field(
+        json_schema_extra=not_null,
+        description="the APIs the plan grants, with optional per-route throttles",
+        default=None,
+    )
 
     _check_apis = field_validator("apis")(_unique_apis)
 
 
 class PlanPublic(BaseModel):
-    id: str
-    name: str
-    description: str
-    throttle: ThrottleIn | None
-    quota: QuotaIn | None
-    apis: list[PlanApiIn]
-    created_at: datetime
-    updated_at: datetime
+    id: str = Field(description="the resource's id (a UUID, assigned by the control plane)")
+    name: str = Field(description="unique name of the plan")
+    description: str = Field(description="what the plan is, for people")
+    throttle: ThrottleIn | None = Field(description="plan-wide throttle (token bucket per customer); null: none")
+    quota: QuotaIn | None = Field(description="requests per period per customer; null: none")
+    apis: list[PlanApiIn] = Field(description="the APIs the plan grants, with optional per-route throttles")
+    created_at: datetime = Field(description="when the resource was created (UTC)")
+    updated_at: datetime = Field(description="when the resource was last changed (UTC)")
 
 
 class SubscriptionIn(InModel):
-    plan_id: str = Field(min_length=1, max_length=36)
+    plan_id: str = Field(description="the usage plan", min_length=1, max_length=36)
     billing_anchor: datetime | None = Field(
         default=None,
         description="start of the billing cycle (ISO 8601 date-time; without an offset: a wall-clock time in"
@@ -152,13 +168,15 @@ class SubscriptionIn(InModel):
 
 
 class SubscriptionPublic(BaseModel):
-    customer_id: str
-    plan_id: str | None
-    plan_name: str | None
-    billing_anchor: datetime | None = None  # in time_zone
-    time_zone: str | None = None
+    customer_id: str = Field(description="the customer")
+    plan_id: str | None = Field(description="the plan subscribed to; null: none")
+    plan_name: str | None = Field(description="that plan's name")
+    billing_anchor: datetime | None = Field(
+        default=None, description="start of the billing cycle, in time_zone; null: UTC calendar periods"
+    )
+    time_zone: str | None = Field(default=None, description="IANA time zone of the cycle; null: UTC")
     period_start: datetime | None = Field(default=None, description="the current quota period (its cycle)")
-    period_end: datetime | None = None
+    period_end: datetime | None = Field(default=None, description="end of the current quota period (exclusive)")
 
 
 # ---------------------------------------------------------------------------- usage
@@ -172,14 +190,14 @@ class UsageCountIn(BaseModel):
     add the route, the plan (null: none), the status class and the UTC hour it started in, with ``day``
     the hour's UTC day.  Unknown members are ignored, so a newer worker's additions do not break this."""
 
-    customer_id: str = Field(min_length=1, max_length=36)
-    api_id: str = Field(min_length=1, max_length=36)
+    customer_id: str = Field(description="the customer counted", min_length=1, max_length=36)
+    api_id: str = Field(description="the API called", min_length=1, max_length=36)
     day: date | None = Field(default=None, description="UTC day; may be left out when hour is given")
     hour: datetime | None = Field(default=None, description="start of the UTC hour (a time without offset is UTC)")
-    route_id: str = Field(default="", max_length=36)
-    plan_id: str | None = Field(default=None, max_length=36)
-    status_class: StatusClass | None = None
-    count: Annotated[int, Field(ge=1, le=10**12)]
+    route_id: str = Field(description="the route matched (empty: unknown, older workers)", default="", max_length=36)
+    plan_id: str | None = Field(description="the customer's plan when counted; null: none", default=None, max_length=36)
+    status_class: StatusClass | None = Field(default=None, description="class of the response status")
+    count: Annotated[int, Field(ge=1, le=10**12)] = Field(description="admitted requests")
     overage: Annotated[int, Field(ge=0, le=10**12)] = Field(
         default=0, description="of count: admitted beyond the plan's quota (an overage plan)"
     )
@@ -209,37 +227,39 @@ class UsageCountIn(BaseModel):
 class UsageBatchIn(BaseModel):
     """One worker batch (data_plane/metering/meter.py); ``batch_id`` makes it idempotent."""
 
-    batch_id: str = Field(min_length=1, max_length=64)
-    node_id: str = Field(default="", max_length=128)
-    counts: list[UsageCountIn] = Field(max_length=200_000)
+    batch_id: str = Field(
+        description="unique per batch: a batch sent twice is counted once", min_length=1, max_length=64
+    )
+    node_id: str = Field(description="the worker that sent it", default="", max_length=128)
+    counts: list[UsageCountIn] = Field(description="the counts", max_length=200_000)
 
 
 class UsageBatchResult(BaseModel):
-    batch_id: str
+    batch_id: str = Field(description="the batch")
     applied: bool = Field(description="false: this batch id was applied before; nothing was added")
 
 
 class UsageDay(BaseModel):
-    day: date
-    requests: int
+    day: date = Field(description="the UTC day")
+    requests: int = Field(description="admitted requests that day")
     overage: int = Field(default=0, description="of requests: admitted beyond the quota (overage plans), billed apart")
     apis: dict[str, int] = Field(description="requests per api id")
     quota_remaining: int | None = Field(description="for the period containing this day; null: no quota")
 
 
 class CustomerUsage(BaseModel):
-    customer_id: str
-    customer_name: str
-    plan_id: str | None
-    quota: QuotaIn | None
-    days: list[UsageDay]
+    customer_id: str = Field(description="the customer")
+    customer_name: str = Field(description="the customer's name")
+    plan_id: str | None = Field(description="the customer's plan; null: none")
+    quota: QuotaIn | None = Field(description="the plan's quota; null: none")
+    days: list[UsageDay] = Field(description="one entry per day of the range")
 
 
 class PlanUsage(BaseModel):
-    plan_id: str
-    start: date
-    end: date
-    customers: list[CustomerUsage]
+    plan_id: str = Field(description="the plan")
+    start: date = Field(description="first day of the report (UTC, inclusive)")
+    end: date = Field(description="last day of the report (UTC, inclusive)")
+    customers: list[CustomerUsage] = Field(description="the plan's current subscribers")
 
 
 class AdjustIn(InModel):
@@ -251,10 +271,10 @@ class RemainingIn(InModel):
 
 
 class AdjustPublic(BaseModel):
-    customer_id: str
-    period: Period
-    period_start: date
-    period_end: date
+    customer_id: str = Field(description="the customer")
+    period: Period = Field(description="DAY, WEEK or MONTH (UTC calendar periods, or the customer's billing cycle)")
+    period_start: date = Field(description="start of the current quota period")
+    period_end: date = Field(description="end of the current quota period (exclusive)")
     extra: int = Field(description="total extra quota for this period")
     limit: int = Field(description="plan limit + extra")
 

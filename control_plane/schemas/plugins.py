@@ -13,7 +13,7 @@ class PluginPublic(BaseModel):
     distribution: str | None = Field(default=None, description="the distribution (package) that provides it")
     source: str = Field(description="module:attribute of the plugin class")
     api_version: int | None = Field(default=None, description="plugin interface version it is written for")
-    description: str = ""
+    description: str = Field(default="", description="what the plugin does (its docstring)")
     config_schema: dict[str, Any] | None = Field(default=None, description="JSON Schema of its config")
     problem: str | None = Field(
         default=None, description="why it cannot be used (import error, other API version...); null: usable"
@@ -21,5 +21,5 @@ class PluginPublic(BaseModel):
 
 
 class PluginList(BaseModel):
-    items: list[PluginPublic]
+    items: list[PluginPublic] = Field(description="the installed plugins")
     api_version: int = Field(description="the plugin interface version this gateway implements")

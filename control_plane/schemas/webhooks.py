@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
-from control_plane.schemas.common import InModel, OutModel
+from control_plane.schemas.common import InModel, OutModel, documented_pattern, not_null
 
 # The CloudEvent ``type`` of each event (docs/webhooks.md has their payloads).
 USAGE = "tollgate.request.usage"
@@ -34,6 +34,8 @@ DeliveryStatus = Literal["pending", "delivered", "failed"]
 _URL_MAX = 2048
 _SECRET_RE = re.compile(r"^[!-~]{16,256}$")  # visible ASCII, no spaces
 _AUTH_RE = re.compile(r"^[ -~]{1,4096}$")  # a header value: printable ASCII, no CR/LF
+Secret = Annotated[str, documented_pattern(_SECRET_RE.pattern)]
+AuthorizationValue = Annotated[str, documented_pattern(_AUTH_RE.pattern)]
 
 
 def webhook_url(value: str | None) -> str | None:
@@ -83,7 +85,13 @@ def _everything() -> list[EventType]:
 
 
 Url = Annotated[
-    str, Field(min_length=1, max_length=_URL_MAX, description="http:// or https:// URL events are POSTed to")
+    str,
+    documented_pattern(r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+[^\s#]*$"),
+    Field(
+        min_length=1,
+        max_length=_URL_MAX,
+        description="http:// or https:// URL events are POSTed to",
+    ),
 ]
 EventTypes = Annotated[
     list[EventType],
@@ -95,17 +103,19 @@ Description = Annotated[str, Field(max_length=500)]
 class WebhookCreate(InModel):
     url: Url
     event_types: EventTypes = Field(default_factory=_everything)
-    secret: str | None = Field(
+    secret: Secret | None = Field(
         default=None,
         description="signing secret (write-only); omitted: one is generated and shown in this response only",
     )
-    authorization: str | None = Field(
+    authorization: AuthorizationValue | None = Field(
         default=None,
         description="sent as the Authorization header of every delivery (write-only), e.g. 'Bearer <api key>' "
         "for a receiver such as OpenMeter's ingest endpoint",
     )
-    enabled: bool = True
-    description: Description | None = None
+    enabled: StrictBool = Field(
+        default=True, description="false: events are not sent to this endpoint (nor kept for it)"
+    )
+    description: Description | None = Field(default=None, description="what the endpoint is, for people")
 
     _check_url = field_validator("url")(webhook_url)
     _check_types = field_validator("event_types")(normalize_event_types)
@@ -114,12 +124,24 @@ class WebhookCreate(InModel):
 
 
 class WebhookUpdate(InModel):
-    url: Url | None = None
-    event_types: EventTypes | None = None
-    secret: str | None = Field(default=None, description="a new signing secret (write-only)")
-    authorization: str | None = Field(default=None, description="a new Authorization header value; null: none")
-    enabled: bool | None = None
-    description: Description | None = None
+    url: Url | None = Field(
+        json_schema_extra=not_null, default=None, description="http:// or https:// URL events are POSTed to"
+    )
+    event_types: EventTypes | None = Field(
+        json_schema_extra=not_null, default=None, description='the CloudEvent types sent, or ["*"] for all'
+    )
+    secret: Secret | None = Field(
+        json_schema_extra=not_null, default=None, description="a new signing secret (write-only)"
+    )
+    authorization: AuthorizationValue | None = Field(
+        default=None, description="a new Authorization header value; null: none"
+    )
+    enabled: StrictBool | None = Field(
+        json_schema_extra=not_null,
+        default=None,
+        description="false: events are not sent to this endpoint (nor kept for it)",
+    )
+    description: Description | None = Field(default=None, description="what the endpoint is, for people")
 
     _check_url = field_validator("url")(webhook_url)
     _check_types = field_validator("event_types")(normalize_event_types)
@@ -128,14 +150,14 @@ class WebhookUpdate(InModel):
 
 
 class WebhookPublic(OutModel):
-    id: str
-    url: str
-    event_types: list[str]
-    enabled: bool
-    description: str | None
+    id: str = Field(description="the resource's id (a UUID, assigned by the control plane)")
+    url: str = Field(description="http:// or https:// URL events are POSTed to")
+    event_types: list[str] = Field(description='the CloudEvent types sent, or ["*"] for all')
+    enabled: bool = Field(description="false: events are not sent to this endpoint (nor kept for it)")
+    description: str | None = Field(description="what the endpoint is, for people")
     has_authorization: bool = Field(description="an Authorization header is sent (its value is never shown)")
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = Field(description="when the resource was created (UTC)")
+    updated_at: datetime = Field(description="when the resource was last changed (UTC)")
 
 
 class WebhookCreated(WebhookPublic):
@@ -143,15 +165,15 @@ class WebhookCreated(WebhookPublic):
 
 
 class DeliveryPublic(OutModel):
-    id: str
-    webhook_id: str = Field(validation_alias="endpoint_id")
+    id: str = Field(description="the resource's id (a UUID, assigned by the control plane)")
+    webhook_id: str = Field(description="the endpoint", validation_alias="endpoint_id")
     event_id: str = Field(description="the CloudEvent id, the same on every attempt (receivers de-duplicate by it)")
-    event_type: str
-    status: DeliveryStatus
-    attempts: int
+    event_type: str = Field(description="the CloudEvent type")
+    status: DeliveryStatus = Field(description="pending (will be tried again), delivered, or failed (gave up)")
+    attempts: int = Field(description="attempts so far")
     last_status_code: int | None = Field(description="HTTP status of the last attempt; null: no answer")
-    last_error: str | None
-    last_attempt_at: datetime | None
+    last_error: str | None = Field(description="the last attempt's error; null: none")
+    last_attempt_at: datetime | None = Field(description="when it was last tried")
     next_attempt_at: datetime | None = Field(description="when the next attempt is due (pending only)")
-    delivered_at: datetime | None
-    created_at: datetime
+    delivered_at: datetime | None = Field(description="when the receiver answered 2xx; null: not yet")
+    created_at: datetime = Field(description="when the resource was created (UTC)")

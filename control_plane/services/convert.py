@@ -128,6 +128,7 @@ def customer_public(row: Customer) -> CustomerPublic:
         id=row.id,
         name=row.name,
         email=row.email,
+        external_id=row.external_id,
         metadata=row.meta,
         status=row.status,
         api_ids=granted_api_ids(row),

@@ -16,7 +16,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from control_plane.errors import Conflict, Invalid, NotFound
@@ -68,9 +68,12 @@ def granted_api_ids(customer: Customer) -> list[str]:
 def create_customer(*, session: Session, data: CustomerCreate) -> Customer:
     bump_revision(session)
     _check_name_free(session, data.name)
-    customer = Customer(name=data.name, email=data.email, meta=data.metadata, status=data.status)
+    _check_external_id_free(session, data.external_id)
+    customer = Customer(
+        name=data.name, email=data.email, external_id=data.external_id, meta=data.metadata, status=data.status
+    )
     session.add(customer)
-    with integrity_as_conflict(f"customer name {data.name!r} is already used"):
+    with integrity_as_conflict(f"customer name {data.name!r} or its external id is already used"):
         session.flush()
     _set_grants(session, customer, data.api_ids)
     _set_identities(session, customer, data.mtls_fingerprints, data.mtls_subjects)
@@ -87,8 +90,10 @@ def update_customer(*, session: Session, customer_id: str, data: CustomerUpdate)
     fingerprints, subjects = changes.pop("mtls_fingerprints", None), changes.pop("mtls_subjects", None)
     if "metadata" in changes:
         changes["meta"] = changes.pop("metadata")
-    apply_patch(customer, changes, nullable=frozenset({"email"}))
-    with integrity_as_conflict("customer name is already used"):
+    if changes.get("external_id") not in (None, customer.external_id):
+        _check_external_id_free(session, changes["external_id"])
+    apply_patch(customer, changes, nullable=frozenset({"email", "external_id"}))
+    with integrity_as_conflict("customer name or external id is already used"):
         session.flush()
     if api_ids is not None:
         _set_grants(session, customer, api_ids)
@@ -106,6 +111,16 @@ def delete_customer(*, session: Session, customer_id: str) -> None:
     bump_revision(session)
     session.delete(get_customer(session=session, customer_id=customer_id))  # keys and grants cascade
     session.flush()
+
+
+def _check_external_id_free(session: Session, external_id: str | None) -> None:
+    """Unique among external ids, and no customer's Tollgate id: a JWT's customer claim is looked up
+    as an id first, then as an external id, so the two must never name different customers."""
+    if external_id is None:
+        return
+    clash = or_(Customer.external_id == external_id, Customer.id == external_id)
+    if session.execute(select(exists().where(clash))).scalar():
+        raise Conflict(f"external id {external_id!r} is already used by another customer")
 
 
 def _check_name_free(session: Session, name: str) -> None:

@@ -395,6 +395,7 @@ def _customer_doc(row: Customer, ctx: Ctx) -> Fields:
     return {
         "name": row.name,
         "email": row.email,
+        "external_id": row.external_id,
         "metadata": row.meta,
         "status": row.status,
         "plan": ctx.keys[("usage_plan", row.plan_id)] if row.plan_id else None,

@@ -50,6 +50,7 @@ from control_plane.services.plans import get_plan, plan_of, quota_of
 from control_plane.services.revision import bump_revision
 from data_plane.limits.periods import Cycle, customer_period
 
+DEFAULT_REPORT_DAYS = 7  # a report without dates: the last 7 UTC days, today included
 MAX_REPORT_DAYS = 366
 _CHUNK = 500  # rows per multi-row INSERT (SQLite caps bound parameters per statement)
 
@@ -145,6 +146,14 @@ def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
 
 
 # ---------------------------------------------------------------------------- reports
+
+
+def report_range(start: date | None, end: date | None, *, today: date) -> tuple[date, date]:
+    """The days of a usage report: without ``end``, up to ``today`` (UTC); without ``start``, the
+    ``DEFAULT_REPORT_DAYS`` days ending at ``end`` (what ``tollgate usage`` shows without dates)."""
+    last = end if end is not None else today
+    first = start if start is not None else last - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+    return first, last
 
 
 def _check_range(start: date, end: date) -> None:

@@ -157,6 +157,7 @@ def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -
             quota_extra_end=extra[2],
             mtls_fingerprints=tuple(c.mtls_fingerprints),
             mtls_subjects=tuple(c.mtls_subjects),
+            external_id=c.external_id or "",
             **_cycle_fields(c),
         )
         for c in customer_rows

@@ -20,6 +20,7 @@ import logging
 import httpx
 
 from data_plane.limits.memory import MemoryStore
+from data_plane.limits.shared import SharedStore
 from data_plane.metering.meter import Metering
 from data_plane.settings import WorkerSettings
 from data_plane.tls.channel import channel_context
@@ -30,7 +31,9 @@ SEED_TIMEOUT = 3.0
 CURRENT_USAGE_PATH = "/cluster/v1/usage/current"
 
 
-async def seed_from_control_plane(store: MemoryStore, metering: Metering | None, settings: WorkerSettings) -> None:
+async def seed_from_control_plane(
+    store: MemoryStore | SharedStore, metering: Metering | None, settings: WorkerSettings
+) -> None:
     assert settings.control_plane_url
     try:
         async with asyncio.timeout(SEED_TIMEOUT):

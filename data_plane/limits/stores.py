@@ -1,7 +1,8 @@
 """Building the limiter pieces a worker needs from its settings (the one place that chooses a store).
 
 ``open_store`` returns the Redis store when ``TOLLGATE_REDIS_URL`` is set (any of its forms: one
-server, TLS, Sentinel, Cluster; docs/redis.md), else the in-process memory store; ``open_metering``
+server, TLS, Sentinel, Cluster; docs/redis.md), else the store shared by the processes of one worker
+when ``--processes N`` made its table (``TOLLGATE_SHARED_LIMITS``), else the in-process memory store; ``open_metering``
 the usage meter with its spool and HTTP sender — in standalone mode
 (``--snapshot``, no control plane) a meter that only spools.  Redis is imported only when used.
 """
@@ -25,6 +26,10 @@ def open_store(settings: WorkerSettings) -> LimitStore:
             fail_mode=settings.limit_fail_mode,
             tls_files=settings.redis_tls_files,
         )
+    if settings.shared_limits is not None:
+        from data_plane.limits.shared import SharedStore
+
+        return SharedStore(settings.shared_limits)
     return MemoryStore()
 
 

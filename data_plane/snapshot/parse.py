@@ -140,12 +140,17 @@ def validate(snap: Snapshot) -> None:
                 raise SnapshotError(f"plans[{i}].apis[{j}].api_id {pa.api_id!r} names no api")
     customer_ids = set()
     identities: set[str] = set()
+    external_ids: set[str] = set()
     for i, c in enumerate(snap.customers):
         if c.id in customer_ids:
             raise SnapshotError(f"customers[{i}].id {c.id!r} is duplicated")
         customer_ids.add(c.id)
         if c.plan_id is not None and c.plan_id not in plan_ids:
             raise SnapshotError(f"customers[{i}].plan_id {c.plan_id!r} names no plan")
+        if c.external_id:
+            if c.external_id in external_ids:
+                raise SnapshotError(f"customers[{i}].external_id {c.external_id!r} is duplicated")
+            external_ids.add(c.external_id)
         for identity in (*c.mtls_fingerprints, *c.mtls_subjects):
             if identity in identities:
                 raise SnapshotError(f"customers[{i}]: client certificate identity {identity!r} is another customer's")
@@ -455,6 +460,7 @@ def _customer(doc: Any, where: str) -> Customer:
         billing_anchor=_get(doc, "billing_anchor", int, where, 0),
         time_zone=_time_zone(doc, where),
         cycle_since=_get(doc, "cycle_since", int, where, 0),
+        external_id=_get(doc, "external_id", str, where, ""),
     )
 
 

@@ -17,8 +17,8 @@ from typing import Any
 # 1.5: upstreams' keepalive_timeout; 1.6: TLS (certificates, apis' https_only, auth "mtls" with its trusted CAs,
 # customers' client-certificate identities, targets' scheme, upstreams' tls_verify / ca_certificates / sni /
 # client_certificate_id); 1.7: traffic policies on apis and routes (data_plane/policies), apis' cache_epoch,
-# plans' quota overage and hard_cap, customers' billing cycle
-SCHEMA_VERSION = "1.7"
+# plans' quota overage and hard_cap, customers' billing cycle; 1.8: customers' external_id
+SCHEMA_VERSION = "1.8"
 SUPPORTED_MAJOR = 1
 
 ALGORITHMS = ("round_robin", "least_request", "consistent_hash", "random")
@@ -207,6 +207,9 @@ class Customer:
     billing_anchor: int = 0
     time_zone: str = ""
     cycle_since: int = 0
+    # 1.8: the customer's id in an identity provider ("" = none): a JWT's customer claim may hold it
+    # instead of ``id`` (looked up second; the control plane keeps both unique across customers)
+    external_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,6 +232,8 @@ def _customer_extras(c: Customer) -> dict[str, Any]:
         out["mtls_subjects"] = list(c.mtls_subjects)
     if c.billing_anchor:  # 1.7
         out.update(billing_anchor=c.billing_anchor, time_zone=c.time_zone, cycle_since=c.cycle_since)
+    if c.external_id:  # 1.8
+        out["external_id"] = c.external_id
     return out
 
 

@@ -1,4 +1,5 @@
-"""A stand-in worker process for the cluster-accuracy test: N concurrent checks against a shared Redis.
+"""A stand-in worker process for the cluster-accuracy test: N concurrent checks against a shared Redis
+(or, with URL ``file:PATH``, the table shared by the processes of one worker).
 
 Usage: python limit_check_client.py URL PREFIX GO_FILE N
 Waits for GO_FILE to exist (so every process fires at the same moment), then prints a JSON object
@@ -12,18 +13,24 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from data_plane.limits.periods import DAY
 from data_plane.limits.policy import Decision, LimitPolicy, Quota, Throttle
 from data_plane.limits.redis import RedisStore
+from data_plane.limits.shared import SharedStore
 
 QUOTA_POLICY = LimitPolicy(quota=Quota(limit=100, period=DAY))
 BURST_POLICY = LimitPolicy(throttle=Throttle(rate=0.001, burst=100))  # refills ~nothing during the test
 
 
 async def main(url: str, prefix: str, go_file: str, n: int) -> None:
-    store = RedisStore(url, prefix=prefix, fail_mode="closed")
-    await store.ping()  # connect before the start signal
+    store: RedisStore | SharedStore
+    if url.startswith("file:"):  # the table shared by the processes of one worker
+        store = SharedStore(Path(url[5:]))
+    else:
+        store = RedisStore(url, prefix=prefix, fail_mode="closed")
+        await store.ping()  # connect before the start signal
     deadline = time.monotonic() + 30
     while not os.path.exists(go_file) and time.monotonic() < deadline:
         await asyncio.sleep(0.005)

@@ -1,4 +1,5 @@
-"""Every counter store through the same cases (memory and Redis), plus cluster accuracy on Redis.
+"""Every counter store through the same cases (memory, shared by a worker's processes, Redis), plus
+accuracy across real processes on the shared store and on Redis.
 
 Redis tests use db 15 and a unique key prefix per test, deleted afterwards; they skip locally and
 fail in CI (``CI=true``) when Redis is not reachable on 127.0.0.1:6379.
@@ -22,6 +23,7 @@ from data_plane.limits.memory import MemoryStore
 from data_plane.limits.periods import DAY
 from data_plane.limits.policy import QUOTA, THROTTLE, Decision, LimitPolicy, Quota, Throttle
 from data_plane.limits.redis import RedisStore
+from data_plane.limits.shared import SharedStore, create_table
 from tests.helpers import port_open, require_service
 from tests.integration.redis_support import delete_prefix, resolve, two_processes_check
 
@@ -33,11 +35,16 @@ ROOT = Path(__file__).resolve().parents[2]
 StoreFactory = Callable[..., Any]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
+@pytest.fixture(params=["memory", "shared", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """A factory ``make_store(now=...)``, called inside the test's event loop."""
     if request.param == "memory":
         yield lambda now=lambda: FIXED_NOW: MemoryStore(now)
+        return
+    if request.param == "shared":
+        table = tmp_path / "limits.shm"
+        create_table(table, slots=4096)
+        yield lambda now=lambda: FIXED_NOW: SharedStore(table, now)
         return
     require_service("Redis", port_open(6379), "127.0.0.1:6379")
     prefix = f"tgtest:{uuid.uuid4().hex}:"
@@ -216,6 +223,63 @@ def test_coalesced_redis_checks_decide_exactly_as_one_after_another() -> None:
         run(body)
     finally:
         delete_prefix(REDIS_URL, prefix)
+
+
+def test_two_processes_of_one_worker_share_exact_limits_without_redis(tmp_path: Path) -> None:
+    """What `tollgate worker --processes 2` does without --redis-url: two real processes, 100 concurrent
+    checks each, on one shared table: quota 100 and burst 100 hold exactly (each process alone had 100)."""
+    table = tmp_path / "limits.shm"
+    create_table(table)
+    outs = two_processes_check(f"file:{table}", f"shared-{uuid.uuid4().hex}:")
+    assert sum(o["quota"] for o in outs) == 100
+    assert sum(o["burst"] for o in outs) == 100
+
+
+def test_a_process_killed_holding_the_lock_lets_the_others_and_its_restart_go_on(tmp_path: Path) -> None:
+    """flock is released with the dead process's descriptor: SIGKILL inside a check blocks nobody, and
+    a restarted process (a new SharedStore on the same table) continues the counts."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    table = tmp_path / "limits.shm"
+    create_table(table, slots=1024)
+    policy = LimitPolicy(throttle=Throttle(rate=0.001, burst=10), quota=Quota(limit=8, period=DAY))
+    first = SharedStore(table, lambda: FIXED_NOW)
+    assert [first.check("cust-k", policy).allowed for _ in range(3)] == [True] * 3
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import fcntl, os, sys, time
+                fd = os.open({str(table)!r}, os.O_RDWR)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                print("locked", flush=True)
+                time.sleep(60)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    restarted = SharedStore(table, lambda: FIXED_NOW)
+    decisions = [restarted.check("cust-k", policy) for _ in range(7)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2  # quota 8: 3 before, 5 after
+    assert decisions[-1].limit == QUOTA
+    assert first.check("cust-k", policy).allowed is False  # the first process sees the same counters
 
 
 def test_two_worker_processes_share_exact_limits() -> None:

@@ -79,6 +79,7 @@ def test_plans_and_customers_are_created_by_name_and_the_dump_applies_as_a_no_op
         {
             "name": "acme",
             "email": "ops@acme.example",
+            "external_id": None,
             "metadata": {"tier": 1},
             "status": "active",
             "mtls_fingerprints": [],
@@ -89,6 +90,7 @@ def test_plans_and_customers_are_created_by_name_and_the_dump_applies_as_a_no_op
         {
             "name": "globex",
             "email": None,
+            "external_id": None,
             "metadata": {},
             "status": "suspended",
             "mtls_fingerprints": [],
