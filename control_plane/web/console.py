@@ -27,9 +27,11 @@ from control_plane.schemas import (
     ApiCreate,
     ApiUpdate,
     CustomerCreate,
+    CustomerUpdate,
     KeyCreate,
     KeyRotate,
     PlanCreate,
+    PlanUpdate,
     RouteCreate,
     TargetCreate,
     UpstreamCreate,
@@ -459,6 +461,7 @@ def _customer_page(
         row = customers_svc.get_customer(session=s, customer_id=customer_id)
         keys, _ = customers_svc.list_keys(session=s, customer_id=customer_id, limit=ALL, offset=0)
         plans, _ = plans_svc.list_plans(session=s, limit=ALL, offset=0)
+        apis, _ = apis_svc.list_apis(session=s, limit=ALL, offset=0)
         usage = usage_svc.customer_usage(
             session=s, customer_id=customer_id, start=today - timedelta(days=13), end=today
         )
@@ -470,12 +473,36 @@ def _customer_page(
             c=row,
             keys=[(k, customers_svc.key_status(k)) for k in keys],
             plans=plans,
+            apis=apis,
+            granted=set(customers_svc.granted_api_ids(row)),
             usage=usage,
             chart=_usage_chart(usage, f"Requests per day of {row.name}, last 14 days"),
             errors=errors or [],
             issued=issued,
             invite=invite,
         )
+
+
+@router.post("/customers/{customer_id}")
+def edit_customer(
+    request: Request,
+    ctx: C,
+    customer_id: str,
+    name: F,
+    email: F = "",
+    status: F = "active",
+    api_ids: Annotated[list[str] | None, Form()] = None,
+    csrf: Csrf = "",
+) -> Response:
+    def do(w: Writer) -> str:
+        data = CustomerUpdate.model_validate(
+            {"name": name, "email": email or None, "status": status, "api_ids": api_ids or []}
+        )
+        customers_svc.update_customer(session=w.session, customer_id=customer_id, data=data)
+        w.commit()
+        return f"{PATH}/customers/{customer_id}"
+
+    return act(request, ctx, csrf, do, lambda m, st: _customer_page(request, ctx, customer_id, m, st))
 
 
 @router.post("/customers/{customer_id}/delete")
@@ -617,7 +644,48 @@ def _plan_page(
         charts = [
             (cu.customer_name, _usage_chart(cu, f"{cu.customer_name}: requests per day")) for cu in usage.customers
         ]
-        return page(request, ctx, "plan.html", status_code, p=row, chart=chart, charts=charts, errors=errors or [])
+        apis, _ = apis_svc.list_apis(session=s, limit=ALL, offset=0)
+        granted = {a.api_id for a in row.apis}
+        return page(
+            request,
+            ctx,
+            "plan.html",
+            status_code,
+            p=row,
+            apis=apis,
+            granted=granted,
+            chart=chart,
+            charts=charts,
+            errors=errors or [],
+        )
+
+
+@router.post("/plans/{plan_id}")
+def edit_plan(
+    request: Request,
+    ctx: C,
+    plan_id: str,
+    name: F,
+    rate: F = "",
+    burst: F = "",
+    quota_limit: F = "",
+    quota_period: F = "DAY",
+    api_ids: Annotated[list[str] | None, Form()] = None,
+    csrf: Csrf = "",
+) -> Response:
+    def do(w: Writer) -> str:
+        current = {a.api_id: a for a in plans_svc.get_plan(session=w.session, plan_id=plan_id).apis}
+        apis = [{"api_id": a, "overrides": current[a].overrides if a in current else []} for a in api_ids or []]
+        body: dict[str, Any] = {"name": name, "apis": apis, "throttle": None, "quota": None}
+        if rate or burst:
+            body["throttle"] = {"rate": rate, "burst": burst}
+        if quota_limit:
+            body["quota"] = {"limit": quota_limit, "period": quota_period}
+        plans_svc.update_plan(session=w.session, plan_id=plan_id, data=PlanUpdate.model_validate(body))
+        w.commit()
+        return f"{PATH}/plans/{plan_id}"
+
+    return act(request, ctx, csrf, do, lambda m, st: _plan_page(request, ctx, plan_id, m, st))
 
 
 @router.post("/plans/{plan_id}/delete")

@@ -142,6 +142,15 @@ def test_operator_builds_an_api_issues_a_key_and_traffic_passes(
     assert r.status_code == 200 and backend.count() == before + 1
     pg.get_by_role("link", name="Overview").click()
     assert pg.get_by_role("table", name="Workers").get_by_text("yes").is_visible()  # in sync
+    pg.get_by_role("link", name="Upstreams").click()
+    pg.get_by_role("link", name="shop-backend").click()
+    upstream_page = pg.url
+
+    def worker_reports_healthy() -> bool:  # the worker's status heartbeat carries its view of each target
+        pg.goto(upstream_page)
+        return pg.get_by_role("table", name="Targets").get_by_text("worker: healthy").count() == 1
+
+    wait_until(worker_reports_healthy, timeout=15, interval=0.5, what="the worker's view of the target")
 
 
 def test_customer_portal_key_until_429_and_the_usage_chart(

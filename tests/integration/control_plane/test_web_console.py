@@ -173,3 +173,24 @@ def test_every_page_labels_its_controls(client: TestClient, path: str) -> None:
             continue
         control_id = re.search(r'id="([^"]+)"', control)
         assert control_id and control_id.group(1) in ids, control
+
+
+def test_edit_customer_and_plan_through_forms(client: TestClient) -> None:
+    csrf = sign_in(client)
+    api = client.post("/v1/apis", json={"name": "a1", "base_path": "/a1"}).json()
+    cust = client.post("/v1/customers", json={"name": "before"}).json()
+    plan = client.post("/v1/usage-plans", json={"name": "p", "quota": {"limit": 5, "period": "DAY"}}).json()
+    r = client.post(
+        f"/console/customers/{cust['id']}",
+        data={"csrf": csrf, "name": "after", "status": "suspended", "api_ids": [api["id"]]},
+    )
+    assert r.status_code == 200
+    got = client.get(f"/v1/customers/{cust['id']}").json()
+    assert (got["name"], got["status"], got["api_ids"]) == ("after", "suspended", [api["id"]])
+    data = {"csrf": csrf, "name": "p2", "rate": "2", "burst": "4", "quota_limit": "", "api_ids": [api["id"]]}
+    assert client.post(f"/console/plans/{plan['id']}", data=data).status_code == 200
+    got = client.get(f"/v1/usage-plans/{plan['id']}").json()
+    assert got["name"] == "p2" and got["quota"] is None and got["throttle"] == {"rate": 2.0, "burst": 4}
+    assert [a["api_id"] for a in got["apis"]] == [api["id"]]
+    r = client.post(f"/console/plans/{plan['id']}", data={**data, "rate": "0"})
+    assert r.status_code == 422 and "throttle.rate" in r.text
