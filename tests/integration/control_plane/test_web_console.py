@@ -194,3 +194,20 @@ def test_edit_customer_and_plan_through_forms(client: TestClient) -> None:
     assert [a["api_id"] for a in got["apis"]] == [api["id"]]
     r = client.post(f"/console/plans/{plan['id']}", data={**data, "rate": "0"})
     assert r.status_code == 422 and "throttle.rate" in r.text
+
+
+def test_declarative_upload_and_plan_usage_page(client: TestClient) -> None:
+    csrf = sign_in(client)
+    doc = b"upstreams:\n  - name: uploaded\n"
+    r = client.post(
+        "/console/config",
+        data={"csrf": csrf, "document": "", "action": "apply"},
+        files={"file": ("gateway.yaml", doc, "application/yaml")},
+    )
+    assert r.status_code == 200 and "create upstream uploaded" in r.text
+    assert [u["name"] for u in client.get("/v1/upstreams").json()["items"]] == ["uploaded"]
+    plan = client.post("/v1/usage-plans", json={"name": "gold", "quota": {"limit": 9, "period": "DAY"}}).json()
+    cust = client.post("/v1/customers", json={"name": "sub"}).json()
+    client.put(f"/v1/customers/{cust['id']}/plan", json={"plan_id": plan["id"]})
+    html = client.get(f"/console/plans/{plan['id']}").text
+    assert html.count('<svg class="chart"') == 2 and "daily quota 9" in html and "sub: requests per day" in html
