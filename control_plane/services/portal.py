@@ -135,3 +135,18 @@ def granted_api(*, session: Session, customer: Customer, api_id: str) -> None:
     """404 (as for an API that does not exist) unless the customer may call ``api_id``."""
     if api_id not in granted_api_ids(session=session, customer=customer):
         raise NotFound.of("api", api_id)
+
+
+def hourly_requests(*, session: Session, customer_id: str, hours: int = 24) -> list[tuple[datetime, int]]:
+    """The customer's metered requests per UTC hour over the last ``hours`` (the current one last)."""
+    from control_plane.models import UsageHourly
+
+    top = utcnow().replace(minute=0, second=0, microsecond=0)
+    since = top - timedelta(hours=hours - 1)
+    rows = session.execute(
+        select(UsageHourly.hour, func.sum(UsageHourly.count))
+        .where(UsageHourly.customer_id == customer_id, UsageHourly.hour >= since)
+        .group_by(UsageHourly.hour)
+    ).all()
+    counts = {(h if h.tzinfo else h.replace(tzinfo=top.tzinfo)): int(n) for h, n in rows}
+    return [(since + timedelta(hours=i), counts.get(since + timedelta(hours=i), 0)) for i in range(hours)]

@@ -3,6 +3,7 @@ described for screen readers (``role="img"`` with ``<title>`` and ``<desc>``).""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from html import escape
 
@@ -20,11 +21,12 @@ def bar_chart(
     n = max(len(points), 1)
     slot = plot_w / n
     total = sum(v for _, v in points)
+    cid = "c" + hashlib.sha1(title.encode()).hexdigest()[:8]  # unique per chart of a page (the titles differ)
     desc = f"{total} requests over {len(points)} periods" + (f"; {limit_label} {limit}" if limit else "")
     parts = [
         f'<svg class="chart" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" '
-        f'aria-labelledby="c-t c-d" xmlns="http://www.w3.org/2000/svg">',
-        f'<title id="c-t">{escape(title)}</title><desc id="c-d">{escape(desc)}</desc>',
+        f'aria-labelledby="{cid}-t {cid}-d" xmlns="http://www.w3.org/2000/svg">',
+        f'<title id="{cid}-t">{escape(title)}</title><desc id="{cid}-d">{escape(desc)}</desc>',
         f'<line x1="{PAD_L}" y1="{PAD_T + plot_h}" x2="{WIDTH - 8}" y2="{PAD_T + plot_h}" class="axis"/>',
         f'<text x="{PAD_L - 6}" y="{PAD_T + 4}" text-anchor="end" class="tick">{top}</text>',
         f'<text x="{PAD_L - 6}" y="{PAD_T + plot_h}" text-anchor="end" class="tick">0</text>',

@@ -186,6 +186,13 @@ def _home(
             limit=quota.limit if quota is not None and quota.period == "DAY" else None,
             limit_label="daily quota",
         )
+        ceiling = int(plan.throttle_rate * 3600) if plan is not None and plan.throttle_rate else None
+        hourly = bar_chart(
+            [(h.strftime("%H:00"), n) for h, n in svc.hourly_requests(session=s, customer_id=ctx.customer_id)],
+            title="Your requests per hour, last 24 hours",
+            limit=ceiling,
+            limit_label="throttle ceiling per hour",
+        )
         return render(
             request,
             "portal/home.html",
@@ -198,6 +205,7 @@ def _home(
                 "usage": usage,
                 "today": usage.days[-1] if usage.days else None,
                 "chart": chart,
+                "hourly": hourly,
                 "apis": apis,
                 "errors": errors or [],
                 "issued": issued,
