@@ -10,6 +10,7 @@ from control_plane.schemas import (
     ApiCreate,
     ApiUpdate,
     RouteCreate,
+    RouteUpdate,
     TargetCreate,
     UpstreamCreate,
     UpstreamUpdate,
@@ -189,6 +190,21 @@ def add_route(
         )
         row = apis_svc.create_route(session=w.session, api_id=api_id, data=data)
         w.commit(row.id)
+        return f"{PATH}/apis/{api_id}"
+
+    return act(request, ctx, csrf, do, lambda m, st: _api_page(request, ctx, api_id, m, st))
+
+
+@router.post("/apis/{api_id}/routes/{route_id}")
+def edit_route(
+    request: Request, ctx: C, api_id: str, route_id: str, path: F, upstream_id: F, methods: F = "", csrf: Csrf = ""
+) -> Response:
+    def do(w: Writer) -> str:
+        data = RouteUpdate.model_validate(
+            {"path": path, "upstream_id": upstream_id, "methods": [m.upper() for m in lines(methods)]}
+        )
+        apis_svc.update_route(session=w.session, api_id=api_id, route_id=route_id, data=data)
+        w.commit()
         return f"{PATH}/apis/{api_id}"
 
     return act(request, ctx, csrf, do, lambda m, st: _api_page(request, ctx, api_id, m, st))

@@ -211,3 +211,14 @@ def test_declarative_upload_and_plan_usage_page(client: TestClient) -> None:
     client.put(f"/v1/customers/{cust['id']}/plan", json={"plan_id": plan["id"]})
     html = client.get(f"/console/plans/{plan['id']}").text
     assert html.count('<svg class="chart"') == 2 and "daily quota 9" in html and "sub: requests per day" in html
+
+
+def test_edit_a_route_through_its_form(client: TestClient) -> None:
+    csrf = sign_in(client)
+    up = client.post("/v1/upstreams", json={"name": "u"}).json()
+    api = client.post("/v1/apis", json={"name": "a", "base_path": "/a"}).json()
+    route = client.post(f"/v1/apis/{api['id']}/routes", json={"path": "/x", "upstream_id": up["id"]}).json()
+    form = {"csrf": csrf, "path": "/y/{id}", "methods": "get, post", "upstream_id": up["id"]}
+    assert client.post(f"/console/apis/{api['id']}/routes/{route['id']}", data=form).status_code == 200
+    got = client.get(f"/v1/apis/{api['id']}/routes/{route['id']}").json()
+    assert (got["path"], got["methods"]) == ("/y/{id}", ["GET", "POST"])
