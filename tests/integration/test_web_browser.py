@@ -206,6 +206,8 @@ def test_customer_portal_key_until_429_and_the_usage_chart(
     pg.get_by_role("link", name="metered", exact=True).click()
     pg.locator(".swagger-ui .info").wait_for()  # the vendored renderer drew the exported document
     shot(pg, "portal-api-docs")
+    sdk = pg.request.get(pg.get_by_role("link", name="Python SDK (zip)").get_attribute("href") or "", timeout=60_000)
+    assert sdk.status == 200 and sdk.headers["content-type"] == "application/zip" and sdk.body()[:2] == b"PK"
     # another customer's key and ids: 404, and nothing of them on the page
     pg.goto("/portal/")
     csrf = pg.locator('input[name="csrf"]').first.get_attribute("value")
