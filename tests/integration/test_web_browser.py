@@ -143,6 +143,13 @@ def test_operator_builds_an_api_issues_a_key_and_traffic_passes(
     assert r.status_code == 200 and backend.count() == before + 1
     pg.get_by_role("link", name="Overview").click()
     assert pg.get_by_role("table", name="Workers").get_by_text("yes").is_visible()  # in sync
+
+    def overview_counts_the_request() -> bool:  # flushed by the worker, per API over the last 24 h
+        pg.goto("/console/")
+        row = pg.get_by_role("table", name="Requests per API").locator("tr", has_text="shop")
+        return row.count() == 1 and row.locator("td").nth(1).inner_text() == "1"
+
+    wait_until(overview_counts_the_request, timeout=15, interval=0.5, what="the overview to count the request")
     pg.get_by_role("link", name="Upstreams").click()
     pg.get_by_role("link", name="shop-backend").click()
     upstream_page = pg.url
