@@ -42,12 +42,13 @@ WAIT_MS = 10_000  # every Playwright wait is bounded by this
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    require_service("Chromium", os.path.exists(CHROMIUM) or shutil.which("chromium") is not None, CHROMIUM)
+    executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    require_service("Chromium", executable is not None, f"{CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         # launch() gives each run a fresh temporary profile (user-data dir), removed on close
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        b = p.chromium.launch(executable_path=executable, headless=True, args=ARGS)
         yield b
         b.close()
 
