@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # only the generated C files that changed (setup.py's object cache, build/objects).
 NATIVE := $(VENV)/.native-built
 
-.PHONY: install up test lint unit integration bench clean
+.PHONY: install up test lint unit integration bench clean browser
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download). Installed
+# when missing and we may (root); otherwise those tests skip (and fail under CI=true, see .ci/run).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "chromium is not installed: the browser tests will skip"
+
+test: lint browser
 	TOLLGATE_PURE_PYTHON=1 $(BIN)/python -m pytest -q tests/unit  # the same code uncompiled (data_plane/native.py)
 	$(BIN)/python -m pytest tests
 

@@ -31,6 +31,7 @@ from control_plane.api import (
     openapi,
     plans,
     plugins,
+    portal_invites,
     upstreams,
     usage,
     webhooks,
@@ -46,6 +47,7 @@ from control_plane.services import admin as admin_svc
 from control_plane.settings import Settings, ensure_cluster_token, ensure_secret_key
 from control_plane.snapshots.publish import SnapshotPublisher
 from control_plane.usage_collector import UsageCollector
+from control_plane.web import install as install_web
 from control_plane.webhook_sender import WebhookSender
 
 API_VERSION = "0.1.0"
@@ -105,7 +107,8 @@ def create_app(settings: Settings) -> FastAPI:
         title="Tollgate control plane",
         version=API_VERSION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by control_plane.web from the vendored Swagger UI (offline)
+        redoc_url=None,  # FastAPI's ReDoc page loads its script and web fonts from the internet
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
@@ -127,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(openapi.router)  # before apis: /apis/import is not an api id
     v1.include_router(apis.router)
     v1.include_router(customers.router)
+    v1.include_router(portal_invites.router)
     v1.include_router(certificates.router)
     v1.include_router(plans.customer_router)
     v1.include_router(plans.router)
@@ -143,6 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     install_metrics(app, publisher, sessions)
     install_idempotency(app, sessions, secret_box)
+    install_web(app)
     return app
 
 

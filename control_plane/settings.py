@@ -98,6 +98,10 @@ class Settings:
     redis_prefix: str = "tg:"
     redis_tls_files: dict[str, str | None] | None = None
     usage_collect_interval: float = 1.0
+    # the web console and portal (control_plane/web): how long a sign-in lasts, sign-in attempts per
+    # client address per minute
+    web_session_ttl: float = 8 * 3600.0
+    web_signin_per_minute: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -126,6 +130,8 @@ class Settings:
                 "key_file": environ.get("TOLLGATE_REDIS_KEY") or None,
             },
             usage_collect_interval=_positive_float(environ, "TOLLGATE_USAGE_COLLECT_INTERVAL", 1.0),
+            web_session_ttl=_positive_float(environ, "TOLLGATE_WEB_SESSION_TTL", 8 * 3600.0),
+            web_signin_per_minute=_int(environ, "TOLLGATE_WEB_SIGNIN_PER_MINUTE", 10, 1, 10000),
             **_admin_tls(environ),
         )
 

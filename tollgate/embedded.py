@@ -147,6 +147,7 @@ def run_embedded(
 Tollgate is up (data in {data_dir}).
 {token_note}
   admin API   {admin_url}   (docs: {admin_url}/docs)
+  console     {admin_url}/console/   (sign in with the admin token) · portal {admin_url}/portal/
   traffic     http://127.0.0.1:{port}   ({workers} worker process{"es" if workers > 1 else ""}){https_line}
   demo        http://127.0.0.1:{demo_port}   (echo backend)
   access log  {data_dir / "access.log"}   (one JSON line per request)

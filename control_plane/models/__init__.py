@@ -13,6 +13,7 @@ imports every module, so ``Base.metadata`` (Alembic's env, the test fixtures) kn
     admin       AdminToken, AuditEntry, IdempotencyRecord
     cluster     ConfigState, Node
     webhooks    WebhookEndpoint, WebhookEvent, WebhookDelivery
+    web         WebSession, PortalInvite, PortalAccount
 
 Resource modules import only ``base``; rows of other modules are named by table (foreign keys) or by
 class name (relationships), never imported.
@@ -35,6 +36,7 @@ from control_plane.models.plans import (
     UsagePlanApi,
 )
 from control_plane.models.upstreams import Target, Upstream
+from control_plane.models.web import PortalAccount, PortalInvite, WebSession
 from control_plane.models.webhooks import WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
@@ -54,10 +56,13 @@ __all__ = [
     "CustomerMtlsIdentity",
     "IdempotencyRecord",
     "Node",
+    "PortalAccount",
+    "PortalInvite",
     "QuotaAdjustment",
     "Route",
     "Target",
     "Timestamped",
+    "WebSession",
     "UTCDateTime",
     "Upstream",
     "UsageBatch",

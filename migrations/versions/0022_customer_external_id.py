@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0022_customer_external_id"
-down_revision: str | None = "0019_billing_cycles"
+down_revision: str | None = "0020_portal"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
