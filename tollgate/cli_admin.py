@@ -180,6 +180,27 @@ def openapi(
     run_admin(url, token, body)
 
 
+def portal_invite(
+    ref: RefArg,
+    key_limit: Annotated[
+        int, typer.Option("--key-limit", min=0, max=100, help="live keys the customer may hold through the portal")
+    ] = 3,
+    ttl: Annotated[int, typer.Option("--ttl", min=60, max=30 * 86400, help="seconds the one-time link stays valid")] = 7
+    * 86400,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Invite a customer to the portal: prints a one-time link (shown once) to send them."""
+
+    def body(client: AdminClient) -> None:
+        item = _customer(client, ref)
+        issued = client.post(f"/v1/customers/{item['id']}/portal-invites", {"ttl_seconds": ttl, "key_limit": key_limit})
+        _print(issued, output, ("url", "expires_at", "key_limit"))
+
+    run_admin(url, token, body)
+
+
 # ---------------------------------------------------------------------------- audit, config
 
 
@@ -230,7 +251,7 @@ def schema(url: UrlOpt = None, token: TokenOpt = None) -> None:
 # resource group -> extra commands (added to the groups cli_resources builds)
 EXTRA: dict[str, dict[str, Callable[..., None]]] = {
     "keys": {"rotate": rotate_key},
-    "customers": {"plan": subscription},
+    "customers": {"plan": subscription, "invite": portal_invite},
     "upstreams": {"health": health},
     "apis": {"refresh-jwks": refresh_jwks, "openapi": openapi},
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.integration.cli_support import ok_json, tg
@@ -69,3 +70,12 @@ def test_admin_tokens_and_audit(cp: ControlPlane) -> None:
     entries = ok_json(cp, "audit", "--limit", "5")
     assert entries and entries[0]["path"].startswith("/v1/admin-tokens")
     assert "revision" in ok_json(cp, "status")
+
+
+def test_a_customer_is_invited_to_the_portal(cp: ControlPlane) -> None:
+    ok(cp, "customers", "create", "name=cov-portal")
+    invite = ok_json(cp, "customers", "invite", "cov-portal", "--key-limit", "2", "--ttl", "3600")
+    assert invite["key_limit"] == 2 and "/portal/invite/" in invite["url"]
+    page = httpx.get(invite["url"], timeout=5.0)
+    assert page.status_code == 200 and "password" in page.text.lower()  # the one-time link opens the form
+    assert "cov-portal" not in ok(cp, "customers", "invite", "cov-portal")  # a table of the link, not the customer

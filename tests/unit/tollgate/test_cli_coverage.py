@@ -50,6 +50,7 @@ COMMANDS: dict[tuple[str, str], str] = {
     ("GET", "/v1/customers/{customer_id}"): "customers get",
     ("PATCH", "/v1/customers/{customer_id}"): "customers update",
     ("DELETE", "/v1/customers/{customer_id}"): "customers delete",
+    ("POST", "/v1/customers/{customer_id}/portal-invites"): "customers invite",
     ("POST", "/v1/customers/{customer_id}/keys"): "keys create",
     ("GET", "/v1/customers/{customer_id}/keys"): "keys list",
     ("GET", "/v1/customers/{customer_id}/keys/{key_id}"): "keys get",
