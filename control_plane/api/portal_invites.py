@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from control_plane.api.deps import Write
+from control_plane.api.deps import CustomerId, Write
 from control_plane.schemas.portal import PortalInviteCreate, PortalInviteIssued
 from control_plane.services import portal as svc
 
@@ -12,7 +12,9 @@ router = APIRouter(prefix="/customers", tags=["customers"])
 
 
 @router.post("/{customer_id}/portal-invites", status_code=status.HTTP_201_CREATED)
-def create_portal_invite(customer_id: str, body: PortalInviteCreate, request: Request, w: Write) -> PortalInviteIssued:
+def create_portal_invite(
+    customer_id: CustomerId, body: PortalInviteCreate, request: Request, w: Write
+) -> PortalInviteIssued:
     """Invite the customer to the portal: the link (in this response only) lets them set a password once,
     within ``ttl_seconds``; a later invite replaces the password and the key cap when accepted."""
     row, token = svc.create_invite(
