@@ -62,11 +62,16 @@ def read_cache(path: Path) -> Snapshot | None:
         return None
 
 
-def write_cache(path: Path, snapshot: Snapshot) -> None:
+def write_cache(path: Path, data: bytes | Snapshot) -> None:
+    """Write the cache file atomically.  ``data``: the bytes as received from the control plane (what
+    the worker caches: a newer minor version's unknown fields, which its hash covers, are kept), or a
+    snapshot to encode (the worker's own state after deltas, whose bytes nobody sent)."""
+    if isinstance(data, Snapshot):
+        data = data.to_json()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        f.write(snapshot.to_json())
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -169,7 +174,7 @@ class ConfigSync:
         self.last_error = None
         self._status_changed.set()
         try:
-            write_cache(self.settings.cache_file, snapshot)
+            write_cache(self.settings.cache_file, body)  # the bytes received, validated once above
         except OSError as exc:
             log.error("cannot write snapshot cache %s: %s", self.settings.cache_file, exc)
         return True

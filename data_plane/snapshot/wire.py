@@ -109,9 +109,29 @@ def content(snap: Snapshot) -> dict[str, Any]:
     return doc
 
 
+# The members of the wire form that are not content: left out of the hash.
+UNHASHED = ("revision", "hash", "generated_at")
+
+
 def compute_hash(snap: Snapshot) -> str:
-    canonical = json.dumps(content(snap), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return content_hash(content(snap))
+
+
+def canonical(doc: dict[str, Any]) -> bytes:
+    """The canonical JSON of a content object: sorted keys, no spaces, ASCII."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def content_hash(doc: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a wire-form document without its :data:`UNHASHED` members.
+
+    What a worker checks a received snapshot against: the document as it arrived, every member
+    included, so a field added by a newer minor version (which this worker's types drop) is covered
+    by the hash its sender computed (the contract's rule 3 in docs/architecture.md, "Config sync v2").
+    """
+    if any(name in doc for name in UNHASHED):
+        doc = {k: v for k, v in doc.items() if k not in UNHASHED}
+    return hashlib.sha256(canonical(doc)).hexdigest()
 
 
 def sealed(snap: Snapshot) -> Snapshot:
