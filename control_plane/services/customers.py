@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.models import Api, ApiKey, Customer, CustomerApiGrant, CustomerMtlsIdentity, utcnow
 from control_plane.schemas import CustomerCreate, CustomerUpdate, KeyCreate
-from control_plane.services import webhook_events
+from control_plane.services import changelog, webhook_events
 from control_plane.services.common import apply_patch, integrity_as_conflict, paginate
 from control_plane.services.revision import bump_revision
 
@@ -119,6 +119,7 @@ def _set_grants(session: Session, customer: Customer, api_ids: list[str]) -> Non
     missing = sorted(wanted - known)
     if missing:
         raise Invalid("api_ids", f"api {missing[0]!r} does not exist")
+    changelog.record(session, "customer", customer.id, table=CustomerApiGrant.__tablename__)  # the bulk delete below
     session.execute(delete(CustomerApiGrant).where(CustomerApiGrant.customer_id == customer.id))
     session.add_all(CustomerApiGrant(customer_id=customer.id, api_id=a) for a in sorted(wanted))
     with integrity_as_conflict("a granted api was deleted concurrently"):
