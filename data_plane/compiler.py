@@ -207,6 +207,7 @@ def compile_snapshot(
     clock: Clock = time.time,
     cluster_token: str | None = None,
     policy_env: PolicyEnv | None = None,
+    auth: AuthTables | None = None,
 ) -> CompiledConfig:
     """Compile a validated snapshot. The previous config's pools (by host, port, TLS identity) and
     target states (by upstream id, host, port) are reused, so a config change drops neither warm
@@ -214,7 +215,9 @@ def compile_snapshot(
     id); ``keys_used`` (the worker's key last-use record) likewise outlives the swap.  TLS client
     contexts are built here, once per TLS setting, and reused while the setting is unchanged;
     ``cluster_token`` opens the sealed keys of client certificates; ``policy_env`` holds what the
-    traffic policies compile against (the worker's response cache, tracer, plugins).  Raises ``SnapshotError``
+    traffic policies compile against (the worker's response cache, tracer, plugins); ``auth``: key and
+    customer tables to keep as they are (a delta that changed routes, not keys: the snapshot then needs
+    no customers nor keys).  Raises ``SnapshotError``
     (``UpstreamTlsError`` included) for what cannot be served."""
     old_pools = previous.pools if previous is not None else {}
     old_states = previous.states if previous is not None else {}
@@ -246,7 +249,7 @@ def compile_snapshot(
             targets.append(CompiledTarget(t.id, t.host, t.port, t.weight, pool, state))
         upstreams[u.id] = CompiledUpstream(u, targets)
 
-    tables = compile_auth(snapshot, keys_used, clock)
+    tables = auth if auth is not None else compile_auth(snapshot, keys_used, clock)
     authenticators = {api.id: make_authenticator(api, tables) for api in snapshot.apis}
 
     # Request counters and latency histograms carry over by route / API id, like the pools.

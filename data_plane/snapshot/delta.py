@@ -168,13 +168,18 @@ class EntityStore:
                 done.append((change, self._set(change.kind, change.id, change.value)))
             self._validate(done)
         except BaseException:
-            for change, old in reversed(done):
-                self._set(change.kind, change.id, old)
+            self.undo(done, self.revision, self.hash, self.schema_version)
             raise
         self.revision = delta.revision
         self.hash = delta.hash
         self.schema_version = delta.schema_version
         return done
+
+    def undo(self, done: list[tuple[Change, Any]], revision: int, hash: str, schema_version: str) -> None:
+        """Put back what :meth:`apply` changed (the compiled config refused the result)."""
+        for change, old in reversed(done):
+            self._set(change.kind, change.id, old)
+        self.revision, self.hash, self.schema_version = revision, hash, schema_version
 
     # ------------------------------------------------------------------ internals
 
