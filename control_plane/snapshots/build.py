@@ -83,8 +83,15 @@ def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -
     extras = current_extras(session, now.timestamp())
     customers = tuple(_customer(c, extras) for c in customer_rows)
     # Only keys that can still work: revoked ones leave the snapshot, expiry is enforced by the worker.
-    key_rows = session.execute(_KEYS.order_by(models.ApiKey.key_hash)).scalars()
-    keys = tuple(_key(k) for k in key_rows)
+    # Columns, not ORM rows: a million keys as mapped objects held by the session cost gigabytes.
+    k = models.ApiKey
+    key_rows = session.execute(
+        select(k.id, k.customer_id, k.key_hash, k.prefix, k.expires_at)
+        .where(k.revoked_at.is_(None))
+        .order_by(k.key_hash)
+        .execution_options(yield_per=10_000)
+    )
+    keys = tuple(_key(row) for row in key_rows)
     plan_rows = session.execute(_PLANS.order_by(UsagePlan.id)).scalars()
     plans = tuple(_plan(p) for p in plan_rows)
     certificate_rows = session.execute(_CERTIFICATES.order_by(models.Certificate.id)).scalars()
@@ -227,7 +234,8 @@ def _customer(c: models.Customer, extras: dict[str, tuple[int, int, int]]) -> Cu
     )
 
 
-def _key(k: models.ApiKey) -> ApiKey:
+def _key(k: Any) -> ApiKey:
+    """A key from its row (an ORM ``ApiKey`` or a row of its columns: both have these attributes)."""
     return ApiKey(
         id=k.id,
         customer_id=k.customer_id,
