@@ -10,7 +10,9 @@ changed kinds          what is redone
 keys, customers only   the key table in place, by key hash (``AuthTables.keys``), and the customers'
                        entries and client-certificate identities; routes, balancers, pools untouched;
                        the config object keeps serving with its new revision and hash
-apis, upstreams,       the routes, balancers and policies (``compile_snapshot`` with the previous
+apis only              the changed APIs' routes, on the previous upstreams, pools and key tables; the
+                       router reuses every other API's compiled table (``keep_apis``); then the swap
+upstreams,             the routes, balancers and policies (``compile_snapshot`` with the previous
 certificates           config: pools, target states and stats carried over by key) on the *same* key
                        tables, which are not rebuilt; then the swap
 plans                  everything (a plan changes its customers' grants and every route's limits)
@@ -43,7 +45,7 @@ def apply_delta(
     store: EntityStore,
     config: CompiledConfig,
     done: list[tuple[Change, Any]],
-    recompile: Callable[[Snapshot, AuthTables | None], CompiledConfig],
+    recompile: Callable[[Snapshot, AuthTables | None, frozenset[str] | None], CompiledConfig],
 ) -> CompiledConfig:
     """The config after the changes ``done`` (as :meth:`EntityStore.apply` returned them, the store
     already moved).  Returns ``config`` itself (changed in place) for key and customer changes, else a
@@ -51,10 +53,16 @@ def apply_delta(
     with ``config`` untouched then (the key tables are changed only after the compile succeeded)."""
     kinds = {change.kind for change, _ in done}
     if "plan" in kinds:
-        return recompile(store.snapshot(), None)
+        return recompile(store.snapshot(), None, None)
     new = config
-    if kinds & ROUTE_KINDS:
-        new = recompile(store.snapshot(with_keys=False), config.auth)
+    route_kinds = kinds & ROUTE_KINDS
+    if route_kinds == {"api"}:
+        # APIs (with their routes) only: the others keep their compiled tables, upstreams stay
+        changed = {change.id for change, _ in done if change.kind == "api"}
+        keep = frozenset(store.apis) - changed
+        new = recompile(store.snapshot(with_keys=False), config.auth, keep)
+    elif route_kinds:
+        new = recompile(store.snapshot(with_keys=False), config.auth, None)
     if config.auth is not None:
         update_auth(config.auth, store, done)
     new.revision = store.revision

@@ -131,7 +131,7 @@ class Worker:
         """Validate, compile and swap in a snapshot; raises SnapshotError/ValueError and keeps the old one."""
         snapshot.validate()
         old = self.config
-        compiled = self._compile(snapshot, None)
+        compiled = self._compile(snapshot)
         self.store = EntityStore.of(snapshot)
         self._swap(old, compiled, snapshot)
 
@@ -155,7 +155,9 @@ class Worker:
             return
         self._swap(old, compiled, store.snapshot(with_keys=False))
 
-    def _compile(self, snapshot: Snapshot, auth: AuthTables | None) -> CompiledConfig:
+    def _compile(
+        self, snapshot: Snapshot, auth: AuthTables | None = None, keep_apis: frozenset[str] | None = None
+    ) -> CompiledConfig:
         return compile_snapshot(
             snapshot,
             self.config,
@@ -163,6 +165,7 @@ class Worker:
             cluster_token=self.settings.cluster_token,
             policy_env=self.policy_env,
             auth=auth,
+            keep_apis=keep_apis,
         )
 
     def _swap(self, old: CompiledConfig | None, compiled: CompiledConfig, snapshot: Snapshot) -> None:

@@ -78,8 +78,8 @@ class WorkerSide:
         delta = parse_delta(resp.content)
         done = self.store.apply(delta)
 
-        def recompile(snap: Snapshot, auth: AuthTables | None) -> CompiledConfig:
-            return compile_snapshot(snap, self.config, auth=auth)
+        def recompile(snap: Snapshot, auth: AuthTables | None, keep: frozenset[str] | None) -> CompiledConfig:
+            return compile_snapshot(snap, self.config, auth=auth, keep_apis=keep)
 
         self.config = apply_delta(self.store, self.config, done, recompile)
         self.deltas += 1
@@ -261,3 +261,19 @@ def test_a_delta_with_an_unknown_kind_is_applied_without_it(client: TestClient, 
     assert delta.skipped == 1
     worker.store.apply(delta)
     assert [u.name for u in worker.store.upstreams.values()] == ["one"]
+
+
+def test_a_route_change_in_one_api_reaches_the_router_and_the_others_are_kept(client: TestClient) -> None:
+    up = client.post("/v1/upstreams", json={"name": "u"}).json()["id"]
+    a1 = client.post("/v1/apis", json={"name": "a1", "base_path": "/a1"}).json()["id"]
+    a2 = client.post("/v1/apis", json={"name": "a2", "base_path": "/a2"}).json()["id"]
+    client.post(f"/v1/apis/{a2}/routes", json={"path": "/old", "upstream_id": up}).raise_for_status()
+    worker = WorkerSide(client)
+    kept = worker.config.router.match("h", "GET", "/a2/old")
+    client.post(f"/v1/apis/{a1}/routes", json={"path": "/new", "upstream_id": up}).raise_for_status()
+    worker.sync()
+    worker.check()
+    found = worker.config.router.match("h", "GET", "/a1/new")
+    assert isinstance(found, tuple) and found[0].upstream.id == up
+    again = worker.config.router.match("h", "GET", "/a2/old")
+    assert isinstance(kept, tuple) and isinstance(again, tuple) and again[0] is kept[0]  # not recompiled
