@@ -55,10 +55,14 @@ class OutModel(BaseModel):
 
 
 class Page(BaseModel, Generic[T]):
-    items: list[T]
-    total: int
-    limit: int
-    offset: int
+    items: list[T] = Field(description="this page's items")
+    total: int = Field(description="items matching the query (all pages)")
+    limit: int = Field(description="page size asked for")
+    offset: int = Field(description="items skipped (offset paging; 0 with a cursor)")
+    next: str | None = Field(
+        default=None,
+        description="cursor of the next page (pass it as `cursor`); null on the last page, or on lists without cursors",
+    )
 
 
 class ErrorDetail(BaseModel):

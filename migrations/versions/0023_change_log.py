@@ -1,4 +1,5 @@
-"""The config change log: config_changes (revision, kind, entity_id, op), issue 21.
+"""The config change log: config_changes (revision, kind, entity_id, op), and the indexes of the
+admin lists' keyset order (customers, keys), issue 21.
 
 Revision ID: 0023_change_log
 Revises: 0019_billing_cycles
@@ -31,8 +32,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_config_changes")),
     )
     op.create_index("ix_config_changes_revision", "config_changes", ["revision"], unique=False)
+    # keyset pagination of the admin lists (issue 21 item 4)
+    op.create_index("ix_customers_created_at_id", "customers", ["created_at", "id"], unique=False)
+    op.create_index("ix_api_keys_customer_created", "api_keys", ["customer_id", "created_at", "id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_api_keys_customer_created", table_name="api_keys")
+    op.drop_index("ix_customers_created_at_id", table_name="customers")
     op.drop_index("ix_config_changes_revision", table_name="config_changes")
     op.drop_table("config_changes")
