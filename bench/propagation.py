@@ -36,7 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.harness import Cluster  # noqa: E402
+from tests.integration.harness import Cluster, wait_until  # noqa: E402
 
 
 class BigCluster(Cluster):
@@ -63,13 +63,26 @@ async def wait_all(status_urls: list[str], revision: int, timeout: float = 600.0
     async with httpx.AsyncClient(timeout=5.0) as client:
 
         async def one(url: str) -> None:
-            while (rev := (await client.get(url)).json()["revision"]) is None or rev < revision:
+            rev = None
+            while rev is None or rev < revision:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{url} stuck at revision {rev} (< {revision})")
-                await asyncio.sleep(0.002)
+                try:
+                    rev = (await client.get(url)).json()["revision"]
+                except httpx.TimeoutException:
+                    continue  # the worker's loop is busy (a full snapshot being applied): ask again
+                if rev is None or rev < revision:
+                    await asyncio.sleep(0.002)
 
         await asyncio.gather(*(one(u) for u in status_urls))
     return time.perf_counter()
+
+
+def _answers_fast(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def seed(url: str, keys: int, customers: int, routes: int, backend_port: int) -> dict[str, str]:
@@ -196,6 +209,9 @@ def run_size(keys: int, customers: int, routes: int, workers: int, changes: int)
                 ws.append(w)
                 row.setdefault("full_sync_each_s", []).append(round(time.perf_counter() - t, 2))
             row["full_sync_s"] = max(row["full_sync_each_s"])
+            # after the swap a worker writes its cache and settles its heap (gc): let that finish first
+            for w in ws:
+                wait_until(lambda w=w: _answers_fast(f"{w.status_url}/status"), timeout=900, what="worker settled")
             status_urls = [f"{w.status_url}/status" for w in ws]
             key_times: list[float] = []
             route_times: list[float] = []
