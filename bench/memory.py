@@ -5,9 +5,13 @@ mix of literal, ``{param}`` and greedy templates, every API on its own host and 
 parsing + validation and compilation in this process, then starts a real worker from it (pinned
 to core 0, nginx backend on core 1) and prints the worker's VmRSS (from /proc) before and after
 load that walks many different routes.  With API-key auth built (the snapshot grows a key table),
-it also adds ``--keys`` keys (default 100,000; one customer per 10 keys).
+it also adds ``--keys`` keys over ``--customers`` customers (default one per 10 keys).  The last line
+of output is one JSON object with the figures.  The two sizes of issue 21:
 
-    .venv/bin/python bench/memory.py [--apis 1000] [--routes 10] [--keys 100000] [--duration 5]
+    .venv/bin/python bench/memory.py --apis 100 --routes 10 --keys 10000 --customers 1000          # the 10k row
+    .venv/bin/python bench/memory.py --apis 1000 --routes 10 --keys 1000000 --customers 100000     # 1M keys
+
+    .venv/bin/python bench/memory.py [--apis 1000] [--routes 10] [--keys 100000] [--customers N] [--duration 5]
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ end
 """
 
 
-def big_snapshot(apis: int, routes: int, backend_ports: tuple[int, ...], keys: int = 0) -> snap.Snapshot:
+def big_snapshot(
+    apis: int, routes: int, backend_ports: tuple[int, ...], keys: int = 0, customers: int = 0
+) -> snap.Snapshot:
     targets = tuple(snap.Target(id=f"t{i}", host="127.0.0.1", port=p) for i, p in enumerate(backend_ports))
     upstream = snap.Upstream(id="u", name="backends", targets=targets)
     shapes = ("/items", "/items/{id}", "/items/{id}/detail", "/orders/{order}/lines/{line}", "/files/{path+}")
@@ -74,20 +80,21 @@ def big_snapshot(apis: int, routes: int, backend_ports: tuple[int, ...], keys: i
         )
     # Keys: one customer per 10 keys, each granted one API.  The APIs stay auth "none" so the wrk walk
     # needs no key: what is measured is the key table's memory, not key checks.
-    customers = tuple(
-        snap.Customer(id=f"c{c}", name=f"customer{c}", api_ids=(f"a{c % apis}",)) for c in range((keys + 9) // 10)
+    n_customers = customers or (keys + 9) // 10
+    customer_rows = tuple(
+        snap.Customer(id=f"c{c}", name=f"customer{c}", api_ids=(f"a{c % apis}",)) for c in range(n_customers)
     )
     key_rows = tuple(
         snap.ApiKey(
             id=f"k{k}",
-            customer_id=f"c{k // 10}",
+            customer_id=f"c{k % n_customers}",
             key_hash=hashlib.sha256(f"tg_bench_{k:08d}".encode()).hexdigest(),
             prefix=f"tg_{k:08d}",
         )
         for k in range(keys)
     )
     return snap.Snapshot(
-        revision=1, upstreams=(upstream,), apis=tuple(out), customers=customers, keys=key_rows
+        revision=1, upstreams=(upstream,), apis=tuple(out), customers=customer_rows, keys=key_rows
     ).sealed()
 
 
@@ -96,6 +103,7 @@ def main() -> int:
     p.add_argument("--apis", type=int, default=1000)
     p.add_argument("--routes", type=int, default=10, help="routes per API (>= 2)")
     p.add_argument("--keys", type=int, default=100_000)
+    p.add_argument("--customers", type=int, default=0, help="default: one per 10 keys")
     p.add_argument("--duration", type=float, default=5.0)
     args = p.parse_args()
     install_signal_handlers()
@@ -111,7 +119,7 @@ def main() -> int:
         try:
             ports = (free_port(), free_port())
             start_nginx(procs, tools["nginx"], "backend", backend_conf(Path(tmp), ports), ports[1], core=LOAD_CORE)
-            snapshot = big_snapshot(args.apis, args.routes, ports, args.keys)
+            snapshot = big_snapshot(args.apis, args.routes, ports, args.keys, args.customers)
             wire = snapshot.to_json()
             t0 = time.perf_counter()
             parsed = snap.Snapshot.from_json(wire)
@@ -150,6 +158,7 @@ def main() -> int:
         finally:
             procs.stop_all()
     results.update(rss_before_mib=round(rss_before / 1024, 1), rss_after_mib=round(rss_after / 1024, 1))
+    results["worker_rss_mib"] = results["rss_after_mib"]
     results["load"] = res.as_dict()
     log(f"worker ready in {results['worker_ready_s']} s (process start + parse + compile)")
     log(f"worker VmRSS: {rss_before / 1024:.1f} MiB idle, {rss_after / 1024:.1f} MiB after {res.requests} requests")
@@ -158,6 +167,7 @@ def main() -> int:
     out = RESULTS / f"memory-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
     log(f"wrote {out.relative_to(RESULTS.parents[1])}")
+    print(json.dumps(results), flush=True)  # the last line: one JSON object
     return 0
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from data_plane.limits.periods import Cycle
-from data_plane.snapshot import Api, ApiAuth, Snapshot
+from data_plane.snapshot import Api, ApiAuth, ApiKey, Customer, Plan, Snapshot
 from data_plane.tls.clientcert import TlsPeer, load_cas
 
 log = logging.getLogger("tollgate.auth")
@@ -149,37 +149,70 @@ class AuthTables:
 
 def compile_auth(snapshot: Snapshot, keys_used: dict[str, int] | None = None, clock: Clock = time.time) -> AuthTables:
     customers: dict[str, CustomerEntry] = {}
-    plan_apis = {p.id: frozenset(a.api_id for a in p.apis) for p in snapshot.plans}
+    plan_apis = plan_grants(snapshot.plans)
     for c in snapshot.customers:
-        if not _SAFE_HEADER_VALUE.match(c.id):
-            log.error("customer id %r cannot be sent in a header; its keys are disabled", c.id)
-            continue
-        # Two grant paths: direct (api_ids) and through the plan; the union is checked per request.
-        granted = frozenset(c.api_ids) | plan_apis.get(c.plan_id or "", frozenset())
-        extra = (c.quota_extra, c.quota_extra_start, c.quota_extra_end)
-        cycle = Cycle(c.billing_anchor, c.time_zone, c.cycle_since) if c.billing_anchor else None
-        customers[c.id] = CustomerEntry(c.id, c.status == "active", granted, c.plan_id, extra, cycle)
+        entry = customer_entry(c, plan_apis)
+        if entry is not None:
+            customers[c.id] = entry
     keys: dict[str, KeyEntry] = {}
     for k in snapshot.keys:
         customer = customers.get(k.customer_id)
-        if customer is None:
-            continue
-        prefix = k.prefix if _SAFE_HEADER_VALUE.match(k.prefix) else "-"
-        keys[k.key_hash] = KeyEntry(k.id, customer, prefix, k.expires_at)
-    fingerprints: dict[str, CustomerEntry] = {}
-    subjects: dict[str, CustomerEntry] = {}
-    external_ids: dict[str, CustomerEntry] = {}
+        if customer is not None:
+            keys[k.key_hash] = key_entry(k, customer)
+    tables = AuthTables(customers, keys, keys_used if keys_used is not None else {}, clock)
     for c in snapshot.customers:
         entry = customers.get(c.id)
         if entry is not None:
-            if c.external_id:
-                external_ids[c.external_id] = entry
-            for fp in c.mtls_fingerprints:
-                fingerprints[fp] = entry
-            for subject in c.mtls_subjects:
-                subjects[subject] = entry
-    used = keys_used if keys_used is not None else {}
-    return AuthTables(customers, keys, used, clock, fingerprints, subjects, external_ids)
+            add_identities(tables, c, entry)
+    return tables
+
+
+# The pieces of compile_auth, also used to change the tables in place when a delta names a customer or
+# a key (data_plane/incremental.py): the key table is updated by key hash, routes are not recompiled.
+
+
+def plan_grants(plans: tuple[Plan, ...] | list[Plan]) -> dict[str, frozenset[str]]:
+    return {p.id: frozenset(a.api_id for a in p.apis) for p in plans}
+
+
+def customer_entry(c: Customer, plan_apis: dict[str, frozenset[str]]) -> CustomerEntry | None:
+    if not _SAFE_HEADER_VALUE.match(c.id):
+        log.error("customer id %r cannot be sent in a header; its keys are disabled", c.id)
+        return None
+    # Two grant paths: direct (api_ids) and through the plan; the union is checked per request.
+    granted = frozenset(c.api_ids) | plan_apis.get(c.plan_id or "", frozenset())
+    extra = (c.quota_extra, c.quota_extra_start, c.quota_extra_end)
+    cycle = Cycle(c.billing_anchor, c.time_zone, c.cycle_since) if c.billing_anchor else None
+    return CustomerEntry(c.id, c.status == "active", granted, c.plan_id, extra, cycle)
+
+
+def key_entry(k: ApiKey, customer: CustomerEntry) -> KeyEntry:
+    prefix = k.prefix if _SAFE_HEADER_VALUE.match(k.prefix) else "-"
+    return KeyEntry(k.id, customer, prefix, k.expires_at)
+
+
+def add_identities(tables: AuthTables, c: Customer, entry: CustomerEntry) -> None:
+    if c.external_id:
+        tables.external_ids[c.external_id] = entry
+    for fp in c.mtls_fingerprints:
+        tables.cert_fingerprints[fp] = entry
+    for subject in c.mtls_subjects:
+        tables.cert_subjects[subject] = entry
+
+
+def drop_identities(tables: AuthTables, c: Customer) -> None:
+    if c.external_id:
+        held_by = tables.external_ids.get(c.external_id)
+        if held_by is not None and held_by.id == c.id:
+            del tables.external_ids[c.external_id]
+    for fp in c.mtls_fingerprints:
+        held = tables.cert_fingerprints.get(fp)
+        if held is not None and held.id == c.id:
+            del tables.cert_fingerprints[fp]
+    for subject in c.mtls_subjects:
+        held = tables.cert_subjects.get(subject)
+        if held is not None and held.id == c.id:
+            del tables.cert_subjects[subject]
 
 
 class ApiKeyAuth:

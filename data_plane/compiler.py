@@ -207,6 +207,8 @@ def compile_snapshot(
     clock: Clock = time.time,
     cluster_token: str | None = None,
     policy_env: PolicyEnv | None = None,
+    auth: AuthTables | None = None,
+    keep_apis: frozenset[str] | None = None,
 ) -> CompiledConfig:
     """Compile a validated snapshot. The previous config's pools (by host, port, TLS identity) and
     target states (by upstream id, host, port) are reused, so a config change drops neither warm
@@ -214,8 +216,14 @@ def compile_snapshot(
     id); ``keys_used`` (the worker's key last-use record) likewise outlives the swap.  TLS client
     contexts are built here, once per TLS setting, and reused while the setting is unchanged;
     ``cluster_token`` opens the sealed keys of client certificates; ``policy_env`` holds what the
-    traffic policies compile against (the worker's response cache, tracer, plugins).  Raises ``SnapshotError``
+    traffic policies compile against (the worker's response cache, tracer, plugins); ``auth``: key and
+    customer tables to keep as they are (a delta that changed routes, not keys: the snapshot then needs
+    no customers nor keys); ``keep_apis``: APIs (by id) that did not change since ``previous`` while no
+    upstream, certificate nor plan did either: ``previous``'s upstreams and those APIs' compiled routes
+    are reused as they are.  Raises ``SnapshotError``
     (``UpstreamTlsError`` included) for what cannot be served."""
+    if keep_apis is not None and previous is not None and previous.auth is not None:
+        return _recompile_apis(snapshot, previous, keep_apis, policy_env)
     old_pools = previous.pools if previous is not None else {}
     old_states = previous.states if previous is not None else {}
     old_contexts = previous.tls_contexts if previous is not None else {}
@@ -246,7 +254,7 @@ def compile_snapshot(
             targets.append(CompiledTarget(t.id, t.host, t.port, t.weight, pool, state))
         upstreams[u.id] = CompiledUpstream(u, targets)
 
-    tables = compile_auth(snapshot, keys_used, clock)
+    tables = auth if auth is not None else compile_auth(snapshot, keys_used, clock)
     authenticators = {api.id: make_authenticator(api, tables) for api in snapshot.apis}
 
     # Request counters and latency histograms carry over by route / API id, like the pools.
@@ -273,6 +281,46 @@ def compile_snapshot(
     for key, pool in new_pools.items():
         pool.keepalive_timeout = keepalive[key]
     return CompiledConfig(snapshot, router, upstreams, new_pools, new_states, tables, stats, contexts, cors)
+
+
+def _recompile_apis(
+    snapshot: Snapshot, previous: CompiledConfig, keep: frozenset[str], policy_env: PolicyEnv | None
+) -> CompiledConfig:
+    """Only some APIs changed: their routes are compiled again, on ``previous``'s upstreams, pools, key
+    tables and plans; the router reuses every other API's compiled table."""
+    tables = previous.auth
+    assert tables is not None
+    stats = StatsTable(previous.stats)
+    plans = compile_plans(snapshot)
+    cors = previous.cors
+    upstreams = previous.upstreams
+
+    def value_of(api: Api, route: Route) -> CompiledRoute:
+        nonlocal cors
+        where = f"api {api.name!r} route {route.path!r}: policies"
+        traffic = compile_route_policies(api, route, policy_env, where)
+        if traffic is not None and traffic.cors is not None:
+            cors = True
+        if api.id not in authenticators:
+            authenticators[api.id] = make_authenticator(api, tables)
+        auth = authenticators[api.id]
+        return CompiledRoute(api, route, upstreams[route.upstream_id], auth, stats.route(api, route), plans, traffic)
+
+    authenticators: dict[str, Authenticator | None] = {}
+    router: Router[CompiledRoute] = Router(snapshot.apis, value_of, previous.router, keep)
+    for api in snapshot.apis:  # the kept APIs' counters: the ones their kept routes write to
+        if api.id in keep:
+            latency = previous.stats.apis.get(api.id)
+            if latency is not None:
+                stats.apis[api.id] = latency
+            for route in api.routes:
+                old = previous.stats.routes.get(route.id)
+                if old is not None:
+                    stats.routes[route.id] = old
+    stats.seal()
+    return CompiledConfig(
+        snapshot, router, upstreams, previous.pools, previous.states, tables, stats, previous.tls_contexts, cors
+    )
 
 
 def retired_pools(old: dict[PoolKey, ConnectionPool], new: dict[PoolKey, ConnectionPool]) -> list[ConnectionPool]:

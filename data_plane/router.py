@@ -159,15 +159,28 @@ NO_ROUTE = NotFound()
 class Router(Generic[R]):
     """Compiled routing table. ``value_of(api, route)`` makes what a match returns."""
 
-    def __init__(self, apis: Iterable[Any], value_of: Callable[[Any, Any], R]) -> None:
+    def __init__(
+        self,
+        apis: Iterable[Any],
+        value_of: Callable[[Any, Any], R],
+        previous: Router[R] | None = None,
+        keep: frozenset[str] = frozenset(),
+    ) -> None:
+        """``previous`` and ``keep``: the APIs (by id) whose compiled table ``previous`` holds and that
+        did not change; theirs are reused as they are (a delta changing one API rebuilds that one)."""
         exact: dict[str, list[_ApiEntry[R]]] = {}
         wildcard: dict[str, list[_ApiEntry[R]]] = {}
         anyhost: list[_ApiEntry[R]] = []
+        entries: dict[str, _ApiEntry[R]] = {}
+        old: dict[str, _ApiEntry[R]] = previous._entries if previous is not None else {}
         for api in apis:
-            table: PathTable[R] = PathTable()
-            for route in api.routes:
-                table.add(canonical_template(route.path), route.methods, value_of(api, route))
-            entry = _ApiEntry(canonical_template(api.base_path), table)
+            entry = old.get(api.id) if api.id in keep else None
+            if entry is None:
+                table: PathTable[R] = PathTable()
+                for route in api.routes:
+                    table.add(canonical_template(route.path), route.methods, value_of(api, route))
+                entry = _ApiEntry(canonical_template(api.base_path), table)
+            entries[api.id] = entry
             if not api.hosts:
                 anyhost.append(entry)
             for host in api.hosts:
@@ -182,6 +195,7 @@ class Router(Generic[R]):
         self._exact = {h: by_length(v) for h, v in exact.items()}
         self._wildcard = [(suffix, by_length(v)) for suffix, v in sorted(wildcard.items(), key=lambda kv: -len(kv[0]))]
         self._any = by_length(anyhost)
+        self._entries: dict[str, _ApiEntry[R]] = entries  # by API id, for the next compile to reuse
 
     def match(self, host: str, method: str, path: str) -> tuple[R, str] | NotFound:
         """Return ``(value, path relative to the API base path)`` or a :class:`NotFound`.

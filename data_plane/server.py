@@ -13,11 +13,13 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from data_plane import __version__, native
+from data_plane.auth import AuthTables
 from data_plane.compiler import CompiledConfig, compile_snapshot, retired_pools
 from data_plane.health import Prober
 from data_plane.http.env import ExchangeEnv
@@ -26,6 +28,7 @@ from data_plane.http.realip import TrustedProxies, parse_trusted
 from data_plane.http.shutdown import LISTEN_SETTLE, stop_handshakes
 from data_plane.http.status import StatusConnection
 from data_plane.http.upstream import ConnectionPool
+from data_plane.incremental import apply_delta
 from data_plane.limits.memory import MemoryStore
 from data_plane.limits.seed import seed_from_control_plane
 from data_plane.limits.shared import SharedStore
@@ -37,8 +40,9 @@ from data_plane.policies import PolicyEnv
 from data_plane.policies.cache import ResponseCache
 from data_plane.policies.plugin_registry import PluginRegistry
 from data_plane.settings import WorkerSettings
-from data_plane.snapshot import Snapshot
-from data_plane.sync import ConfigSync, read_cache
+from data_plane.snapshot import Snapshot, SnapshotError
+from data_plane.snapshot.delta import Delta, EntityStore, parse_delta
+from data_plane.sync import ConfigSync, journal_file, read_cache, read_journal
 from data_plane.tls.server import TlsServer
 
 log = logging.getLogger("tollgate.worker")
@@ -60,6 +64,8 @@ class Worker:
         self.connections: set[ClientConnection] = set()
         self.sync: ConfigSync | None = None
         self.last_error: str | None = None
+        # the config as entities by id (what deltas apply to); None until a snapshot is applied
+        self.store: EntityStore | None = None
         # proxies whose X-Forwarded-For names the client (parsed once); None: the socket peer is the client
         trusted = parse_trusted(settings.trusted_proxies)
         self.trusted_proxies: TrustedProxies | None = TrustedProxies(trusted) if trusted else None
@@ -126,9 +132,44 @@ class Worker:
         """Validate, compile and swap in a snapshot; raises SnapshotError/ValueError and keeps the old one."""
         snapshot.validate()
         old = self.config
-        compiled = compile_snapshot(
-            snapshot, old, self.keys_used, cluster_token=self.settings.cluster_token, policy_env=self.policy_env
+        compiled = self._compile(snapshot)
+        self.store = EntityStore.of(snapshot)
+        self._swap(old, compiled, snapshot)
+
+    def apply_delta(self, delta: Delta) -> None:
+        """Apply a delta to the running config (data_plane/incremental.py: work proportional to the
+        change); raises SnapshotError/ValueError and keeps the old config, entities included."""
+        store, old = self.store, self.config
+        if store is None or old is None:
+            raise SnapshotError("no config to apply a delta to")
+        revision, hash_, version = store.revision, store.hash, store.schema_version
+        done = store.apply(delta)
+        try:
+            compiled = apply_delta(store, old, done, self._compile)
+        except BaseException:
+            store.undo(done, revision, hash_, version)
+            raise
+        if compiled is old:
+            self.applied_at = time.time()
+            self.last_error = None
+            log.info("applied delta to revision %s (%s; %d changes)", delta.revision, delta.hash[:12], len(done))
+            return
+        self._swap(old, compiled, store.snapshot(with_keys=False))
+
+    def _compile(
+        self, snapshot: Snapshot, auth: AuthTables | None = None, keep_apis: frozenset[str] | None = None
+    ) -> CompiledConfig:
+        return compile_snapshot(
+            snapshot,
+            self.config,
+            self.keys_used,
+            cluster_token=self.settings.cluster_token,
+            policy_env=self.policy_env,
+            auth=auth,
+            keep_apis=keep_apis,
         )
+
+    def _swap(self, old: CompiledConfig | None, compiled: CompiledConfig, snapshot: Snapshot) -> None:
         if self.tls is not None:
             self.tls.update(snapshot, self.settings.cluster_token)  # the new certificates, for new handshakes
         self.config = compiled  # the swap: one reference assignment
@@ -214,7 +255,11 @@ class Worker:
         if cached is not None:
             try:
                 self.apply(cached)
-                log.info("serving cached config revision %s until the control plane answers", cached.revision)
+                self._replay(journal_file(s.cache_file))
+                log.info(
+                    "serving cached config revision %s until the control plane answers",
+                    self.store and self.store.revision,
+                )
             except Exception as exc:
                 # Not only SnapshotError/ValueError: whatever compiling a cached snapshot raises, the
                 # worker starts without it and waits for the control plane (with a traceback when
@@ -226,6 +271,19 @@ class Worker:
                     exc,
                     exc_info=not isinstance(exc, ValueError),  # SnapshotError is a ValueError
                 )
+
+    def _holding(self) -> EntityStore | None:
+        return self.store
+
+    def _replay(self, path: Path) -> None:
+        """The deltas received after the cached snapshot (data_plane/sync.py journal), up to the first
+        that does not apply (a line cut by a crash): the worker then continues from there."""
+        for n, body in enumerate(read_journal(path)):
+            try:
+                self.apply_delta(parse_delta(body))
+            except (SnapshotError, ValueError) as exc:
+                log.warning("delta journal %s line %d not applied (%s); continuing from there", path, n + 1, exc)
+                return
 
     def sweep_idle(self) -> None:
         """Every IDLE_SWEEP_INTERVAL: close the upstream connections idle past their pool's
@@ -281,7 +339,9 @@ class Worker:
         if self.tracer is not None:
             self.tracer.start()
         if s.control_plane_url and s.snapshot_file is None:
-            self.sync = ConfigSync(s, self.apply, self.status, self.keys_used)
+            self.sync = ConfigSync(
+                s, self.apply, self.status, self.keys_used, apply_delta=self.apply_delta, holding=self._holding
+            )
             if self.config is not None:
                 self.sync.known_hash = self.config.hash
         log.info(

@@ -18,11 +18,13 @@ keeps serving its last-known-good config and never falls back to plain HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -30,9 +32,14 @@ import httpx
 from data_plane import __version__
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot, SnapshotError
+from data_plane.snapshot.delta import Delta, EntityStore, parse_delta
 from data_plane.tls.channel import channel_context, verify_failure
 
 log = logging.getLogger("tollgate.sync")
+
+# The journal is folded into a new cache file (the entities re-encoded) past this many bytes, so a
+# restart replays a bounded number of deltas.
+JOURNAL_MAX_BYTES = 32 * 1024 * 1024
 
 
 def read_cache(path: Path) -> Snapshot | None:
@@ -62,14 +69,48 @@ def read_cache(path: Path) -> Snapshot | None:
         return None
 
 
-def write_cache(path: Path, snapshot: Snapshot) -> None:
+def journal_file(cache_file: Path) -> Path:
+    """Where the deltas received after the cached snapshot are appended, one JSON document a line."""
+    return cache_file.with_name(cache_file.stem + ".deltas")
+
+
+def read_journal(path: Path) -> list[bytes]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.error("cannot read delta journal %s: %s; ignoring it", path, exc)
+        return []
+    return [line for line in data.split(b"\n") if line.strip()]
+
+
+def append_journal(path: Path, body: bytes) -> int:
+    """Append one delta (its bytes as received) and make it durable; returns the journal's size."""
+    with open(path, "ab") as f:
+        f.write(
+            body.replace(b"\n", b" ") + b"\n"
+        )  # compact JSON has no raw newline; a sender's pretty one would break lines
+        f.flush()
+        os.fsync(f.fileno())
+        return f.tell()
+
+
+def write_cache(path: Path, data: bytes | Snapshot) -> None:
+    """Write the cache file atomically.  ``data``: the bytes as received from the control plane (what
+    the worker caches: a newer minor version's unknown fields, which its hash covers, are kept), or a
+    snapshot to encode (the worker's own state after deltas, whose bytes nobody sent)."""
+    if isinstance(data, Snapshot):
+        data = data.to_json()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        f.write(snapshot.to_json())
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    with contextlib.suppress(FileNotFoundError):
+        journal_file(path).unlink()  # the deltas before this snapshot: in it
 
 
 class ConfigSync:
@@ -81,8 +122,14 @@ class ConfigSync:
         apply: Callable[[Snapshot], None],
         status: Callable[[], dict[str, object]],
         keys_used: dict[str, int] | None = None,
+        *,
+        apply_delta: Callable[[Delta], None] | None = None,
+        holding: Callable[[], EntityStore | None] | None = None,
     ) -> None:
         assert settings.control_plane_url
+        self._apply_delta = apply_delta
+        self._holding = holding  # the worker's entities (their revision: where a delta starts)
+        self._full_next = False  # a delta was refused: ask for the full snapshot once
         self.settings = settings
         self._apply = apply
         self._status = status
@@ -120,9 +167,12 @@ class ConfigSync:
         delay = s.backoff_initial
         while True:
             try:
-                resp = await client.get(
-                    "/cluster/v1/snapshot", params={"known_hash": self.known_hash, "wait": s.long_poll_wait}
-                )
+                params: dict[str, str | int | float] = {"known_hash": self.known_hash, "wait": s.long_poll_wait}
+                store = self._holding() if self._holding is not None else None
+                if store is not None and self._apply_delta is not None and not self._full_next:
+                    if store.hash == self.known_hash:
+                        params["since"] = store.revision
+                resp = await client.get("/cluster/v1/snapshot", params=params)
             except httpx.HTTPError as exc:
                 tls = verify_failure(exc)
                 if tls is not None:
@@ -138,7 +188,11 @@ class ConfigSync:
                     continue
                 if resp.status_code == 200:
                     self._reached()
-                    if self._receive(resp.content):
+                    if resp.headers.get("x-tollgate-kind") == "delta":
+                        received = self._receive_delta(resp.content)
+                    else:
+                        received = self._receive(resp.content)
+                    if received:
                         delay = s.backoff_initial
                         continue
                     # Refused snapshot: back off, so a control plane that keeps offering it is not hammered.
@@ -167,11 +221,40 @@ class ConfigSync:
             return False
         self.known_hash = snapshot.hash
         self.last_error = None
+        self._full_next = False
         self._status_changed.set()
         try:
-            write_cache(self.settings.cache_file, snapshot)
+            write_cache(self.settings.cache_file, body)  # the bytes received, validated once above
         except OSError as exc:
             log.error("cannot write snapshot cache %s: %s", self.settings.cache_file, exc)
+        return True
+
+    def _receive_delta(self, body: bytes) -> bool:
+        """Apply a delta; False when refused (the next request then asks for the full snapshot)."""
+        assert self._apply_delta is not None
+        try:
+            delta = parse_delta(body)
+            self._apply_delta(delta)
+        except (SnapshotError, ValueError) as exc:
+            self.last_error = f"delta refused: {exc}"
+            log.error("%s", self.last_error)
+            self._full_next = True
+            self._status_changed.set()
+            return False
+        self.known_hash = delta.hash
+        self.last_error = None
+        self._full_next = False
+        self._status_changed.set()
+        try:
+            path = journal_file(self.settings.cache_file)
+            if append_journal(path, body) > JOURNAL_MAX_BYTES:
+                store = self._holding() if self._holding is not None else None
+                if store is not None:
+                    # re-encoded from the entities: a newer version's unknown fields are not kept, so
+                    # the file is sealed by this worker's rule and its hash is the one it will report
+                    write_cache(self.settings.cache_file, replace(store.snapshot(), hash=""))
+        except OSError as exc:
+            log.error("cannot write delta journal for %s: %s", self.settings.cache_file, exc)
         return True
 
     def _reached(self) -> None:

@@ -208,15 +208,26 @@ class AdminClient:
         self.request("DELETE", path)
 
     def iterate(self, path: str) -> Iterator[dict[str, Any]]:
-        """Every item of a paginated list (``{"items", "total", "limit", "offset"}``), page by page."""
+        """Every item of a paginated list (``{"items", "total", "limit", "offset", "next"}``), page by page:
+        by cursor where the list gives one (``next``), else by offset."""
         offset = 0
+        cursor: str | None = None
         while True:
-            page = self.get(path, limit=PAGE_SIZE, offset=offset)
+            # a list with cursors answers "next": follow it (stable while rows are added); else offsets
+            page = (
+                self.get(path, limit=PAGE_SIZE, cursor=cursor)
+                if cursor
+                else self.get(path, limit=PAGE_SIZE, offset=offset)
+            )
             items = page.get("items", [])
             yield from items
             offset += len(items)
+            if page.get("next"):
+                cursor = page["next"]
+                continue
             if not items or offset >= int(page.get("total", 0)):
                 return
+            cursor = None
 
     def list_all(self, path: str) -> list[dict[str, Any]]:
         return list(self.iterate(path))

@@ -2,10 +2,12 @@
 
 Authenticated by ``Authorization: Bearer <cluster token>``, compared in constant time.
 
-* ``GET /cluster/v1/snapshot?known_hash=&wait=`` — 200 with the snapshot JSON (headers
-  ``X-Tollgate-Revision``/``X-Tollgate-Hash``) as soon as the current hash differs from
-  ``known_hash``; otherwise a long-poll held until the config changes or ``wait`` seconds pass,
-  then 304 with no body.  ``X-Tollgate-Node-*`` request headers refresh the node's ``last_seen``.
+* ``GET /cluster/v1/snapshot?known_hash=&wait=[&since=]`` — 200 with the snapshot JSON (headers
+  ``X-Tollgate-Revision``/``X-Tollgate-Hash``, ``X-Tollgate-Kind: snapshot``; gzip-encoded when the
+  worker accepts it) as soon as the current hash differs from ``known_hash``; with ``since`` (the
+  worker's revision) a delta (``X-Tollgate-Kind: delta``, ``data_plane.snapshot.delta``) when the
+  change log covers it; otherwise a long-poll held until the config changes or ``wait`` seconds
+  pass, then 304 with no body.  ``X-Tollgate-Node-*`` request headers refresh the node's ``last_seen``.
 * ``POST /cluster/v1/nodes/{node_id}/status`` — the worker reports what it applied; 204.
 * ``POST /cluster/v1/usage`` — one metering batch (``services/usage.py``); 200 whether it was applied
   now or before (idempotent by ``batch_id``), 422 when malformed.
@@ -53,13 +55,21 @@ router = APIRouter(prefix="/cluster/v1", tags=["cluster"], dependencies=[Depends
 
 @router.get(
     "/snapshot",
-    responses={200: {"description": "the snapshot (wire form)"}, 304: {"description": "no change within wait"}},
+    responses={
+        200: {"description": "the snapshot (wire form), or a delta when `since` was given and the log covers it"},
+        304: {"description": "no change within wait"},
+    },
 )
 async def get_snapshot(
     publisher: Publisher,
     sessions: Sessions,
     known_hash: Annotated[str, Query(max_length=64, pattern=r"^[0-9a-fA-F]*$")] = "",
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 30.0,
+    since: Annotated[
+        int | None,
+        Query(ge=0, description="the revision the worker holds (with its hash in known_hash): answer with a delta"),
+    ] = None,
+    accept_encoding: Annotated[str, Header()] = "",
     x_tollgate_node_id: Annotated[str | None, Header()] = None,
     x_tollgate_node_hostname: Annotated[str | None, Header()] = None,
     x_tollgate_node_version: Annotated[str | None, Header()] = None,
@@ -68,11 +78,29 @@ async def get_snapshot(
     # unusual node id still gets its config.
     if x_tollgate_node_id and _NODE_ID_RE.match(x_tollgate_node_id):
         await run_in_threadpool(_touch, sessions, x_tollgate_node_id, x_tollgate_node_hostname, x_tollgate_node_version)
-    snapshot = await publisher.wait_for_change(known_hash.lower(), wait)
-    if snapshot is None:
+    reply = await publisher.wait_for_change(
+        known_hash.lower(), wait, since=since, gzip_ok=_accepts_gzip(accept_encoding)
+    )
+    if reply is None:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED)
-    headers = {"X-Tollgate-Revision": str(snapshot.revision), "X-Tollgate-Hash": snapshot.hash}
-    return Response(content=snapshot.to_json(), media_type="application/json", headers=headers)
+    # The bytes were built once for this revision (and start revision) and are shared by every waiter.
+    headers = {
+        "X-Tollgate-Revision": str(reply.revision),
+        "X-Tollgate-Hash": reply.hash,
+        "X-Tollgate-Kind": "delta" if reply.delta else "snapshot",
+        "Vary": "Accept-Encoding",
+    }
+    if reply.gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return Response(content=reply.body, media_type="application/json", headers=headers)
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() == "gzip":
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
 
 
 @router.post("/nodes/{node_id}/status", status_code=status.HTTP_204_NO_CONTENT)

@@ -38,7 +38,8 @@ async def get_snapshot(request: Request, publisher: Publisher) -> Response:
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="only an admin token may export the snapshot")
     snapshot = await publisher.current()
     headers = {"X-Tollgate-Revision": str(snapshot.revision), "X-Tollgate-Hash": snapshot.hash}
-    return Response(content=snapshot.to_json(), media_type="application/json", headers=headers)
+    body = await publisher.full_body(snapshot)
+    return Response(content=body, media_type="application/json", headers=headers)
 
 
 @router.get("/nodes", tags=["nodes"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
 
 from control_plane.api.deps import CustomerId, KeyId, Paging, ReadSession, Write
 from control_plane.schemas import (
@@ -30,10 +32,23 @@ def create_customer(body: CustomerCreate, w: Write) -> CustomerPublic:
 
 
 @router.get("")
-def list_customers(session: ReadSession, page: Paging) -> Page[CustomerPublic]:
-    """List the customers, a page at a time."""
-    rows, total = svc.list_customers(session=session, limit=page.limit, offset=page.offset)
-    return Page(items=[convert.customer_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
+def list_customers(
+    session: ReadSession,
+    page: Paging,
+    cursor: Annotated[
+        str | None, Query(max_length=300, description="a previous page's `next`: the page after it")
+    ] = None,
+    name: Annotated[str | None, Query(max_length=200, description="customers whose name starts with this")] = None,
+    email: Annotated[str | None, Query(max_length=320, description="customers with this email")] = None,
+    plan_id: Annotated[str | None, Query(max_length=36, description="customers subscribed to this plan")] = None,
+) -> Page[CustomerPublic]:
+    """Customers, oldest first.  Page with `cursor` (each page's `next`; stable while rows are added)
+    or with `offset`; `total` counts every match."""
+    rows, total, next_cursor = svc.list_customers(
+        session=session, limit=page.limit, offset=page.offset, cursor=cursor, name=name, email=email, plan_id=plan_id
+    )
+    items = [convert.customer_public(r) for r in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset, next=next_cursor)
 
 
 @router.get("/{customer_id}")
@@ -67,10 +82,31 @@ def issue_key(customer_id: CustomerId, body: KeyCreate, w: Write) -> KeyIssued:
 
 
 @router.get("/{customer_id}/keys")
-def list_keys(customer_id: CustomerId, session: ReadSession, page: Paging) -> Page[KeyPublic]:
-    """List the customer's API keys (prefixes only: a key is shown once, when issued)."""
-    rows, total = svc.list_keys(session=session, customer_id=customer_id, limit=page.limit, offset=page.offset)
-    return Page(items=[convert.key_public(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
+def list_keys(
+    customer_id: CustomerId,
+    session: ReadSession,
+    page: Paging,
+    cursor: Annotated[
+        str | None, Query(max_length=300, description="a previous page's `next`: the page after it")
+    ] = None,
+    prefix: Annotated[str | None, Query(max_length=16, description="keys whose prefix starts with this")] = None,
+    key_status: Annotated[
+        Literal["active", "revoked"] | None,
+        Query(alias="status", description="active (not revoked) or revoked keys only"),
+    ] = None,
+) -> Page[KeyPublic]:
+    """A customer's keys, oldest first; paged like the customers list."""
+    rows, total, next_cursor = svc.list_keys(
+        session=session,
+        customer_id=customer_id,
+        limit=page.limit,
+        offset=page.offset,
+        cursor=cursor,
+        prefix=prefix,
+        status=key_status,
+    )
+    items = [convert.key_public(r) for r in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset, next=next_cursor)
 
 
 @router.get("/{customer_id}/keys/{key_id}")

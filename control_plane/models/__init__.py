@@ -11,7 +11,7 @@ imports every module, so ``Base.metadata`` (Alembic's env, the test fixtures) kn
     certificates  Certificate, CertificateSni
     plans       UsagePlan, UsagePlanApi, QuotaAdjustment, UsageCount, UsageHourly, UsageBatch
     admin       AdminToken, AuditEntry, IdempotencyRecord
-    cluster     ConfigState, Node
+    cluster     ConfigState, ConfigChange, Node
     webhooks    WebhookEndpoint, WebhookEvent, WebhookDelivery
     web         WebSession, PortalInvite, PortalAccount
 
@@ -25,7 +25,7 @@ from control_plane.models.admin import AdminToken, AuditEntry, IdempotencyRecord
 from control_plane.models.apis import Api, ApiJwks, Route
 from control_plane.models.base import NAMING_CONVENTION, Base, Timestamped, UTCDateTime, new_id, utcnow
 from control_plane.models.certificates import Certificate, CertificateSni
-from control_plane.models.cluster import CONFIG_STATE_ID, ConfigState, Node
+from control_plane.models.cluster import CONFIG_STATE_ID, ConfigChange, ConfigState, Node
 from control_plane.models.customers import ApiKey, Customer, CustomerApiGrant, CustomerMtlsIdentity
 from control_plane.models.plans import (
     QuotaAdjustment,
@@ -50,6 +50,7 @@ __all__ = [
     "Base",
     "Certificate",
     "CertificateSni",
+    "ConfigChange",
     "ConfigState",
     "Customer",
     "CustomerApiGrant",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.models.base import Base, utcnow
@@ -24,6 +24,27 @@ class ConfigState(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConfigChange(Base):
+    """One entity a config write changed (the change log, issue 21): written by
+    :mod:`control_plane.changelog` in the transaction that bumped the revision to ``revision``.
+
+    ``kind`` is the snapshot member (``upstream``, ``api``, ``customer``, ``key``, ``plan``,
+    ``certificate``; nested rows name their parent: a target its upstream, a route its API) or ``*``
+    (something changed that was not tracked: a worker behind it takes a full snapshot).  ``op`` is
+    ``upsert`` or ``delete`` as written; a reader takes the entity's state at the revision it serves.
+    Rows older than the retention window are deleted (compaction, docs/architecture.md "Config sync v2").
+    """
+
+    __tablename__ = "config_changes"
+    __table_args__ = (Index("ix_config_changes_revision", "revision"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    op: Mapped[str] = mapped_column(String(8))
 
 
 class Node(Base):

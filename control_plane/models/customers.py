@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from control_plane.models.base import Base, Timestamped, new_id, utcnow
@@ -13,6 +13,8 @@ from control_plane.models.base import Base, Timestamped, new_id, utcnow
 
 class Customer(Timestamped, Base):
     __tablename__ = "customers"
+    # the admin list's keyset order (services/common.paginate_keyset)
+    __table_args__ = (Index("ix_customers_created_at_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -77,6 +79,7 @@ class ApiKey(Base):
     """An API key: only ``sha256(key)`` and a non-secret prefix are stored, never the key."""
 
     __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_customer_created", "customer_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     customer_id: Mapped[str] = mapped_column(String(36), ForeignKey("customers.id", ondelete="CASCADE"), index=True)

@@ -92,10 +92,14 @@ class OutModel(BaseModel):
 
 
 class Page(BaseModel, Generic[T]):
-    items: list[T] = Field(description="the resources of this page")
-    total: int = Field(description="how many resources there are in all (every page)")
-    limit: int = Field(description="the page size asked for")
-    offset: int = Field(description="how many resources come before this page")
+    items: list[T] = Field(description="this page's items")
+    total: int = Field(description="items matching the query (all pages)")
+    limit: int = Field(description="page size asked for")
+    offset: int = Field(description="items skipped (offset paging; 0 with a cursor)")
+    next: str | None = Field(
+        default=None,
+        description="cursor of the next page (pass it as `cursor`); null on the last page, or on lists without cursors",
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.models import Api, ApiKey, Customer, CustomerApiGrant, CustomerMtlsIdentity, utcnow
 from control_plane.schemas import CustomerCreate, CustomerUpdate, KeyCreate
-from control_plane.services import webhook_events
-from control_plane.services.common import apply_patch, integrity_as_conflict, paginate
+from control_plane.services import changelog, webhook_events
+from control_plane.services.common import apply_patch, integrity_as_conflict, paginate, paginate_keyset
 from control_plane.services.revision import bump_revision
 
 IMPORTED_PREFIX_LEN = 6
@@ -50,8 +50,29 @@ def key_status(key: ApiKey, now: datetime | None = None) -> str:
 # ---------------------------------------------------------------------------- customers
 
 
-def list_customers(*, session: Session, limit: int, offset: int) -> tuple[list[Customer], int]:
-    return paginate(session, select(Customer).order_by(Customer.created_at, Customer.id), limit=limit, offset=offset)
+def list_customers(
+    *,
+    session: Session,
+    limit: int,
+    offset: int,
+    cursor: str | None = None,
+    name: str | None = None,
+    email: str | None = None,
+    plan_id: str | None = None,
+) -> tuple[list[Customer], int, str | None]:
+    """A page of customers, oldest first; ``name`` matches a prefix, ``email`` and ``plan_id`` exactly.
+    With ``cursor`` (a previous page's next) keyset paging, else ``offset``."""
+    stmt = select(Customer)
+    if name:
+        stmt = stmt.where(Customer.name.startswith(name, autoescape=True))
+    if email:
+        stmt = stmt.where(Customer.email == email)
+    if plan_id:
+        stmt = stmt.where(Customer.plan_id == plan_id)
+    if cursor is not None or offset == 0:
+        return paginate_keyset(session, stmt, Customer.created_at, Customer.id, limit=limit, cursor=cursor)
+    items, total = paginate(session, stmt.order_by(Customer.created_at, Customer.id), limit=limit, offset=offset)
+    return items, total, None
 
 
 def get_customer(*, session: Session, customer_id: str) -> Customer:
@@ -134,6 +155,7 @@ def _set_grants(session: Session, customer: Customer, api_ids: list[str]) -> Non
     missing = sorted(wanted - known)
     if missing:
         raise Invalid("api_ids", f"api {missing[0]!r} does not exist")
+    changelog.record(session, "customer", customer.id, table=CustomerApiGrant.__tablename__)  # the bulk delete below
     session.execute(delete(CustomerApiGrant).where(CustomerApiGrant.customer_id == customer.id))
     session.add_all(CustomerApiGrant(customer_id=customer.id, api_id=a) for a in sorted(wanted))
     with integrity_as_conflict("a granted api was deleted concurrently"):
@@ -171,10 +193,30 @@ def _set_identities(session: Session, customer: Customer, fingerprints: list[str
 # ---------------------------------------------------------------------------- keys
 
 
-def list_keys(*, session: Session, customer_id: str, limit: int, offset: int) -> tuple[list[ApiKey], int]:
+def list_keys(
+    *,
+    session: Session,
+    customer_id: str,
+    limit: int,
+    offset: int,
+    cursor: str | None = None,
+    prefix: str | None = None,
+    status: str | None = None,
+) -> tuple[list[ApiKey], int, str | None]:
+    """A page of a customer's keys, oldest first; ``prefix`` matches the key's prefix from its start,
+    ``status`` is ``active`` (not revoked) or ``revoked``."""
     get_customer(session=session, customer_id=customer_id)
-    stmt = select(ApiKey).where(ApiKey.customer_id == customer_id).order_by(ApiKey.created_at, ApiKey.id)
-    return paginate(session, stmt, limit=limit, offset=offset)
+    stmt = select(ApiKey).where(ApiKey.customer_id == customer_id)
+    if prefix:
+        stmt = stmt.where(ApiKey.prefix.startswith(prefix, autoescape=True))
+    if status == "active":
+        stmt = stmt.where(ApiKey.revoked_at.is_(None))
+    elif status == "revoked":
+        stmt = stmt.where(ApiKey.revoked_at.is_not(None))
+    if cursor is not None or offset == 0:
+        return paginate_keyset(session, stmt, ApiKey.created_at, ApiKey.id, limit=limit, cursor=cursor)
+    items, total = paginate(session, stmt.order_by(ApiKey.created_at, ApiKey.id), limit=limit, offset=offset)
+    return items, total, None
 
 
 def get_key(*, session: Session, customer_id: str, key_id: str) -> ApiKey:

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from control_plane.models import CONFIG_STATE_ID, ConfigState, utcnow
+from control_plane.services import changelog
 
 # session.info key: present while a one_revision() block is open; holds the revision once bumped.
 _ONE_REVISION = "tollgate.one_revision"
@@ -40,6 +41,7 @@ def bump_revision(session: Session) -> int:
     if session.info.get(_ONE_REVISION) is not None:
         return int(session.info[_ONE_REVISION])
     new = _increment(session)
+    changelog.set_revision(session, new)  # what this transaction changed is logged under it at commit
     if _ONE_REVISION in session.info:
         session.info[_ONE_REVISION] = new
     return new

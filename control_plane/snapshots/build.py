@@ -12,6 +12,7 @@ between those two calls.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,117 +74,27 @@ def build_snapshot(session: Session, *, box: SecretBox | None = None, cluster_to
 
 def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -> Snapshot:
     revision = current_revision(session)
-    upstream_rows = session.execute(
-        select(models.Upstream).options(selectinload(models.Upstream.targets)).order_by(models.Upstream.name)
-    ).scalars()
-    api_rows = session.execute(
-        select(models.Api)
-        .options(selectinload(models.Api.routes), selectinload(models.Api.jwks))
-        .order_by(models.Api.name)
-    ).scalars()
-    upstreams = tuple(
-        Upstream(
-            id=u.id,
-            name=u.name,
-            algorithm=u.algorithm,
-            connect_timeout=float(u.connect_timeout),
-            read_timeout=float(u.read_timeout),
-            retries=u.retries,
-            targets=tuple(
-                Target(id=t.id, host=t.host, port=t.port, weight=t.weight, scheme=t.scheme)
-                for t in sorted(u.targets, key=lambda t: (t.host, t.port))
-            ),
-            hash_on=u.hash_on,
-            hash_key=u.hash_key,
-            health_check=_health_check(u.health_check),
-            passive=_passive(u.passive),
-            panic=u.panic,
-            total_timeout=u.total_timeout,
-            max_connections=u.max_connections,
-            keepalive_timeout=float(u.keepalive_timeout),
-            tls_verify=u.tls_verify,
-            ca_certificates=u.ca_certificates,
-            sni=u.sni,
-            client_certificate_id=u.client_certificate_id,
-        )
-        for u in upstream_rows
-    )
-    apis = tuple(
-        Api(
-            id=a.id,
-            name=a.name,
-            base_path=a.base_path,
-            hosts=tuple(sorted(a.hosts)),
-            auth=a.auth,
-            strip_base_path=a.strip_base_path,
-            max_body_bytes=a.max_body_bytes,
-            auth_settings=_auth_settings(a),
-            rate_limit_headers=a.rate_limit_headers,
-            https_only=a.https_only,
-            policies=a.policies or None,
-            cache_epoch=a.cache_epoch,
-            routes=tuple(
-                Route(
-                    id=r.id,
-                    path=r.path,
-                    upstream_id=r.upstream_id,
-                    methods=tuple(r.methods),
-                    connect_timeout=r.connect_timeout,
-                    read_timeout=r.read_timeout,
-                    total_timeout=r.total_timeout,
-                    policies=r.policies or None,
-                )
-                for r in sorted(a.routes, key=lambda r: (r.path, r.id))
-            ),
-        )
-        for a in api_rows
-    )
-    customer_rows = session.execute(
-        select(models.Customer)
-        .options(selectinload(models.Customer.grants), selectinload(models.Customer.mtls_identities))
-        .order_by(models.Customer.id)
-    ).scalars()
+    upstream_rows = session.execute(_UPSTREAMS.order_by(models.Upstream.name)).scalars()
+    api_rows = session.execute(_APIS.order_by(models.Api.name)).scalars()
+    upstreams = tuple(_upstream(u) for u in upstream_rows)
+    apis = tuple(_api(a) for a in api_rows)
+    customer_rows = session.execute(_CUSTOMERS.order_by(models.Customer.id)).scalars()
     now = datetime.now(UTC)
     extras = current_extras(session, now.timestamp())
-    customers = tuple(
-        Customer(
-            id=c.id,
-            name=c.name,
-            status=c.status,
-            api_ids=tuple(sorted(g.api_id for g in c.grants)),
-            plan_id=c.plan_id,
-            quota_extra=extra[0],
-            quota_extra_start=extra[1],
-            quota_extra_end=extra[2],
-            mtls_fingerprints=tuple(c.mtls_fingerprints),
-            mtls_subjects=tuple(c.mtls_subjects),
-            external_id=c.external_id or "",
-            **_cycle_fields(c),
-        )
-        for c in customer_rows
-        for extra in (extras.get(c.id) or (0, 0, 0),)
-    )
+    customers = tuple(_customer(c, extras) for c in customer_rows)
     # Only keys that can still work: revoked ones leave the snapshot, expiry is enforced by the worker.
+    # Columns, not ORM rows: a million keys as mapped objects held by the session cost gigabytes.
+    k = models.ApiKey
     key_rows = session.execute(
-        select(models.ApiKey).where(models.ApiKey.revoked_at.is_(None)).order_by(models.ApiKey.key_hash)
-    ).scalars()
-    keys = tuple(
-        ApiKey(
-            id=k.id,
-            customer_id=k.customer_id,
-            key_hash=k.key_hash,
-            prefix=k.prefix,
-            expires_at=math.ceil(k.expires_at.timestamp()) if k.expires_at is not None else None,
-        )
-        for k in key_rows
+        select(k.id, k.customer_id, k.key_hash, k.prefix, k.expires_at)
+        .where(k.revoked_at.is_(None))
+        .order_by(k.key_hash)
+        .execution_options(yield_per=10_000)
     )
-    plan_rows = session.execute(
-        select(UsagePlan).options(selectinload(UsagePlan.apis)).order_by(UsagePlan.id)
-    ).scalars()
+    keys = tuple(_key(row) for row in key_rows)
+    plan_rows = session.execute(_PLANS.order_by(UsagePlan.id)).scalars()
     plans = tuple(_plan(p) for p in plan_rows)
-    certificate_rows = session.execute(
-        select(models.Certificate).options(selectinload(models.Certificate.sni_rows)).order_by(models.Certificate.id)
-    ).scalars()
+    certificate_rows = session.execute(_CERTIFICATES.order_by(models.Certificate.id)).scalars()
     certificates = tuple(_certificate(c, box, cluster_token) for c in certificate_rows)
     generated_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return Snapshot(
@@ -196,6 +107,143 @@ def _build(session: Session, box: SecretBox | None, cluster_token: str | None) -
         certificates=certificates,
         generated_at=generated_at,
     ).sealed()
+
+
+# The rows of each snapshot member, with what their conversion reads loaded in the same query.
+_UPSTREAMS = select(models.Upstream).options(selectinload(models.Upstream.targets))
+_APIS = select(models.Api).options(selectinload(models.Api.routes), selectinload(models.Api.jwks))
+_CUSTOMERS = select(models.Customer).options(
+    selectinload(models.Customer.grants), selectinload(models.Customer.mtls_identities)
+)
+_KEYS = select(models.ApiKey).where(models.ApiKey.revoked_at.is_(None))
+_PLANS = select(UsagePlan).options(selectinload(UsagePlan.apis))
+_CERTIFICATES = select(models.Certificate).options(selectinload(models.Certificate.sni_rows))
+
+Entity = Upstream | Api | Customer | ApiKey | Plan | Certificate
+
+
+def load_entities(
+    session: Session,
+    kind: str,
+    ids: Collection[str],
+    *,
+    box: SecretBox | None = None,
+    cluster_token: str | None = None,
+) -> dict[str, Entity]:
+    """The snapshot entities of one kind (the change log's kinds) with these ids, as the full build
+    makes them; an id missing from the result is not in the snapshot (deleted, or a revoked key)."""
+    out: dict[str, Entity] = {}
+    id_list = sorted(ids)
+    for i in range(0, len(id_list), 500):  # bound the IN list
+        chunk = id_list[i : i + 500]
+        if kind == "upstream":
+            for u in session.execute(_UPSTREAMS.where(models.Upstream.id.in_(chunk))).scalars():
+                out[u.id] = _upstream(u)
+        elif kind == "api":
+            for a in session.execute(_APIS.where(models.Api.id.in_(chunk))).scalars():
+                out[a.id] = _api(a)
+        elif kind == "customer":
+            extras = current_extras(session, datetime.now(UTC).timestamp())
+            for c in session.execute(_CUSTOMERS.where(models.Customer.id.in_(chunk))).scalars():
+                out[c.id] = _customer(c, extras)
+        elif kind == "key":
+            for k in session.execute(_KEYS.where(models.ApiKey.id.in_(chunk))).scalars():
+                out[k.id] = _key(k)
+        elif kind == "plan":
+            for p in session.execute(_PLANS.where(UsagePlan.id.in_(chunk))).scalars():
+                out[p.id] = _plan(p)
+        elif kind == "certificate":
+            for cert in session.execute(_CERTIFICATES.where(models.Certificate.id.in_(chunk))).scalars():
+                out[cert.id] = _certificate(cert, box, cluster_token)
+        else:
+            raise ValueError(f"unknown entity kind {kind!r}")
+    return out
+
+
+def _upstream(u: models.Upstream) -> Upstream:
+    return Upstream(
+        id=u.id,
+        name=u.name,
+        algorithm=u.algorithm,
+        connect_timeout=float(u.connect_timeout),
+        read_timeout=float(u.read_timeout),
+        retries=u.retries,
+        targets=tuple(
+            Target(id=t.id, host=t.host, port=t.port, weight=t.weight, scheme=t.scheme)
+            for t in sorted(u.targets, key=lambda t: (t.host, t.port))
+        ),
+        hash_on=u.hash_on,
+        hash_key=u.hash_key,
+        health_check=_health_check(u.health_check),
+        passive=_passive(u.passive),
+        panic=u.panic,
+        total_timeout=u.total_timeout,
+        max_connections=u.max_connections,
+        keepalive_timeout=float(u.keepalive_timeout),
+        tls_verify=u.tls_verify,
+        ca_certificates=u.ca_certificates,
+        sni=u.sni,
+        client_certificate_id=u.client_certificate_id,
+    )
+
+
+def _api(a: models.Api) -> Api:
+    return Api(
+        id=a.id,
+        name=a.name,
+        base_path=a.base_path,
+        hosts=tuple(sorted(a.hosts)),
+        auth=a.auth,
+        strip_base_path=a.strip_base_path,
+        max_body_bytes=a.max_body_bytes,
+        auth_settings=_auth_settings(a),
+        rate_limit_headers=a.rate_limit_headers,
+        https_only=a.https_only,
+        policies=a.policies or None,
+        cache_epoch=a.cache_epoch,
+        routes=tuple(
+            Route(
+                id=r.id,
+                path=r.path,
+                upstream_id=r.upstream_id,
+                methods=tuple(r.methods),
+                connect_timeout=r.connect_timeout,
+                read_timeout=r.read_timeout,
+                total_timeout=r.total_timeout,
+                policies=r.policies or None,
+            )
+            for r in sorted(a.routes, key=lambda r: (r.path, r.id))
+        ),
+    )
+
+
+def _customer(c: models.Customer, extras: dict[str, tuple[int, int, int]]) -> Customer:
+    extra = extras.get(c.id) or (0, 0, 0)
+    return Customer(
+        id=c.id,
+        name=c.name,
+        status=c.status,
+        api_ids=tuple(sorted(g.api_id for g in c.grants)),
+        plan_id=c.plan_id,
+        quota_extra=extra[0],
+        quota_extra_start=extra[1],
+        quota_extra_end=extra[2],
+        mtls_fingerprints=tuple(c.mtls_fingerprints),
+        mtls_subjects=tuple(c.mtls_subjects),
+        external_id=c.external_id or "",
+        **_cycle_fields(c),
+    )
+
+
+def _key(k: Any) -> ApiKey:
+    """A key from its row (an ORM ``ApiKey`` or a row of its columns: both have these attributes)."""
+    return ApiKey(
+        id=k.id,
+        customer_id=k.customer_id,
+        key_hash=k.key_hash,
+        prefix=k.prefix,
+        expires_at=math.ceil(k.expires_at.timestamp()) if k.expires_at is not None else None,
+    )
 
 
 def _certificate(c: models.Certificate, box: SecretBox | None, cluster_token: str | None) -> Certificate:

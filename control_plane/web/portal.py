@@ -173,7 +173,7 @@ def _home(
     with request.app.state.sessions() as s:
         customer = customers_svc.get_customer(session=s, customer_id=ctx.customer_id)
         account = svc.account_of(session=s, customer_id=ctx.customer_id)
-        keys, _ = customers_svc.list_keys(session=s, customer_id=ctx.customer_id, limit=1000, offset=0)
+        keys, _, _ = customers_svc.list_keys(session=s, customer_id=ctx.customer_id, limit=1000, offset=0)
         plan = plans_svc.plan_of(session=s, customer=customer)
         usage = usage_svc.customer_usage(
             session=s, customer_id=ctx.customer_id, start=today - timedelta(days=13), end=today

@@ -17,7 +17,10 @@ from typing import Any
 from data_plane.snapshot.types import (
     DEFAULT_AUTH,
     DEFAULT_KEEPALIVE_TIMEOUT,
+    Api,
     ApiAuth,
+    ApiKey,
+    Certificate,
     Customer,
     HealthCheck,
     Passive,
@@ -37,81 +40,114 @@ def content(snap: Snapshot) -> dict[str, Any]:
     """
     doc: dict[str, Any] = {
         "schema_version": snap.schema_version,
-        "upstreams": [
-            {
-                "id": u.id,
-                "name": u.name,
-                "algorithm": u.algorithm,
-                "connect_timeout": u.connect_timeout,
-                "read_timeout": u.read_timeout,
-                "retries": u.retries,
-                "targets": [_target_dict(t) for t in u.targets],
-                **_upstream_extras(u),
-            }
-            for u in snap.upstreams
-        ],
-        "apis": [
-            {
-                "id": a.id,
-                "name": a.name,
-                "base_path": a.base_path,
-                "hosts": list(a.hosts),
-                "auth": a.auth,
-                "strip_base_path": a.strip_base_path,
-                "max_body_bytes": a.max_body_bytes,
-                "routes": [
-                    {
-                        "id": r.id,
-                        "path": r.path,
-                        "upstream_id": r.upstream_id,
-                        "methods": list(r.methods),
-                        **_non_default(
-                            connect_timeout=r.connect_timeout,
-                            read_timeout=r.read_timeout,
-                            total_timeout=r.total_timeout,
-                        ),
-                        **({"policies": r.policies} if r.policies is not None else {}),
-                    }
-                    for r in a.routes
-                ],
-                **({} if a.auth_settings == DEFAULT_AUTH else {"auth_settings": _auth_dict(a.auth_settings)}),
-                **({} if a.rate_limit_headers else {"rate_limit_headers": False}),
-                **({"https_only": True} if a.https_only else {}),
-                **({"policies": a.policies} if a.policies is not None else {}),
-                **({"cache_epoch": a.cache_epoch} if a.cache_epoch else {}),
-            }
-            for a in snap.apis
-        ],
+        "upstreams": [upstream_doc(u) for u in snap.upstreams],
+        "apis": [api_doc(a) for a in snap.apis],
     }
     if snap.customers:
-        doc["customers"] = [
-            {"id": c.id, "name": c.name, "status": c.status, "api_ids": list(c.api_ids), **_customer_extras(c)}
-            for c in snap.customers
-        ]
+        doc["customers"] = [customer_doc(c) for c in snap.customers]
     if snap.keys:
-        doc["keys"] = [
-            {
-                "id": k.id,
-                "customer_id": k.customer_id,
-                "key_hash": k.key_hash,
-                "prefix": k.prefix,
-                "expires_at": k.expires_at,
-            }
-            for k in snap.keys
-        ]
+        doc["keys"] = [key_doc(k) for k in snap.keys]
     if snap.plans:
         doc["plans"] = [_plan_dict(p) for p in snap.plans]
     if snap.certificates:
-        doc["certificates"] = [
-            {"id": c.id, "cert": c.cert, "key": c.key, "snis": list(c.snis), **({"default": True} if c.default else {})}
-            for c in snap.certificates
-        ]
+        doc["certificates"] = [certificate_doc(c) for c in snap.certificates]
     return doc
 
 
+# One function per snapshot member: the content of one entity, as it appears in the list of its kind
+# (what a delta carries as a change's value, data_plane/snapshot/delta.py).
+
+
+def upstream_doc(u: Upstream) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "name": u.name,
+        "algorithm": u.algorithm,
+        "connect_timeout": u.connect_timeout,
+        "read_timeout": u.read_timeout,
+        "retries": u.retries,
+        "targets": [_target_dict(t) for t in u.targets],
+        **_upstream_extras(u),
+    }
+
+
+def api_doc(a: Api) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "name": a.name,
+        "base_path": a.base_path,
+        "hosts": list(a.hosts),
+        "auth": a.auth,
+        "strip_base_path": a.strip_base_path,
+        "max_body_bytes": a.max_body_bytes,
+        "routes": [
+            {
+                "id": r.id,
+                "path": r.path,
+                "upstream_id": r.upstream_id,
+                "methods": list(r.methods),
+                **_non_default(
+                    connect_timeout=r.connect_timeout,
+                    read_timeout=r.read_timeout,
+                    total_timeout=r.total_timeout,
+                ),
+                **({"policies": r.policies} if r.policies is not None else {}),
+            }
+            for r in a.routes
+        ],
+        **({} if a.auth_settings == DEFAULT_AUTH else {"auth_settings": _auth_dict(a.auth_settings)}),
+        **({} if a.rate_limit_headers else {"rate_limit_headers": False}),
+        **({"https_only": True} if a.https_only else {}),
+        **({"policies": a.policies} if a.policies is not None else {}),
+        **({"cache_epoch": a.cache_epoch} if a.cache_epoch else {}),
+    }
+
+
+def customer_doc(c: Customer) -> dict[str, Any]:
+    return {"id": c.id, "name": c.name, "status": c.status, "api_ids": list(c.api_ids), **_customer_extras(c)}
+
+
+def key_doc(k: ApiKey) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "customer_id": k.customer_id,
+        "key_hash": k.key_hash,
+        "prefix": k.prefix,
+        "expires_at": k.expires_at,
+    }
+
+
+def plan_doc(p: Plan) -> dict[str, Any]:
+    return _plan_dict(p)
+
+
+def certificate_doc(c: Certificate) -> dict[str, Any]:
+    return {"id": c.id, "cert": c.cert, "key": c.key, "snis": list(c.snis), **({"default": True} if c.default else {})}
+
+
+# The members of the wire form that are not content: left out of the hash.
+UNHASHED = ("revision", "hash", "generated_at")
+
+
 def compute_hash(snap: Snapshot) -> str:
-    canonical = json.dumps(content(snap), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return content_hash(content(snap))
+
+
+def canonical(doc: dict[str, Any]) -> bytes:
+    """The canonical JSON of a content object: sorted keys, no spaces, ASCII."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def content_hash(doc: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a wire-form document without its :data:`UNHASHED` members.
+
+    What a worker checks a received snapshot against: the document as it arrived, every member
+    included, so a field added by a newer minor version (which this worker's types drop) is covered
+    by the hash its sender computed (the contract's rule 3 in docs/architecture.md, "Config sync v2").
+    """
+    if any(name in doc for name in UNHASHED):
+        doc = {k: v for k, v in doc.items() if k not in UNHASHED}
+    return hashlib.sha256(canonical(doc)).hexdigest()
 
 
 def sealed(snap: Snapshot) -> Snapshot:

@@ -39,7 +39,7 @@ def _customers_page(
     request: Request, ctx: Ctx, errors: list[str] | None = None, status_code: int = 200
 ) -> HTMLResponse:
     with request.app.state.sessions() as s:
-        rows, _ = customers_svc.list_customers(session=s, limit=ALL, offset=0)
+        rows, _, _ = customers_svc.list_customers(session=s, limit=ALL, offset=0)
         return page(request, ctx, "customers.html", status_code, customers=rows, errors=errors or [])
 
 
@@ -78,7 +78,7 @@ def _customer_page(
     today = datetime.now(UTC).date()
     with request.app.state.sessions() as s:
         row = customers_svc.get_customer(session=s, customer_id=customer_id)
-        keys, _ = customers_svc.list_keys(session=s, customer_id=customer_id, limit=ALL, offset=0)
+        keys, _, _ = customers_svc.list_keys(session=s, customer_id=customer_id, limit=ALL, offset=0)
         plans, _ = plans_svc.list_plans(session=s, limit=ALL, offset=0)
         apis, _ = apis_svc.list_apis(session=s, limit=ALL, offset=0)
         usage = usage_svc.customer_usage(

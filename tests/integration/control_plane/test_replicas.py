@@ -3,6 +3,7 @@ long-polling B (B learns of it by polling the revision, not from A)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from control_plane import migrate
 from data_plane.snapshot import Snapshot
 from tests.integration.control_plane.conftest import ADMIN_HEADERS, ADMIN_TOKEN, CLUSTER_TOKEN
-from tests.integration.harness import free_port
+from tests.integration.harness import free_port, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -114,6 +115,29 @@ def test_write_on_a_releases_long_poll_on_b(replicas: list[Replica]) -> None:
     snapshot = Snapshot.from_json(response.content)
     assert [u.name for u in snapshot.upstreams] == ["via-a"]
     assert snapshot.hash == httpx.get(f"{a}/v1/config", headers=ADMIN_HEADERS).json()["hash"]
+
+
+def test_both_replicas_serve_the_same_deltas_from_the_one_log(replicas: list[Replica]) -> None:
+    (a, _), (b, _) = replicas
+    auth = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
+    start = httpx.get(f"{b}/cluster/v1/snapshot", params={"wait": 0}, headers=auth)
+    since, known = int(start.headers["x-tollgate-revision"]), start.headers["x-tollgate-hash"]
+    customer = httpx.post(f"{a}/v1/customers", json={"name": "replicated"}, headers=ADMIN_HEADERS).json()
+    httpx.post(f"{b}/v1/customers/{customer['id']}/keys", json={}, headers=ADMIN_HEADERS).raise_for_status()
+    target = max(httpx.get(f"{r}/v1/config", headers=ADMIN_HEADERS).json()["revision"] for r in (a, b))
+
+    def delta(base: str) -> httpx.Response | None:
+        resp = httpx.get(
+            f"{base}/cluster/v1/snapshot", params={"since": since, "known_hash": known, "wait": 5}, headers=auth
+        )
+        return resp if int(resp.headers.get("x-tollgate-revision", -1)) >= target else None
+
+    from_a = wait_until(lambda: delta(a), what="replica A at the new revision")
+    from_b = wait_until(lambda: delta(b), what="replica B at the new revision")
+    assert from_a.headers["x-tollgate-kind"] == from_b.headers["x-tollgate-kind"] == "delta"
+    assert from_a.content == from_b.content  # same changes, same values, same hash: byte for byte
+    kinds = sorted(c["kind"] for c in json.loads(from_a.content)["changes"])
+    assert kinds == ["customer", "key"]
 
 
 # Keep this test last in the module: it stops replica B of the module-scoped pair.
