@@ -9,7 +9,7 @@ imports every module, so ``Base.metadata`` (Alembic's env, the test fixtures) kn
     apis        Api, ApiJwks, Route
     customers   Customer, CustomerApiGrant, CustomerMtlsIdentity, ApiKey
     certificates  Certificate, CertificateSni
-    plans       UsagePlan, UsagePlanApi, QuotaAdjustment, UsageCount, UsageHourly, UsageBatch
+    plans       UsagePlan, UsagePlanApi, QuotaAdjustment, UsageCount, UsageHourly, UsageRefusal, UsageBatch
     admin       AdminToken, AuditEntry, IdempotencyRecord
     cluster     ConfigState, ConfigChange, Node
     webhooks    WebhookEndpoint, WebhookEvent, WebhookDelivery
@@ -34,6 +34,7 @@ from control_plane.models.plans import (
     UsageHourly,
     UsagePlan,
     UsagePlanApi,
+    UsageRefusal,
 )
 from control_plane.models.upstreams import Target, Upstream
 from control_plane.models.web import PortalAccount, PortalInvite, WebSession
@@ -69,6 +70,7 @@ __all__ = [
     "UsageBatch",
     "UsageCount",
     "UsageHourly",
+    "UsageRefusal",
     "UsagePlan",
     "UsagePlanApi",
     "WebhookDelivery",

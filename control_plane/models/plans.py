@@ -108,6 +108,19 @@ class UsageHourly(Base):
     overage: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # of count: beyond the quota
 
 
+class UsageRefusal(Base):
+    """Requests the gateway answered itself (401, 403, 413, 429, ...: never forwarded, never billed) per
+    (UTC hour, API, status), from the same worker batches as the usage (idempotent by their batch id):
+    the console's refusal counts.  Requests that matched no API are not counted here."""
+
+    __tablename__ = "usage_refusals"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    api_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[int] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class UsageBatch(Base):
     """A worker batch already applied: makes ``POST /cluster/v1/usage`` idempotent."""
 

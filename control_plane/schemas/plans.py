@@ -224,6 +224,23 @@ class UsageCountIn(BaseModel):
         return self.day
 
 
+class RefusalCountIn(BaseModel):
+    """Requests of one API the gateway answered itself with one status in one UTC hour (never billed)."""
+
+    api_id: str = Field(min_length=1, max_length=36, description="the API the requests matched")
+    status: int = Field(ge=400, le=599, description="the status the gateway answered (401, 403, 429, ...)")
+    hour: datetime = Field(description="start of the UTC hour (a time without offset is UTC)")
+    count: Annotated[int, Field(ge=1, le=10**12)] = Field(description="how many requests")
+
+    @model_validator(mode="after")
+    def _whole_hour(self) -> RefusalCountIn:
+        hour = self.hour.replace(tzinfo=UTC) if self.hour.tzinfo is None else self.hour.astimezone(UTC)
+        if hour.minute or hour.second or hour.microsecond:
+            raise ValueError("hour must be the start of an hour")
+        self.hour = hour
+        return self
+
+
 class UsageBatchIn(BaseModel):
     """One worker batch (data_plane/metering/meter.py); ``batch_id`` makes it idempotent."""
 
@@ -232,6 +249,9 @@ class UsageBatchIn(BaseModel):
     )
     node_id: str = Field(description="the worker that sent it", default="", max_length=128)
     counts: list[UsageCountIn] = Field(description="the counts", max_length=200_000)
+    refusals: list[RefusalCountIn] = Field(
+        default=[], max_length=100_000, description="requests the gateway answered itself, per API, status and hour"
+    )
 
 
 class UsageBatchResult(BaseModel):

@@ -33,7 +33,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from control_plane.errors import Conflict, Invalid
-from control_plane.models import Customer, QuotaAdjustment, UsageBatch, UsageCount, UsageHourly, UsagePlan
+from control_plane.models import (
+    Customer,
+    QuotaAdjustment,
+    UsageBatch,
+    UsageCount,
+    UsageHourly,
+    UsagePlan,
+    UsageRefusal,
+)
 from control_plane.schemas import (
     AdjustPublic,
     CustomerUsage,
@@ -141,8 +149,38 @@ def ingest_batch(*, session: Session, batch: UsageBatchIn) -> bool:
             },
         )
         session.execute(hstmt)
+    _add_refusals(session, batch)
     webhook_events.usage_ingested(session=session, batch_id=batch.batch_id, counts=kept)
     return True
+
+
+def _add_refusals(session: Session, batch: UsageBatchIn) -> None:
+    """The batch's refusal counts into ``usage_refusals`` (the caller's transaction: once per batch id)."""
+    if not batch.refusals:
+        return
+    sums: dict[tuple[datetime, str, int], int] = defaultdict(int)
+    for r in batch.refusals:
+        sums[(r.hour, r.api_id, r.status)] += r.count
+    insert = _insert(session)
+    rows = [{"hour": h, "api_id": a, "status": st, "count": n} for (h, a, st), n in sorted(sums.items())]
+    for i in range(0, len(rows), _CHUNK):
+        stmt = insert(UsageRefusal).values(rows[i : i + _CHUNK])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["hour", "api_id", "status"], set_={"count": UsageRefusal.count + stmt.excluded.count}
+        )
+        session.execute(stmt)
+
+
+def refusals_since(*, session: Session, since: datetime) -> dict[str, dict[int, int]]:
+    """api id -> status -> requests the gateway refused since ``since`` (the console's overview)."""
+    out: dict[str, dict[int, int]] = defaultdict(dict)
+    for api_id, status, n in session.execute(
+        select(UsageRefusal.api_id, UsageRefusal.status, func.sum(UsageRefusal.count))
+        .where(UsageRefusal.hour >= since)
+        .group_by(UsageRefusal.api_id, UsageRefusal.status)
+    ):
+        out[api_id][int(status)] = int(n)
+    return dict(out)
 
 
 # ---------------------------------------------------------------------------- reports

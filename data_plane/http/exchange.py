@@ -915,6 +915,12 @@ class Exchange:
         self.env.observer.done(self)
         if self.metered:
             self._meter()
+        elif self.attempts == 0 and self.status >= 400:
+            # answered by the gateway itself (authentication, limits, body size, ...): counted per API
+            route = self.route
+            metering = self.env.metering
+            if route is not None and metering is not None:
+                metering.refused(route.api_id, self.status)
 
     def _meter(self) -> None:
         """Count this admitted request once, with the status class it ended on."""

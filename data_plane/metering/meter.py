@@ -87,6 +87,15 @@ def batch_entries(counts: dict[UsageKey, int]) -> list[dict[str, Any]]:
     return out
 
 
+def refusal_entries(refusals: dict[tuple[str, int, int], int]) -> list[dict[str, Any]]:
+    """The wire form of cut refusal counts: ``{"api_id", "status", "hour", "count"}``, sorted."""
+    out: list[dict[str, Any]] = []
+    for (api_id, status, hour), n in sorted(refusals.items()):
+        stamp = datetime.fromtimestamp(hour, UTC).strftime("%Y-%m-%dT%H:00:00Z")
+        out.append({"api_id": api_id, "status": status, "hour": stamp, "count": n})
+    return out
+
+
 class UsageSender(Protocol):
     async def send(self, batch: dict[str, Any]) -> None:
         """Return when the control plane applied the batch; raise :class:`UsageSendError` otherwise."""
@@ -147,6 +156,7 @@ class Metering:
         self.backoff_max = backoff_max
         self.spool = Spool(spool_dir)  # loads what a previous process left; sent before anything new
         self.counts: dict[UsageKey, int] = {}
+        self.refusals: dict[tuple[str, int, int], int] = {}  # (api id, status, UTC hour start) -> count
         self.delivered_batches = 0
         self.failed_sends = 0
         self.rejected_batches = 0  # moved to rejected/: their counts never reach the control plane
@@ -173,24 +183,41 @@ class Metering:
         key = (customer_id, api_id, route_id, plan_id, status // 100, self._hour, overage)
         self.counts[key] = self.counts.get(key, 0) + 1
 
+    def refused(self, api_id: str, status: int) -> None:
+        """Count one request of ``api_id`` the gateway answered itself with ``status`` (401, 403, 413,
+        429, ...: never forwarded, never billed), per UTC hour: the console's refusal counts."""
+        now = self.now()
+        if not (self._hour_start <= now < self._hour_end):
+            hour = int(now // HOUR) * HOUR
+            self._hour = hour
+            self._hour_start = float(hour)
+            self._hour_end = float(hour + HOUR)
+        key = (api_id, status, self._hour)
+        self.refusals[key] = self.refusals.get(key, 0) + 1
+
     # ------------------------------------------------------------------ batches
 
     def cut(self) -> Path | None:
         """Move the in-memory counts into a new spooled batch (None when there is nothing to count)."""
-        if not self.counts:
+        if not self.counts and not self.refusals:
             return None
         counts, self.counts = self.counts, {}
-        batch = {
+        refusals, self.refusals = self.refusals, {}
+        batch: dict[str, Any] = {
             "batch_id": str(uuid.uuid4()),
             "node_id": self.node_id,
             "counts": batch_entries(counts),
         }
+        if refusals:
+            batch["refusals"] = refusal_entries(refusals)
         try:
             return self.spool.write(batch)
         except OSError as exc:
             # Disk trouble: keep the counts in memory (merged back) rather than lose them.
             for key, n in counts.items():
                 self.counts[key] = self.counts.get(key, 0) + n
+            for rkey, n in refusals.items():
+                self.refusals[rkey] = self.refusals.get(rkey, 0) + n
             log.error("cannot spool usage batch: %s; keeping the counts in memory", exc)
             return None
 

@@ -19,6 +19,7 @@ from control_plane.models import AuditEntry, UsageHourly
 from control_plane.services import apis as apis_svc
 from control_plane.services import declarative as declarative_svc
 from control_plane.services import nodes as nodes_svc
+from control_plane.services import usage as usage_svc
 from control_plane.web.charts import bar_chart
 from control_plane.web.console.core import ALL, C, Ctx, act, page, router
 
@@ -47,11 +48,15 @@ def _overview_data(request: Request, current_hash: str) -> dict[str, Any]:
             .where(UsageHourly.hour >= since)
             .group_by(UsageHourly.hour)
         ).all()
-    per_api: dict[str, dict[str, int]] = defaultdict(lambda: {"requests": 0, "errors": 0})
+        refused = usage_svc.refusals_since(session=s, since=since)
+    per_api: dict[str, dict[str, Any]] = defaultdict(lambda: {"requests": 0, "errors": 0, "refused": 0, "why": ""})
     for api_id, status_class, n in rows:
         per_api[api_id]["requests"] += int(n)
         if status_class and not status_class.startswith("2") and not status_class.startswith("3"):
             per_api[api_id]["errors"] += int(n)
+    for api_id, by_status in refused.items():
+        per_api[api_id]["refused"] = sum(by_status.values())
+        per_api[api_id]["why"] = ", ".join(f"{st}: {n}" for st, n in sorted(by_status.items()))
     by_hour = {h.replace(tzinfo=UTC) if h.tzinfo is None else h: int(n) for h, n in hourly}
     points = [
         ((since + timedelta(hours=i)).strftime("%H:00"), by_hour.get(since + timedelta(hours=i), 0)) for i in range(24)

@@ -263,3 +263,24 @@ def test_status_class_never_produces_one_the_control_plane_refuses() -> None:
 
     assert [status_class(k) for k in (1, 2, 3, 4, 5)] == ["1xx", "2xx", "3xx", "4xx", "5xx"]
     assert status_class(0) == "5xx" and status_class(9) == "5xx"
+
+
+def test_refusals_travel_in_the_batch_per_api_status_and_hour(tmp_path: Path) -> None:
+    clock = Clock(T0)  # 23:59 UTC
+    m = Metering("node-1", tmp_path, None, now=clock)
+    m.refused("api-1", 401)
+    m.refused("api-1", 401)
+    m.refused("api-1", 429)
+    clock.t += 120  # the next hour (and day)
+    m.refused("api-1", 401)
+    path = m.cut()
+    assert path is not None  # refusals alone make a batch
+    batch = json.loads(path.read_text())
+    assert batch["counts"] == []
+    assert batch["refusals"] == [
+        {"api_id": "api-1", "status": 401, "hour": "2024-03-10T23:00:00Z", "count": 2},
+        {"api_id": "api-1", "status": 401, "hour": "2024-03-11T00:00:00Z", "count": 1},
+        {"api_id": "api-1", "status": 429, "hour": "2024-03-10T23:00:00Z", "count": 1},
+    ]
+    assert m.cut() is None and not m.refusals
+    m.spool.close()
