@@ -1,7 +1,7 @@
 """usage_refusals: requests the gateway answered itself, per UTC hour, API and status (the console)
 
 Revision ID: 0024_usage_refusals
-Revises: 0022_customer_external_id
+Revises: 0023_change_log
 Create Date: 2026-12-03 01:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0024_usage_refusals"
-down_revision: str | None = "0022_customer_external_id"
+down_revision: str | None = "0023_change_log"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
