@@ -225,9 +225,11 @@ def test_the_private_key_is_readable_nowhere(tls: Tls, module_cluster: Cluster) 
         bodies = [a.get(f"/v1/certificates/{crt['id']}").text, a.get("/v1/certificates").text, str(crt)]
     tls.sync()
     cache_dir = module_cluster.tmp / "tls-cp-worker-cache"
+    # the cache: the last full snapshot (*.json) and the journal of deltas since (*.deltas), where a
+    # certificate added later arrives
     cache_files = wait_until(
-        lambda: [p for p in cache_dir.glob("*.json") if crt["id"] in p.read_text(errors="replace")],
-        what="the worker's cache file to hold the new certificate",
+        lambda: [p for p in cache_dir.glob("snapshot-*") if crt["id"] in p.read_text(errors="replace")],
+        what="the worker's cache (snapshot or delta journal) to hold the new certificate",
     )
     places = {
         **{f"response {i}": b for i, b in enumerate(bodies)},

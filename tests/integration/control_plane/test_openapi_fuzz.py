@@ -86,6 +86,7 @@ BEYOND_JSON_SCHEMA: dict[str, str] = {
     "config": "names that resolve within the document or on the control plane",
     "remaining": "a plan with a quota",
     "extra": "a plan with a quota",
+    "cursor": "an opaque cursor this API returned in a page's next (signed: it cannot be made up)",
 }
 # Problems whose loc names the request itself rather than a field.
 BEYOND_JSON_SCHEMA_LOCS: dict[tuple[str, ...], str] = {
