@@ -39,9 +39,14 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } \
 		|| echo "chromium is not installed: the browser tests will skip"
 
+# Two pytest processes (one per core): a test file stays in one process (--dist loadfile), so its
+# module-scoped clusters start once.  PYTEST_PROCS=1 runs it in one process.
+PYTEST_PROCS ?= 2
+XDIST := $(if $(filter 1,$(PYTEST_PROCS)),,-n $(PYTEST_PROCS) --dist loadfile)
+
 test: lint browser
-	TOLLGATE_PURE_PYTHON=1 $(BIN)/python -m pytest -q tests/unit  # the same code uncompiled (data_plane/native.py)
-	$(BIN)/python -m pytest tests
+	TOLLGATE_PURE_PYTHON=1 $(BIN)/python -m pytest -q $(XDIST) tests/unit  # the same code uncompiled (data_plane/native.py)
+	$(BIN)/python -m pytest $(XDIST) tests
 
 # The unit tests on the .py sources: no mypyc build needed (data_plane/native.py:prefer_source).
 unit: $(STAMP)

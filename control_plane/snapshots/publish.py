@@ -36,6 +36,7 @@ from control_plane.services import changelog
 from control_plane.services.revision import current_revision
 from control_plane.snapshots.build import build_snapshot, load_entities
 from control_plane.snapshots.content import ContentIndex
+from data_plane.heap import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,10 @@ class SnapshotPublisher:
     def _build(self) -> ContentIndex:
         with self._sessions() as session:
             snapshot = build_snapshot(session, box=self._box, cluster_token=self._cluster_token)
-        return ContentIndex.of(snapshot)
+        index = ContentIndex.of(snapshot)
+        del snapshot
+        release_free_memory()  # the rows and snapshot types of the build: back to the system
+        return index
 
     def _advance(self) -> Published:
         """Bring the index to the database's revision (in a thread): by the change log when it covers

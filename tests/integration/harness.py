@@ -40,8 +40,23 @@ def _ephemeral_low() -> int:
 # test binds it, and in that gap the kernel may give it to any outgoing connection as its local
 # port (or to the next bind to port 0: two calls can return the same port).  Below the range,
 # only an explicit bind takes a port, and the counter never hands one out twice.
+# Under pytest-xdist (`make test` runs two processes) each process gets its own slice of the range,
+# so two tests running at once never pick the same port.
 _PORT_LOW = 20000
 _PORT_HIGH = max(_PORT_LOW + 2000, _ephemeral_low())
+
+
+def _slice(low: int, high: int) -> tuple[int, int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count <= 1:
+        return low, high
+    index = int(worker[2:]) % count
+    width = (high - low) // count
+    return low + index * width, low + (index + 1) * width
+
+
+_PORT_LOW, _PORT_HIGH = _slice(_PORT_LOW, _PORT_HIGH)
 _next_port = _PORT_LOW + (os.getpid() * 7919) % (_PORT_HIGH - _PORT_LOW)
 
 
