@@ -150,6 +150,37 @@ def content_hash(doc: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(doc)).hexdigest()
 
 
+def spliced_hash(data: bytes, doc: dict[str, Any]) -> str:
+    """:func:`content_hash` of ``doc`` from the bytes it was parsed from, when they are canonical.
+
+    A control plane sends the canonical JSON itself (UNHASHED members included), so cutting those
+    members out of the bytes gives what the hash covers, without encoding a million keys again (~3 s).
+    Bytes that are not canonical, or a member cut from the wrong place, give another digest: the
+    caller then falls back to :func:`content_hash` (a match cannot be wrong short of a SHA-256 collision).
+    """
+    cuts: list[tuple[int, int]] = []  # byte ranges of the UNHASHED members (each with one comma)
+    for name in UNHASHED:
+        if name not in doc:
+            continue
+        member = json.dumps(name).encode() + b":" + json.dumps(doc[name], ensure_ascii=True).encode()
+        at = data.find(b"," + member)
+        if at >= 0:
+            cuts.append((at, at + 1 + len(member)))
+        elif data.startswith(b"{" + member + b","):
+            cuts.append((1, 2 + len(member)))
+        else:
+            return ""
+    h = hashlib.sha256()
+    view, start = memoryview(data), 0
+    for cut_from, cut_to in sorted(cuts):
+        if cut_from < start:
+            return ""  # overlapping: not what a canonical encoder writes
+        h.update(view[start:cut_from])
+        start = cut_to
+    h.update(view[start:])
+    return h.hexdigest()
+
+
 def sealed(snap: Snapshot) -> Snapshot:
     """This snapshot with its content hash filled in (what the control plane publishes)."""
     return Snapshot(

@@ -102,7 +102,7 @@ class WorkerSide:
 
 
 def _keys(t: AuthTables) -> dict[str, tuple[str, str, str, int | None, bytes]]:
-    return {h: (k.id, k.customer.id, k.prefix, k.expires_at, k.inject) for h, k in t.keys.items()}
+    return {h: (k.id, k.customer.id, k.prefix, k.expires_at, k.inject()) for h, k in t.keys.items()}
 
 
 def _customers(t: AuthTables) -> dict[str, tuple[bool, frozenset[str], str | None]]:

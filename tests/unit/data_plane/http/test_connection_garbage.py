@@ -94,3 +94,48 @@ def test_config_swap_freezes_the_live_heap_and_frees_what_was_frozen_before(tmp_
         if worker is not None:
             loop.run_until_complete(worker.close_limits())  # releases the usage spool's lock file
         loop.close()
+
+
+def test_a_route_delta_collects_new_objects_only_until_the_frozen_heap_grows_by_an_eighth(tmp_path: Path) -> None:
+    """A delta that recompiles routes on the same key tables leaves the frozen heap (at size, a million
+    keys) alone: a full collection there pauses the loop ~0.7 s.  Cyclic garbage that was frozen waits
+    for the next full collection, which comes with a whole new config or once the frozen heap grew."""
+    import weakref
+
+    from data_plane.snapshot.delta import Change, Delta
+
+    loop = uvloop.new_event_loop()
+    worker = None
+    try:
+        worker = Worker(WorkerSettings(cache_dir=tmp_path), loop)
+        upstream = snap.Upstream(id="u", name="u")
+        api = snap.Api(id="a", name="a", routes=(snap.Route(id="r", path="/x", upstream_id="u"),))
+        worker.apply(snap.Snapshot(revision=1, upstreams=(upstream,), apis=(api,)).sealed())
+        frozen_after_full = worker.frozen_after_full
+        assert frozen_after_full > 0
+        holder = [_Cyclic()]
+        ref = weakref.ref(holder[0])
+        gc.freeze()  # as if it had been alive at the last swap
+        holder.clear()
+
+        def route_delta(revision: int, path: str) -> Delta:
+            changed = snap.Api(id="a", name="a", routes=(snap.Route(id="r", path=path, upstream_id="u"),))
+            change = Change("api", "a", "upsert", changed)
+            return Delta(revision - 1, revision, f"{revision:064x}", snap.SCHEMA_VERSION, (change,))
+
+        worker.apply_delta(route_delta(2, "/y"))
+        assert worker.config is not None and worker.config.revision == 2
+        assert ref() is not None  # frozen garbage: not walked by the delta's collection
+        assert worker.frozen_after_full == frozen_after_full
+        # the frozen heap grows past an eighth (objects kept alive): the next delta collects everything
+        ballast = [_Cyclic() for _ in range(frozen_after_full // 8 + 1000)]
+        gc.freeze()
+        worker.apply_delta(route_delta(3, "/z"))
+        assert ref() is None
+        assert worker.frozen_after_full > frozen_after_full + len(ballast)  # measured again after it
+        del ballast
+    finally:
+        gc.unfreeze()
+        if worker is not None:
+            loop.run_until_complete(worker.close_limits())
+        loop.close()
