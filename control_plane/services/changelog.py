@@ -12,9 +12,9 @@ No service records anything itself.  Session events do it, from the one place ev
   cannot name: it records ``*`` (a worker behind that revision takes a full snapshot) unless the
   caller named the entity itself with :func:`record` (as ``customers._set_grants`` does);
 * ``before_commit`` flushes, then writes one ``config_changes`` row per entity with the revision
-  :func:`~control_plane.services.revision.bump_revision` gave this transaction, and a ``*`` row for a
-  bump that changed nothing tracked, so every revision has at least one row (how a reader knows the
-  log covers a range: :func:`covers`).
+  :func:`~control_plane.services.revision.bump_revision` gave this transaction, and a ``-`` row
+  (:data:`NOTHING`, skipped by readers) for a bump that changed no entity, so every revision has at
+  least one row (how a reader knows the log covers a range: :func:`covers`).
 
 A transaction that changes config rows without bumping (key last-use from heartbeats) logs nothing:
 such columns are not in the snapshot.
@@ -36,6 +36,7 @@ REVISION = "tollgate.revision"  # the revision bump_revision gave this transacti
 EXPLICIT = "tollgate.changes.explicit"  # tables whose bulk statement the caller described with record()
 
 FULL = "*"  # kind of an untracked change: readers fall back to a full snapshot
+NOTHING = "-"  # kind of a bump that changed no entity (a key revoked twice): readers skip it
 
 _Row = Any
 PARENT: dict[type, tuple[str, Callable[[_Row], str]]] = {
@@ -134,7 +135,11 @@ def _before_commit(session: Session) -> None:
     if revision is None:
         return  # config rows written without a bump: columns the snapshot does not hold
     if not pending:
-        pending = {(FULL, "", "upsert")}
+        # Every write reaches the snapshot's tables through a flush (seen above) or a bulk statement
+        # (recorded as FULL): nothing pending means nothing the snapshot holds changed.  A FULL row
+        # here sent every worker behind it a full snapshot (at a million keys, ~20 s each) for an
+        # idempotent DELETE.
+        pending = {(NOTHING, "", "upsert")}
     # one row per entity: a delete wins over an upsert of the same entity in one transaction
     final: dict[tuple[str, str], str] = {}
     for kind, ident, op in pending:

@@ -296,7 +296,8 @@ class SnapshotPublisher:
                 for _rev, kind, ident, _op in rows:
                     if kind == changelog.FULL:
                         return False
-                    changed[kind].add(ident)
+                    if kind != changelog.NOTHING:
+                        changed[kind].add(ident)
                 if sum(len(ids) for ids in changed.values()) > MAX_DELTA:
                     return False
                 loaded = {
@@ -348,6 +349,8 @@ class SnapshotPublisher:
         for _rev, kind, ident, _op in rows:
             if kind == changelog.FULL:
                 return b""
+            if kind == changelog.NOTHING:
+                continue
             changed.pop((kind, ident), None)
             changed[(kind, ident)] = None  # ordered by the last change of each entity
         if len(changed) > MAX_DELTA:
