@@ -165,7 +165,10 @@ class ConfigSync:
     async def _poll_forever(self, client: httpx.AsyncClient) -> None:
         s = self.settings
         delay = s.backoff_initial
+        resp: httpx.Response | None = None
         while True:
+            # the previous answer (a full snapshot: hundreds of MB at size) is not held through the next wait
+            resp = None
             try:
                 params: dict[str, str | int | float] = {"known_hash": self.known_hash, "wait": s.long_poll_wait}
                 store = self._holding() if self._holding is not None else None

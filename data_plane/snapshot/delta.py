@@ -22,6 +22,7 @@ everything but the keys (:func:`~data_plane.snapshot.parse.validate` without the
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,7 +125,8 @@ class EntityStore:
     keys: dict[str, ApiKey] = field(default_factory=dict)
     plans: dict[str, Any] = field(default_factory=dict)
     certificates: dict[str, Any] = field(default_factory=dict)
-    customer_keys: dict[str, set[str]] = field(default_factory=dict)  # customer id -> key ids
+    # customer id -> its key ids: lists, not sets (100,000 customers' sets of ~10 cost ~70 MB, lists ~15)
+    customer_keys: dict[str, list[str]] = field(default_factory=dict)
     key_ids_by_hash: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -200,7 +202,7 @@ class EntityStore:
     def _put_key(self, k: ApiKey) -> None:
         self.keys[k.id] = k
         self.key_ids_by_hash[k.key_hash] = k.id
-        self.customer_keys.setdefault(k.customer_id, set()).add(k.id)
+        self.customer_keys.setdefault(k.customer_id, []).append(k.id)  # (a key is dropped before it is put again)
 
     def _drop_key(self, k: ApiKey) -> None:
         del self.keys[k.id]
@@ -208,7 +210,8 @@ class EntityStore:
             del self.key_ids_by_hash[k.key_hash]
         ids = self.customer_keys.get(k.customer_id)
         if ids is not None:
-            ids.discard(k.id)
+            with contextlib.suppress(ValueError):
+                ids.remove(k.id)
             if not ids:
                 del self.customer_keys[k.customer_id]
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any
 
 from data_plane.errors import PlanError, SnapshotError, UnsupportedSchemaVersion
 from data_plane.snapshot import wire
+from data_plane.snapshot.keys import copy_str, take_keys
 from data_plane.snapshot.paths import normalize_base_path, split_template
 from data_plane.snapshot.types import (
     ALGORITHMS,
@@ -459,12 +461,15 @@ def _customer(doc: Any, where: str) -> Customer:
     api_ids = _get(doc, "api_ids", list, where, [])
     if not all(isinstance(a, str) for a in api_ids):
         raise SnapshotError(f"{where}.api_ids must be strings")
+    plan_id = _get(doc, "plan_id", str, where, None)
+    # Copies and shared strings, not the decoder's (see keys.take_keys: they would pin the arenas of
+    # the document's dicts); the ids of APIs and plans, repeated by many customers, interned.
     return Customer(
-        id=_get(doc, "id", str, where),
-        name=_get(doc, "name", str, where),
-        status=status,
-        api_ids=tuple(api_ids),
-        plan_id=_get(doc, "plan_id", str, where, None),
+        id=copy_str(_get(doc, "id", str, where)),
+        name=copy_str(_get(doc, "name", str, where)),
+        status=sys.intern(status),
+        api_ids=tuple(sys.intern(a) for a in api_ids),
+        plan_id=None if plan_id is None else sys.intern(plan_id),
         quota_extra=_get(doc, "quota_extra", int, where, 0),
         quota_extra_start=_get(doc, "quota_extra_start", int, where, 0),
         quota_extra_end=_get(doc, "quota_extra_end", int, where, 0),
@@ -542,27 +547,13 @@ def _certificate(doc: Any, where: str) -> Certificate:
 
 
 def _keys(docs: list[Any], customer_ids: dict[str, str]) -> tuple[ApiKey, ...]:
-    """The keys of a snapshot: a million of them at size, so the common shape (an object whose known
-    fields have the right types; unknown ones are ignored, as everywhere) is checked inline; anything
-    else goes through :func:`_key`, which says what is wrong.  Each key's ``customer_id`` is the
-    customer's own string (one copy per customer, not per key: ~85 MB at a million keys)."""
+    """The keys of a snapshot: the common shape in the compiled loop (data_plane/snapshot/keys.py),
+    anything else through :func:`_key`, which says what is wrong."""
     out: list[ApiKey] = []
-    append, hash_ok, str_ = out.append, _HASH_RE.match, str
-    for i, k in enumerate(docs):
-        if type(k) is dict:
-            ident, customer, key_hash, prefix = k.get("id"), k.get("customer_id"), k.get("key_hash"), k.get("prefix")
-            expires = k.get("expires_at")
-            if (
-                type(ident) is str_
-                and type(customer) is str_
-                and type(key_hash) is str_
-                and type(prefix) is str_
-                and (expires is None or type(expires) is int)
-                and hash_ok(key_hash)
-            ):
-                append(ApiKey(ident, customer_ids.get(customer, customer), key_hash, prefix, expires))
-                continue
-        append(_key(k, f"keys[{i}]"))
+    i = take_keys(docs, 0, customer_ids, out)
+    while i < len(docs):
+        out.append(_key(docs[i], f"keys[{i}]"))
+        i = take_keys(docs, i + 1, customer_ids, out)
     return tuple(out)
 
 

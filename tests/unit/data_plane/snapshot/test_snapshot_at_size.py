@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from typing import Any
 
 import pytest
 
 from data_plane.snapshot import Snapshot, SnapshotError, wire
+from data_plane.snapshot.keys import copy_str
 from tests.unit.data_plane.snapshot.test_snapshot_wire import FULL
 
 
@@ -82,3 +84,21 @@ def test_a_key_off_the_common_shape_is_refused_with_what_is_wrong(key: Any, mess
     doc.pop("hash", None)
     with pytest.raises(SnapshotError, match=message):
         Snapshot.from_dict(doc)
+
+
+@pytest.mark.parametrize("text", ["ab", "tg_0123abcd", "\ud800 lone surrogate", "é" * 40, "名前"])
+def test_kept_strings_are_copies_equal_to_the_decoders(text: str) -> None:
+    """What a snapshot keeps of a key or customer is a new string object (the decoder's would pin the
+    memory of the document's dicts): any code point survives, lone surrogates included."""
+    copied = copy_str(text)
+    assert copied == text and copied is not text
+
+
+def test_a_parsed_customer_keeps_copies_and_its_api_ids_are_shared() -> None:
+    doc = copy.deepcopy(FULL)
+    doc.pop("hash", None)
+    raw = json.loads(json.dumps(doc))
+    parsed = Snapshot.from_dict(raw)
+    customer, raw_customer = parsed.customers[0], raw["customers"][0]
+    assert customer.id == raw_customer["id"] and customer.id is not raw_customer["id"]
+    assert all(a is sys.intern(a) for c in parsed.customers for a in c.api_ids)
