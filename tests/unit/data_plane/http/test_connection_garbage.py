@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import uvloop
 
 from data_plane import snapshot as snap
 from data_plane.http.protocol import ClientConnection
 from data_plane.server import Worker
 from data_plane.settings import WorkerSettings
+from data_plane.snapshot.delta import Change, Delta
 
 
 class _Transport(asyncio.Transport):
@@ -68,27 +72,21 @@ class _Cyclic:
         self.me = self
 
 
-def test_config_swap_freezes_the_live_heap_and_frees_what_was_frozen_before(tmp_path: Path) -> None:
-    """After each apply the live heap is frozen (full collections skip it); the next apply unfreezes
-    first, so cyclic garbage that was alive at the previous freeze (an old config) is still freed."""
-    import weakref
+UPSTREAM = snap.Upstream(id="u", name="u")
 
+
+def _api(path: str = "/x") -> snap.Api:
+    return snap.Api(id="a", name="a", routes=(snap.Route(id="r", path=path, upstream_id="u"),))
+
+
+@pytest.fixture
+def heap_worker(tmp_path: Path) -> Iterator[Worker]:
+    """A worker (no listeners) whose config swaps settle the heap; the freeze is undone afterwards."""
     loop = uvloop.new_event_loop()
     worker = None
     try:
         worker = Worker(WorkerSettings(cache_dir=tmp_path), loop)
-        upstream = snap.Upstream(id="u", name="u")
-        api = snap.Api(id="a", name="a", routes=(snap.Route(id="r", path="/x", upstream_id="u"),))
-        first = snap.Snapshot(revision=1, upstreams=(upstream,), apis=(api,)).sealed()
-        holder = [_Cyclic()]
-        ref = weakref.ref(holder[0])
-        worker.apply(first)
-        assert gc.get_freeze_count() > 0  # the heap alive after the swap is out of the collector's way
-        holder.clear()  # now cyclic garbage, but frozen: no collection can see it
-        gc.collect()
-        assert ref() is not None
-        worker.apply(snap.Snapshot(revision=2, upstreams=(upstream,), apis=(api,)).sealed())
-        assert ref() is None  # unfrozen and collected by the next swap
+        yield worker
     finally:
         gc.unfreeze()
         if worker is not None:
@@ -96,46 +94,44 @@ def test_config_swap_freezes_the_live_heap_and_frees_what_was_frozen_before(tmp_
         loop.close()
 
 
-def test_a_route_delta_collects_new_objects_only_until_the_frozen_heap_grows_by_an_eighth(tmp_path: Path) -> None:
+def test_config_swap_freezes_the_live_heap_and_frees_what_was_frozen_before(heap_worker: Worker) -> None:
+    """After each apply the live heap is frozen (full collections skip it); the next apply unfreezes
+    first, so cyclic garbage that was alive at the previous freeze (an old config) is still freed."""
+    holder = [_Cyclic()]
+    ref = weakref.ref(holder[0])
+    heap_worker.apply(snap.Snapshot(revision=1, upstreams=(UPSTREAM,), apis=(_api(),)).sealed())
+    assert gc.get_freeze_count() > 0  # the heap alive after the swap is out of the collector's way
+    holder.clear()  # now cyclic garbage, but frozen: no collection can see it
+    gc.collect()
+    assert ref() is not None
+    heap_worker.apply(snap.Snapshot(revision=2, upstreams=(UPSTREAM,), apis=(_api(),)).sealed())
+    assert ref() is None  # unfrozen and collected by the next swap
+
+
+def test_a_route_delta_collects_new_objects_only_until_the_frozen_heap_grows_by_an_eighth(heap_worker: Worker) -> None:
     """A delta that recompiles routes on the same key tables leaves the frozen heap (at size, a million
     keys) alone: a full collection there pauses the loop ~0.7 s.  Cyclic garbage that was frozen waits
     for the next full collection, which comes with a whole new config or once the frozen heap grew."""
-    import weakref
+    worker = heap_worker
+    worker.apply(snap.Snapshot(revision=1, upstreams=(UPSTREAM,), apis=(_api(),)).sealed())
+    frozen_after_full = worker.frozen_after_full
+    assert frozen_after_full > 0
+    holder = [_Cyclic()]
+    ref = weakref.ref(holder[0])
+    gc.freeze()  # as if it had been alive at the last swap
+    holder.clear()
 
-    from data_plane.snapshot.delta import Change, Delta
+    def route_delta(revision: int, path: str) -> Delta:
+        change = Change("api", "a", "upsert", _api(path))
+        return Delta(revision - 1, revision, f"{revision:064x}", snap.SCHEMA_VERSION, (change,))
 
-    loop = uvloop.new_event_loop()
-    worker = None
-    try:
-        worker = Worker(WorkerSettings(cache_dir=tmp_path), loop)
-        upstream = snap.Upstream(id="u", name="u")
-        api = snap.Api(id="a", name="a", routes=(snap.Route(id="r", path="/x", upstream_id="u"),))
-        worker.apply(snap.Snapshot(revision=1, upstreams=(upstream,), apis=(api,)).sealed())
-        frozen_after_full = worker.frozen_after_full
-        assert frozen_after_full > 0
-        holder = [_Cyclic()]
-        ref = weakref.ref(holder[0])
-        gc.freeze()  # as if it had been alive at the last swap
-        holder.clear()
-
-        def route_delta(revision: int, path: str) -> Delta:
-            changed = snap.Api(id="a", name="a", routes=(snap.Route(id="r", path=path, upstream_id="u"),))
-            change = Change("api", "a", "upsert", changed)
-            return Delta(revision - 1, revision, f"{revision:064x}", snap.SCHEMA_VERSION, (change,))
-
-        worker.apply_delta(route_delta(2, "/y"))
-        assert worker.config is not None and worker.config.revision == 2
-        assert ref() is not None  # frozen garbage: not walked by the delta's collection
-        assert worker.frozen_after_full == frozen_after_full
-        # the frozen heap grows past an eighth (objects kept alive): the next delta collects everything
-        ballast = [_Cyclic() for _ in range(frozen_after_full // 8 + 1000)]
-        gc.freeze()
-        worker.apply_delta(route_delta(3, "/z"))
-        assert ref() is None
-        assert worker.frozen_after_full > frozen_after_full + len(ballast)  # measured again after it
-        del ballast
-    finally:
-        gc.unfreeze()
-        if worker is not None:
-            loop.run_until_complete(worker.close_limits())
-        loop.close()
+    worker.apply_delta(route_delta(2, "/y"))
+    assert worker.config is not None and worker.config.revision == 2
+    assert ref() is not None  # frozen garbage: not walked by the delta's collection
+    assert worker.frozen_after_full == frozen_after_full
+    # the frozen heap grows past an eighth (objects kept alive): the next delta collects everything
+    ballast = [_Cyclic() for _ in range(frozen_after_full // 8 + 1000)]
+    gc.freeze()
+    worker.apply_delta(route_delta(3, "/z"))
+    assert ref() is None
+    assert worker.frozen_after_full > frozen_after_full + len(ballast)  # measured again after it
