@@ -21,7 +21,8 @@ from tests.integration.webhook_receiver import HANG, Receiver, verify
 FAST = {
     "TOLLGATE_WEBHOOK_POLL_INTERVAL": "0.05",
     "TOLLGATE_WEBHOOK_TIMEOUT": "0.5",
-    "TOLLGATE_WEBHOOK_MAX_AGE": "4",
+    # long enough for the restart test's control plane to come back with two test processes on two cores
+    "TOLLGATE_WEBHOOK_MAX_AGE": "10",
     "TOLLGATE_WEBHOOK_BACKOFF_BASE": "0.1",
     "TOLLGATE_WEBHOOK_BACKOFF_CAP": "0.3",
 }
@@ -114,7 +115,7 @@ def test_timeouts_fail_until_the_max_age_then_a_manual_retry_delivers(
     hook = _endpoint(admin, rx.url, ["tollgate.key.created"])
     try:
         _key_event(admin)
-        failed = wait_until(lambda: _only_delivery(admin, hook, status="failed"), timeout=15, what="failed")
+        failed = wait_until(lambda: _only_delivery(admin, hook, status="failed"), timeout=30, what="failed")
         assert failed["attempts"] >= 2 and failed["last_status_code"] is None
         assert "timed out" in failed["last_error"] and failed["next_attempt_at"] is None
         assert {r.event()["id"] for r in rx.received} == {failed["event_id"]}
@@ -218,7 +219,7 @@ def test_a_restarted_control_plane_carries_on_from_the_database(
         hook = _endpoint(admin, rx.url, ["tollgate.key.created"])
         _key_event(admin)
         wait_until(lambda: _only_delivery(admin, hook, status="pending", attempts_at_least=1), timeout=10)
-    cp.proc.stop()  # between attempts (well inside the 4 s max age): the delivery is only in the database now
+    cp.proc.stop()  # between attempts (well inside the 10 s max age): the delivery is only in the database now
     before = len(rx.received)
     rx.set(default=200)
     module_cluster.restart_control_plane(cp)
