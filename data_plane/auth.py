@@ -1,9 +1,10 @@
 """Authentication on the request path: API keys and JWTs -> customer, compiled once per snapshot.
 
 :func:`compile_auth` turns the snapshot's customers and keys into :class:`AuthTables` (``sha256 hex
--> KeyEntry``) and :func:`make_authenticator` builds one authenticator per API (``None`` for
-``auth: none``, so that path does no work at all).  Per request an API key costs one
-``hashlib.sha256(value).hexdigest()``, one dict lookup, a clock read for the expiry and a frozenset
+-> KeyEntry``, made from the packed key table on a key's first use) and :func:`make_authenticator`
+builds one authenticator per API (``None`` for ``auth: none``, so that path does no work at all).
+Per request an API key costs one ``hashlib.sha256(value).hexdigest()``, one dict lookup (a key's
+first use: a probe of the packed table, ~1 µs), a clock read for the expiry and a frozenset
 membership test for the grant; a JWT costs one PyJWT ``decode`` with a key object built here.
 Keys from a JWKS (``jwt_jwks``, fetched by the control plane) are built here too, into
 ``algorithm -> kid -> key`` tables, so a token's key is two dict lookups.
@@ -12,7 +13,7 @@ Keys from a JWKS (``jwt_jwks``, fetched by the control plane) are built here too
 extra header bytes for ``errors.error_response``) or a tuple ``(headers, url, inject, customer)``
 (:data:`Authenticated`; ``customer`` is the :class:`CustomerEntry`): the request headers and URL
 to forward (credential removed when ``strip_credential``) and the header lines to add
-(``x-customer-id``, ``x-key-prefix``), built at compile time.  Messages never contain the
+(``x-customer-id``, ``x-key-prefix``), built once per key.  Messages never contain the
 credential.
 
 Expiry is compiled into the key table (``expires_at``, epoch seconds) and compared with the
@@ -31,6 +32,7 @@ from urllib.parse import unquote_to_bytes
 
 from data_plane.limits.periods import Cycle
 from data_plane.snapshot import Api, ApiAuth, ApiKey, Customer, Plan, Snapshot
+from data_plane.snapshot.keytable import KeyTable
 from data_plane.tls.clientcert import TlsPeer, load_cas
 
 log = logging.getLogger("tollgate.auth")
@@ -128,19 +130,36 @@ class KeyEntry:
         return lines
 
 
+# Entries made on first use are kept up to this many (then the cache starts again empty): the keys a
+# worker's traffic uses stay one dict lookup, the table of a million keys stays packed.
+KEY_CACHE_MAX = 1 << 18
+
+
 class AuthTables:
     """Customers by id and keys by ``sha256(key)`` hex, plus where key last-use is recorded.
 
-    ``keys_used`` (key id -> epoch seconds) belongs to the worker and outlives config swaps; the
-    heartbeat ships and empties it.
+    ``source`` is the packed key table (data_plane/snapshot/keytable.py, shared with the worker's
+    entity store, so deltas change it in place); ``keys`` holds the entries made from it on first use
+    (:meth:`find_key`), dropped by the delta that changes their key or customer
+    (data_plane/incremental.py).  ``keys_used`` (key id -> epoch seconds) belongs to the worker and
+    outlives config swaps; the heartbeat ships and empties it.
     """
 
-    __slots__ = ("customers", "keys", "keys_used", "clock", "cert_fingerprints", "cert_subjects", "external_ids")
+    __slots__ = (
+        "customers",
+        "source",
+        "keys",
+        "keys_used",
+        "clock",
+        "cert_fingerprints",
+        "cert_subjects",
+        "external_ids",
+    )
 
     def __init__(
         self,
         customers: dict[str, CustomerEntry],
-        keys: dict[str, KeyEntry],
+        source: KeyTable,
         keys_used: dict[str, int],
         clock: Clock,
         cert_fingerprints: dict[str, CustomerEntry] | None = None,
@@ -150,12 +169,38 @@ class AuthTables:
         self.customers = customers
         # auth: jwt: customers by their identity provider's id (a customer claim that is not a Tollgate id)
         self.external_ids = external_ids if external_ids is not None else {}
-        self.keys = keys
+        self.source = source
+        self.keys: dict[str, KeyEntry] = {}
         self.keys_used = keys_used
         self.clock = clock
         # auth: mtls: client certificates by sha256 fingerprint (hex) and by subject (RFC 4514)
         self.cert_fingerprints = cert_fingerprints if cert_fingerprints is not None else {}
         self.cert_subjects = cert_subjects if cert_subjects is not None else {}
+
+    def find_key(self, key_hash: str) -> KeyEntry | None:
+        """The entry of the key whose sha256 hex is ``key_hash`` (made from the packed table and kept),
+        or None: no such key, or its customer is not served."""
+        k = self.source.by_hash(key_hash)
+        if k is None:
+            return None
+        customer = self.customers.get(k.customer_id)
+        if customer is None:
+            return None
+        entry = key_entry(k, customer)
+        keys = self.keys
+        if len(keys) >= KEY_CACHE_MAX:
+            keys.clear()
+        keys[key_hash] = entry
+        return entry
+
+    def entries(self) -> dict[str, KeyEntry]:
+        """Every key's entry, by key hash (for tests and tools: makes one per key)."""
+        out: dict[str, KeyEntry] = {}
+        for k in self.source:
+            customer = self.customers.get(k.customer_id)
+            if customer is not None:
+                out[k.key_hash] = key_entry(k, customer)
+        return out
 
 
 def compile_auth(snapshot: Snapshot, keys_used: dict[str, int] | None = None, clock: Clock = time.time) -> AuthTables:
@@ -165,12 +210,7 @@ def compile_auth(snapshot: Snapshot, keys_used: dict[str, int] | None = None, cl
         entry = customer_entry(c, plan_apis)
         if entry is not None:
             customers[c.id] = entry
-    keys: dict[str, KeyEntry] = {}
-    for k in snapshot.keys:
-        customer = customers.get(k.customer_id)
-        if customer is not None:
-            keys[k.key_hash] = key_entry(k, customer)
-    tables = AuthTables(customers, keys, keys_used if keys_used is not None else {}, clock)
+    tables = AuthTables(customers, KeyTable.of(snapshot.keys), keys_used if keys_used is not None else {}, clock)
     for c in snapshot.customers:
         entry = customers.get(c.id)
         if entry is not None:
@@ -256,9 +296,12 @@ class ApiKeyAuth:
         if not value:
             return self.missing
         tables = self.tables
-        entry = tables.keys.get(hashlib.sha256(value).hexdigest())
+        key_hash = hashlib.sha256(value).hexdigest()
+        entry = tables.keys.get(key_hash)
         if entry is None:
-            return KEY_NOT_VALID
+            entry = tables.find_key(key_hash)  # first use since the key (or its customer) changed
+            if entry is None:
+                return KEY_NOT_VALID
         now = tables.clock()
         if entry.expires_at is not None and now >= entry.expires_at:
             return KEY_EXPIRED

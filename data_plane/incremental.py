@@ -7,9 +7,10 @@ delta is applied to and validated against) and compiled (:class:`~data_plane.com
 =====================  ================================================================================
 changed kinds          what is redone
 =====================  ================================================================================
-keys, customers only   the key table in place, by key hash (``AuthTables.keys``), and the customers'
-                       entries and client-certificate identities; routes, balancers, pools untouched;
-                       the config object keeps serving with its new revision and hash
+keys, customers only   the store's packed key table (which the key lookup reads: ``AuthTables.source``)
+                       and the customers' entries and client-certificate identities; the key entries
+                       made from changed keys dropped; routes, balancers, pools untouched; the config
+                       object keeps serving with its new revision and hash
 apis only              the changed APIs' routes, on the previous upstreams, pools and key tables; the
                        router reuses every other API's compiled table (``keep_apis``); then the swap
 upstreams,             the routes, balancers and policies (``compile_snapshot`` with the previous
@@ -31,7 +32,6 @@ from data_plane.auth import (
     add_identities,
     customer_entry,
     drop_identities,
-    key_entry,
     plan_grants,
 )
 from data_plane.compiler import CompiledConfig
@@ -72,13 +72,19 @@ def apply_delta(
 
 
 def update_auth(tables: AuthTables, store: EntityStore, done: list[tuple[Change, Any]]) -> None:
-    """Customers first (a key may name a customer created by the same delta), then keys."""
+    """Customers' entries and identities; the key entries made from the changed keys, or for the
+    changed customers' keys, dropped (``tables.source`` is the store's key table, already changed:
+    the next request with such a key makes its entry again)."""
     plan_apis: dict[str, frozenset[str]] | None = None
     for change, old in done:
         if change.kind != "customer":
             continue
         if old is not None:
             drop_identities(tables, old)
+        for key_id in store.keys.ids_of_customer(change.id):
+            k = store.keys.get(key_id)
+            if k is not None:
+                tables.keys.pop(k.key_hash, None)
         customer: Customer | None = change.value
         if customer is None:
             tables.customers.pop(change.id, None)
@@ -88,15 +94,9 @@ def update_auth(tables: AuthTables, store: EntityStore, done: list[tuple[Change,
         entry = customer_entry(customer, plan_apis)
         if entry is None:
             tables.customers.pop(change.id, None)
-            for key_id in store.customer_keys.get(change.id, ()):
-                tables.keys.pop(store.keys[key_id].key_hash, None)
             continue
         tables.customers[customer.id] = entry
         add_identities(tables, customer, entry)
-        # its keys carry the customer entry (and its header bytes): re-made for this customer's keys only
-        for key_id in store.customer_keys.get(customer.id, ()):
-            k = store.keys[key_id]
-            tables.keys[k.key_hash] = key_entry(k, entry)
     for change, old in done:
         if change.kind != "key":
             continue
@@ -105,6 +105,4 @@ def update_auth(tables: AuthTables, store: EntityStore, done: list[tuple[Change,
             tables.keys.pop(old_key.key_hash, None)
         key: ApiKey | None = change.value
         if key is not None:
-            owner = tables.customers.get(key.customer_id)
-            if owner is not None:
-                tables.keys[key.key_hash] = key_entry(key, owner)
+            tables.keys.pop(key.key_hash, None)

@@ -42,7 +42,7 @@ from data_plane.policies.cache import ResponseCache
 from data_plane.policies.plugin_registry import PluginRegistry
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot, SnapshotError
-from data_plane.snapshot.delta import Delta, EntityStore, parse_delta
+from data_plane.snapshot.delta import Delta, EntityStore, parse_delta, with_key_table
 from data_plane.sync import ConfigSync, journal_file, read_cache, read_journal
 from data_plane.tls.server import TlsServer
 
@@ -136,6 +136,8 @@ class Worker:
         if not validated:
             snapshot.validate()
         old = self.config
+        # one packed key table, shared by the entity store (deltas change it) and the key lookup
+        snapshot = with_key_table(snapshot)
         compiled = self._compile(snapshot)
         self.store = EntityStore.of(snapshot)
         self._swap(old, compiled, snapshot)
@@ -157,6 +159,8 @@ class Worker:
         except BaseException:
             store.undo(done, revision, hash_, version)
             raise
+        if store.settle():
+            log.info("keys packed again (%d keys) after the changes of many deltas", len(store.keys))
         if compiled is old:
             self.applied_at = time.time()
             self.last_error = None
@@ -273,7 +277,7 @@ class Worker:
         cached = read_cache(s.cache_file)
         if cached is not None:
             try:
-                self.apply(cached, validated=True)  # read_cache: Snapshot.from_json
+                self.apply(cached, validated=True)  # read_cache: packed, or Snapshot.from_json: validated
                 self._replay(journal_file(s.cache_file))
                 log.info(
                     "serving cached config revision %s until the control plane answers",

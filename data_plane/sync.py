@@ -23,6 +23,8 @@ import json
 import logging
 import os
 import random
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +35,7 @@ from data_plane import __version__
 from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot, SnapshotError
 from data_plane.snapshot.delta import Delta, EntityStore, parse_delta
+from data_plane.snapshot.keytable import KeyTable, PackedKeys
 from data_plane.tls.channel import channel_context, verify_failure
 
 log = logging.getLogger("tollgate.sync")
@@ -43,7 +46,11 @@ JOURNAL_MAX_BYTES = 32 * 1024 * 1024
 
 
 def read_cache(path: Path) -> Snapshot | None:
-    """The last-known-good snapshot, or None (missing, or corrupt: logged and ignored)."""
+    """The last-known-good snapshot, or None (missing, or corrupt: logged and ignored).  From its packed
+    form (:func:`read_packed`) when that was written for this very file, else parsed from the JSON."""
+    packed = read_packed(path)
+    if packed is not None:
+        return packed
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -66,6 +73,85 @@ def read_cache(path: Path) -> Snapshot | None:
             type(exc).__name__,
             str(exc)[:200],
         )
+        return None
+
+
+# The packed companion of a cache file: the snapshot without its keys (JSON, re-encoded by this
+# worker) and the keys as the worker holds them (data_plane/snapshot/keytable.py), so a restart reads
+# a million keys back in one piece instead of parsing them.  Bound to the JSON file it was written
+# for by that file's size, mtime and inode: a cache written afterwards (or put there by hand) makes it
+# stale, and the JSON is parsed as before.
+_PACKED_MAGIC = b"TGCACHE1"
+_PACKED_HEADER = struct.Struct("=8sQQQQIIII")  # magic, size, mtime_ns, ino, revision, hash len, rest len, crc, 0
+
+
+def packed_file(cache_file: Path) -> Path:
+    return cache_file.with_name(cache_file.stem + ".packed")
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def write_packed(path: Path, snapshot: Snapshot) -> None:
+    """Write the packed companion of the cache file ``path`` (just written, from ``snapshot``)."""
+    keys = KeyTable.of(snapshot.keys)
+    if keys.changes():
+        keys = KeyTable.of(list(keys))
+    rest = replace(snapshot, keys=(), hash="", generated_at="").to_json()
+    name = snapshot.hash.encode("ascii")
+    payload = name + rest + keys.base.buf
+    size, mtime, ino = _stamp(path.stat())
+    header = _PACKED_HEADER.pack(
+        _PACKED_MAGIC, size, mtime, ino, snapshot.revision, len(name), len(rest), zlib.crc32(payload), 0
+    )
+    target = packed_file(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(header)
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+def read_packed(path: Path) -> Snapshot | None:
+    """The cached snapshot from the packed companion of ``path``, or None (none, stale, or damaged:
+    then the JSON is read)."""
+    target = packed_file(path)
+    try:
+        data = target.read_bytes()
+        stamp = _stamp(path.stat())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("cannot read packed cache %s (%s); reading %s", target, exc, path)
+        return None
+    try:
+        if len(data) < _PACKED_HEADER.size:
+            raise ValueError("shorter than its header")
+        magic, size, mtime, ino, revision, name_len, rest_len, crc, _ = _PACKED_HEADER.unpack_from(data, 0)
+        if magic != _PACKED_MAGIC:
+            raise ValueError("not a packed cache")
+        if (size, mtime, ino) != stamp:
+            log.info("packed cache %s is older than %s; reading that", target, path.name)
+            return None
+        at = _PACKED_HEADER.size
+        if zlib.crc32(memoryview(data)[at:]) != crc:
+            raise ValueError("checksum does not match")
+        name = data[at : at + name_len].decode("ascii")
+        rest = Snapshot.from_json(data[at + name_len : at + name_len + rest_len])
+        keys = KeyTable(PackedKeys(data[at + name_len + rest_len :]))
+        del data
+        snapshot = replace(rest, keys=keys, hash=name)
+        if snapshot.revision != revision:
+            raise ValueError("revision does not match")
+        snapshot.validate()  # the keys' customers, against the customers read back
+        return snapshot
+    except MemoryError:
+        raise
+    except Exception as exc:
+        log.warning("packed cache %s cannot be used (%s: %s); reading %s", target, type(exc).__name__, exc, path)
         return None
 
 
@@ -96,11 +182,14 @@ def append_journal(path: Path, body: bytes) -> int:
         return f.tell()
 
 
-def write_cache(path: Path, data: bytes | Snapshot) -> None:
+def write_cache(path: Path, data: bytes | Snapshot, parsed: Snapshot | None = None) -> None:
     """Write the cache file atomically.  ``data``: the bytes as received from the control plane (what
     the worker caches: a newer minor version's unknown fields, which its hash covers, are kept), or a
-    snapshot to encode (the worker's own state after deltas, whose bytes nobody sent)."""
+    snapshot to encode (the worker's own state after deltas, whose bytes nobody sent).  With the
+    snapshot (``parsed``, or ``data`` itself) the packed companion is written after it
+    (:func:`write_packed`), so a restart need not parse it."""
     if isinstance(data, Snapshot):
+        parsed = data
         data = data.to_json()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -109,6 +198,11 @@ def write_cache(path: Path, data: bytes | Snapshot) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    if parsed is not None:
+        write_packed(path, parsed)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            packed_file(path).unlink()
     with contextlib.suppress(FileNotFoundError):
         journal_file(path).unlink()  # the deltas before this snapshot: in it
 
@@ -227,7 +321,7 @@ class ConfigSync:
         self._full_next = False
         self._status_changed.set()
         try:
-            write_cache(self.settings.cache_file, body)  # the bytes received, validated once above
+            write_cache(self.settings.cache_file, body, snapshot)  # the bytes received, validated once above
         except OSError as exc:
             log.error("cannot write snapshot cache %s: %s", self.settings.cache_file, exc)
         return True
@@ -255,7 +349,8 @@ class ConfigSync:
                 if store is not None:
                     # re-encoded from the entities: a newer version's unknown fields are not kept, so
                     # the file is sealed by this worker's rule and its hash is the one it will report
-                    write_cache(self.settings.cache_file, replace(store.snapshot(), hash=""))
+                    store.keys.compact()
+                    write_cache(self.settings.cache_file, replace(store.snapshot(), hash="").sealed())
         except OSError as exc:
             log.error("cannot write delta journal for %s: %s", self.settings.cache_file, exc)
         return True

@@ -14,7 +14,7 @@ ignored likewise.  ``hash`` is the content hash of the full snapshot at ``revisi
 computed it: the worker adopts it (the channel is authenticated; what deltas produce equals the full
 snapshot, which tests/integration/control_plane/test_delta_sync.py checks after every step of random writes).
 
-:class:`EntityStore` holds a worker's entities by id and applies a delta with an undo log: a delta
+:class:`EntityStore` holds a worker's entities by id (the keys packed) and applies a delta with an undo log: a delta
 that fails validation leaves the store as it was.  Validation is proportional to the change: keys and
 customers are checked against their references only; any other kind re-checks the references of
 everything but the keys (:func:`~data_plane.snapshot.parse.validate` without them).
@@ -22,14 +22,14 @@ everything but the keys (:func:`~data_plane.snapshot.parse.validate` without the
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from data_plane.errors import PlanError, SnapshotError
 from data_plane.snapshot import parse
+from data_plane.snapshot.keytable import EMPTY, KeyTable
 from data_plane.snapshot.types import ApiKey, Customer, Snapshot
 
 KINDS = ("upstream", "api", "customer", "key", "plan", "certificate")
@@ -114,7 +114,8 @@ def parse_delta(data: bytes | str | dict[str, Any]) -> Delta:
 
 @dataclass(slots=True)
 class EntityStore:
-    """A worker's snapshot as entities by id (plus the key-hash and per-customer indexes deltas need)."""
+    """A worker's snapshot as entities by id; the keys packed (:class:`~data_plane.snapshot.keytable.KeyTable`:
+    by id, by key hash and by customer), shared with the compiled config's key lookup."""
 
     revision: int
     hash: str
@@ -122,23 +123,20 @@ class EntityStore:
     upstreams: dict[str, Any] = field(default_factory=dict)
     apis: dict[str, Any] = field(default_factory=dict)
     customers: dict[str, Customer] = field(default_factory=dict)
-    keys: dict[str, ApiKey] = field(default_factory=dict)
+    keys: KeyTable = field(default_factory=lambda: KeyTable(EMPTY))
     plans: dict[str, Any] = field(default_factory=dict)
     certificates: dict[str, Any] = field(default_factory=dict)
-    # customer id -> its key ids: lists, not sets (100,000 customers' sets of ~10 cost ~70 MB, lists ~15)
-    customer_keys: dict[str, list[str]] = field(default_factory=dict)
-    key_ids_by_hash: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, snap: Snapshot) -> EntityStore:
+        """The store of ``snap``; its keys are ``snap.keys`` itself when packed (see ``with_key_table``)."""
         store = cls(snap.revision, snap.hash, snap.schema_version)
         store.upstreams = {u.id: u for u in snap.upstreams}
         store.apis = {a.id: a for a in snap.apis}
         store.customers = {c.id: c for c in snap.customers}
         store.plans = {p.id: p for p in snap.plans}
         store.certificates = {c.id: c for c in snap.certificates}
-        for k in snap.keys:
-            store._put_key(k)
+        store.keys = KeyTable.of(snap.keys)
         return store
 
     def table(self, kind: str) -> dict[str, Any]:
@@ -146,14 +144,15 @@ class EntityStore:
         return table
 
     def snapshot(self, *, with_keys: bool = True) -> Snapshot:
-        """The store as a snapshot, ordered as the control plane orders a full one (so it hashes the same).
+        """The store as a snapshot, ordered as the control plane orders a full one (so it hashes the same;
+        the keys are the store's own table, by key hash once a delta changed one).
         ``with_keys=False``: without customers and keys, for compiling what routes need."""
         return Snapshot(
             revision=self.revision,
             upstreams=tuple(sorted(self.upstreams.values(), key=lambda u: u.name)),
             apis=tuple(sorted(self.apis.values(), key=lambda a: a.name)),
             customers=tuple(sorted(self.customers.values(), key=lambda c: c.id)) if with_keys else (),
-            keys=tuple(sorted(self.keys.values(), key=lambda k: k.key_hash)) if with_keys else (),
+            keys=self.keys if with_keys else (),
             plans=tuple(sorted(self.plans.values(), key=lambda p: p.id)),
             certificates=tuple(sorted(self.certificates.values(), key=lambda c: c.id)),
             schema_version=self.schema_version,
@@ -183,37 +182,28 @@ class EntityStore:
             self._set(change.kind, change.id, old)
         self.revision, self.hash, self.schema_version = revision, hash, schema_version
 
+    def settle(self) -> bool:
+        """Fold the keys' overlay into a new packed base once it passes an eighth of the base (and
+        16,384 changes): lookups stay one probe, the overlay's objects stay few.  True when it did."""
+        keys = self.keys
+        if keys.changes() <= max(16_384, keys.base.count // 8):
+            return False
+        keys.compact()
+        return True
+
     # ------------------------------------------------------------------ internals
 
     def _set(self, kind: str, ident: str, value: Any) -> Any:
         if kind == "key":
-            old_key = self.keys.get(ident)
-            if old_key is not None:
-                self._drop_key(old_key)
+            old_key = self.keys.drop(ident)
             if value is not None:
-                self._put_key(value)
+                self.keys.put(value)
             return old_key
         table = self.table(kind)
         old = table.pop(ident, None)
         if value is not None:
             table[ident] = value
         return old
-
-    def _put_key(self, k: ApiKey) -> None:
-        self.keys[k.id] = k
-        self.key_ids_by_hash[k.key_hash] = k.id
-        self.customer_keys.setdefault(k.customer_id, []).append(k.id)  # (a key is dropped before it is put again)
-
-    def _drop_key(self, k: ApiKey) -> None:
-        del self.keys[k.id]
-        if self.key_ids_by_hash.get(k.key_hash) == k.id:
-            del self.key_ids_by_hash[k.key_hash]
-        ids = self.customer_keys.get(k.customer_id)
-        if ids is not None:
-            with contextlib.suppress(ValueError):
-                ids.remove(k.id)
-            if not ids:
-                del self.customer_keys[k.customer_id]
 
     def _validate(self, done: list[tuple[Change, Any]]) -> None:
         if any(c.kind not in ("key", "customer") for c, _ in done):
@@ -223,18 +213,23 @@ class EntityStore:
                 k: ApiKey = change.value
                 if k.customer_id not in self.customers:
                     raise SnapshotError(f"key {k.id!r}: customer_id {k.customer_id!r} names no customer")
-                if self.key_ids_by_hash.get(k.key_hash) != k.id:
+                # the base holds each hash once: a second holder is a key some change put
+                if self.keys.holders(k.key_hash) != [k.id]:
                     raise SnapshotError(f"key {k.id!r}: key_hash is duplicated")
             elif change.kind == "customer":
                 c: Customer | None = change.value
                 if c is None:
-                    if self.customer_keys.get(change.id):
+                    if self.keys.ids_of_customer(change.id):
                         raise SnapshotError(f"customer {change.id!r} deleted while keys still name it")
                 elif c.plan_id is not None and c.plan_id not in self.plans:
                     raise SnapshotError(f"customer {c.id!r}: plan_id {c.plan_id!r} names no plan")
-        # A key whose hash another key held before this delta: the other one must have gone.
-        if len(self.key_ids_by_hash) != len(self.keys):
-            raise SnapshotError("delta leaves two keys with one key_hash")
+
+
+def with_key_table(snap: Snapshot) -> Snapshot:
+    """``snap`` with its keys packed (a parsed snapshot's already are: returned as it is)."""
+    if isinstance(snap.keys, KeyTable):
+        return snap
+    return replace(snap, keys=KeyTable.of(snap.keys))
 
 
 def _without_keys(store: EntityStore) -> Snapshot:

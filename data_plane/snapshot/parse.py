@@ -19,7 +19,7 @@ from typing import Any
 
 from data_plane.errors import PlanError, SnapshotError, UnsupportedSchemaVersion
 from data_plane.snapshot import wire
-from data_plane.snapshot.keys import copy_str, take_keys
+from data_plane.snapshot.keytable import KeyPacker, KeyTable, copy_str
 from data_plane.snapshot.paths import normalize_base_path, split_template
 from data_plane.snapshot.types import (
     ALGORITHMS,
@@ -170,6 +170,11 @@ def validate(snap: Snapshot) -> None:
             if identity in identities:
                 raise SnapshotError(f"customers[{i}]: client certificate identity {identity!r} is another customer's")
             identities.add(identity)
+    if isinstance(snap.keys, KeyTable):
+        # packed: hashes and ids checked unique when packed (and by the store for what deltas put)
+        for customer in sorted(snap.keys.customer_ids() - customer_ids):
+            raise SnapshotError(f"keys: customer_id {customer!r} names no customer")
+        return
     hashes = set()
     for i, k in enumerate(snap.keys):
         if k.customer_id not in customer_ids:
@@ -462,7 +467,7 @@ def _customer(doc: Any, where: str) -> Customer:
     if not all(isinstance(a, str) for a in api_ids):
         raise SnapshotError(f"{where}.api_ids must be strings")
     plan_id = _get(doc, "plan_id", str, where, None)
-    # Copies and shared strings, not the decoder's (see keys.take_keys: they would pin the arenas of
+    # Copies and shared strings, not the decoder's (see keytable.copy_str: they would pin the arenas of
     # the document's dicts); the ids of APIs and plans, repeated by many customers, interned.
     return Customer(
         id=copy_str(_get(doc, "id", str, where)),
@@ -546,15 +551,17 @@ def _certificate(doc: Any, where: str) -> Certificate:
     )
 
 
-def _keys(docs: list[Any], customer_ids: dict[str, str]) -> tuple[ApiKey, ...]:
-    """The keys of a snapshot: the common shape in the compiled loop (data_plane/snapshot/keys.py),
-    anything else through :func:`_key`, which says what is wrong."""
-    out: list[ApiKey] = []
-    i = take_keys(docs, 0, customer_ids, out)
+def _keys(docs: list[Any], customer_ids: dict[str, str]) -> KeyTable:
+    """The keys of a snapshot, packed (data_plane/snapshot/keytable.py), checked as they are packed:
+    each names a customer of the snapshot, no key hash or id twice.  The common shape goes through the
+    compiled loop (``KeyPacker.take``), anything else through :func:`_key`, which says what is wrong."""
+    packer = KeyPacker(customer_ids)
+    i = packer.take(docs, 0)
     while i < len(docs):
-        out.append(_key(docs[i], f"keys[{i}]"))
-        i = take_keys(docs, i + 1, customer_ids, out)
-    return tuple(out)
+        k = _key(docs[i], f"keys[{i}]")
+        packer.add(k.id, k.customer_id, k.key_hash, k.prefix, k.expires_at)
+        i = packer.take(docs, i + 1)
+    return KeyTable(packer.finish())
 
 
 def _key(doc: Any, where: str) -> ApiKey:

@@ -9,6 +9,7 @@ those modules build and read these classes, so importing them here at module lev
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,7 +295,8 @@ class Snapshot:
     upstreams: tuple[Upstream, ...] = ()
     apis: tuple[Api, ...] = ()
     customers: tuple[Customer, ...] = ()
-    keys: tuple[ApiKey, ...] = ()
+    # a tuple, or packed when parsed (snapshot/keytable.py KeyTable: sized, iterable, indexable)
+    keys: Collection[ApiKey] = ()
     plans: tuple[Plan, ...] = ()
     certificates: tuple[Certificate, ...] = ()  # 1.6
     schema_version: str = SCHEMA_VERSION

@@ -95,14 +95,26 @@ class WorkerSide:
         assert mine.hash == full.hash
         fresh = compile_snapshot(full)
         assert fresh.auth is not None and self.config.auth is not None
-        assert _keys(self.config.auth) == _keys(fresh.auth)
+        assert _served(self.config.auth) == _keys(fresh.auth)
         assert _customers(self.config.auth) == _customers(fresh.auth)
         assert sorted(self.config.upstreams) == sorted(fresh.upstreams)
         assert _routes(self.config, full) == _routes(fresh, full)
 
 
 def _keys(t: AuthTables) -> dict[str, tuple[str, str, str, int | None, bytes]]:
-    return {h: (k.id, k.customer.id, k.prefix, k.expires_at, k.inject()) for h, k in t.keys.items()}
+    return {h: (k.id, k.customer.id, k.prefix, k.expires_at, k.inject()) for h, k in t.entries().items()}
+
+
+def _served(t: AuthTables) -> dict[str, tuple[str, str, str, int | None, bytes]]:
+    """What the request path's lookup answers (the entries it made on first use first) for every key
+    it holds or has made an entry for: each check fills those entries, so the next step's delta must
+    drop the ones it changes."""
+    out = {}
+    for h in {*t.keys, *(k.key_hash for k in t.source)}:
+        k = t.keys.get(h) or t.find_key(h)
+        if k is not None:
+            out[h] = (k.id, k.customer.id, k.prefix, k.expires_at, k.inject())
+    return out
 
 
 def _customers(t: AuthTables) -> dict[str, tuple[bool, frozenset[str], str | None]]:

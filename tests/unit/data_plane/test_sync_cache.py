@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from data_plane.snapshot import Snapshot, SnapshotError, Target, Upstream
-from data_plane.sync import read_cache, write_cache
+from data_plane.snapshot.keytable import KeyTable
+from data_plane.sync import packed_file, read_cache, read_packed, write_cache
 
 GOOD = Snapshot(
     revision=7, upstreams=(Upstream(id="u", name="u", targets=(Target(id="t", host="127.0.0.1", port=9000),)),)
@@ -55,3 +56,52 @@ def test_deep_nesting_from_the_control_plane_is_a_snapshot_error() -> None:
     # so a RecursionError escaping from_json would end the sync task.
     with pytest.raises(SnapshotError, match="not valid JSON"):
         Snapshot.from_json(b"[" * 200_000)
+
+
+def _with_keys() -> tuple[bytes, Snapshot]:
+    doc = GOOD.to_dict()
+    doc["customers"] = [{"id": "c1", "name": "one"}, {"id": "c2", "name": "two"}]
+    doc["keys"] = [
+        {"id": f"k{i}", "customer_id": f"c{i % 2 + 1}", "key_hash": f"{i:064x}", "prefix": f"tg_{i}"} for i in range(50)
+    ]
+    doc.pop("hash")
+    body = Snapshot.from_dict(doc).to_json()
+    return body, Snapshot.from_json(body)
+
+
+def test_a_cache_written_with_its_snapshot_reads_back_from_its_packed_form(tmp_path: Path) -> None:
+    body, snap = _with_keys()
+    path = tmp_path / "snapshot-8000.json"
+    write_cache(path, body, snap)
+    assert path.read_bytes() == body  # the JSON as received stays the cache
+    packed = read_packed(path)
+    assert packed is not None and isinstance(packed.keys, KeyTable)
+    assert packed.hash == snap.hash and packed.revision == snap.revision
+    assert list(packed.keys) == list(snap.keys) and packed.customers == snap.customers
+    assert packed.keys.by_hash(f"{7:064x}") == snap.keys.by_hash(f"{7:064x}")  # type: ignore[attr-defined]
+    assert read_cache(path) == packed
+
+
+def test_a_packed_cache_that_is_stale_or_damaged_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    body, snap = _with_keys()
+    path = tmp_path / "snapshot-8000.json"
+    write_cache(path, body, snap)
+    companion = packed_file(path)
+    good = companion.read_bytes()
+    # damaged: the checksum says so, and the JSON is read instead
+    companion.write_bytes(good[:-3] + bytes(b ^ 0xFF for b in good[-3:]))
+    with caplog.at_level(logging.WARNING, logger="tollgate.sync"):
+        assert read_packed(path) is None
+    assert any("cannot be used" in r.getMessage() for r in caplog.records)
+    assert read_cache(path) == snap
+    # stale: the JSON cache was replaced after the companion was written
+    companion.write_bytes(good)
+    assert read_packed(path) is not None
+    other = tmp_path / "other.json"
+    other.write_bytes(GOOD.to_json())
+    other.replace(path)
+    assert read_packed(path) is None
+    assert read_cache(path) == GOOD
+    # a cache written without its snapshot removes the companion it no longer matches
+    write_cache(path, body)
+    assert not companion.exists()

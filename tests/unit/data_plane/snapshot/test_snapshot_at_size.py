@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from data_plane.snapshot import Snapshot, SnapshotError, wire
-from data_plane.snapshot.keys import copy_str
+from data_plane.snapshot.keytable import copy_str
 from tests.unit.data_plane.snapshot.test_snapshot_wire import FULL
 
 
@@ -63,7 +63,7 @@ def test_keys_of_the_common_shape_and_odd_ones_parse_as_one_by_one() -> None:
     doc.pop("hash", None)
     parsed = Snapshot.from_dict(doc)
     assert [(k.id, k.expires_at) for k in parsed.keys] == [("k1", None), ("k2", 5), ("k3", None)]
-    # one string per customer: the keys hold the customer's own id object
+    # one string per customer: the keys hold the customer's own id object (kept by the packed table)
     assert all(k.customer_id is parsed.customers[0].id for k in parsed.keys)
 
 
