@@ -50,6 +50,7 @@ def read_cache(path: Path) -> Snapshot | None:
     form (:func:`read_packed`) when that was written for this very file, else parsed from the JSON."""
     packed = read_packed(path)
     if packed is not None:
+        log.info("cached config read from its packed form %s (%d keys)", packed_file(path).name, len(packed.keys))
         return packed
     try:
         data = path.read_bytes()
@@ -233,6 +234,7 @@ class ConfigSync:
         self.connected = False
         self._client: httpx.AsyncClient | None = None
         self._status_changed = asyncio.Event()
+        self._cache_due: tuple[bytes, Snapshot] | None = None
 
     def _headers(self) -> dict[str, str]:
         s = self.settings
@@ -289,6 +291,8 @@ class ConfigSync:
                         received = self._receive_delta(resp.content)
                     else:
                         received = self._receive(resp.content)
+                        resp = None
+                        await self._write_due()
                     if received:
                         delay = s.backoff_initial
                         continue
@@ -320,11 +324,20 @@ class ConfigSync:
         self.last_error = None
         self._full_next = False
         self._status_changed.set()
+        self._cache_due = (body, snapshot)  # the bytes received, validated once above: written next
+        return True
+
+    async def _write_due(self) -> None:
+        """Write the snapshot just applied to the cache, off the event loop (at a million keys ~1 s of
+        disk, which requests and the status endpoint need not wait for); the next request to the control
+        plane waits for it, so a delta is never journaled before the snapshot it follows is written."""
+        due, self._cache_due = self._cache_due, None
+        if due is None:
+            return
         try:
-            write_cache(self.settings.cache_file, body, snapshot)  # the bytes received, validated once above
+            await asyncio.to_thread(write_cache, self.settings.cache_file, due[0], due[1])
         except OSError as exc:
             log.error("cannot write snapshot cache %s: %s", self.settings.cache_file, exc)
-        return True
 
     def _receive_delta(self, body: bytes) -> bool:
         """Apply a delta; False when refused (the next request then asks for the full snapshot)."""

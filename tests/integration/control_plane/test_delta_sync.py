@@ -279,6 +279,10 @@ def test_full_snapshots_travel_gzipped_when_the_worker_accepts_it(client: TestCl
     assert zipped.headers["content-encoding"] == "gzip"
     assert zipped.content == plain.content  # (decoded by the client)
     assert Snapshot.from_json(plain.content).hash == plain.headers["x-tollgate-hash"]
+    # once the gzip is made only it is kept: a client without gzip (and the admin export) get it decompressed
+    again = client.get("/cluster/v1/snapshot", params={"wait": 0}, headers={**CLUSTER, "accept-encoding": "identity"})
+    assert "content-encoding" not in again.headers and again.content == plain.content
+    assert client.get("/v1/config/snapshot").content == plain.content
 
 
 @pytest.mark.parametrize("kind", ["waf_rule"])
