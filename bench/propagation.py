@@ -209,9 +209,12 @@ def run_size(keys: int, customers: int, routes: int, workers: int, changes: int)
                 ws.append(w)
                 row.setdefault("full_sync_each_s", []).append(round(time.perf_counter() - t, 2))
             row["full_sync_s"] = max(row["full_sync_each_s"])
-            # after the swap a worker writes its cache and settles its heap (gc): let that finish first
-            for w in ws:
+            # after the swap a worker settles its heap (gc) and writes its cache: let that finish first
+            for i, w in enumerate(ws):
                 wait_until(lambda w=w: _answers_fast(f"{w.status_url}/status"), timeout=900, what="worker settled")
+                # and its cache written (in a thread, after the swap): the packed companion is last
+                cache = cluster.tmp / f"w{i}-cache"
+                wait_until(lambda c=cache: any(c.glob("*.packed")), timeout=900, what="worker cache written")
             status_urls = [f"{w.status_url}/status" for w in ws]
             key_times: list[float] = []
             route_times: list[float] = []

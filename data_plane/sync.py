@@ -94,14 +94,15 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def write_packed(path: Path, snapshot: Snapshot) -> None:
-    """Write the packed companion of the cache file ``path`` (just written, from ``snapshot``)."""
-    keys = KeyTable.of(snapshot.keys)
-    if keys.changes():
-        keys = KeyTable.of(list(keys))
+def write_packed(path: Path, snapshot: Snapshot, keys: bytes | None = None) -> None:
+    """Write the packed companion of the cache file ``path`` (just written, from ``snapshot``;
+    ``keys``: its keys' packed buffer, when ``snapshot.keys`` is not them)."""
+    if keys is None:
+        table = KeyTable.of(snapshot.keys)
+        keys = (KeyTable.of(list(table)) if table.changes() else table).base.buf
     rest = replace(snapshot, keys=(), hash="", generated_at="").to_json()
     name = snapshot.hash.encode("ascii")
-    payload = name + rest + keys.base.buf
+    payload = name + rest + keys
     size, mtime, ino = _stamp(path.stat())
     header = _PACKED_HEADER.pack(
         _PACKED_MAGIC, size, mtime, ino, snapshot.revision, len(name), len(rest), zlib.crc32(payload), 0
@@ -183,12 +184,13 @@ def append_journal(path: Path, body: bytes) -> int:
         return f.tell()
 
 
-def write_cache(path: Path, data: bytes | Snapshot, parsed: Snapshot | None = None) -> None:
+def write_cache(path: Path, data: bytes | Snapshot, parsed: Snapshot | None = None, keys: bytes | None = None) -> None:
     """Write the cache file atomically.  ``data``: the bytes as received from the control plane (what
     the worker caches: a newer minor version's unknown fields, which its hash covers, are kept), or a
     snapshot to encode (the worker's own state after deltas, whose bytes nobody sent).  With the
-    snapshot (``parsed``, or ``data`` itself) the packed companion is written after it
-    (:func:`write_packed`), so a restart need not parse it."""
+    snapshot (``parsed``, or ``data`` itself; ``keys``: its packed keys when ``parsed`` is without
+    them) the packed companion is written after it (:func:`write_packed`), so a restart need not
+    parse it."""
     if isinstance(data, Snapshot):
         parsed = data
         data = data.to_json()
@@ -200,7 +202,7 @@ def write_cache(path: Path, data: bytes | Snapshot, parsed: Snapshot | None = No
         os.fsync(f.fileno())
     os.replace(tmp, path)
     if parsed is not None:
-        write_packed(path, parsed)
+        write_packed(path, parsed, keys)
     else:
         with contextlib.suppress(FileNotFoundError):
             packed_file(path).unlink()
@@ -235,6 +237,7 @@ class ConfigSync:
         self._client: httpx.AsyncClient | None = None
         self._status_changed = asyncio.Event()
         self._cache_due: tuple[bytes, Snapshot] | None = None
+        self._writing: asyncio.Future[None] | None = None  # the cache write running in a thread
 
     def _headers(self) -> dict[str, str]:
         s = self.settings
@@ -288,7 +291,10 @@ class ConfigSync:
                 if resp.status_code == 200:
                     self._reached()
                     if resp.headers.get("x-tollgate-kind") == "delta":
-                        received = self._receive_delta(resp.content)
+                        body = resp.content
+                        received = self._receive_delta(body)
+                        if received:
+                            await self._journal(body)
                     else:
                         received = self._receive(resp.content)
                         resp = None
@@ -328,14 +334,30 @@ class ConfigSync:
         return True
 
     async def _write_due(self) -> None:
-        """Write the snapshot just applied to the cache, off the event loop (at a million keys ~1 s of
-        disk, which requests and the status endpoint need not wait for); the next request to the control
-        plane waits for it, so a delta is never journaled before the snapshot it follows is written."""
+        """Start writing the snapshot just applied to the cache, off the event loop (at a million keys
+        ~1 s of disk, which requests, the status endpoint and the next long-poll need not wait for).
+        The keys are written from their packed buffer as it is now, immutable: deltas applied while the
+        write runs change the table's overlay, not that buffer.  A full snapshot arriving before the
+        write ended waits for it (one writer at a time, in order)."""
         due, self._cache_due = self._cache_due, None
         if due is None:
             return
+        previous = self._writing
+        if previous is not None:
+            await previous
+        body, snapshot = due
+        keys = snapshot.keys
+        if isinstance(keys, KeyTable) and not keys.changes():
+            buf = keys.base.buf
+        else:
+            buf = PackedKeys.of(list(keys)).buf
+        self._writing = asyncio.ensure_future(
+            asyncio.to_thread(self._write_cache, body, replace(snapshot, keys=()), buf)
+        )
+
+    def _write_cache(self, body: bytes, rest: Snapshot, keys: bytes | None) -> None:
         try:
-            await asyncio.to_thread(write_cache, self.settings.cache_file, due[0], due[1])
+            write_cache(self.settings.cache_file, body, rest, keys)
         except OSError as exc:
             log.error("cannot write snapshot cache %s: %s", self.settings.cache_file, exc)
 
@@ -355,6 +377,15 @@ class ConfigSync:
         self.last_error = None
         self._full_next = False
         self._status_changed.set()
+        return True
+
+    async def _journal(self, body: bytes) -> None:
+        """Append an applied delta to the journal, after the cache write it follows (still running when
+        the delta came right after a full snapshot: the delta is served already, only its line waits)."""
+        writing = self._writing
+        if writing is not None:
+            self._writing = None
+            await writing
         try:
             path = journal_file(self.settings.cache_file)
             if append_journal(path, body) > JOURNAL_MAX_BYTES:
@@ -366,7 +397,6 @@ class ConfigSync:
                     write_cache(self.settings.cache_file, replace(store.snapshot(), hash="").sealed())
         except OSError as exc:
             log.error("cannot write delta journal for %s: %s", self.settings.cache_file, exc)
-        return True
 
     def _reached(self) -> None:
         if not self.connected:

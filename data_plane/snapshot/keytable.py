@@ -202,16 +202,16 @@ class KeyPacker:
                 a, b = by_hash[i - 1], by_hash[i]
                 if digests[32 * a : 32 * a + 32] == digests[32 * b : 32 * b + 32]:
                     raise SnapshotError(f"keys[{max(a, b)}].key_hash is duplicated")
-        # by id: open addressing on the id's crc32
-        crcs = array("I", self.crcs)
-        by_id = array("I", [0]) * slots
+        # by id: open addressing on the id's crc32 (lists while building: native item access compiled)
+        crcs = self.crcs
+        ids: list[int] = [0] * slots
         for r in range(n):
             crc = crcs[r]
             j = crc & mask
             while True:
-                held = by_id[j]
+                held = ids[j]
                 if held == 0:
-                    by_id[j] = r + 1
+                    ids[j] = r + 1
                     break
                 o = held - 1
                 if crcs[o] == crc:
@@ -219,20 +219,25 @@ class KeyPacker:
                     if blob[strings[2 * o] : strings[2 * o + 1]] == ident:
                         raise SnapshotError(f"keys[{r}].id {_text(ident)!r} is duplicated")
                 j = (j + 1) & mask
+        by_id = array("I", ids)
+        del ids
         # the records of each customer, grouped (a counting sort by owner)
         names = self.names
-        owner = array("I", self.owner)
-        cstart = array("I", [0]) * (len(names) + 1)
+        owners = self.owner
+        starts: list[int] = [0] * (len(names) + 1)
         for r in range(n):
-            cstart[owner[r] + 1] += 1
+            starts[owners[r] + 1] += 1
         for c in range(len(names)):
-            cstart[c + 1] += cstart[c]
-        fill = array("I", cstart)
-        cmembers = array("I", [0]) * n
+            starts[c + 1] += starts[c]
+        cstart = array("I", starts)
+        members: list[int] = [0] * n
         for r in range(n):
-            c = owner[r]
-            cmembers[fill[c]] = r
-            fill[c] += 1
+            c = owners[r]
+            members[starts[c]] = r
+            starts[c] += 1
+        cmembers = array("I", members)
+        del members, starts
+        owner = array("I", owners)
         cnames = array("I", [len(blob)])
         for name in names:
             blob += _utf8(name)
@@ -245,7 +250,7 @@ class KeyPacker:
                 digests,
                 owner.tobytes(),
                 strings.tobytes(),
-                crcs.tobytes(),
+                array("I", crcs).tobytes(),
                 by_hash.tobytes(),
                 by_id.tobytes(),
                 cstart.tobytes(),

@@ -6,14 +6,19 @@ be logged and ignored, whatever is wrong with it, never stop the worker from sta
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from data_plane import sync
+from data_plane.settings import WorkerSettings
 from data_plane.snapshot import Snapshot, SnapshotError, Target, Upstream
 from data_plane.snapshot.keytable import KeyTable
-from data_plane.sync import packed_file, read_cache, read_packed, write_cache
+from data_plane.sync import ConfigSync, journal_file, packed_file, read_cache, read_packed, write_cache
 
 GOOD = Snapshot(
     revision=7, upstreams=(Upstream(id="u", name="u", targets=(Target(id="t", host="127.0.0.1", port=9000),)),)
@@ -105,3 +110,37 @@ def test_a_packed_cache_that_is_stale_or_damaged_is_not_used(tmp_path: Path, cap
     # a cache written without its snapshot removes the companion it no longer matches
     write_cache(path, body)
     assert not companion.exists()
+
+
+def test_the_cache_is_written_off_the_loop_and_a_delta_is_journaled_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delta right after a full snapshot is applied at once; its journal line waits for the cache
+    write (which deletes the journal of the snapshot before), else a restart would lose it."""
+    body, snap = _with_keys()
+    release = threading.Event()
+    real = sync.write_cache
+
+    def slow_write(*args: Any) -> None:
+        assert release.wait(10)
+        real(*args)
+
+    monkeypatch.setattr(sync, "write_cache", slow_write)
+    settings = WorkerSettings(control_plane_url="http://127.0.0.1:9", cache_dir=tmp_path)
+
+    async def run() -> None:
+        cs = ConfigSync(settings, lambda _s: None, lambda: {})
+        cs._cache_due = (body, snap)
+        await cs._write_due()  # started, not finished: the loop goes on
+        assert not settings.cache_file.exists()
+        line = asyncio.ensure_future(cs._journal(b'{"a delta": 1}'))
+        await asyncio.sleep(0.05)
+        assert not line.done() and not journal_file(settings.cache_file).exists()
+        release.set()
+        await asyncio.wait_for(line, 10)
+        assert settings.cache_file.read_bytes() == body
+        assert journal_file(settings.cache_file).read_bytes() == b'{"a delta": 1}\n'
+        packed = read_packed(settings.cache_file)
+        assert packed is not None and list(packed.keys) == list(snap.keys)
+
+    asyncio.run(run())
