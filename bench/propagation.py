@@ -58,11 +58,12 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def wait_all(status_urls: list[str], revision: int, timeout: float = 600.0) -> float:
+async def wait_all(status_urls: list[str], revision: int, timeout: float = 600.0) -> list[float]:
+    """When each worker reported ``revision`` (perf_counter), in the order of ``status_urls``."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=5.0) as client:
 
-        async def one(url: str) -> None:
+        async def one(url: str) -> float:
             rev = None
             while rev is None or rev < revision:
                 if time.monotonic() > deadline:
@@ -73,9 +74,9 @@ async def wait_all(status_urls: list[str], revision: int, timeout: float = 600.0
                     continue  # the worker's loop is busy (a full snapshot being applied): ask again
                 if rev is None or rev < revision:
                     await asyncio.sleep(0.002)
+            return time.perf_counter()
 
-        await asyncio.gather(*(one(u) for u in status_urls))
-    return time.perf_counter()
+        return list(await asyncio.gather(*(one(u) for u in status_urls)))
 
 
 def _answers_fast(url: str) -> bool:
@@ -219,6 +220,7 @@ def run_size(keys: int, customers: int, routes: int, workers: int, changes: int)
             key_times: list[float] = []
             route_times: list[float] = []
             writes: list[float] = []
+            served: list[dict[str, Any]] = []  # each change: when each worker served it (the slowest show)
             with cp.admin() as admin:
                 admin.timeout = 60
 
@@ -230,7 +232,9 @@ def run_size(keys: int, customers: int, routes: int, workers: int, changes: int)
                     r.raise_for_status()
                     rev = admin.get("/v1/config").json()["revision"]
                     done = asyncio.run(wait_all(status_urls, rev))
-                    return {"ms": (done - acked) * 1000, "body": r.json() if r.content else None}
+                    each = [round((d - acked) * 1000, 1) for d in done]
+                    served.append({"change": f"{method} {path.rsplit('/', 1)[-1][:12]}", "workers_ms": each})
+                    return {"ms": max(each), "body": r.json() if r.content else None}
 
                 cid = ids["customer"]
                 for i in range(changes):
@@ -253,6 +257,7 @@ def run_size(keys: int, customers: int, routes: int, workers: int, changes: int)
                 route_p50_ms=round(statistics.median(route_times), 1),
                 route_p99_ms=round(pct(route_times, 99), 1),
                 write_p99_ms=round(pct(writes, 99), 1),
+                slowest=sorted(served, key=lambda c: -max(c["workers_ms"]))[:3],
                 worker_rss_mib=round(max(rss_mib(w.proc.proc.pid) for w in ws if w.proc.proc), 1),
                 cp_rss_mib=round(rss_mib(cp.proc.proc.pid), 1) if cp.proc.proc else None,
             )
