@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -188,7 +189,9 @@ def seed(url: str, keys: int, customers: int, routes: int, backend_port: int) ->
     return {"upstream": up_id, "api": api_ids[0], "customer": customer_ids[0]}
 
 
-def run_size(keys: int, customers: int, routes: int, workers: int, changes: int) -> dict[str, Any]:
+def run_size(
+    keys: int, customers: int, routes: int, workers: int, changes: int, keep_logs: Path | None = None
+) -> dict[str, Any]:
     row: dict[str, Any] = {"keys": keys, "customers": customers, "routes": routes, "workers": workers}
     with tempfile.TemporaryDirectory(prefix="tollgate-propagation-") as tmp:
         cluster = BigCluster(Path(tmp))
@@ -273,6 +276,10 @@ def run_size(keys: int, customers: int, routes: int, workers: int, changes: int)
             row["restart_s"] = round(time.perf_counter() - t, 2)
         finally:
             cluster.close()
+            if keep_logs is not None:  # the processes' logs, for reading where a slow change went
+                keep_logs.mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("*.log"):
+                    shutil.copy(log, keep_logs / f"{keys}-{log.name}")
     return row
 
 
@@ -281,11 +288,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--changes", type=int, default=20, help="rounds of key create/rotate/revoke + route add")
     parser.add_argument("--sizes", default="10000:1000:1000,1000000:100000:10000", help="keys:customers:routes,...")
+    parser.add_argument("--keep-logs", type=Path, help="copy the processes' logs into this folder")
     args = parser.parse_args()
     rows = []
     for size in args.sizes.split(","):
         keys, customers, routes = (int(x) for x in size.split(":"))
-        row = run_size(keys, customers, routes, args.workers, args.changes)
+        row = run_size(keys, customers, routes, args.workers, args.changes, args.keep_logs)
         print(
             f"{keys} keys / {customers} customers / {routes} routes, {args.workers} workers: "
             f"key p50 {row['key_p50_ms']} ms p99 {row['key_p99_ms']} ms; route p50 {row['route_p50_ms']} ms "
