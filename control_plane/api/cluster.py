@@ -26,6 +26,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from control_plane.api.deps import Publisher, Sessions
 from control_plane.schemas import NodeStatusIn, UsageBatchIn, UsageBatchResult
@@ -92,7 +93,25 @@ async def get_snapshot(
     }
     if reply.gzipped:
         headers["Content-Encoding"] = "gzip"
-    return Response(content=reply.body, media_type="application/json", headers=headers)
+    return PartsResponse(reply.parts, media_type="application/json", headers=headers)
+
+
+class PartsResponse(Response):
+    """A body sent as the parts it is kept in (a full snapshot's gzip: ~1,300 deflated chunks at a
+    million keys, shared by every worker asking), with its Content-Length and without a joined copy."""
+
+    def __init__(self, parts: tuple[bytes, ...], media_type: str, headers: dict[str, str]) -> None:
+        super().__init__(media_type=media_type, headers=headers)
+        self.parts = parts
+        self.headers["content-length"] = str(sum(len(p) for p in parts))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        last = len(self.parts) - 1
+        for i, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part, "more_body": i < last})
+        if last < 0:
+            await send({"type": "http.response.body", "body": b""})
 
 
 def _accepts_gzip(accept_encoding: str) -> bool:

@@ -10,7 +10,10 @@ commas in the build's order (:data:`ORDER`), so keeping each entity's bytes lets
   the digest's state after every piece is kept, so a revision hashes only from its first changed piece
   on; identical to ``wire.compute_hash`` of the full build
   (tests/unit/control_plane/snapshots/test_content_index.py checks it);
-* write the full wire body (``to_json``'s bytes) and any delta's changes without building a snapshot.
+* write the full wire body (``to_json``'s bytes) and any delta's changes without building a snapshot;
+* write the full body's gzip from each chunk's deflated bytes, kept until the chunk changes
+  (:meth:`ContentIndex.gzip_parts`): a revision compresses only its changed chunks (at a million keys
+  ~1 ms instead of ~3 s for the whole body), which a new worker would otherwise wait for.
 
 The bytes are encoded as ``wire.to_json`` encodes (sorted keys, no spaces, ASCII).
 """
@@ -20,6 +23,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import struct
+import zlib
 from array import array
 from collections.abc import Iterable
 from typing import Any
@@ -38,6 +43,22 @@ ORDER: dict[str, tuple[str, Any, Any]] = {
 }
 MEMBER_OF_KIND = {kind: member for member, (kind, _, _) in ORDER.items()}
 ALWAYS = ("apis", "upstreams")  # in the content even when empty; the others are left out then
+
+
+GZIP_LEVEL = 1  # keys are random hex: higher levels cost several times the CPU for a few per cent
+# A gzip member with no name and mtime 0, deflate, "unknown" OS: what gzip.compress(mtime=0) writes.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+def deflated(data: bytes) -> bytes:
+    """``data`` as a raw deflate run with no final block, ending on a byte boundary (a sync flush): runs
+    made this way, one after the other, then a final empty block, are one valid deflate stream, since no
+    run refers back before its own start (how pigz compresses in parallel)."""
+    c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+
+
+_FINAL_BLOCK = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS).flush(zlib.Z_FINISH)
 
 
 def canonical(doc: Any) -> bytes:
@@ -64,7 +85,7 @@ class _Chunk:
     (each entity's bytes by id) while changed, joined again when the content is next read.  At a
     million keys the bytes kept once (joined), not twice (per entity and joined), are ~300 MB less."""
 
-    __slots__ = ("order", "blob", "ends", "docs")
+    __slots__ = ("order", "blob", "ends", "docs", "packed")
 
     def __init__(self, order: list[tuple[Any, str]], docs: dict[str, bytes] | None = None) -> None:
         self.order = order  # (sort key, id), sorted
@@ -72,9 +93,11 @@ class _Chunk:
         self.ends = array("I")  # where each entity's bytes end in blob
         # open: every entity's bytes by id; None when joined
         self.docs: dict[str, bytes] | None = docs if docs is not None else {}
+        self.packed: bytes | None = None  # deflated(blob), once a full body's gzip was asked for
 
     def open(self) -> dict[str, bytes]:
         docs = self.docs
+        self.packed = None
         if docs is None:
             blob, ends = self.blob, self.ends
             docs = self.docs = {}
@@ -97,6 +120,12 @@ class _Chunk:
                 ends.append(end)
             self.docs = None
         return self.blob
+
+    def deflated(self) -> bytes:
+        packed = self.packed
+        if packed is None:
+            packed = self.packed = deflated(self.joined())
+        return packed
 
     def doc(self, item: tuple[Any, str]) -> bytes | None:
         docs = self.docs
@@ -204,11 +233,15 @@ class _Member:
 
     def pieces(self) -> list[bytes]:
         """The member's canonical list as pieces: ``[``, the chunks' bytes comma-separated, ``]``."""
-        out = [b"["]
+        return [p.joined() if isinstance(p, _Chunk) else p for p in self.parts()]
+
+    def parts(self) -> list[bytes | _Chunk]:
+        """:meth:`pieces` with the chunks themselves in place of their bytes."""
+        out: list[bytes | _Chunk] = [b"["]
         for i, chunk in enumerate(self.chunks):
             if i:
                 out.append(b",")
-            out.append(chunk.joined())
+            out.append(chunk)
         out.append(b"]")
         return out
 
@@ -281,6 +314,10 @@ class ContentIndex:
 
     def _pieces(self, extra: tuple[tuple[str, bytes], ...]) -> list[bytes]:
         """The canonical JSON of content (+ ``extra`` members, already encoded) as a list of pieces."""
+        return [p.joined() if isinstance(p, _Chunk) else p for p in self._parts(extra)]
+
+    def _parts(self, extra: tuple[tuple[str, bytes], ...]) -> list[bytes | _Chunk]:
+        """:meth:`_pieces` with the chunks themselves in place of their bytes."""
         entries: list[tuple[str, _Member | None, bytes]] = [
             (name, m, b"")
             for name, m in self.members.items()
@@ -289,24 +326,52 @@ class ContentIndex:
         entries += [(n, None, v) for n, v in extra]
         entries.append(("schema_version", None, canonical(self.schema_version)))
         entries.sort(key=lambda e: e[0])
-        out: list[bytes] = [b"{"]
+        out: list[bytes | _Chunk] = [b"{"]
         for i, (name, member, value) in enumerate(entries):
             out.append((b"," if i else b"") + canonical(name) + b":")
             if member is not None:
-                out += member.pieces()
+                out += member.parts()
             else:
                 out.append(value)
         out.append(b"}")
         return out
 
-    def body(self, generated_at: str) -> bytes:
-        """The full snapshot's wire form, byte for byte what ``Snapshot.to_json`` writes."""
-        extra = (
+    def _extra(self, generated_at: str) -> tuple[tuple[str, bytes], ...]:
+        return (
             ("generated_at", canonical(generated_at)),
             ("hash", canonical(self.hash)),
             ("revision", canonical(self.revision)),
         )
-        return b"".join(self._pieces(extra))
+
+    def body(self, generated_at: str) -> bytes:
+        """The full snapshot's wire form, byte for byte what ``Snapshot.to_json`` writes."""
+        return b"".join(self._pieces(self._extra(generated_at)))
+
+    def gzip_parts(self, generated_at: str) -> list[bytes]:
+        """The gzip of :meth:`body` (one gzip member), as parts to send one after the other: the
+        chunks' deflated runs (kept, so only chunks changed since the last call are compressed; the
+        list holds on to them, not to copies) and the short pieces between them, deflated here."""
+        out = [_GZIP_HEADER]
+        crc = 0
+        size = 0
+        small: list[bytes] = []
+        for part in self._parts(self._extra(generated_at)):
+            if isinstance(part, _Chunk):
+                if small:
+                    out.append(deflated(b"".join(small)))
+                    small = []
+                data = part.joined()
+                out.append(part.deflated())
+            else:
+                data = part
+                small.append(part)
+            crc = zlib.crc32(data, crc)
+            size += len(data)
+        if small:
+            out.append(deflated(b"".join(small)))
+        out.append(_FINAL_BLOCK)
+        out.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
+        return out
 
     def delta_body(self, since: int, changed: list[tuple[str, str]]) -> bytes:
         """A delta from ``since`` to this revision naming ``changed`` (kind, id), in that order."""

@@ -8,9 +8,10 @@ Concurrency model (all on the app's event loop; database work goes to threads):
   happens at start, when the log does not cover the step (compacted, or a ``*`` change) or when the
   step is larger than :data:`MAX_DELTA`.  Moves happen under ``_build_lock``, so a burst of waiters
   causes one, not one each.
-* One encoding per revision: the full body (and its gzip, made on the first request that accepts it,
-  after which only the gzip is kept) and each delta body (by the revision it starts from) are built
-  once and handed to every waiter.
+* One encoding per revision: the full body's gzip (made on the first request for it, from the index's
+  deflated chunks: only the chunks changed since are compressed) and each delta body (by the revision
+  it starts from) are built once and handed to every waiter; the plain full body only for a client
+  that does not take gzip.
 * ``_changed`` is replaced every time the known revision moves: a waiter grabs the current event
   *before* comparing hashes, so a change landing between the comparison and the wait still wakes it.
 * The poll task reads ``config_state.revision`` every ``poll_interval`` seconds, or at once when
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 MAX_DELTA = 20_000  # changed entities beyond which a far-behind worker gets the full snapshot instead
 CHANGE_LOG_KEEP = 10_000  # revisions of change log kept (compaction); a worker further behind gets a full snapshot
 COMPACT_EVERY = 100  # revisions between two compactions by this replica
-GZIP_LEVEL = 1  # keys are random hex: higher levels cost several times the CPU for a few per cent
 
 
 @dataclass(slots=True)
@@ -55,7 +55,7 @@ class Published:
     hash: str
     generated_at: str
     full: bytes | None = None
-    full_gzip: bytes | None = None
+    full_gzip: tuple[bytes, ...] | None = None  # its parts (ContentIndex.gzip_parts), sent one after the other
     deltas: dict[int, bytes] = field(default_factory=dict)  # from revision -> body; b"" when a full is due
 
 
@@ -63,7 +63,7 @@ class Published:
 class Reply:
     revision: int
     hash: str
-    body: bytes
+    parts: tuple[bytes, ...]  # the body: these bytes one after the other (shared, never joined)
     gzipped: bool
     delta: bool
 
@@ -88,6 +88,7 @@ class SnapshotPublisher:
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._poke = asyncio.Event()
         self._build_lock = asyncio.Lock()
@@ -105,12 +106,16 @@ class SnapshotPublisher:
         self._closing = False
         await self.current()
         self._task = asyncio.create_task(self._poll_forever(), name="tollgate-revision-poll")
+        self._warming = asyncio.create_task(self._warm(), name="tollgate-full-gzip")
 
     async def stop(self) -> None:
         # No cancel: a cancelled task would abandon a database read still running in its thread,
         # and that thread would hand its connection back to an engine already disposed of.
         self._close_waiters()
         self._poke.set()
+        if self._warming is not None:
+            await self._warming
+            self._warming = None
         if self._task is not None:
             await self._task
             self._task = None
@@ -140,7 +145,7 @@ class SnapshotPublisher:
         if published.full is not None:
             return published.full
         if published.full_gzip is not None:
-            return await asyncio.to_thread(gzip.decompress, published.full_gzip)
+            return await asyncio.to_thread(gzip.decompress, b"".join(published.full_gzip))
         published.full = await asyncio.to_thread(self._full_body, published)
         return published.full
 
@@ -194,22 +199,34 @@ class SnapshotPublisher:
                     if body is None:
                         body = published.deltas[since] = await asyncio.to_thread(self._delta, published, since)
                     if body:
-                        return Reply(published.revision, published.hash, body, False, True)
-            if published.full_gzip is not None:
-                if gzip_ok:
-                    return Reply(published.revision, published.hash, published.full_gzip, True, False)
-                return Reply(published.revision, published.hash, await self.full_body(published), False, False)
-            if published.full is None:
-                published.full = await asyncio.to_thread(self._full_body, published)
+                        return Reply(published.revision, published.hash, (body,), False, True)
             if not gzip_ok:
-                return Reply(published.revision, published.hash, published.full, False, False)
-            published.full_gzip = await asyncio.to_thread(gzip.compress, published.full, GZIP_LEVEL, mtime=0)
-            # Only the gzip is kept from now on (workers ask for it): the plain body (233 MB at a million
-            # keys, ~2 x its gzip) is what a client without gzip gets decompressed from it.
-            published.full = None
+                return Reply(published.revision, published.hash, (await self.full_body(published),), False, False)
+            if published.full_gzip is None:
+                published.full_gzip = tuple(await asyncio.to_thread(self._gzip_parts, published))
+                # Only the gzip is kept from now on (workers ask for it): the plain body (233 MB at a
+                # million keys, ~2 x its gzip) is what a client without gzip gets decompressed from it.
+                published.full = None
             return Reply(published.revision, published.hash, published.full_gzip, True, False)
 
     # ------------------------------------------------------------------ internals
+
+    async def _warm(self) -> None:
+        """At start, the current revision's full gzip, before a worker asks for it: deflating every
+        chunk of the index (~3 s at a million keys) once, so the first worker to join does not wait
+        for it; later revisions deflate only their changed chunks."""
+        try:
+            async with self._build_lock:
+                published = self._published
+                if self._closing or published is None or published.full_gzip is not None:
+                    return
+                index = self._index
+                if index is None or index.revision != published.revision:
+                    return
+                published.full_gzip = tuple(await asyncio.to_thread(self._gzip_parts, published))
+                published.full = None
+        except Exception:  # only a head start: the first worker's request makes it otherwise
+            log.warning("could not prepare the full snapshot's gzip", exc_info=True)
 
     async def _published_for(self, revision: int) -> Published:
         published = self._published
@@ -346,6 +363,11 @@ class SnapshotPublisher:
         index = self._index
         assert index is not None and index.revision == published.revision
         return index.body(published.generated_at)
+
+    def _gzip_parts(self, published: Published) -> list[bytes]:
+        index = self._index
+        assert index is not None and index.revision == published.revision
+        return index.gzip_parts(published.generated_at)
 
     def _delta(self, published: Published, since: int) -> bytes:
         """The delta body from ``since`` to ``published``, or b"" when a full snapshot is due."""

@@ -10,6 +10,7 @@ config; the full load is ``GET /cluster/v1/snapshot`` without ``since``.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 from typing import Any
 
@@ -24,6 +25,7 @@ from data_plane.incremental import apply_delta
 from data_plane.snapshot import Snapshot
 from data_plane.snapshot.delta import EntityStore, parse_delta
 from tests.integration.control_plane.conftest import CLUSTER_TOKEN
+from tests.integration.harness import wait_until
 
 CLUSTER = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
 
@@ -283,6 +285,27 @@ def test_full_snapshots_travel_gzipped_when_the_worker_accepts_it(client: TestCl
     again = client.get("/cluster/v1/snapshot", params={"wait": 0}, headers={**CLUSTER, "accept-encoding": "identity"})
     assert "content-encoding" not in again.headers and again.content == plain.content
     assert client.get("/v1/config/snapshot").content == plain.content
+    # the next revision's gzip: its changed chunk deflated again, the others as kept; sent in parts
+    # with the length of their sum
+    client.post("/v1/upstreams", json={"name": "two"})
+    gzip_headers = {**CLUSTER, "accept-encoding": "gzip"}
+    with client.stream("GET", "/cluster/v1/snapshot", params={"wait": 0}, headers=gzip_headers) as resp:
+        raw = b"".join(resp.iter_raw())
+        assert int(resp.headers["content-length"]) == len(raw)
+    plain = client.get("/cluster/v1/snapshot", params={"wait": 0}, headers={**CLUSTER, "accept-encoding": "identity"})
+    assert gzip.decompress(raw) == plain.content
+    assert sorted(u.name for u in Snapshot.from_json(plain.content).upstreams) == ["one", "two"]
+
+
+def test_the_control_plane_makes_the_full_gzip_at_start_before_a_worker_asks(client: TestClient) -> None:
+    publisher = client.app.state.publisher  # type: ignore[attr-defined]
+    published = publisher._published
+    wait_until(lambda: published.full_gzip is not None, timeout=10, what="full gzip made at start")
+    made = published.full_gzip
+    zipped = client.get("/cluster/v1/snapshot", params={"wait": 0}, headers={**CLUSTER, "accept-encoding": "gzip"})
+    assert zipped.headers["x-tollgate-revision"] == str(published.revision)
+    assert Snapshot.from_json(zipped.content).hash == published.hash
+    assert publisher._published.full_gzip is made  # served what was made at start, not made again
 
 
 @pytest.mark.parametrize("kind", ["waf_rule"])
