@@ -22,7 +22,7 @@ from data_plane import __version__, native
 from data_plane.auth import AuthTables
 from data_plane.compiler import CompiledConfig, compile_snapshot, retired_pools
 from data_plane.health import Prober
-from data_plane.heap import release_free_memory
+from data_plane.heap import collector_paused, release_free_memory
 from data_plane.http.env import ExchangeEnv
 from data_plane.http.protocol import ClientConnection
 from data_plane.http.realip import TrustedProxies, parse_trusted
@@ -270,15 +270,19 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
 
     def load_initial(self) -> None:
+        with collector_paused():
+            s = self.settings
+            if s.snapshot_file is not None:
+                self.apply(Snapshot.from_json(s.snapshot_file.read_bytes()), validated=True)
+            else:
+                self._load_cache()
+
+    def _load_cache(self) -> None:
         s = self.settings
-        if s.snapshot_file is not None:
-            self.apply(Snapshot.from_json(s.snapshot_file.read_bytes()), validated=True)
-            return
         cached = read_cache(s.cache_file)
         if cached is not None:
             try:
-                self.apply(cached, validated=True)  # read_cache: packed, or Snapshot.from_json: validated
-                self._replay(journal_file(s.cache_file))
+                self._restore(cached, journal_file(s.cache_file))
                 log.info(
                     "serving cached config revision %s until the control plane answers",
                     self.store and self.store.revision,
@@ -298,14 +302,48 @@ class Worker:
     def _holding(self) -> EntityStore | None:
         return self.store
 
-    def _replay(self, path: Path) -> None:
-        """The deltas received after the cached snapshot (data_plane/sync.py journal), up to the first
-        that does not apply (a line cut by a crash): the worker then continues from there."""
-        for n, body in enumerate(read_journal(path)):
+    def _restore(self, cached: Snapshot, journal: Path) -> None:
+        """Start from the cache: the cached snapshot (read_cache: packed, or parsed by
+        ``Snapshot.from_json``, so validated) with the deltas received after it (data_plane/sync.py
+        journal), up to the first that does not apply (a line cut by a crash), compiled once, not once
+        per delta (ten route changes cost a restart at 10,000 routes 0.6 s of compiling)."""
+        snapshot = with_key_table(cached)
+        store = EntityStore.of(snapshot)
+        replayed = 0
+        for n, body in enumerate(read_journal(journal)):
+            try:
+                store.apply(parse_delta(body))  # all or nothing, validated
+            except (SnapshotError, ValueError) as exc:
+                log.warning("delta journal %s line %d not applied (%s); continuing from there", journal, n + 1, exc)
+                break
+            replayed += 1
+        if replayed:
+            store.settle()
+            snapshot = store.snapshot()
+            log.info("%d deltas of the journal %s replayed onto the cached config", replayed, journal.name)
+        try:
+            compiled = self._compile(snapshot)
+        except (SnapshotError, ValueError) as exc:
+            if not replayed:
+                raise
+            # what the journal led to does not compile (the worker refused it when it came too, and
+            # kept its config): the cached snapshot, then the deltas one by one while they apply
+            log.warning("cached config with its journal does not compile (%s); replaying delta by delta", exc)
+            self._replay_each(journal)
+            return
+        self.store = store
+        self._swap(self.config, compiled, snapshot)
+
+    def _replay_each(self, journal: Path) -> None:
+        cached = read_cache(self.settings.cache_file)  # again: the store above changed its keys
+        if cached is None:
+            raise SnapshotError("the cache could not be read again")
+        self.apply(cached, validated=True)
+        for n, body in enumerate(read_journal(journal)):
             try:
                 self.apply_delta(parse_delta(body))
             except (SnapshotError, ValueError) as exc:
-                log.warning("delta journal %s line %d not applied (%s); continuing from there", path, n + 1, exc)
+                log.warning("delta journal %s line %d not applied (%s); continuing from there", journal, n + 1, exc)
                 return
 
     def sweep_idle(self) -> None:

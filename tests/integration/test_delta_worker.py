@@ -52,6 +52,7 @@ def test_keys_and_routes_arrive_as_deltas_and_survive_a_restart_from_the_journal
     assert next(cache.glob("*.packed"))  # the cached snapshot's packed companion (keys in one buffer)
     worker = cluster.worker(cp, name="w", cache_dir=cache, port=port)
     assert "cached config read from its packed form" in worker.proc.log()  # not parsed again
+    assert "deltas of the journal" in worker.proc.log()  # into the entity store, then compiled once
     assert worker.status()["revision"] == revision  # the snapshot, then the journal's deltas
     assert httpx.get(f"{worker.url}/svc/a", headers=headers).status_code == 403
     assert httpx.get(f"{worker.url}/svc/x", headers={"x-api-key": other["key"]}).status_code == 200

@@ -65,7 +65,26 @@ def test_deep_nesting_from_the_control_plane_is_a_snapshot_error() -> None:
 
 def _with_keys() -> tuple[bytes, Snapshot]:
     doc = GOOD.to_dict()
-    doc["customers"] = [{"id": "c1", "name": "one"}, {"id": "c2", "name": "two"}]
+    doc["plans"] = [{"id": "p1", "name": "gold"}]
+    doc["customers"] = [
+        {"id": "c1", "name": "one"},
+        {  # every field away from its default: the packed form's rows must give them all back
+            "id": "c2",
+            "name": "twö \ud800",
+            "status": "suspended",
+            "api_ids": ["a1", "a2"],
+            "plan_id": "p1",
+            "quota_extra": 5,
+            "quota_extra_start": 10,
+            "quota_extra_end": 20,
+            "mtls_fingerprints": ["ab" * 32],
+            "mtls_subjects": ["CN=two"],
+            "billing_anchor": 1_700_000_000,
+            "time_zone": "Europe/Paris",
+            "cycle_since": 1_700_000_001,
+            "external_id": "ext-2",
+        },
+    ]
     doc["keys"] = [
         {"id": f"k{i}", "customer_id": f"c{i % 2 + 1}", "key_hash": f"{i:064x}", "prefix": f"tg_{i}"} for i in range(50)
     ]
@@ -85,6 +104,29 @@ def test_a_cache_written_with_its_snapshot_reads_back_from_its_packed_form(tmp_p
     assert list(packed.keys) == list(snap.keys) and packed.customers == snap.customers
     assert packed.keys.by_hash(f"{7:064x}") == snap.keys.by_hash(f"{7:064x}")  # type: ignore[attr-defined]
     assert read_cache(path) == packed
+    assert packed.customers[1].status == "suspended" and packed.customers[1].api_ids == ("a1", "a2")
+
+
+def test_a_packed_cache_of_another_release_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Customers written with other fields (a release whose Customer differs), or the companion's
+    earlier format: the JSON cache is read."""
+    body, snap = _with_keys()
+    path = tmp_path / "snapshot-8000.json"
+    write_cache(path, body, snap)
+    companion = packed_file(path)
+    good = companion.read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(sync, "_CUSTOMER_FIELDS", (*sync._CUSTOMER_FIELDS, "added_later"))
+        with caplog.at_level(logging.WARNING, logger="tollgate.sync"):
+            assert read_packed(path) is None
+        assert any("customers written with other fields" in r.getMessage() for r in caplog.records)
+    companion.write_bytes(b"TGCACHE1" + good[8:])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tollgate.sync"):
+        assert read_cache(path) == snap
+    assert any("of an earlier release" in r.getMessage() for r in caplog.records)
 
 
 def test_a_packed_cache_that_is_stale_or_damaged_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
