@@ -112,6 +112,49 @@ def parse_delta(data: bytes | str | dict[str, Any]) -> Delta:
     )
 
 
+def merge_deltas(bodies: list[bytes]) -> tuple[dict[str, Any] | None, int]:
+    """A run of deltas (a worker's journal, one JSON document each) as one document with each entity's
+    last change: the net effect, as a control plane's delta from the first's start to the last's
+    revision has it, so each entity is parsed once, not once per delta that changed it (ten route
+    changes to an API of 10,000 routes: ten parses of all of them).  Returns it with the number of
+    deltas merged: up to the first that is not a delta following the one before (a line cut by a
+    crash); (None, 0) when the first is not.  Field checks are :func:`parse_delta`'s, on the result."""
+    changes: dict[tuple[str, str], Any] = {}
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    merged = 0
+    for body in bodies:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            break
+        if not isinstance(doc, dict) or not isinstance(doc.get("changes"), list):
+            break
+        if last is not None and (doc.get("from_revision") != last.get("revision") or last.get("revision") is None):
+            break
+        named = [c for c in doc["changes"] if isinstance(c, dict)]
+        if len(named) != len(doc["changes"]) or not all(
+            isinstance(c.get("kind"), str) and isinstance(c.get("id"), str) for c in named
+        ):
+            break
+        for c in named:
+            ident = (c["kind"], c["id"])
+            changes.pop(ident, None)
+            changes[ident] = c  # ordered by each entity's last change
+        first = first or doc
+        last = doc
+        merged += 1
+    if first is None or last is None:
+        return None, 0
+    return {
+        "schema_version": last.get("schema_version"),
+        "from_revision": first.get("from_revision"),
+        "revision": last.get("revision"),
+        "hash": last.get("hash"),
+        "changes": list(changes.values()),
+    }, merged
+
+
 @dataclass(slots=True)
 class EntityStore:
     """A worker's snapshot as entities by id; the keys packed (:class:`~data_plane.snapshot.keytable.KeyTable`:

@@ -8,14 +8,15 @@ import asyncio
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from control_plane.snapshots.content import ContentIndex
 from data_plane.server import Worker
 from data_plane.settings import WorkerSettings
-from data_plane.snapshot import Api, Route, Snapshot, Target, Upstream
-from data_plane.snapshot.delta import EntityStore
+from data_plane.snapshot import Api, ApiKey, Customer, Route, Snapshot, Target, Upstream
+from data_plane.snapshot.delta import EntityStore, merge_deltas, parse_delta, with_key_table
 from data_plane.sync import append_journal, journal_file, write_cache
 
 UP = Upstream(id="u", name="u", targets=(Target(id="t", host="127.0.0.1", port=9000),))
@@ -81,3 +82,68 @@ def test_a_journal_end_state_that_does_not_compile_is_replayed_delta_by_delta(
     assert worker.config is not None and worker.config.revision == last - 1
     assert worker.store is not None and worker.store.revision == last - 1
     assert len(worker.store.apis["a"].routes) == last - 1
+
+
+def _mixed_journal(settings: WorkerSettings) -> list[bytes]:
+    """Route, customer and key changes, one entity changed in several deltas (a key made, then its
+    rotation's delete, a customer renamed twice): the journal's lines."""
+    snap = Snapshot(revision=1, upstreams=(UP,), apis=(_api(1),), customers=(Customer(id="c1", name="one"),), keys=())
+    snap = dataclasses.replace(EntityStore.of(snap).snapshot(), hash="", generated_at="g").sealed()
+    write_cache(settings.cache_file, snap)
+    index = ContentIndex.of(snap)
+    steps: list[list[tuple[str, Any]]] = [
+        [("api", _api(2))],
+        [("key", ApiKey(id="k1", customer_id="c1", key_hash="11" * 32, prefix="tg_1"))],
+        [("customer", Customer(id="c1", name="renamed")), ("api", _api(3))],
+        [("key", None), ("key2", ApiKey(id="k2", customer_id="c1", key_hash="11" * 32, prefix="tg_2"))],
+        [("customer", Customer(id="c1", name="renamed again"))],
+    ]
+    lines = []
+    for n, step in enumerate(steps):
+        changed = []
+        for kind, entity in step:
+            if kind == "key2":
+                index.upsert("key", entity)
+                changed.append(("key", entity.id))
+            elif entity is None:
+                index.remove(kind, "k1")
+                changed.append((kind, "k1"))
+            else:
+                index.upsert(kind, entity)
+                changed.append((kind, entity.id))
+        index.revision = n + 2
+        lines.append(index.delta_body(n + 1, changed))
+        append_journal(journal_file(settings.cache_file), lines[-1])
+    return lines
+
+
+def test_a_journal_replayed_as_one_delta_equals_its_deltas_one_by_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = WorkerSettings(cache_dir=tmp_path)
+    lines = _mixed_journal(settings)
+    merged, count = merge_deltas(lines)
+    assert count == len(lines) and merged is not None
+    assert len(merged["changes"]) == 4  # api, customer, k1 (its delete), k2: each entity's last change
+    worker, compiled = _start(tmp_path, caplog)
+    assert compiled == 1
+    by_one = EntityStore.of(with_key_table(Snapshot.from_json(settings.cache_file.read_bytes())))
+    for line in lines:
+        by_one.apply(parse_delta(line))
+    assert worker.store is not None
+    assert worker.store.snapshot().to_json() == by_one.snapshot().to_json()
+    assert worker.store.customers["c1"].name == "renamed again" and len(worker.store.apis["a"].routes) == 3
+    assert [k.id for k in worker.store.keys] == ["k2"]
+
+
+def test_a_journal_cut_by_a_crash_is_replayed_up_to_the_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = WorkerSettings(cache_dir=tmp_path)
+    lines = _mixed_journal(settings)
+    journal = journal_file(settings.cache_file)
+    journal.write_bytes(b"\n".join(lines[:3]) + b"\n" + lines[3][: len(lines[3]) // 2] + b"\n")
+    assert merge_deltas(journal.read_bytes().splitlines())[1] == 3
+    worker, _ = _start(tmp_path, caplog)
+    assert worker.store is not None and worker.store.revision == 4  # the three whole lines' deltas
+    assert any("line 4 not applied" in r.getMessage() for r in caplog.records)
+    # a line that does not follow the one before ends the merge there too
+    assert merge_deltas([lines[0], lines[2]])[1] == 1
