@@ -203,9 +203,13 @@ class Worker:
         # A whole new config: one full collection (the old config's cycles). A delta's recompile: the
         # new objects only, unless the frozen heap grew by an eighth since the last full collection
         # (what a young collection cannot free is bounded by that; a full one costs ~0.7 s at 1M keys).
+        # The process's first config: everything alive is frozen without a collection first (a
+        # decoded and compiled config leaves no cyclic garbage to speak of, and what it may leave is
+        # collected at the next whole swap, which unfreezes first): ~0.2 s less at a million keys.
         frozen = gc.get_freeze_count()
+        first = old is None
         full = whole or frozen > self.frozen_after_full + self.frozen_after_full // 8
-        pause = settle_heap() if full else settle_young()
+        pause = settle_first() if first else settle_heap() if full else settle_young()
         if full:
             self.frozen_after_full = gc.get_freeze_count()
         log.info(
@@ -213,7 +217,7 @@ class Worker:
             snapshot.revision,
             snapshot.hash[:12],
             pause * 1e3,
-            "full collection" if full else "new objects only",
+            "first config, frozen" if first else "full collection" if full else "new objects only",
         )
 
     def status(self) -> dict[str, Any]:
@@ -514,6 +518,15 @@ def settle_heap() -> float:
     started = time.perf_counter()
     gc.unfreeze()
     gc.collect()
+    gc.freeze()
+    release_free_memory()
+    return time.perf_counter() - started
+
+
+def settle_first() -> float:
+    """The first config of the process: what is alive frozen (:func:`settle_heap` without its
+    collection); returns the seconds it took."""
+    started = time.perf_counter()
     gc.freeze()
     release_free_memory()
     return time.perf_counter() - started
