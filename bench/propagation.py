@@ -7,7 +7,7 @@ plane and ``--workers`` workers start as real processes on 127.0.0.1, and it mea
 
 * ``full_sync_s``: a worker with an empty cache, from its start to serving the current revision;
 * ``key_p50_ms`` / ``key_p99_ms``: a key created, revoked or rotated -> every worker at that revision;
-* ``route_p50_ms`` / ``route_p99_ms``: a route changed -> every worker at that revision;
+* ``route_p50_ms`` / ``route_p99_ms``: a route added, changed or removed -> every worker at that revision;
 * ``write_p99_ms``: the admin write itself (request -> response) while the workers sync;
 * ``restart_s``: a worker restarted with its cache (snapshot + delta journal) serving again;
 * ``worker_rss_mib`` (largest of the workers) and ``cp_rss_mib`` (VmRSS).
@@ -247,13 +247,13 @@ def run_size(
                     rotated = timed("POST", f"/v1/customers/{cid}/keys/{kid}/rotate", {})
                     key_times.append(rotated["ms"])
                     key_times.append(timed("DELETE", f"/v1/customers/{cid}/keys/{rotated['body']['id']}")["ms"])
-                    route_times.append(
-                        timed(
-                            "POST",
-                            f"/v1/apis/{ids['api']}/routes",
-                            {"path": f"/bench{i}", "upstream_id": ids["upstream"]},
-                        )["ms"]
-                    )
+                    # a route added, changed and removed again (each one route change)
+                    routes_path = f"/v1/apis/{ids['api']}/routes"
+                    added = timed("POST", routes_path, {"path": f"/bench{i}", "upstream_id": ids["upstream"]})
+                    route_times.append(added["ms"])
+                    rid = added["body"]["id"]
+                    route_times.append(timed("PATCH", f"{routes_path}/{rid}", {"path": f"/bench{i}/{{id}}"})["ms"])
+                    route_times.append(timed("DELETE", f"{routes_path}/{rid}")["ms"])
             row.update(
                 key_p50_ms=round(statistics.median(key_times), 1),
                 key_p99_ms=round(pct(key_times, 99), 1),
@@ -286,7 +286,8 @@ def run_size(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--changes", type=int, default=20, help="rounds of key create/rotate/revoke + route add")
+    rounds = "rounds of key create/rotate/revoke + route add/change/remove"
+    parser.add_argument("--changes", type=int, default=20, help=rounds)
     parser.add_argument("--sizes", default="10000:1000:1000,1000000:100000:10000", help="keys:customers:routes,...")
     parser.add_argument("--keep-logs", type=Path, help="copy the processes' logs into this folder")
     args = parser.parse_args()
